@@ -1,0 +1,62 @@
+"""``create_app()``: the standalone service."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any, Mapping
+
+import redis
+from flasgger import Swagger
+from flask import Blueprint, Flask, Response, jsonify
+
+from . import openapi
+from .extension import SessionManager, current_manager
+from .payloads import MAX_BODY
+from .settings import ConfigError
+
+logger = logging.getLogger("sessionsvc")
+
+health = Blueprint("sessionsvc_health", __name__)
+
+
+@health.get("/healthz")
+@openapi.spec("healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@health.get("/readyz")
+@openapi.spec("readyz")
+def readyz() -> Response:
+    current_manager().store.ping()
+    return jsonify({"status": "ok"})
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None, *, redis_client: redis.Redis | None = None
+) -> Flask:
+    """Build the standalone service: sessions and auth routes, health, Swagger UI.
+
+    :param config: Flask config values (``config.py`` reads them from the
+        environment for ``wsgi.py``).
+    :param redis_client: a ready Redis client instead of ``SESSIONSVC_REDIS_URL``.
+    :raises ConfigError: on a bad or missing setting, naming the key.
+    """
+    app = Flask("sessionsvc", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config.update(config or {})
+    if not app.config.get("JWT_SECRET_KEY"):
+        if app.config.get("SESSIONSVC_REDIS_URL") or redis_client is not None:
+            raise ConfigError("JWT_SECRET_KEY must be set when the service uses a real Redis")
+        # Development only: with the embedded store nothing outlives the
+        # process anyway, so neither need the tokens.
+        logger.warning(
+            "JWT_SECRET_KEY is not set: generated a random one for this process; "
+            "tokens stop working when it restarts"
+        )
+        app.config["JWT_SECRET_KEY"] = secrets.token_urlsafe(32)
+    SessionManager(app, redis_client=redis_client, auth_routes=True, problem_paths=("/",))
+    app.register_blueprint(health)
+    Swagger(app, template=openapi.TEMPLATE, config=openapi.SWAGGER_CONFIG)
+    return app

@@ -1,0 +1,70 @@
+"""The standalone service's auth routes: login, refresh, logout."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from flask_jwt_extended import get_jwt, jwt_required, verify_jwt_in_request
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import openapi, payloads, tokens
+from .errors import InvalidCredentials
+from .extension import current_manager
+from .models import User
+
+URL_PREFIX = "/api/v1/auth"
+
+blueprint = Blueprint("sessionsvc_auth", __name__)
+
+# Checked when the user does not exist, so that a login for an unknown name
+# takes as long as one with a wrong password.
+_DUMMY_HASH = generate_password_hash("sessionsvc: no such user")
+
+
+@blueprint.before_request
+def _limit_body() -> None:
+    request.max_content_length = payloads.MAX_BODY
+
+
+def hash_password(password: str) -> str:
+    """The stored form of a password (werkzeug's default, scrypt)."""
+    return generate_password_hash(password)
+
+
+def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
+    """A user record for the user store."""
+    return User(id=user_id, password_hash=hash_password(password), roles=("admin",) if admin else ())
+
+
+@blueprint.post("/login")
+@openapi.spec("login")
+def login() -> Response:
+    body = payloads.json_object(request)
+    username = payloads.string_field(body, "username", max_length=256)
+    password = payloads.string_field(body, "password", max_length=1024)
+    manager = current_manager()
+    user = manager.store.get_user(username) if username else None
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        raise InvalidCredentials("Wrong username or password.")
+    if not check_password_hash(user.password_hash, password):
+        raise InvalidCredentials("Wrong username or password.")
+    claims = {"roles": list(user.roles)} if user.roles else None
+    return jsonify(manager.open(user.id, claims=claims).to_json())
+
+
+@blueprint.post("/refresh")
+@openapi.spec("refresh")
+def refresh() -> Response:
+    # The revocation check is skipped here only because rotate() does it,
+    # atomically with the rotation: two refreshes with one token cannot both win.
+    verify_jwt_in_request(refresh=True, skip_revocation_check=True)
+    return jsonify(current_manager().rotate(get_jwt()).to_json())
+
+
+@blueprint.post("/logout")
+@jwt_required()
+@openapi.spec("logout")
+def logout() -> Response:
+    user_id, session_id = tokens.token_session(get_jwt())
+    current_manager().revoke(user_id, session_id, reason="logout", current=session_id)
+    return Response(status=204)

@@ -1,0 +1,68 @@
+"""What a request says about the device: parsed user agent and client address.
+
+User agents are parsed only when a session opens, never on the per-request
+path; the parse is cached because one user agent opens many sessions.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import user_agents
+from flask import Request
+
+from .models import Device
+
+#: Longest user agent we keep; longer ones are cut (they are never legitimate).
+MAX_USER_AGENT = 512
+
+
+def _known(value: str | None) -> str | None:
+    # ua-parser names what it cannot identify "Other".
+    return value if value and value != "Other" else None
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_user_agent(user_agent: str | None) -> Device:
+    """Parse a ``User-Agent`` header into a :class:`Device` (cached)."""
+    if not user_agent:
+        return Device()
+    parsed = user_agents.parse(user_agent)
+    if parsed.is_bot:
+        kind = "bot"
+    elif parsed.is_tablet:
+        kind = "tablet"
+    elif parsed.is_mobile:
+        kind = "mobile"
+    elif parsed.is_pc:
+        kind = "desktop"
+    else:
+        kind = "other"
+    browser = _known(parsed.browser.family)
+    system = _known(parsed.os.family)
+    version = parsed.browser.version
+    return Device(
+        type=kind,
+        browser=browser,
+        browser_version=".".join(str(part) for part in version[:2]) if browser and version else None,
+        os=system,
+        os_version=(parsed.os.version_string or None) if system else None,
+    )
+
+
+def user_agent_of(request: Request) -> str | None:
+    """The request's ``User-Agent``, or ``None`` when it sent none."""
+    value = request.headers.get("User-Agent")
+    if not value:
+        return None
+    return value[:MAX_USER_AGENT]
+
+
+def client_ip(request: Request) -> str | None:
+    """The client's address.
+
+    ``X-Forwarded-For`` is honoured only through werkzeug's ``ProxyFix``,
+    which the extension installs when ``SESSIONSVC_TRUSTED_PROXIES`` > 0;
+    otherwise this is the peer address of the connection.
+    """
+    return request.remote_addr or None

@@ -1,0 +1,163 @@
+"""The exception hierarchy and its one mapping to RFC 9457 problem documents."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger("sessionsvc")
+
+PROBLEM_MIMETYPE = "application/problem+json"
+
+
+class SessionsvcError(Exception):
+    """Base class: every error the service answers with has a status and a code."""
+
+    status = 500
+    code = "internal_error"
+    title = "Internal Server Error"
+    #: Extra response headers, such as ``Retry-After``.
+    headers: dict[str, str] = {}
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+
+
+class AuthorizationRequired(SessionsvcError):
+    status, code, title = 401, "authorization_required", "Unauthorized"
+
+
+class InvalidToken(SessionsvcError):
+    status, code, title = 401, "invalid_token", "Unauthorized"
+
+
+class TokenExpired(SessionsvcError):
+    status, code, title = 401, "token_expired", "Unauthorized"
+
+
+class SessionRevoked(SessionsvcError):
+    status, code, title = 401, "session_revoked", "Unauthorized"
+
+
+class WrongTokenType(SessionsvcError):
+    status, code, title = 401, "wrong_token_type", "Unauthorized"
+
+
+class RefreshTokenReused(SessionsvcError):
+    status, code, title = 401, "refresh_token_reused", "Unauthorized"
+
+
+class InvalidCredentials(SessionsvcError):
+    status, code, title = 401, "invalid_credentials", "Unauthorized"
+
+
+class InvalidRequest(SessionsvcError):
+    status, code, title = 400, "invalid_request", "Bad Request"
+
+
+class PayloadTooLarge(SessionsvcError):
+    status, code, title = 413, "payload_too_large", "Content Too Large"
+
+
+class Forbidden(SessionsvcError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class SessionNotFound(SessionsvcError):
+    status, code, title = 404, "session_not_found", "Not Found"
+
+
+class NotFound(SessionsvcError):
+    status, code, title = 404, "not_found", "Not Found"
+
+
+class MethodNotAllowed(SessionsvcError):
+    status, code, title = 405, "method_not_allowed", "Method Not Allowed"
+
+
+class RateLimited(SessionsvcError):
+    status, code, title = 429, "rate_limited", "Too Many Requests"
+
+
+class StoreUnavailable(SessionsvcError):
+    """The session store did not answer: the service fails closed."""
+
+    status, code, title = 503, "store_unavailable", "Service Unavailable"
+    headers = {"Retry-After": "1"}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    """Render an RFC 9457 problem document with the extra member ``code``."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code}
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def error_response(error: SessionsvcError) -> Response:
+    """The problem document for one of our exceptions."""
+    return problem(error.status, error.code, error.title, error.detail, error.headers)
+
+
+#: How werkzeug's HTTP errors map onto the spec's codes.
+_HTTP_CODES: dict[int, type[SessionsvcError]] = {
+    400: InvalidRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    # A wrong Content-Type is a body that is not JSON, as far as the spec goes.
+    415: InvalidRequest,
+}
+
+
+def http_error_response(error: HTTPException) -> Response:
+    """The problem document for a werkzeug HTTP error."""
+    status = error.code or 500
+    mapped = _HTTP_CODES.get(status)
+    if mapped is not None:
+        response = error_response(mapped(error.description))
+    else:
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = problem(status, code, error.name or "Error", error.description or "")
+    if status == 405:
+        # Keep the Allow header werkzeug computed from the URL map.
+        allow = error.get_response().headers.get("Allow")
+        if allow:
+            response.headers["Allow"] = allow
+    return response
+
+
+def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
+    """Render our errors, and HTTP errors on paths we own, as problem documents.
+
+    :param owns: tells, inside a request, whether the request is ours (so a
+        host app keeps its own error pages for its own paths).
+    """
+
+    @app.errorhandler(SessionsvcError)
+    def _ours(error: SessionsvcError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Any:
+        if not owns():
+            return error
+        return http_error_response(error)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Any:
+        # Flask hands HTTPExceptions here only if they have no handler; the
+        # rest is a bug: log it with its traceback, answer without one.
+        if isinstance(error, HTTPException):
+            return error
+        if not owns():
+            raise error
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "internal_error", "Internal Server Error", "An unexpected error occurred.")

@@ -1,0 +1,381 @@
+"""``SessionManager``: the Flask extension and its Python API."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Sequence
+
+import redis
+from flask import Flask, current_app, has_request_context, request
+from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import devices, errors, tokens
+from .errors import RefreshTokenReused, SessionRevoked
+from .models import SecurityEvent, Session, TokenPair
+from .settings import ConfigError, Settings
+from .store import Actor, CheckStatus, SessionStore, store_from_url
+
+#: Key of the per-app state in ``app.extensions``.
+EXTENSION_KEY = "sessionsvc"
+
+# Marks "take it from the current request" in :meth:`SessionManager.open`.
+_FROM_REQUEST: Any = object()
+
+
+def new_session_id() -> str:
+    """A fresh session id: 128 bits from the OS CSPRNG, meaningless."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class _State:
+    manager: SessionManager
+    settings: Settings
+    store: SessionStore
+    #: Path prefixes whose HTTP errors are answered as problem documents.
+    problem_paths: tuple[str, ...]
+
+
+class SessionManager:
+    """Device sessions for a Flask app, bound to flask-jwt-extended.
+
+    ``SessionManager(app)`` or ``sessions = SessionManager()`` and later
+    ``sessions.init_app(app)``. Per-app state lives in
+    ``app.extensions["sessionsvc"]``; this object keeps no app.
+
+    :param redis_client: use this Redis client (``decode_responses=True``)
+        instead of building one from ``SESSIONSVC_REDIS_URL``.
+    :param url_prefix: where the sessions blueprint is mounted.
+    :param auth_routes: also mount ``/api/v1/auth`` (login, refresh, logout)
+        backed by the user store; the standalone service does.
+    :param problem_paths: path prefixes whose HTTP errors (404, 405, 413...)
+        are answered as problem documents; defaults to the blueprints'
+        prefixes, so the host app keeps its own error pages elsewhere.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        redis_client: redis.Redis | None = None,
+        url_prefix: str = "/api/v1/sessions",
+        auth_routes: bool = False,
+        problem_paths: Sequence[str] | None = None,
+    ) -> None:
+        self._redis_client = redis_client
+        self._url_prefix = url_prefix
+        self._auth_routes = auth_routes
+        self._problem_paths = tuple(problem_paths) if problem_paths is not None else None
+        if app is not None:
+            self.init_app(app)
+
+    # -- set-up ---------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Validate the settings and wire the extension into ``app``.
+
+        :raises ConfigError: naming the first bad configuration key.
+        """
+        from . import api, auth, cli
+
+        jwt = app.extensions.get("flask-jwt-extended")
+        if jwt is None:
+            jwt = JWTManager(app)
+        settings = Settings.from_config(app.config)
+        if settings.geoip_db is not None:
+            raise ConfigError("SESSIONSVC_GEOIP_DB: location lookup is not available yet")
+        if not (app.config.get("JWT_SECRET_KEY") or app.config.get("SECRET_KEY")):
+            raise ConfigError("JWT_SECRET_KEY must be set to sign tokens")
+
+        if self._redis_client is not None:
+            client = self._redis_client
+            store = SessionStore(
+                lambda: client,
+                prefix=settings.key_prefix,
+                events_max=settings.events_max,
+                events_ttl=settings.refresh_expires,
+            )
+        else:
+            store = store_from_url(
+                settings.redis_url,
+                prefix=settings.key_prefix,
+                timeout=settings.store_timeout,
+                events_max=settings.events_max,
+                events_ttl=settings.refresh_expires,
+            )
+        prefixes = [self._url_prefix]
+        if self._auth_routes:
+            prefixes.append(auth.URL_PREFIX)
+        problem_paths = self._problem_paths or tuple(prefixes)
+        app.extensions[EXTENSION_KEY] = _State(self, settings, store, problem_paths)
+
+        tokens.bind(app, jwt, self.is_revoked)
+        errors.register_error_handlers(app, _owns_request)
+        app.register_blueprint(api.blueprint, url_prefix=self._url_prefix)
+        if self._auth_routes:
+            app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
+        app.cli.add_command(cli.sessions_cli)
+        if settings.trusted_proxies:
+            app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+
+    @staticmethod
+    def _state() -> _State:
+        try:
+            state: _State = current_app.extensions[EXTENSION_KEY]
+        except KeyError:
+            raise RuntimeError(
+                "SessionManager is not initialised on this app: call init_app(app) first"
+            ) from None
+        return state
+
+    @property
+    def settings(self) -> Settings:
+        """The current app's validated settings."""
+        return self._state().settings
+
+    @property
+    def store(self) -> SessionStore:
+        """The current app's session store."""
+        return self._state().store
+
+    # -- the revocation check ---------------------------------------------------
+
+    def is_revoked(self, jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> bool:
+        """flask-jwt-extended's blocklist check: ``True`` once the session is gone.
+
+        Also records activity (at most once per touch interval) in the same
+        round trip. For a refresh token, presenting one that was already
+        rotated away revokes the session and raises
+        :class:`~sessionsvc.errors.RefreshTokenReused`. A host app with a
+        blocklist of its own calls this from its loader.
+
+        :raises InvalidToken: the token carries no session id.
+        :raises StoreUnavailable: the store cannot answer (fail closed).
+        """
+        user_id, session_id = tokens.token_session(jwt_payload)
+        state = self._state()
+        presented = jwt_payload.get("jti") if jwt_payload.get("type") == "refresh" else None
+        result = state.store.check(
+            user_id,
+            session_id,
+            now=int(time.time()),
+            touch_interval=state.settings.touch_interval,
+            ip=devices.client_ip(request) if has_request_context() else None,
+            presented_jti=presented or None,
+            actor=_actor(),
+        )
+        if result.status is CheckStatus.REFRESH_REUSED:
+            raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
+        return result.status is CheckStatus.GONE
+
+    # -- the Python API -----------------------------------------------------------
+
+    def open(
+        self,
+        user_id: str,
+        *,
+        ip: str | None = _FROM_REQUEST,
+        user_agent: str | None = _FROM_REQUEST,
+        claims: dict[str, Any] | None = None,
+    ) -> TokenPair:
+        """Open a session for a user whose credentials the caller checked.
+
+        Call it from your login view: the session's address and user agent
+        are taken from the current request unless given.
+
+        :param user_id: the ``sub`` of the tokens; any non-empty string.
+        :param claims: extra JWT claims (``roles``, say) for both tokens;
+            a refresh hands them on to the new tokens.
+        :returns: the token pair of the new session.
+        """
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError("user_id must be a non-empty string")
+        state = self._state()
+        settings = state.settings
+        in_request = has_request_context()
+        if ip is _FROM_REQUEST:
+            ip = devices.client_ip(request) if in_request else None
+        if user_agent is _FROM_REQUEST:
+            user_agent = devices.user_agent_of(request) if in_request else None
+        now = int(time.time())
+        expires_at = now + settings.refresh_expires
+        extra = {k: v for k, v in (claims or {}).items() if k not in tokens.RESERVED_CLAIMS}
+        for _ in range(3):
+            session = Session(
+                id=new_session_id(),
+                user_id=user_id,
+                created_at=now,
+                last_seen_at=now,
+                expires_at=expires_at,
+                ip=ip,
+                created_ip=ip,
+                user_agent=user_agent,
+                device=devices.parse_user_agent(user_agent),
+                refresh_jti=secrets.token_urlsafe(16),
+            )
+            # Sign first: a token that cannot be made leaves no session behind.
+            pair = _token_pair(
+                user_id, session.id, session.refresh_jti, settings, extra, settings.refresh_expires
+            )
+            evicted = state.store.create(
+                session,
+                max_sessions=settings.max_sessions_per_user,
+                actor=Actor(ip=ip, user_agent=user_agent),
+            )
+            if evicted is not None:
+                return pair
+        raise RuntimeError("could not draw an unused session id")  # pragma: no cover
+
+    def rotate(self, refresh_payload: dict[str, Any]) -> TokenPair:
+        """Exchange a verified refresh token for a new pair (rotation).
+
+        Atomic: of two refreshes with the same token one wins; the other is
+        reuse, which revokes the whole session.
+
+        :raises SessionRevoked: the session is gone.
+        :raises RefreshTokenReused: the token was already used.
+        """
+        user_id, session_id = tokens.token_session(refresh_payload)
+        state = self._state()
+        now = int(time.time())
+        new_jti = secrets.token_urlsafe(16)
+        result = state.store.check(
+            user_id,
+            session_id,
+            now=now,
+            touch_interval=state.settings.touch_interval,
+            ip=devices.client_ip(request) if has_request_context() else None,
+            presented_jti=str(refresh_payload.get("jti") or "-"),
+            new_jti=new_jti,
+            actor=_actor(),
+        )
+        if result.status is CheckStatus.REFRESH_REUSED:
+            raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
+        if result.status is CheckStatus.GONE or result.expires_at is None:
+            raise SessionRevoked("The token's session was signed out or has expired.")
+        extra = {k: v for k, v in refresh_payload.items() if k not in tokens.RESERVED_CLAIMS}
+        lifetime = max(result.expires_at - now, 1)
+        return _token_pair(user_id, session_id, new_jti, state.settings, extra, lifetime)
+
+    def get(self, user_id: str, session_id: str) -> Session | None:
+        """One of a user's sessions, or ``None`` (also for ids that cannot be ours)."""
+        if not tokens.is_session_id(session_id):
+            return None
+        return self._state().store.get(user_id, session_id)
+
+    def list_for(self, user_id: str) -> list[Session]:
+        """A user's live sessions, most recently active first."""
+        sessions = self._state().store.list(user_id, now=int(time.time()))
+        sessions.sort(key=lambda s: (-s.last_seen_at, -s.created_at, s.id))
+        return sessions
+
+    def rename(self, user_id: str, session_id: str, name: str | None) -> Session | None:
+        """Label a session (``None`` clears the label); ``None`` if no such session."""
+        if not tokens.is_session_id(session_id):
+            return None
+        store = self._state().store
+        if not store.rename(user_id, session_id, name):
+            return None
+        return store.get(user_id, session_id)
+
+    def revoke(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        reason: str = "user",
+        current: str | None = None,
+    ) -> bool:
+        """Sign one session out; its tokens fail on their very next use.
+
+        :param current: the caller's own session id: revoking it is recorded
+            as ``logout``.
+        :returns: ``False`` when the user has no such session.
+        """
+        if not tokens.is_session_id(session_id):
+            return False
+        revoked = self._state().store.revoke(
+            user_id,
+            [session_id],
+            now=int(time.time()),
+            reason=reason,
+            actor=_actor(),
+            current=current,
+        )
+        return revoked > 0
+
+    def revoke_all(
+        self,
+        user_id: str,
+        *,
+        reason: str = "admin",
+        keep: str | None = None,
+        current: str | None = None,
+    ) -> int:
+        """Sign a user out everywhere, e.g. after a password change.
+
+        :param keep: a session to spare (the caller's, for "sign out others").
+        :param current: the caller's own session, recorded as ``logout``.
+        :returns: how many sessions were revoked.
+        """
+        return self._state().store.revoke(
+            user_id,
+            None,
+            now=int(time.time()),
+            reason=reason,
+            actor=_actor(),
+            keep=keep,
+            current=current,
+        )
+
+    def events_for(self, user_id: str, *, limit: int = 50) -> list[SecurityEvent]:
+        """A user's security events, newest first."""
+        return self._state().store.events(user_id, limit=limit)
+
+
+def current_manager() -> SessionManager:
+    """The :class:`SessionManager` of the current app."""
+    return SessionManager._state().manager
+
+
+def _actor() -> Actor:
+    if not has_request_context():
+        return Actor()
+    return Actor(ip=devices.client_ip(request), user_agent=devices.user_agent_of(request))
+
+
+def _owns_request() -> bool:
+    state: _State | None = current_app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        return False
+    path = request.path
+    return any(
+        prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+        for prefix in state.problem_paths
+    )
+
+
+def _token_pair(
+    user_id: str,
+    session_id: str,
+    refresh_jti: str | None,
+    settings: Settings,
+    extra: dict[str, Any],
+    refresh_lifetime: int,
+) -> TokenPair:
+    claims = {**extra, "sid": session_id}
+    access = create_access_token(
+        identity=user_id,
+        additional_claims=claims,
+        expires_delta=timedelta(seconds=settings.access_expires),
+    )
+    refresh = create_refresh_token(
+        identity=user_id,
+        additional_claims={**claims, "jti": refresh_jti},
+        expires_delta=timedelta(seconds=refresh_lifetime),
+    )
+    return TokenPair(access, refresh, settings.access_expires, session_id)

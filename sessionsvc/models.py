@@ -1,0 +1,155 @@
+"""The session and security-event models and their JSON shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+def isotime(epoch: int | None) -> str | None:
+    """UTC, ISO 8601, second precision, ``Z`` suffix."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the user agent said, parsed once when the session opened."""
+
+    type: str = "other"
+    browser: str | None = None
+    browser_version: str | None = None
+    os: str | None = None
+    os_version: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        """A short human label such as ``Chrome 120 on Windows 10``."""
+        browser = self.browser
+        if browser and self.browser_version:
+            browser = f"{browser} {self.browser_version.split('.')[0]}"
+        system = self.os
+        if system and self.os_version:
+            system = f"{system} {self.os_version}"
+        if browser and system:
+            return f"{browser} on {system}"
+        return browser or system
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "browser": self.browser,
+            "browser_version": self.browser_version,
+            "os": self.os,
+            "os_version": self.os_version,
+            "label": self.label,
+        }
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an address is, as far as the GeoIP database knows."""
+
+    country: str | None
+    city: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"country": self.country, "city": self.city}
+
+
+@dataclass(frozen=True)
+class Session:
+    """One signed-in device of one user."""
+
+    id: str
+    user_id: str
+    created_at: int
+    last_seen_at: int
+    expires_at: int
+    ip: str | None
+    created_ip: str | None
+    user_agent: str | None
+    device: Device = field(default_factory=Device)
+    location: Location | None = None
+    name: str | None = None
+    #: The ``jti`` of the one refresh token that may still be used.
+    refresh_jti: str | None = None
+
+    def to_json(self, *, current: bool = False, idle_timeout: int | None = None) -> dict[str, Any]:
+        """The Session object of the API.
+
+        :param current: whether this is the session of the calling token.
+        :param idle_timeout: seconds of allowed inactivity, if configured.
+        """
+        idle_expires = None
+        if idle_timeout is not None:
+            idle_expires = min(self.last_seen_at + idle_timeout, self.expires_at)
+        return {
+            "id": self.id,
+            "current": current,
+            "created_at": isotime(self.created_at),
+            "last_seen_at": isotime(self.last_seen_at),
+            "expires_at": isotime(self.expires_at),
+            "ip": self.ip,
+            "created_ip": self.created_ip,
+            "user_agent": self.user_agent,
+            "device": self.device.to_json(),
+            "location": self.location.to_json() if self.location else None,
+            "name": self.name,
+            "idle_expires_at": isotime(idle_expires),
+            "risk": [],
+        }
+
+
+@dataclass(frozen=True)
+class SecurityEvent:
+    """One entry of a user's security history."""
+
+    id: str
+    type: str
+    at: int
+    session_id: str
+    ip: str | None
+    user_agent: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "at": isotime(self.at),
+            "session_id": self.session_id,
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+            "detail": dict(self.detail),
+        }
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """What a login or a refresh hands back."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "session_id": self.session_id,
+        }
+
+
+@dataclass(frozen=True)
+class User:
+    """A user of the standalone service's own user store."""
+
+    id: str
+    password_hash: str
+    roles: tuple[str, ...] = ()

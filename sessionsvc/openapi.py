@@ -1,0 +1,362 @@
+"""The OpenAPI (Swagger 2.0) document: flasgger template and per-operation specs.
+
+Views carry their operation with :func:`spec`; flasgger builds
+``/apispec.json`` from the real routes, so a route without a spec shows up
+as undocumented rather than silently missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from flasgger import swag_from
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TIMESTAMP = {"type": "string", "format": "date-time", "example": "2026-11-26T22:15:12Z"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "x-nullable": True}
+
+
+DEFINITIONS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem document with the extra member `code`.",
+        "required": ["type", "title", "status", "detail", "code"],
+        "properties": {
+            "type": {"type": "string", "example": "about:blank"},
+            "title": {"type": "string", "example": "Not Found"},
+            "status": {"type": "integer", "example": 404},
+            "detail": {"type": "string"},
+            "code": {"type": "string", "example": "session_not_found"},
+        },
+    },
+    "Device": {
+        "type": "object",
+        "required": ["type", "browser", "browser_version", "os", "os_version", "label"],
+        "properties": {
+            "type": {"type": "string", "enum": ["desktop", "mobile", "tablet", "bot", "other"]},
+            "browser": _nullable({"type": "string", "example": "Chrome"}),
+            "browser_version": _nullable({"type": "string", "example": "120.0"}),
+            "os": _nullable({"type": "string", "example": "Windows"}),
+            "os_version": _nullable({"type": "string", "example": "10"}),
+            "label": _nullable({"type": "string", "example": "Chrome 120 on Windows 10"}),
+        },
+    },
+    "Location": {
+        "type": "object",
+        "x-nullable": True,
+        "properties": {
+            "country": _nullable({"type": "string", "example": "DE"}),
+            "city": _nullable({"type": "string", "example": "Berlin"}),
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": [
+            "id", "current", "created_at", "last_seen_at", "expires_at", "ip",
+            "created_ip", "user_agent", "device", "location", "name",
+            "idle_expires_at", "risk",
+        ],  # fmt: skip
+        "properties": {
+            "id": {"type": "string", "description": "Opaque, >= 128 bits of randomness."},
+            "current": {"type": "boolean", "description": "The session of the calling token."},
+            "created_at": _TIMESTAMP,
+            "last_seen_at": _TIMESTAMP,
+            "expires_at": _TIMESTAMP,
+            "ip": _nullable({"type": "string", "example": "203.0.113.7"}),
+            "created_ip": _nullable({"type": "string", "example": "198.51.100.4"}),
+            "user_agent": _nullable({"type": "string"}),
+            "device": {"$ref": "#/definitions/Device"},
+            "location": {"$ref": "#/definitions/Location"},
+            "name": _nullable({"type": "string", "maxLength": 64, "example": "Work laptop"}),
+            "idle_expires_at": _nullable(_TIMESTAMP),
+            "risk": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["new_device", "new_country", "anomaly"]},
+            },
+        },
+    },
+    "SessionList": {
+        "type": "object",
+        "required": ["sessions"],
+        "properties": {"sessions": {"type": "array", "items": {"$ref": "#/definitions/Session"}}},
+    },
+    "Event": {
+        "type": "object",
+        "required": ["id", "type", "at", "session_id", "ip", "user_agent", "detail"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string", "example": "session.revoked"},
+            "at": _TIMESTAMP,
+            "session_id": {"type": "string"},
+            "ip": _nullable({"type": "string"}),
+            "user_agent": _nullable({"type": "string"}),
+            "detail": {"type": "object", "example": {"reason": "user"}},
+        },
+    },
+    "EventList": {
+        "type": "object",
+        "required": ["events"],
+        "properties": {"events": {"type": "array", "items": {"$ref": "#/definitions/Event"}}},
+    },
+    "Revoked": {
+        "type": "object",
+        "required": ["revoked"],
+        "properties": {"revoked": {"type": "integer", "minimum": 0}},
+    },
+    "TokenPair": {
+        "type": "object",
+        "required": ["access_token", "refresh_token", "token_type", "expires_in", "session_id"],
+        "properties": {
+            "access_token": {"type": "string"},
+            "refresh_token": {"type": "string"},
+            "token_type": {"type": "string", "enum": ["Bearer"]},
+            "expires_in": {"type": "integer", "description": "Access-token lifetime, seconds."},
+            "session_id": {"type": "string"},
+        },
+    },
+    "Credentials": {
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {
+            "username": {"type": "string", "example": "alice"},
+            "password": {"type": "string", "format": "password"},
+        },
+    },
+    "SessionName": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": _nullable(
+                {"type": "string", "minLength": 1, "maxLength": 64, "example": "Work laptop"}
+            )
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "example": "ok"}},
+    },
+}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"$ref": "#/definitions/Problem"}}
+
+
+def _ok(description: str, definition: str | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if definition:
+        response["schema"] = {"$ref": f"#/definitions/{definition}"}
+    return response
+
+
+_AUTH_ERRORS = {
+    "401": _problem(
+        "No or bad token: `authorization_required`, `invalid_token`, `token_expired`, "
+        "`session_revoked`, `wrong_token_type`."
+    ),
+    "503": _problem("The session store is unreachable (`store_unavailable`); fails closed."),
+}
+_BAD_REQUEST = {"400": _problem("Bad body or query value (`invalid_request`).")}
+_NOT_FOUND = {"404": _problem("No such session of yours (`session_not_found`).")}
+_TOO_LARGE = {"413": _problem("Body over 64 KiB (`payload_too_large`).")}
+_SESSION_ID = {
+    "name": "session_id",
+    "in": "path",
+    "type": "string",
+    "required": True,
+    "description": "A session id from the list.",
+}
+_BEARER: list[dict[str, Any]] = [{"bearer": []}]
+
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "list_sessions": {
+        "tags": ["sessions"],
+        "summary": "List my sessions, most recently active first",
+        "security": _BEARER,
+        "responses": {"200": _ok("The caller's active sessions.", "SessionList"), **_AUTH_ERRORS},
+    },
+    "get_session": {
+        "tags": ["sessions"],
+        "summary": "One of my sessions",
+        "security": _BEARER,
+        "parameters": [_SESSION_ID],
+        "responses": {"200": _ok("The session.", "Session"), **_NOT_FOUND, **_AUTH_ERRORS},
+    },
+    "rename_session": {
+        "tags": ["sessions"],
+        "summary": "Name one of my sessions",
+        "security": _BEARER,
+        "consumes": ["application/json"],
+        "parameters": [
+            _SESSION_ID,
+            {
+                "name": "body",
+                "in": "body",
+                "required": True,
+                "schema": {"$ref": "#/definitions/SessionName"},
+            },
+        ],
+        "responses": {
+            "200": _ok("The renamed session.", "Session"),
+            **_BAD_REQUEST,
+            **_NOT_FOUND,
+            **_TOO_LARGE,
+            **_AUTH_ERRORS,
+        },
+    },
+    "revoke_session": {
+        "tags": ["sessions"],
+        "summary": "Sign one of my sessions out",
+        "description": "Its tokens fail on their very next use. Revoking the current "
+        "session is a logout.",
+        "security": _BEARER,
+        "parameters": [_SESSION_ID],
+        "responses": {"204": _ok("Revoked."), **_NOT_FOUND, **_AUTH_ERRORS},
+    },
+    "revoke_sessions": {
+        "tags": ["sessions"],
+        "summary": "Sign out all my other sessions",
+        "security": _BEARER,
+        "parameters": [
+            {
+                "name": "include_current",
+                "in": "query",
+                "type": "string",
+                "enum": ["true", "false", "1", "0"],
+                "required": False,
+                "description": "Also sign out the calling session.",
+            }
+        ],
+        "responses": {
+            "200": _ok("How many sessions were revoked.", "Revoked"),
+            **_BAD_REQUEST,
+            **_AUTH_ERRORS,
+        },
+    },
+    "list_events": {
+        "tags": ["sessions"],
+        "summary": "My security events, newest first",
+        "security": _BEARER,
+        "parameters": [
+            {
+                "name": "limit",
+                "in": "query",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 200,
+                "default": 50,
+                "required": False,
+            }
+        ],
+        "responses": {"200": _ok("Events.", "EventList"), **_BAD_REQUEST, **_AUTH_ERRORS},
+    },
+    "login": {
+        "tags": ["auth"],
+        "summary": "Sign in: opens a session and returns its token pair",
+        "consumes": ["application/json"],
+        "parameters": [
+            {
+                "name": "body",
+                "in": "body",
+                "required": True,
+                "schema": {"$ref": "#/definitions/Credentials"},
+            }
+        ],
+        "responses": {
+            "200": _ok("The new session's tokens.", "TokenPair"),
+            **_BAD_REQUEST,
+            "401": _problem("Wrong username or password (`invalid_credentials`)."),
+            **_TOO_LARGE,
+            "503": _AUTH_ERRORS["503"],
+        },
+    },
+    "refresh": {
+        "tags": ["auth"],
+        "summary": "Rotate the refresh token (send the refresh token as Bearer)",
+        "description": "The previous refresh token stops working; presenting it again "
+        "revokes the whole session (`refresh_token_reused`).",
+        "security": _BEARER,
+        "responses": {
+            "200": _ok("A new token pair for the same session.", "TokenPair"),
+            "401": _problem(
+                "`refresh_token_reused`, `session_revoked`, `wrong_token_type`, "
+                "`token_expired`, `invalid_token`, `authorization_required`."
+            ),
+            "503": _AUTH_ERRORS["503"],
+        },
+    },
+    "logout": {
+        "tags": ["auth"],
+        "summary": "Sign out the calling session",
+        "security": _BEARER,
+        "responses": {"204": _ok("Signed out."), **_AUTH_ERRORS},
+    },
+    "healthz": {
+        "tags": ["service"],
+        "summary": "Liveness: the process answers",
+        "responses": {"200": _ok("Alive.", "Status")},
+    },
+    "readyz": {
+        "tags": ["service"],
+        "summary": "Readiness: the session store answers",
+        "responses": {
+            "200": _ok("Ready.", "Status"),
+            "503": _problem("The store is unreachable (`store_unavailable`)."),
+        },
+    },
+}
+
+
+def spec(operation: str) -> Callable[[F], F]:
+    """Attach the named operation's OpenAPI spec to a view."""
+    decorate: Callable[[F], F] = swag_from(OPERATIONS[operation])
+    return decorate
+
+
+#: flasgger's template: everything but the paths.
+TEMPLATE: dict[str, Any] = {
+    "swagger": "2.0",
+    "info": {
+        "title": "sessionsvc",
+        "description": "See every device you are signed in on, and sign any of them out: "
+        "revocation bites on the very next request.",
+        "version": "1",
+    },
+    "consumes": ["application/json"],
+    "produces": ["application/json", "application/problem+json"],
+    "securityDefinitions": {
+        "bearer": {
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header",
+            "description": "`Bearer <access_token>` (or the refresh token for /auth/refresh).",
+        }
+    },
+    "tags": [
+        {"name": "sessions", "description": "Your own sessions and security events"},
+        {"name": "auth", "description": "Sign in, refresh and sign out (standalone service)"},
+        {"name": "service", "description": "Health and readiness"},
+    ],
+    "definitions": DEFINITIONS,
+}
+
+#: flasgger's config: Swagger UI at ``/docs/``, the document at ``/apispec.json``.
+SWAGGER_CONFIG: dict[str, Any] = {
+    "headers": [],
+    "specs": [
+        {
+            "endpoint": "apispec",
+            "route": "/apispec.json",
+            "rule_filter": lambda rule: True,
+            "model_filter": lambda tag: True,
+        }
+    ],
+    "static_url_path": "/flasgger_static",
+    "swagger_ui": True,
+    "specs_route": "/docs/",
+}

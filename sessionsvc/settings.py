@@ -1,0 +1,153 @@
+"""Typed, validated settings read once from ``app.config``.
+
+Every ``SESSIONSVC_*`` key and its default lives in :data:`DEFAULTS`; a bad
+value fails at ``init_app`` with an error that names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Mapping
+
+#: Every key this extension reads, with its default.
+DEFAULTS: dict[str, Any] = {
+    "SESSIONSVC_REDIS_URL": None,
+    "SESSIONSVC_KEY_PREFIX": "sessionsvc",
+    "SESSIONSVC_MAX_SESSIONS_PER_USER": 100,
+    "SESSIONSVC_TOUCH_INTERVAL": 60,
+    "SESSIONSVC_TRUSTED_PROXIES": 0,
+    "SESSIONSVC_GEOIP_DB": None,
+    "SESSIONSVC_IDLE_TIMEOUT": None,
+    "SESSIONSVC_REVOKE_ON_ANOMALY": False,
+    "SESSIONSVC_LOGIN_RATE_LIMIT": "10/minute",
+    "SESSIONSVC_METRICS": True,
+    "SESSIONSVC_EVENTS_MAX": 1000,
+    "SESSIONSVC_STORE_TIMEOUT": 0.5,
+}
+
+#: flask-jwt-extended's lifetimes, with the defaults of the spec.
+JWT_DEFAULTS: dict[str, Any] = {
+    "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=15),
+    "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=30),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+def _seconds(key: str, value: Any, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        raise ConfigError(f"{key} must be a timedelta or a whole number of seconds, got {value!r}")
+    if seconds <= 0 or seconds != int(seconds):
+        raise ConfigError(f"{key} must be a positive whole number of seconds, got {value!r}")
+    return int(seconds)
+
+
+def _int(key: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _optional_str(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The extension's settings for one app, validated once."""
+
+    #: Redis URL; ``None`` selects the embedded development store.
+    redis_url: str | None
+    #: Namespace of every key the service writes.
+    key_prefix: str
+    #: Opening one more session than this evicts the least recently active.
+    max_sessions_per_user: int
+    #: Seconds between two activity writes of one session.
+    touch_interval: int
+    #: Number of proxies whose ``X-Forwarded-For`` is trusted.
+    trusted_proxies: int
+    #: Path of a MaxMind-format database, or ``None``.
+    geoip_db: str | None
+    #: Seconds of inactivity after which a session is dead, or ``None``.
+    idle_timeout: int | None
+    #: Revoke a session on an anomaly instead of only recording it.
+    revoke_on_anomaly: bool
+    #: flask-limiter notation for login attempts; ``None`` when off.
+    login_rate_limit: str | None
+    #: Serve Prometheus metrics at ``/metrics`` (standalone service).
+    metrics: bool
+    #: Security events kept per user (older ones are trimmed).
+    events_max: int
+    #: Seconds to wait for the store before answering 503.
+    store_timeout: float
+    #: Access-token lifetime in seconds.
+    access_expires: int
+    #: Session (and refresh-token) lifetime in seconds.
+    refresh_expires: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Build settings from a Flask config, raising :class:`ConfigError` on bad values."""
+
+        def get(key: str) -> Any:
+            return config.get(key, DEFAULTS.get(key, JWT_DEFAULTS.get(key)))
+
+        prefix = get("SESSIONSVC_KEY_PREFIX")
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            # A brace in the prefix would become the Redis Cluster hash tag.
+            raise ConfigError(
+                f"SESSIONSVC_KEY_PREFIX must be a non-empty string without '{{' or '}}', got {prefix!r}"
+            )
+        timeout = get("SESSIONSVC_STORE_TIMEOUT")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"SESSIONSVC_STORE_TIMEOUT must be a positive number, got {timeout!r}")
+        access = _seconds("JWT_ACCESS_TOKEN_EXPIRES", get("JWT_ACCESS_TOKEN_EXPIRES"))
+        refresh = _seconds("JWT_REFRESH_TOKEN_EXPIRES", get("JWT_REFRESH_TOKEN_EXPIRES"))
+        assert access is not None and refresh is not None
+        touch = _seconds("SESSIONSVC_TOUCH_INTERVAL", get("SESSIONSVC_TOUCH_INTERVAL"))
+        assert touch is not None
+        return cls(
+            redis_url=_optional_str("SESSIONSVC_REDIS_URL", get("SESSIONSVC_REDIS_URL")),
+            key_prefix=prefix,
+            max_sessions_per_user=_int(
+                "SESSIONSVC_MAX_SESSIONS_PER_USER", get("SESSIONSVC_MAX_SESSIONS_PER_USER"), minimum=1
+            ),
+            touch_interval=touch,
+            trusted_proxies=_int(
+                "SESSIONSVC_TRUSTED_PROXIES", get("SESSIONSVC_TRUSTED_PROXIES"), minimum=0
+            ),
+            geoip_db=_optional_str("SESSIONSVC_GEOIP_DB", get("SESSIONSVC_GEOIP_DB")),
+            idle_timeout=_seconds(
+                "SESSIONSVC_IDLE_TIMEOUT", get("SESSIONSVC_IDLE_TIMEOUT"), allow_none=True
+            ),
+            revoke_on_anomaly=_bool(
+                "SESSIONSVC_REVOKE_ON_ANOMALY", get("SESSIONSVC_REVOKE_ON_ANOMALY")
+            ),
+            login_rate_limit=_optional_str(
+                "SESSIONSVC_LOGIN_RATE_LIMIT", get("SESSIONSVC_LOGIN_RATE_LIMIT")
+            ),
+            metrics=_bool("SESSIONSVC_METRICS", get("SESSIONSVC_METRICS")),
+            events_max=_int("SESSIONSVC_EVENTS_MAX", get("SESSIONSVC_EVENTS_MAX"), minimum=1),
+            store_timeout=float(timeout),
+            access_expires=access,
+            refresh_expires=refresh,
+        )

@@ -1,0 +1,698 @@
+"""The session store: the only module that talks to Redis.
+
+Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`)::
+
+    P:{T}:s:<sid>   hash    one session; TTL = time left until it expires
+    P:{T}:idx       zset    the user's session ids scored by expiry; pruned
+                            on every write, expires with its last session
+    P:{T}:ev        stream  the user's security events, capped
+    P:{T}:user      hash    a user of the standalone service's user store
+
+Every key of one user shares the hash tag ``{T}``, so each multi-key
+operation below is legal on Redis Cluster. Every operation that must be
+atomic is one Lua script, which is also one round trip.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import StoreUnavailable
+from .models import Device, Location, SecurityEvent, Session, User
+from .settings import ConfigError
+
+logger = logging.getLogger("sessionsvc")
+
+#: Redis errors that mean "the store cannot answer now": fail closed (503).
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+)
+
+# Session hash fields: short names keep a session hash small in Redis.
+_FIELDS: dict[str, str] = {
+    "created_at": "c",
+    "last_seen_at": "t",
+    "expires_at": "x",
+    "ip": "ip",
+    "created_ip": "cip",
+    "user_agent": "ua",
+    "device_type": "dt",
+    "browser": "b",
+    "browser_version": "bv",
+    "os": "o",
+    "os_version": "ov",
+    "country": "cc",
+    "city": "cy",
+    "name": "n",
+    "refresh_jti": "r",
+}
+
+# An event is one stream entry: k=type t=epoch s=session id, and optional
+# ip, ua, r=revoke reason and d=JSON detail.
+_EVENT_LUA = """
+local function event(kind, sid, reason)
+  local args = {'XADD', KEYS[EV], 'MAXLEN', EVENTS_MAX, '*', 'k', kind, 't', NOW, 's', sid}
+  if ACTOR_IP ~= '' then args[#args+1] = 'ip'; args[#args+1] = ACTOR_IP end
+  if ACTOR_UA ~= '' then args[#args+1] = 'ua'; args[#args+1] = ACTOR_UA end
+  if reason ~= '' then args[#args+1] = 'r'; args[#args+1] = reason end
+  redis.call(unpack(args))
+  redis.call('EXPIRE', KEYS[EV], EVENTS_TTL)
+end
+"""
+
+
+def _script(body: str, *, ev: int, argv: dict[str, int]) -> str:
+    """Prefix a script with the named ARGV slots the event helper reads."""
+    head = [f"local EV = {ev}"]
+    head += [f"local {name} = ARGV[{index}]" for name, index in argv.items()]
+    return "\n".join(head) + "\n" + _EVENT_LUA + body
+
+
+# KEYS: session, index, events.
+# ARGV: now, expires_at, max sessions, session key prefix, events max,
+#       events ttl, actor ip, actor ua, sid, field/value pairs...
+# Returns false on an id clash, else the list of evicted session ids.
+_OPEN = _script(
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local sid = ARGV[9]
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW)
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], sid)
+event('session.created', sid, '')
+local evicted = {}
+local max = tonumber(ARGV[3])
+if redis.call('ZCARD', KEYS[2]) > max then
+  local live = {}
+  for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if other ~= sid then
+      local seen = redis.call('HGET', ARGV[4] .. other, 't')
+      if seen then live[#live+1] = {tonumber(seen), other}
+      else redis.call('ZREM', KEYS[2], other) end
+    end
+  end
+  table.sort(live, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for i = 1, #live + 1 - max do
+    local victim = live[i][2]
+    redis.call('DEL', ARGV[4] .. victim)
+    redis.call('ZREM', KEYS[2], victim)
+    event('session.revoked', victim, 'evicted')
+    evicted[#evicted+1] = victim
+  end
+end
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[2], last[2])
+return evicted
+""",
+    ev=3,
+    argv={"NOW": 1, "EVENTS_MAX": 5, "EVENTS_TTL": 6, "ACTOR_IP": 7, "ACTOR_UA": 8},
+)
+
+# The revocation check of every authenticated request, with the activity
+# write when one is due, in one round trip. A write never recreates a
+# session that is gone.
+# KEYS: session, index, events.
+# ARGV: now, touch interval, ip, presented refresh jti or '', new refresh jti
+#       or '', actor ua, events max, events ttl, sid.
+# Returns {0} gone, {2} refresh token reused (session revoked), {1, expires_at}.
+_CHECK = _script(
+    """
+local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'r', 'x')
+if not v[1] then return {0} end
+if ARGV[4] ~= '' and v[3] ~= ARGV[4] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[9])
+  event('session.revoked', ARGV[9], 'refresh_reuse')
+  return {2}
+end
+local ip = ARGV[3]
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'r', ARGV[5], 't', NOW)
+  if ip ~= '' then redis.call('HSET', KEYS[1], 'ip', ip) end
+elseif tonumber(NOW) - tonumber(v[1]) >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 't', NOW)
+  if ip ~= '' then redis.call('HSET', KEYS[1], 'ip', ip) end
+elseif ip ~= '' and ip ~= v[2] then
+  redis.call('HSET', KEYS[1], 'ip', ip)
+end
+return {1, tonumber(v[4])}
+""",
+    ev=3,
+    argv={"NOW": 1, "ACTOR_IP": 3, "ACTOR_UA": 6, "EVENTS_MAX": 7, "EVENTS_TTL": 8},
+)
+
+# KEYS: index. ARGV: now, session key prefix.
+# Returns sid, {field, value, ...}, sid, ... for every live session.
+_LIST = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local h = redis.call('HGETALL', ARGV[2] .. sid)
+  if #h == 0 then redis.call('ZREM', KEYS[1], sid)
+  else out[#out+1] = sid; out[#out+1] = h end
+end
+return out
+"""
+
+# KEYS: index, events.
+# ARGV: now, session key prefix, events max, events ttl, actor ip, actor ua,
+#       reason, sid to keep or '', current sid or '', reason for the current
+#       session, then the sids to revoke (none: every session in the index).
+# Returns how many sessions were revoked.
+_REVOKE = _script(
+    """
+local targets
+if #ARGV >= 11 then targets = {unpack(ARGV, 11)}
+else targets = redis.call('ZRANGE', KEYS[1], 0, -1) end
+local n = 0
+for _, sid in ipairs(targets) do
+  if sid ~= ARGV[8] then
+    redis.call('ZREM', KEYS[1], sid)
+    if redis.call('DEL', ARGV[2] .. sid) == 1 then
+      n = n + 1
+      if sid == ARGV[9] then event('session.revoked', sid, ARGV[10])
+      else event('session.revoked', sid, ARGV[7]) end
+    end
+  end
+end
+return n
+""",
+    ev=2,
+    argv={"NOW": 1, "EVENTS_MAX": 3, "EVENTS_TTL": 4, "ACTOR_IP": 5, "ACTOR_UA": 6},
+)
+
+
+# HSET on a missing key would create it: only live sessions are renamed.
+# KEYS: session. ARGV: name, or '' to clear it. Returns 1 when found.
+_RENAME = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'n')
+else redis.call('HSET', KEYS[1], 'n', ARGV[1]) end
+return 1
+"""
+
+
+def user_tag(user_id: str) -> str:
+    """The hash tag of a user: URL-safe base64 of the id's bytes.
+
+    Base64 is injective and has no ``{``, ``}`` or ``:``, so distinct user
+    ids never share keys and the tag is always a whole Cluster hash tag.
+    ``surrogatepass`` keeps ids with lone surrogates (valid JSON strings)
+    encodable, and still injective.
+    """
+    raw = user_id.encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+class CheckStatus(enum.Enum):
+    """What the revocation check found."""
+
+    ACTIVE = 1
+    GONE = 0
+    REFRESH_REUSED = 2
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    status: CheckStatus
+    #: The session's absolute expiry, when it is active.
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused a change: recorded on the security event."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+ClientFactory = Callable[[], "redis.Redis"]
+
+
+class SessionStore:
+    """Sessions, indexes, events and users in Redis.
+
+    The client is created lazily, on first use in each process, so a
+    gunicorn master can build the app before forking workers.
+
+    :param client_factory: builds the Redis client (``decode_responses=True``).
+    :param prefix: namespace of every key.
+    :param events_max: security events kept per user.
+    :param events_ttl: seconds a user's events outlive their last change.
+    """
+
+    def __init__(
+        self,
+        client_factory: ClientFactory,
+        *,
+        prefix: str,
+        events_max: int = 1000,
+        events_ttl: int = 30 * 86400,
+    ) -> None:
+        self._factory = client_factory
+        self._prefix = prefix
+        self._events_max = events_max
+        self._events_ttl = events_ttl
+        self._client: redis.Redis | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._scripts: dict[str, Any] = {}
+
+    # -- plumbing -----------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        """The process's Redis client, created on first use after a fork."""
+        pid = os.getpid()
+        if self._client is None or self._pid != pid:
+            with self._lock:
+                if self._client is None or self._pid != pid:
+                    client = self._factory()
+                    self._scripts = {
+                        "open": client.register_script(_OPEN),
+                        "check": client.register_script(_CHECK),
+                        "list": client.register_script(_LIST),
+                        "revoke": client.register_script(_REVOKE),
+                        "rename": client.register_script(_RENAME),
+                    }
+                    self._client, self._pid = client, pid
+        assert self._client is not None
+        return self._client
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        self.client  # noqa: B018 - creates this process's client and scripts
+        return self._scripts[name](keys=list(keys), args=list(args))
+
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        """Turn "the store cannot answer" into :class:`StoreUnavailable`."""
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("session store unavailable: %s", type(exc).__name__)
+            raise StoreUnavailable("The session store is unavailable; try again shortly.") from exc
+
+    def _key(self, user_id: str, suffix: str) -> str:
+        return f"{self._prefix}:{{{user_tag(user_id)}}}:{suffix}"
+
+    def session_key(self, user_id: str, session_id: str) -> str:
+        """The key of one session hash."""
+        return self._key(user_id, "s:" + session_id)
+
+    def index_key(self, user_id: str) -> str:
+        """The key of a user's session index."""
+        return self._key(user_id, "idx")
+
+    def events_key(self, user_id: str) -> str:
+        """The key of a user's security-event stream."""
+        return self._key(user_id, "ev")
+
+    def user_key(self, user_id: str) -> str:
+        """The key of a user record (standalone user store)."""
+        return self._key(user_id, "user")
+
+    def _event_args(self, actor: Actor) -> list[Any]:
+        return [self._events_max, self._events_ttl, actor.ip or "", actor.user_agent or ""]
+
+    # -- sessions -----------------------------------------------------------
+
+    def create(self, session: Session, *, max_sessions: int, actor: Actor) -> list[str] | None:
+        """Store a new session, record ``session.created``, evict over the cap.
+
+        One atomic round trip. Returns the evicted session ids, or ``None``
+        when the id is already taken (the caller draws a new one).
+        """
+        fields: list[Any] = []
+        for name, value in _session_fields(session).items():
+            fields += [name, value]
+        uid, sid = session.user_id, session.id
+        keys = [self.session_key(uid, sid), self.index_key(uid), self.events_key(uid)]
+        args = [
+            session.created_at,
+            session.expires_at,
+            max_sessions,
+            self.session_key(uid, ""),
+            *self._event_args(actor),
+            sid,
+            *fields,
+        ]
+        with self._available():
+            result = self._run("open", keys, args)
+        if result is None:
+            return None
+        return [str(victim) for victim in result]
+
+    def check(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        now: int,
+        touch_interval: int,
+        ip: str | None,
+        presented_jti: str | None = None,
+        new_jti: str | None = None,
+        actor: Actor | None = None,
+    ) -> CheckResult:
+        """Is the session alive? Records activity when due; one round trip.
+
+        :param presented_jti: for a refresh token, its ``jti``: if it is not
+            the session's current one, the token was used before, and the
+            whole session is revoked (reason ``refresh_reuse``).
+        :param new_jti: rotate the session's refresh token to this ``jti``
+            (atomically with the check above).
+        """
+        actor = actor or Actor(ip=ip)
+        keys = [
+            self.session_key(user_id, session_id),
+            self.index_key(user_id),
+            self.events_key(user_id),
+        ]
+        args = [
+            now,
+            touch_interval,
+            ip or "",
+            presented_jti or "",
+            new_jti or "",
+            actor.user_agent or "",
+            self._events_max,
+            self._events_ttl,
+            session_id,
+        ]
+        with self._available():
+            result = self._run("check", keys, args)
+        status = CheckStatus(int(result[0]))
+        expires_at = int(result[1]) if status is CheckStatus.ACTIVE else None
+        return CheckResult(status, expires_at)
+
+    def get(self, user_id: str, session_id: str) -> Session | None:
+        """One session of one user, or ``None``."""
+        with self._available():
+            raw = self.client.hgetall(self.session_key(user_id, session_id))
+        return _session_from_hash(user_id, session_id, raw) if raw else None
+
+    def list(self, user_id: str, *, now: int) -> list[Session]:
+        """Every live session of a user (unordered); one round trip."""
+        with self._available():
+            flat = self._run("list", [self.index_key(user_id)], [now, self.session_key(user_id, "")])
+        sessions = []
+        for i in range(0, len(flat), 2):
+            values = flat[i + 1]
+            raw = dict(zip(values[::2], values[1::2]))
+            sessions.append(_session_from_hash(user_id, str(flat[i]), raw))
+        return sessions
+
+    def rename(self, user_id: str, session_id: str, name: str | None) -> bool:
+        """Set or clear a session's name; ``False`` when there is no such session."""
+        with self._available():
+            found = self._run("rename", [self.session_key(user_id, session_id)], [name or ""])
+        return bool(found)
+
+    def revoke(
+        self,
+        user_id: str,
+        session_ids: Sequence[str] | None,
+        *,
+        now: int,
+        reason: str,
+        actor: Actor,
+        keep: str | None = None,
+        current: str | None = None,
+        current_reason: str = "logout",
+    ) -> int:
+        """Delete sessions and record ``session.revoked`` for each; atomic.
+
+        :param session_ids: the sessions to revoke; ``None`` for all of them.
+        :param keep: a session id to spare (revoke "all others").
+        :param current: the caller's own session, recorded with
+            ``current_reason`` instead of ``reason``.
+        :returns: how many sessions were revoked.
+        """
+        keys = [self.index_key(user_id), self.events_key(user_id)]
+        args = [
+            now,
+            self.session_key(user_id, ""),
+            *self._event_args(actor),
+            reason,
+            keep or "",
+            current or "",
+            current_reason,
+            *(session_ids or ()),
+        ]
+        if session_ids is not None and not session_ids:
+            return 0
+        with self._available():
+            return int(self._run("revoke", keys, args))
+
+    # -- events -------------------------------------------------------------
+
+    def events(self, user_id: str, *, limit: int) -> list[SecurityEvent]:
+        """A user's security events, newest first."""
+        with self._available():
+            entries = self.client.xrevrange(self.events_key(user_id), count=limit)
+        return [_event_from_entry(entry_id, fields) for entry_id, fields in entries]
+
+    # -- users (standalone service) -------------------------------------------
+
+    def get_user(self, user_id: str) -> User | None:
+        """A user of the standalone user store, or ``None``."""
+        with self._available():
+            raw = self.client.hgetall(self.user_key(user_id))
+        if not raw or "p" not in raw:
+            return None
+        roles = tuple(role for role in raw.get("roles", "").split(",") if role)
+        return User(id=user_id, password_hash=raw["p"], roles=roles)
+
+    def create_user(self, user: User) -> bool:
+        """Add a user; ``False`` (and nothing changed) when the id is taken."""
+        key = self.user_key(user.id)
+        with self._available():
+            if not self.client.hsetnx(key, "p", user.password_hash):
+                return False
+            if user.roles:
+                self.client.hset(key, "roles", ",".join(user.roles))
+        return True
+
+    # -- health -------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        with self._available():
+            self.client.ping()
+
+
+def _session_fields(session: Session) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "created_at": session.created_at,
+        "last_seen_at": session.last_seen_at,
+        "expires_at": session.expires_at,
+        "ip": session.ip,
+        "created_ip": session.created_ip,
+        "user_agent": session.user_agent,
+        "device_type": session.device.type,
+        "browser": session.device.browser,
+        "browser_version": session.device.browser_version,
+        "os": session.device.os,
+        "os_version": session.device.os_version,
+        "country": session.location.country if session.location else None,
+        "city": session.location.city if session.location else None,
+        "name": session.name,
+        "refresh_jti": session.refresh_jti,
+    }
+    # A missing field stands for None; the created IP equal to the last one
+    # is not stored twice.
+    if values["created_ip"] == values["ip"]:
+        values["created_ip"] = None
+    return {_FIELDS[name]: value for name, value in values.items() if value is not None}
+
+
+def _session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Session:
+    def get(name: str) -> str | None:
+        return raw.get(_FIELDS[name])
+
+    ip = get("ip")
+    location = None
+    if get("country") or get("city"):
+        location = Location(country=get("country"), city=get("city"))
+    return Session(
+        id=session_id,
+        user_id=user_id,
+        created_at=int(raw[_FIELDS["created_at"]]),
+        last_seen_at=int(raw[_FIELDS["last_seen_at"]]),
+        expires_at=int(raw[_FIELDS["expires_at"]]),
+        ip=ip,
+        created_ip=get("created_ip") or ip,
+        user_agent=get("user_agent"),
+        device=Device(
+            type=get("device_type") or "other",
+            browser=get("browser"),
+            browser_version=get("browser_version"),
+            os=get("os"),
+            os_version=get("os_version"),
+        ),
+        location=location,
+        name=get("name"),
+        refresh_jti=get("refresh_jti"),
+    )
+
+
+def _event_from_entry(entry_id: str, fields: dict[str, str]) -> SecurityEvent:
+    detail: dict[str, Any] = json.loads(fields["d"]) if "d" in fields else {}
+    if "r" in fields:
+        detail["reason"] = fields["r"]
+    return SecurityEvent(
+        id=entry_id,
+        type=fields["k"],
+        at=int(fields["t"]),
+        session_id=fields["s"],
+        ip=fields.get("ip"),
+        user_agent=fields.get("ua"),
+        detail=detail,
+    )
+
+
+# -- building a store from a URL ----------------------------------------------
+
+
+def _retry() -> Retry:
+    # One immediate retry on a broken connection (a pooled socket that died
+    # with a Redis restart); no backoff and no retry of timeouts, so an
+    # outage answers 503 within the configured timeout.
+    return Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+
+
+def _client_options(timeout: float) -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": _retry(),
+        "health_check_interval": 30,
+    }
+
+
+def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory:
+    """A factory of Redis clients for a ``SESSIONSVC_REDIS_URL``.
+
+    ``redis://``, ``rediss://`` and ``unix://`` go to redis-py as they are;
+    ``redis+cluster://host:port[,host:port...]`` builds a cluster client and
+    ``redis+sentinel://host:port[,host:port...]/service[/db]`` asks the
+    sentinels for the current primary. ``None`` is the embedded store.
+    """
+    if url is None:
+        return _embedded_factory()
+    scheme = urlsplit(url).scheme
+    options = _client_options(timeout)
+    if scheme in ("redis", "rediss", "unix"):
+        return lambda: redis.Redis.from_url(url, **options)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        nodes, password, _ = _parse_multi_host(url)
+        startup = [redis.cluster.ClusterNode(host, port) for host, port in nodes]
+
+        def cluster() -> redis.Redis:
+            return redis.cluster.RedisCluster(  # type: ignore[return-value]
+                startup_nodes=startup,
+                password=password,
+                ssl=scheme.startswith("rediss"),
+                **options,
+            )
+
+        return cluster
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        nodes, password, path = _parse_multi_host(url)
+        parts = [part for part in path.split("/") if part]
+        if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise ConfigError(
+                "SESSIONSVC_REDIS_URL: a Sentinel URL is "
+                "redis+sentinel://host:port[,host:port...]/service_name[/db]"
+            )
+        service, db = parts[0], int(parts[1]) if len(parts) == 2 else 0
+
+        def sentinel() -> redis.Redis:
+            from redis.sentinel import Sentinel
+
+            sentinels = Sentinel(
+                nodes,
+                socket_timeout=timeout,
+                sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+            )
+            return sentinels.master_for(
+                service,
+                db=db,
+                password=password,
+                ssl=scheme.startswith("rediss"),
+                **options,
+            )
+
+        return sentinel
+    raise ConfigError(
+        f"SESSIONSVC_REDIS_URL has an unknown scheme {scheme!r}: use redis://, rediss://, "
+        "unix://, redis+cluster:// or redis+sentinel://"
+    )
+
+
+def _parse_multi_host(url: str) -> tuple[list[tuple[str, int]], str | None, str]:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    password = None
+    if "@" in netloc:
+        auth, netloc = netloc.rsplit("@", 1)
+        password = unquote(auth.split(":", 1)[1] if ":" in auth else auth) or None
+    nodes = []
+    for item in netloc.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"SESSIONSVC_REDIS_URL: {item!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    if parse_qs(parts.query):
+        raise ConfigError("SESSIONSVC_REDIS_URL: cluster and sentinel URLs take no query options")
+    return nodes, password, parts.path
+
+
+def _embedded_factory() -> ClientFactory:
+    # fakeredis is an optional dependency (the "embedded" extra): only the
+    # development store needs it.
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    return lambda: fakeredis.FakeRedis(server=server, decode_responses=True)
+
+
+def store_from_url(
+    url: str | None, *, prefix: str, timeout: float, events_max: int, events_ttl: int
+) -> SessionStore:
+    """Build the store for a ``SESSIONSVC_REDIS_URL`` (``None``: embedded)."""
+    if url is None:
+        logger.warning(
+            "SESSIONSVC_REDIS_URL is not set: using the embedded development store, "
+            "which keeps nothing across restarts and is not shared between processes"
+        )
+    return SessionStore(
+        client_factory_from_url(url, timeout=timeout),
+        prefix=prefix,
+        events_max=events_max,
+        events_ttl=events_ttl,
+    )
