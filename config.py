@@ -8,8 +8,9 @@ seconds, booleans ``true``/``false``/``1``/``0``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 STRINGS = (
     "SESSIONSVC_REDIS_URL",

@@ -32,7 +32,9 @@ def hash_password(password: str) -> str:
 
 def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
     """A user record for the user store."""
-    return User(id=user_id, password_hash=hash_password(password), roles=("admin",) if admin else ())
+    return User(
+        id=user_id, password_hash=hash_password(password), roles=("admin",) if admin else ()
+    )
 
 
 @blueprint.post("/login")

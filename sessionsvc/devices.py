@@ -44,7 +44,9 @@ def parse_user_agent(user_agent: str | None) -> Device:
     return Device(
         type=kind,
         browser=browser,
-        browser_version=".".join(str(part) for part in version[:2]) if browser and version else None,
+        browser_version=".".join(str(part) for part in version[:2])
+        if browser and version
+        else None,
         os=system,
         os_version=(parsed.os.version_string or None) if system else None,
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
@@ -160,4 +161,6 @@ def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
         if not owns():
             raise error
         logger.exception("unhandled error on %s %s", request.method, request.path)
-        return problem(500, "internal_error", "Internal Server Error", "An unexpected error occurred.")
+        return problem(
+            500, "internal_error", "Internal Server Error", "An unexpected error occurred."
+        )

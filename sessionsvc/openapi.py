@@ -7,7 +7,8 @@ as undocumented rather than silently missing.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flasgger import swag_from
 
@@ -56,10 +57,20 @@ DEFINITIONS: dict[str, Any] = {
     "Session": {
         "type": "object",
         "required": [
-            "id", "current", "created_at", "last_seen_at", "expires_at", "ip",
-            "created_ip", "user_agent", "device", "location", "name",
-            "idle_expires_at", "risk",
-        ],  # fmt: skip
+            "id",
+            "current",
+            "created_at",
+            "last_seen_at",
+            "expires_at",
+            "ip",
+            "created_ip",
+            "user_agent",
+            "device",
+            "location",
+            "name",
+            "idle_expires_at",
+            "risk",
+        ],
         "properties": {
             "id": {"type": "string", "description": "Opaque, >= 128 bits of randomness."},
             "current": {"type": "boolean", "description": "The session of the calling token."},

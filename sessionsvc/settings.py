@@ -6,9 +6,10 @@ value fails at ``init_app`` with an error that names the key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 #: Every key this extension reads, with its default.
 DEFAULTS: dict[str, Any] = {
@@ -115,21 +116,27 @@ class Settings:
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             # A brace in the prefix would become the Redis Cluster hash tag.
             raise ConfigError(
-                f"SESSIONSVC_KEY_PREFIX must be a non-empty string without '{{' or '}}', got {prefix!r}"
+                "SESSIONSVC_KEY_PREFIX must be a non-empty string without '{' or '}', "
+                f"got {prefix!r}"
             )
         timeout = get("SESSIONSVC_STORE_TIMEOUT")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigError(f"SESSIONSVC_STORE_TIMEOUT must be a positive number, got {timeout!r}")
+            raise ConfigError(
+                f"SESSIONSVC_STORE_TIMEOUT must be a positive number, got {timeout!r}"
+            )
         access = _seconds("JWT_ACCESS_TOKEN_EXPIRES", get("JWT_ACCESS_TOKEN_EXPIRES"))
         refresh = _seconds("JWT_REFRESH_TOKEN_EXPIRES", get("JWT_REFRESH_TOKEN_EXPIRES"))
-        assert access is not None and refresh is not None
+        assert access is not None
+        assert refresh is not None
         touch = _seconds("SESSIONSVC_TOUCH_INTERVAL", get("SESSIONSVC_TOUCH_INTERVAL"))
         assert touch is not None
         return cls(
             redis_url=_optional_str("SESSIONSVC_REDIS_URL", get("SESSIONSVC_REDIS_URL")),
             key_prefix=prefix,
             max_sessions_per_user=_int(
-                "SESSIONSVC_MAX_SESSIONS_PER_USER", get("SESSIONSVC_MAX_SESSIONS_PER_USER"), minimum=1
+                "SESSIONSVC_MAX_SESSIONS_PER_USER",
+                get("SESSIONSVC_MAX_SESSIONS_PER_USER"),
+                minimum=1,
             ),
             touch_interval=touch,
             trusted_proxies=_int(

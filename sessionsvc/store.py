@@ -21,9 +21,10 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -417,11 +418,13 @@ class SessionStore:
     def list(self, user_id: str, *, now: int) -> list[Session]:
         """Every live session of a user (unordered); one round trip."""
         with self._available():
-            flat = self._run("list", [self.index_key(user_id)], [now, self.session_key(user_id, "")])
+            flat = self._run(
+                "list", [self.index_key(user_id)], [now, self.session_key(user_id, "")]
+            )
         sessions = []
         for i in range(0, len(flat), 2):
             values = flat[i + 1]
-            raw = dict(zip(values[::2], values[1::2]))
+            raw = dict(zip(values[::2], values[1::2], strict=True))
             sessions.append(_session_from_hash(user_id, str(flat[i]), raw))
         return sessions
 

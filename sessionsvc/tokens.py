@@ -9,7 +9,8 @@ well composes it with :meth:`SessionManager.is_revoked`.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response
 from flask_jwt_extended import JWTManager

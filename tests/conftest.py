@@ -1,0 +1,129 @@
+"""Shared fixtures: one app per test, over fakeredis and a real Redis server.
+
+Real-Redis tests use ``$SESSIONSVC_TEST_REDIS_URL`` or ``127.0.0.1:6379``;
+when neither answers they start their own ``redis-server`` if it is on PATH,
+and otherwise skip, loudly; under ``CI=true`` they fail instead.
+Every real-Redis test writes under its own random key prefix and deletes
+only those keys: a shared server is never flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from sessionsvc import create_app
+from tests.support import JWT_KEY, Auth, RedisProcess, delete_prefix, redis_answers
+
+_skip_reasons: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server for this test run."""
+    url = os.environ.get("SESSIONSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if redis_answers(url):
+        yield url
+        return
+    if shutil.which("redis-server"):
+        server = RedisProcess().start()
+        yield server.url
+        server.stop()
+        return
+    message = f"no Redis at {url} and no redis-server on PATH: real-Redis tests cannot run"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    _skip_reasons.append(message)
+    pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _skip_reasons:
+        terminalreporter.write_sep("!", "REAL-REDIS TESTS SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(_skip_reasons[0], red=True)
+
+
+@dataclass
+class Backend:
+    """One store shared by every app a test builds."""
+
+    name: str
+    prefix: str
+    url: str | None = None
+    server: Any = None
+    clients: list[redis.Redis] = field(default_factory=list)
+
+    def client(self) -> redis.Redis:
+        """A new client of this store (what another process would have)."""
+        if self.url is not None:
+            made: redis.Redis = redis.Redis.from_url(self.url, decode_responses=True)
+        else:
+            made = fakeredis.FakeRedis(server=self.server, decode_responses=True)
+        self.clients.append(made)
+        return made
+
+    def app_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"SESSIONSVC_KEY_PREFIX": self.prefix}
+        if self.url is not None:
+            config["SESSIONSVC_REDIS_URL"] = self.url
+        return config
+
+    def app_kwargs(self) -> dict[str, Any]:
+        # fakeredis has no URL: hand its client in, as a host app would.
+        return {} if self.url is not None else {"redis_client": self.client()}
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The store, over fakeredis and over a real Redis server."""
+    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
+    if request.param == "fakeredis":
+        yield Backend("fakeredis", prefix, server=fakeredis.FakeServer())
+        return
+    url = request.getfixturevalue("redis_url")
+    made = Backend("redis", prefix, url=url)
+    yield made
+    cleaner = redis.Redis.from_url(url, decode_responses=True)
+    delete_prefix(cleaner, prefix)
+    cleaner.close()
+    for client in made.clients:
+        client.close()
+
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(backend: Backend) -> AppFactory:
+    """Build a standalone app on the test's store; keyword arguments are config."""
+
+    def make(**config: Any) -> Flask:
+        values = {"TESTING": True, "JWT_SECRET_KEY": JWT_KEY, **backend.app_config(), **config}
+        return create_app(values, **backend.app_kwargs())
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(app: Flask) -> Auth:
+    return Auth(app)

@@ -1,0 +1,148 @@
+"""Helpers the tests share: users and logins, problem checks, Redis processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import redis
+from flask import Flask
+from werkzeug.security import generate_password_hash
+
+from sessionsvc import current_manager
+from sessionsvc.models import User
+
+# A cheap hash keeps the suite fast; the service itself uses werkzeug's default.
+FAST_HASH = "pbkdf2:sha256:1000"
+JWT_KEY = "test-secret-key-that-is-long-enough-for-hs256"
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping()
+    except redis.exceptions.RedisError:
+        return False
+    return True
+
+
+class RedisProcess:
+    """A redis-server of the test's own on a free loopback port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="sessionsvc-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        self.proc = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not redis_answers(self.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    """Delete this test's keys, and only them."""
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+class Auth:
+    """Users and logins for tests: ``auth.login("alice")`` returns the token pair."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.client = app.test_client()
+
+    def create_user(
+        self, username: str = "alice", password: str = "pw", *, admin: bool = False
+    ) -> None:
+        user = User(
+            id=username,
+            password_hash=generate_password_hash(password, method=FAST_HASH),
+            roles=("admin",) if admin else (),
+        )
+        with self.app.app_context():
+            current_manager().store.create_user(user)
+
+    def login(
+        self,
+        username: str = "alice",
+        password: str = "pw",
+        *,
+        user_agent: str | None = CHROME,
+        ip: str = "127.0.0.1",
+        create: bool = True,
+    ) -> dict[str, Any]:
+        if create:
+            with self.app.app_context():
+                exists = current_manager().store.get_user(username) is not None
+            if not exists:
+                self.create_user(username, password)
+        headers = {"User-Agent": user_agent} if user_agent is not None else {}
+        response = self.client.post(
+            "/api/v1/auth/login",
+            json={"username": username, "password": password},
+            headers=headers,
+            environ_base={"REMOTE_ADDR": ip},
+        )
+        assert response.status_code == 200, response.get_json()
+        tokens: dict[str, Any] = response.get_json()
+        return tokens
+
+    @staticmethod
+    def headers(token: str | dict[str, Any], kind: str = "access_token") -> dict[str, str]:
+        value = token[kind] if isinstance(token, dict) else token
+        return {"Authorization": f"Bearer {value}"}
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the spec's problem document with this status and code."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body: dict[str, Any] = response.get_json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == "about:blank"
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str)
+    return body
