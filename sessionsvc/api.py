@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
-from flask_jwt_extended import get_jwt, jwt_required
+from flask_jwt_extended import get_jwt
 
 from . import openapi, payloads, tokens
 from .errors import InvalidRequest, SessionNotFound
@@ -31,7 +31,7 @@ def _idle_timeout() -> int | None:
 
 @blueprint.get("")
 @blueprint.get("/")
-@jwt_required()
+@tokens.token_required
 @openapi.spec("list_sessions")
 def list_sessions() -> Response:
     user_id, current = _caller()
@@ -44,7 +44,7 @@ def list_sessions() -> Response:
 
 
 @blueprint.get("/events")
-@jwt_required()
+@tokens.token_required
 @openapi.spec("list_events")
 def list_events() -> Response:
     user_id, _ = _caller()
@@ -54,7 +54,7 @@ def list_events() -> Response:
 
 
 @blueprint.get("/<session_id>")
-@jwt_required()
+@tokens.token_required
 @openapi.spec("get_session")
 def get_session(session_id: str) -> Response:
     user_id, current = _caller()
@@ -66,7 +66,7 @@ def get_session(session_id: str) -> Response:
 
 
 @blueprint.patch("/<session_id>")
-@jwt_required()
+@tokens.token_required
 @openapi.spec("rename_session")
 def rename_session(session_id: str) -> Response:
     user_id, current = _caller()
@@ -88,7 +88,7 @@ def rename_session(session_id: str) -> Response:
 
 
 @blueprint.delete("/<session_id>")
-@jwt_required()
+@tokens.token_required
 @openapi.spec("revoke_session")
 def revoke_session(session_id: str) -> Response:
     user_id, current = _caller()
@@ -100,7 +100,7 @@ def revoke_session(session_id: str) -> Response:
 
 @blueprint.delete("")
 @blueprint.delete("/")
-@jwt_required()
+@tokens.token_required
 @openapi.spec("revoke_sessions")
 def revoke_sessions() -> Response:
     user_id, current = _caller()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
-from flask_jwt_extended import get_jwt, jwt_required, verify_jwt_in_request
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import openapi, payloads, tokens
@@ -64,7 +64,7 @@ def refresh() -> Response:
 
 
 @blueprint.post("/logout")
-@jwt_required()
+@tokens.token_required
 @openapi.spec("logout")
 def logout() -> Response:
     user_id, session_id = tokens.token_session(get_jwt())

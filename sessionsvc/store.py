@@ -16,6 +16,7 @@ atomic is one Lua script, which is also one round trip.
 from __future__ import annotations
 
 import base64
+import builtins
 import enum
 import json
 import logging
@@ -24,12 +25,14 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from .errors import StoreUnavailable
 from .models import Device, Location, SecurityEvent, Session, User
@@ -316,6 +319,10 @@ class SessionStore:
             logger.warning("session store unavailable: %s", type(exc).__name__)
             raise StoreUnavailable("The session store is unavailable; try again shortly.") from exc
 
+    def _hgetall(self, key: str) -> dict[str, str]:
+        # The client decodes responses: every value is a str.
+        return cast(dict[str, str], self.client.hgetall(key))
+
     def _key(self, user_id: str, suffix: str) -> str:
         return f"{self._prefix}:{{{user_tag(user_id)}}}:{suffix}"
 
@@ -412,7 +419,7 @@ class SessionStore:
     def get(self, user_id: str, session_id: str) -> Session | None:
         """One session of one user, or ``None``."""
         with self._available():
-            raw = self.client.hgetall(self.session_key(user_id, session_id))
+            raw = self._hgetall(self.session_key(user_id, session_id))
         return _session_from_hash(user_id, session_id, raw) if raw else None
 
     def list(self, user_id: str, *, now: int) -> list[Session]:
@@ -472,10 +479,13 @@ class SessionStore:
 
     # -- events -------------------------------------------------------------
 
-    def events(self, user_id: str, *, limit: int) -> list[SecurityEvent]:
+    def events(self, user_id: str, *, limit: int) -> builtins.list[SecurityEvent]:
         """A user's security events, newest first."""
         with self._available():
-            entries = self.client.xrevrange(self.events_key(user_id), count=limit)
+            entries = cast(
+                builtins.list[tuple[str, dict[str, str]]],
+                self.client.xrevrange(self.events_key(user_id), count=limit),
+            )
         return [_event_from_entry(entry_id, fields) for entry_id, fields in entries]
 
     # -- users (standalone service) -------------------------------------------
@@ -483,7 +493,7 @@ class SessionStore:
     def get_user(self, user_id: str) -> User | None:
         """A user of the standalone user store, or ``None``."""
         with self._available():
-            raw = self.client.hgetall(self.user_key(user_id))
+            raw = self._hgetall(self.user_key(user_id))
         if not raw or "p" not in raw:
             return None
         roles = tuple(role for role in raw.get("roles", "").split(",") if role)
@@ -613,10 +623,12 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
         return lambda: redis.Redis.from_url(url, **options)
     if scheme in ("redis+cluster", "rediss+cluster"):
         nodes, password, _ = _parse_multi_host(url)
-        startup = [redis.cluster.ClusterNode(host, port) for host, port in nodes]
+        startup = [ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
 
         def cluster() -> redis.Redis:
-            return redis.cluster.RedisCluster(  # type: ignore[return-value]
+            # A cluster client serves the same commands; scripts and
+            # pipelines stay within one user's hash slot.
+            return RedisCluster(  # type: ignore[return-value]
                 startup_nodes=startup,
                 password=password,
                 ssl=scheme.startswith("rediss"),
@@ -635,14 +647,12 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
         service, db = parts[0], int(parts[1]) if len(parts) == 2 else 0
 
         def sentinel() -> redis.Redis:
-            from redis.sentinel import Sentinel
-
-            sentinels = Sentinel(
+            sentinels = Sentinel(  # type: ignore[no-untyped-call]
                 nodes,
                 socket_timeout=timeout,
                 sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
             )
-            return sentinels.master_for(
+            return sentinels.master_for(  # type: ignore[no-any-return,no-untyped-call]
                 service,
                 db=db,
                 password=password,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from flask import Flask, Response
-from flask_jwt_extended import JWTManager
+from flask_jwt_extended import JWTManager, jwt_required
 from flask_jwt_extended.exceptions import InvalidHeaderError, WrongTokenError
 
 from .errors import (
@@ -24,6 +24,8 @@ from .errors import (
     WrongTokenType,
     error_response,
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: What our session ids look like: ``secrets.token_urlsafe(16)``.
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -46,9 +48,16 @@ def token_session(payload: dict[str, Any]) -> tuple[str, str]:
     :raises InvalidToken: when the token carries no usable ``sid``.
     """
     user_id, session_id = payload.get("sub"), payload.get("sid")
-    if not isinstance(user_id, str) or not user_id or not is_session_id(session_id):
+    if not isinstance(user_id, str) or not user_id or not isinstance(session_id, str):
+        raise InvalidToken("The token does not belong to a session.")
+    if not is_session_id(session_id):
         raise InvalidToken("The token does not belong to a session.")
     return user_id, session_id
+
+
+def token_required(view: F) -> F:
+    """``jwt_required()`` for an access token, typed for our views."""
+    return cast(F, jwt_required()(view))
 
 
 def bind(
