@@ -685,11 +685,50 @@ def _parse_multi_host(url: str) -> tuple[list[tuple[str, int]], str | None, str]
     return nodes, password, parts.path
 
 
-def _embedded_factory() -> ClientFactory:
-    # fakeredis is an optional dependency (the "embedded" extra): only the
-    # development store needs it.
-    import fakeredis
+#: Where ``gunicorn.conf.py`` serves the embedded store to its workers (and
+#: to ``flask sessions ...`` run beside it).
+DEV_STORE_HOST, DEV_STORE_PORT = "127.0.0.1", 6390
+_DEV_STORE_MARK = "sessionsvc:dev-store"
 
+
+def serve_dev_store(port: int = DEV_STORE_PORT) -> str:
+    """Serve one embedded store on loopback from a daemon thread; returns its URL.
+
+    Every process that builds an app without ``SESSIONSVC_REDIS_URL`` on
+    this machine then shares it, as gunicorn workers must.
+    """
+    import fakeredis  # the "embedded" extra: only the development store needs it
+
+    server = fakeredis.TcpFakeServer((DEV_STORE_HOST, port), server_type="redis")
+    threading.Thread(target=server.serve_forever, name="sessionsvc-dev-store", daemon=True).start()
+    url = f"redis://{DEV_STORE_HOST}:{port}/0"
+    redis.Redis.from_url(url).set(_DEV_STORE_MARK, "1")
+    return url
+
+
+def _dev_store_url() -> str | None:
+    """The URL of a dev store served on this machine, if one answers."""
+    url = f"redis://{DEV_STORE_HOST}:{DEV_STORE_PORT}/0"
+    probe = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
+    try:
+        return url if probe.get(_DEV_STORE_MARK) == b"1" else None
+    except redis.exceptions.RedisError:
+        return None
+    finally:
+        probe.close()
+
+
+def _embedded_factory() -> ClientFactory:
+    url = _dev_store_url()
+    if url is not None:
+        logger.warning("using the embedded development store served at %s", url)
+        return lambda: redis.Redis.from_url(url, **_client_options(1.0))
+    import fakeredis  # the "embedded" extra: only the development store needs it
+
+    logger.warning(
+        "SESSIONSVC_REDIS_URL is not set: using an in-process embedded development store, "
+        "which keeps nothing across restarts and is not shared with other processes"
+    )
     server = fakeredis.FakeServer()
     return lambda: fakeredis.FakeRedis(server=server, decode_responses=True)
 
@@ -698,11 +737,6 @@ def store_from_url(
     url: str | None, *, prefix: str, timeout: float, events_max: int, events_ttl: int
 ) -> SessionStore:
     """Build the store for a ``SESSIONSVC_REDIS_URL`` (``None``: embedded)."""
-    if url is None:
-        logger.warning(
-            "SESSIONSVC_REDIS_URL is not set: using the embedded development store, "
-            "which keeps nothing across restarts and is not shared between processes"
-        )
     return SessionStore(
         client_factory_from_url(url, timeout=timeout),
         prefix=prefix,
