@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, json, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger("sessionsvc")
@@ -96,7 +97,8 @@ def problem(
 ) -> Response:
     """Render an RFC 9457 problem document with the extra member ``code``."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code}
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    response = Response(text, status=status, mimetype=PROBLEM_MIMETYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

@@ -535,10 +535,7 @@ def _session_fields(session: Session) -> dict[str, Any]:
         "name": session.name,
         "refresh_jti": session.refresh_jti,
     }
-    # A missing field stands for None; the created IP equal to the last one
-    # is not stored twice.
-    if values["created_ip"] == values["ip"]:
-        values["created_ip"] = None
+    # A missing field stands for None.
     return {_FIELDS[name]: value for name, value in values.items() if value is not None}
 
 
@@ -557,7 +554,7 @@ def _session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Se
         last_seen_at=int(raw[_FIELDS["last_seen_at"]]),
         expires_at=int(raw[_FIELDS["expires_at"]]),
         ip=ip,
-        created_ip=get("created_ip") or ip,
+        created_ip=get("created_ip"),
         user_agent=get("user_agent"),
         device=Device(
             type=get("device_type") or "other",

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -146,3 +153,91 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert isinstance(body["title"], str) and body["title"]
     assert isinstance(body["detail"], str)
     return body
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_env(**values: str) -> dict[str, str]:
+    """The environment for a service process: ours, less any sessionsvc settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SESSIONSVC_", "JWT_", "WEB_CONCURRENCY"))
+    }
+    env.update(values)
+    return env
+
+
+class Gunicorn:
+    """``gunicorn -c gunicorn.conf.py wsgi:app``, as ``make run`` starts it."""
+
+    def __init__(self, env: dict[str, str], *, port: int | None = None, workers: int = 4) -> None:
+        self.port = port or free_port()
+        self.env = {**env, "SESSIONSVC_BIND": f"127.0.0.1:{self.port}"}
+        self.env["WEB_CONCURRENCY"] = str(workers)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Gunicorn:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start:\n" + self.output())
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def http(
+    method: str, url: str, *, token: str | None = None, body: dict[str, Any] | None = None,
+    user_agent: str | None = None,
+) -> tuple[int, Any]:  # fmt: skip
+    """One HTTP request over a new connection; returns (status, parsed JSON or None)."""
+    headers = {}
+    data = None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if user_agent:
+        headers["User-Agent"] = user_agent
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, json.loads(raw) if raw else None

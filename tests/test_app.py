@@ -1,0 +1,132 @@
+"""The standalone app: service routes, Swagger, create_app's own checks."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from sessionsvc import ConfigError, create_app
+from tests.support import JWT_KEY, assert_problem, free_port
+
+# Routes flasgger adds for itself; everything else must be documented.
+FLASGGER_ENDPOINTS = {"flasgger.static", "flasgger.apidocs", "flasgger.apispec"}
+
+
+def test_healthz(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_when_the_store_answers(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_when_the_store_is_down() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app({"JWT_SECRET_KEY": JWT_KEY, "SESSIONSVC_REDIS_URL": url})
+    client = app.test_client()
+    response = client.get("/readyz")
+    assert_problem(response, 503, "store_unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_swagger_ui_is_served(client: FlaskClient) -> None:
+    response = client.get("/docs/")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    assert "swagger-ui" in response.get_data(as_text=True)
+    assert "/apispec.json" in response.get_data(as_text=True)
+
+
+def test_apispec_documents_every_route(app: Flask, client: FlaskClient) -> None:
+    spec = client.get("/apispec.json").get_json()
+    assert spec["swagger"] == "2.0"
+    documented = {
+        (path, method.upper())
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if method != "parameters"
+    }
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in FLASGGER_ENDPOINTS or rule.rule == "/oauth2-redirect.html":
+            continue
+        if rule.rule.startswith("/apidocs"):
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method) in documented, f"{method} {path} is not documented"
+
+
+def test_apispec_tags_and_error_schemas(client: FlaskClient) -> None:
+    spec = client.get("/apispec.json").get_json()
+    tags = {
+        path: {tag for op in ops.values() for tag in op.get("tags", [])}
+        for path, ops in spec["paths"].items()
+    }
+    assert tags["/api/v1/sessions"] == {"sessions"}
+    assert tags["/api/v1/sessions/{session_id}"] == {"sessions"}
+    assert tags["/api/v1/auth/login"] == {"auth"}
+    assert tags["/api/v1/auth/refresh"] == {"auth"}
+    problem = {"$ref": "#/definitions/Problem"}
+    sessions = spec["paths"]["/api/v1/sessions"]["get"]
+    assert sessions["responses"]["401"]["schema"] == problem
+    assert sessions["responses"]["503"]["schema"] == problem
+    assert sessions["responses"]["200"]["schema"] == {"$ref": "#/definitions/SessionList"}
+    assert spec["paths"]["/api/v1/sessions/{session_id}"]["delete"]["responses"]["404"] == {
+        "description": "No such session of yours (`session_not_found`).",
+        "schema": problem,
+    }
+    session = spec["definitions"]["Session"]
+    assert set(session["required"]) == {
+        "id", "current", "created_at", "last_seen_at", "expires_at", "ip", "created_ip",
+        "user_agent", "device", "location", "name", "idle_expires_at", "risk",
+    }  # fmt: skip
+
+
+def test_unknown_path_and_method_are_problems(client: FlaskClient) -> None:
+    assert_problem(client.get("/no/such/thing"), 404, "not_found")
+    response = client.post("/healthz")
+    assert_problem(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+def test_body_over_64_kib_is_413(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/v1/auth/login", data=b"{" + b" " * (64 * 1024 + 1) + b"}",
+        content_type="application/json",
+    )  # fmt: skip
+    assert_problem(response, 413, "payload_too_large")
+
+
+def test_unexpected_error_is_a_problem_without_a_traceback(app: Flask) -> None:
+    @app.get("/explode")
+    def explode() -> str:
+        raise RuntimeError("secret internals")
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    body = assert_problem(app.test_client().get("/explode"), 500, "internal_error")
+    assert "secret internals" not in body["detail"]
+    assert "Traceback" not in body["detail"]
+
+
+def test_real_redis_requires_a_signing_key() -> None:
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
+        create_app({"SESSIONSVC_REDIS_URL": "redis://127.0.0.1:6379/0"})
+
+
+def test_embedded_store_generates_a_signing_key_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sessionsvc"):
+        first = create_app()
+        second = create_app()
+    assert "JWT_SECRET_KEY is not set" in caplog.text
+    assert len(first.config["JWT_SECRET_KEY"]) >= 32
+    assert first.config["JWT_SECRET_KEY"] != second.config["JWT_SECRET_KEY"]

@@ -1,0 +1,106 @@
+"""The ``flask sessions`` command group."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from sessionsvc import create_app, current_manager
+from tests.support import JWT_KEY, Auth, free_port
+
+
+def run(app: Flask, *args: str, input: str | None = None):
+    return app.test_cli_runner().invoke(args=["sessions", *args], input=input)
+
+
+def login_status(client: FlaskClient, username: str, password: str) -> int:
+    response = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    return response.status_code
+
+
+def test_create_user_from_stdin_strips_one_newline(app: Flask, client: FlaskClient) -> None:
+    result = run(app, "create-user", "alice", "--password-stdin", input="s3cret\n")
+    assert result.exit_code == 0, result.output
+    assert "created user 'alice'" in result.output
+    assert login_status(client, "alice", "s3cret") == 200
+    assert login_status(client, "alice", "s3cret\n") == 401
+
+    result = run(app, "create-user", "bob", "--password-stdin", input="two\n\n")
+    assert result.exit_code == 0
+    assert login_status(client, "bob", "two\n") == 200
+    assert login_status(client, "bob", "two") == 401
+
+
+def test_create_user_prompts_with_confirmation(app: Flask, client: FlaskClient) -> None:
+    result = run(app, "create-user", "carol", input="pw-1\npw-1\n")
+    assert result.exit_code == 0, result.output
+    assert login_status(client, "carol", "pw-1") == 200
+
+
+def test_create_admin_grants_the_role(app: Flask) -> None:
+    result = run(app, "create-user", "root", "--admin", "--password-stdin", input="pw\n")
+    assert result.exit_code == 0
+    assert "(admin)" in result.output
+    with app.app_context():
+        user = current_manager().store.get_user("root")
+    assert user is not None
+    assert user.roles == ("admin",)
+
+
+def test_create_existing_user_fails_and_keeps_the_password(app: Flask, client: FlaskClient) -> None:
+    run(app, "create-user", "alice", "--password-stdin", input="first\n")
+    result = run(app, "create-user", "alice", "--password-stdin", input="second\n")
+    assert result.exit_code == 1
+    assert "already exists" in result.output
+    assert login_status(client, "alice", "first") == 200
+    assert login_status(client, "alice", "second") == 401
+
+
+def test_empty_password_is_refused(app: Flask) -> None:
+    result = run(app, "create-user", "alice", "--password-stdin", input="\n")
+    assert result.exit_code == 1
+    assert "must not be empty" in result.output
+    with app.app_context():
+        assert current_manager().store.get_user("alice") is None
+
+
+def test_list_revoke_and_revoke_all(app: Flask, auth: Auth) -> None:
+    first = auth.login("alice")
+    second = auth.login("alice")
+    result = run(app, "list", "alice")
+    assert result.exit_code == 0
+    assert first["session_id"] in result.output
+    assert second["session_id"] in result.output
+    assert "Chrome 120 on Windows 10" in result.output
+
+    listed = json.loads(run(app, "list", "alice", "--json").output)
+    assert {s["id"] for s in listed["sessions"]} == {first["session_id"], second["session_id"]}
+
+    result = run(app, "revoke", "alice", first["session_id"])
+    assert result.exit_code == 0
+    assert auth.client.get("/api/v1/sessions", headers=auth.headers(first)).status_code == 401
+    assert run(app, "revoke", "alice", first["session_id"]).exit_code == 1
+    assert run(app, "revoke", "bob", second["session_id"]).exit_code == 1
+
+    result = run(app, "revoke-all", "alice")
+    assert result.exit_code == 0
+    assert "revoked 1 session(s)" in result.output
+    assert "no active sessions" in run(app, "list", "alice").output
+    with app.app_context():
+        events = current_manager().events_for("alice")
+    assert [e.detail["reason"] for e in events if e.type == "session.revoked"] == [
+        "admin",
+        "admin",
+    ]
+    assert all(e.ip is None for e in events if e.type == "session.revoked")
+
+
+def test_store_down_is_a_clean_error() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app({"JWT_SECRET_KEY": JWT_KEY, "SESSIONSVC_REDIS_URL": url})
+    result = run(app, "list", "alice")
+    assert result.exit_code == 1
+    assert "session store is unavailable" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,237 @@
+"""SessionManager mounted in a host app: init_app, the Python API, composition."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from flask import Flask, jsonify
+from flask_jwt_extended import JWTManager, jwt_required
+
+from sessionsvc import ConfigError, SessionManager, current_manager
+from sessionsvc.extension import EXTENSION_KEY
+from tests.conftest import Backend
+from tests.support import CHROME, JWT_KEY, assert_problem, delete_prefix
+
+
+def host_app(backend: Backend, **config: Any) -> tuple[Flask, SessionManager]:
+    """A host app with its own login view and a protected route."""
+    app = Flask("host")
+    app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY, **backend.app_config(), **config)
+    sessions = SessionManager(**backend.app_kwargs())
+    sessions.init_app(app)
+
+    @app.post("/login/<user>")
+    def login(user: str) -> Any:
+        return jsonify(sessions.open(user, claims={"roles": ["reader"]}).to_json())
+
+    @app.get("/things")
+    @jwt_required()
+    def things() -> Any:
+        return jsonify(["a", "b"])
+
+    @app.get("/boom")
+    def boom() -> Any:
+        raise RuntimeError("host bug")
+
+    return app, sessions
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def test_init_app_stores_state_not_app(backend: Backend) -> None:
+    app, sessions = host_app(backend)
+    assert EXTENSION_KEY in app.extensions
+    assert "flask-jwt-extended" in app.extensions
+    assert not hasattr(sessions, "app")
+    with app.app_context():
+        assert current_manager() is sessions
+        assert sessions.settings.key_prefix == backend.prefix
+
+
+def test_one_manager_serves_two_apps(backend: Backend) -> None:
+    sessions = SessionManager(**backend.app_kwargs())
+    apps = []
+    for prefix in (backend.prefix + "-a", backend.prefix + "-b"):
+        app = Flask("host")
+        app.config.update(JWT_SECRET_KEY=JWT_KEY, **backend.app_config())
+        app.config["SESSIONSVC_KEY_PREFIX"] = prefix
+        sessions.init_app(app)
+        apps.append(app)
+    with apps[0].test_request_context():
+        sessions.open("alice")
+        assert len(sessions.list_for("alice")) == 1
+    with apps[1].test_request_context():
+        assert sessions.list_for("alice") == []
+    if backend.url is not None:
+        cleaner = backend.client()
+        delete_prefix(cleaner, backend.prefix + "-a")
+        delete_prefix(cleaner, backend.prefix + "-b")
+
+
+def test_open_from_the_host_login_view_and_revoke_bites(backend: Backend) -> None:
+    app, sessions = host_app(backend)
+    client = app.test_client()
+    response = client.post(
+        "/login/alice", headers={"User-Agent": CHROME}, environ_base={"REMOTE_ADDR": "198.51.100.4"}
+    )
+    tokens = response.get_json()
+    assert client.get("/things", headers=bearer(tokens)).get_json() == ["a", "b"]
+    listed = client.get("/api/v1/sessions", headers=bearer(tokens)).get_json()["sessions"]
+    assert [s["id"] for s in listed] == [tokens["session_id"]]
+    assert listed[0]["created_ip"] == "198.51.100.4"
+    assert listed[0]["device"]["label"] == "Chrome 120 on Windows 10"
+
+    with app.app_context():
+        assert sessions.revoke("alice", tokens["session_id"]) is True
+        assert sessions.revoke("alice", tokens["session_id"]) is False
+    assert_problem(client.get("/things", headers=bearer(tokens)), 401, "session_revoked")
+
+
+def test_extra_claims_reach_both_tokens_and_survive_refresh(backend: Backend) -> None:
+    from flask_jwt_extended import decode_token
+
+    app, sessions = host_app(backend)
+    tokens = app.test_client().post("/login/alice").get_json()
+    with app.test_request_context():
+        assert decode_token(tokens["access_token"])["roles"] == ["reader"]
+        refresh = decode_token(tokens["refresh_token"])
+        assert refresh["roles"] == ["reader"]
+        rotated = sessions.rotate(refresh)
+        assert rotated.session_id == tokens["session_id"]
+        assert decode_token(rotated.access_token)["roles"] == ["reader"]
+
+
+def test_open_outside_a_request_uses_what_it_is_given(backend: Backend) -> None:
+    app, sessions = host_app(backend)
+    with app.app_context():
+        pair = sessions.open("bob", ip="203.0.113.9", user_agent=None)
+        (session,) = sessions.list_for("bob")
+    assert session.id == pair.session_id
+    assert session.ip == "203.0.113.9"
+    assert session.user_agent is None
+    assert session.device.type == "other"
+
+
+@pytest.mark.parametrize("user_id", ["", None, 42])
+def test_open_rejects_a_bad_user_id(backend: Backend, user_id: Any) -> None:
+    app, sessions = host_app(backend)
+    with app.app_context(), pytest.raises(ValueError, match="user_id"):
+        sessions.open(user_id)
+
+
+def test_revoke_all_after_password_change(backend: Backend) -> None:
+    app, sessions = host_app(backend)
+    client = app.test_client()
+    first = client.post("/login/alice").get_json()
+    second = client.post("/login/alice").get_json()
+    other = client.post("/login/bob").get_json()
+    with app.app_context():
+        assert sessions.revoke_all("alice") == 2
+        assert sessions.list_for("alice") == []
+        events = sessions.events_for("alice", limit=10)
+    reasons = [e.detail.get("reason") for e in events if e.type == "session.revoked"]
+    assert reasons == ["admin", "admin"]
+    for tokens in (first, second):
+        assert_problem(client.get("/things", headers=bearer(tokens)), 401, "session_revoked")
+    assert client.get("/things", headers=bearer(other)).status_code == 200
+
+
+def test_host_keeps_its_own_error_pages(backend: Backend) -> None:
+    app, _ = host_app(backend)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    client = app.test_client()
+    missing = client.get("/no-such-page")
+    assert missing.status_code == 404
+    assert missing.mimetype == "text/html"
+    assert client.get("/boom").status_code == 500
+    assert client.get("/boom").mimetype == "text/html"
+    # ...while its own paths answer problem documents.
+    assert_problem(client.get("/api/v1/sessions/x/y"), 404, "not_found")
+    assert_problem(client.put("/api/v1/sessions"), 405, "method_not_allowed")
+
+
+def test_host_jwt_manager_is_reused_and_loaders_compose(backend: Backend) -> None:
+    app = Flask("host")
+    app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY, **backend.app_config())
+    jwt = JWTManager(app)
+    sessions = SessionManager(app, **backend.app_kwargs())
+    assert app.extensions["flask-jwt-extended"] is jwt
+    denied: set[str] = set()
+
+    @jwt.token_in_blocklist_loader
+    def host_blocklist(header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        return payload["jti"] in denied or sessions.is_revoked(header, payload)
+
+    @app.get("/things")
+    @jwt_required()
+    def things() -> Any:
+        return jsonify([])
+
+    with app.test_request_context():
+        pair = sessions.open("alice")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {pair.access_token}"}
+    assert client.get("/things", headers=headers).status_code == 200
+    from flask_jwt_extended import decode_token
+
+    with app.app_context():
+        denied.add(decode_token(pair.access_token)["jti"])
+    assert_problem(client.get("/things", headers=headers), 401, "session_revoked")
+
+
+def test_missing_signing_key_fails_at_init(backend: Backend) -> None:
+    app = Flask("host")
+    app.config.update(**backend.app_config())
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
+        SessionManager(app, **backend.app_kwargs())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("SESSIONSVC_TOUCH_INTERVAL", -1),
+        ("SESSIONSVC_MAX_SESSIONS_PER_USER", 0),
+        ("SESSIONSVC_KEY_PREFIX", "a{b}"),
+        ("JWT_REFRESH_TOKEN_EXPIRES", False),
+        ("SESSIONSVC_REDIS_URL", "http://localhost"),
+        ("SESSIONSVC_GEOIP_DB", "/tmp/city.mmdb"),
+    ],
+)
+def test_bad_setting_fails_at_init_naming_the_key(key: str, value: Any) -> None:
+    app = Flask("host")
+    app.config.update(JWT_SECRET_KEY=JWT_KEY, **{key: value})
+    with pytest.raises(ConfigError, match=key):
+        SessionManager(app)
+
+
+def test_lookup_without_init_is_a_clear_error() -> None:
+    app = Flask("host")
+    with app.app_context(), pytest.raises(RuntimeError, match="init_app"):
+        SessionManager().list_for("alice")
+
+
+def test_trusted_proxies(backend: Backend) -> None:
+    forwarded = {"X-Forwarded-For": "203.0.113.50"}
+    for hops, expected in ((0, "10.0.0.1"), (1, "203.0.113.50")):
+        app, _ = host_app(backend, SESSIONSVC_TRUSTED_PROXIES=hops)
+        client = app.test_client()
+        tokens = client.post(
+            f"/login/proxy{hops}", headers=forwarded, environ_base={"REMOTE_ADDR": "10.0.0.1"}
+        ).get_json()
+        listed = client.get("/api/v1/sessions", headers=bearer(tokens)).get_json()["sessions"]
+        assert listed[0]["created_ip"] == expected
+
+
+def test_embedded_store_warns_and_works(caplog: pytest.LogCaptureFixture) -> None:
+    app = Flask("host")
+    app.config.update(JWT_SECRET_KEY=JWT_KEY)
+    with caplog.at_level(logging.WARNING, logger="sessionsvc"):
+        sessions = SessionManager(app)
+    assert "embedded development store" in caplog.text
+    with app.test_request_context():
+        pair = sessions.open("alice")
+        assert [s.id for s in sessions.list_for("alice")] == [pair.session_id]

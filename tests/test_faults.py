@@ -1,0 +1,115 @@
+"""Failing closed: a Redis of the test's own that dies, hangs and comes back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from sessionsvc import create_app
+from tests.support import JWT_KEY, Auth, RedisProcess, assert_problem
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 0.3
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    if not shutil.which("redis-server"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not on PATH")
+        pytest.skip("redis-server is not on PATH: fault tests need a server they can kill")
+    server = RedisProcess().start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGCONT)
+    server.stop()
+
+
+@pytest.fixture
+def faulty_app(own_redis: RedisProcess) -> Flask:
+    return create_app(
+        {
+            "TESTING": True,
+            "JWT_SECRET_KEY": JWT_KEY,
+            "SESSIONSVC_REDIS_URL": own_redis.url,
+            "SESSIONSVC_STORE_TIMEOUT": TIMEOUT,
+            "SESSIONSVC_TOUCH_INTERVAL": 1,
+        }
+    )
+
+
+def wait_ready(app: Flask, limit: float = 10.0) -> float:
+    """Seconds until /readyz answers 200 again."""
+    client = app.test_client()
+    start = time.monotonic()
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() - start < limit, "the service did not recover by itself"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_store_down_fails_closed_then_recovers_empty(
+    own_redis: RedisProcess, faulty_app: Flask
+) -> None:
+    auth = Auth(faulty_app)
+    tokens = auth.login("alice")
+    other = auth.login("alice")
+    client = faulty_app.test_client()
+    headers = auth.headers(tokens)
+    assert client.get("/api/v1/sessions", headers=headers).status_code == 200
+
+    own_redis.stop()
+    checks = [
+        client.get("/api/v1/sessions", headers=headers),
+        client.get(f"/api/v1/sessions/{other['session_id']}", headers=headers),
+        client.delete(f"/api/v1/sessions/{other['session_id']}", headers=headers),
+        client.delete("/api/v1/sessions", headers=headers),
+        client.post("/api/v1/auth/refresh", headers=auth.headers(tokens, "refresh_token")),
+        client.post("/api/v1/auth/logout", headers=headers),
+        client.post("/api/v1/auth/login", json={"username": "alice", "password": "pw"}),
+        client.get("/readyz"),
+    ]
+    for response in checks:
+        assert_problem(response, 503, "store_unavailable")
+        assert response.headers["Retry-After"] == "1"
+    start = time.monotonic()
+    assert_problem(client.get("/api/v1/sessions", headers=headers), 503, "store_unavailable")
+    assert time.monotonic() - start < 2 * TIMEOUT + 1
+
+    own_redis.start()  # same port, and empty: every session is lost
+    wait_ready(faulty_app)
+    assert_problem(client.get("/api/v1/sessions", headers=headers), 401, "session_revoked")
+    assert_problem(
+        client.get("/api/v1/sessions", headers=auth.headers(other)), 401, "session_revoked"
+    )
+    fresh = auth.login("alice")
+    assert client.get("/api/v1/sessions", headers=auth.headers(fresh)).status_code == 200
+
+
+def test_store_hanging_fails_closed_then_recovers_with_its_data(
+    own_redis: RedisProcess, faulty_app: Flask
+) -> None:
+    auth = Auth(faulty_app)
+    tokens = auth.login("alice")
+    client = faulty_app.test_client()
+    headers = auth.headers(tokens)
+    assert own_redis.proc is not None
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        assert_problem(client.get("/api/v1/sessions", headers=headers), 503, "store_unavailable")
+        assert time.monotonic() - start < 2 * TIMEOUT + 1
+        assert_problem(client.get("/readyz"), 503, "store_unavailable")
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+    wait_ready(faulty_app)
+    response = client.get("/api/v1/sessions", headers=headers)
+    assert response.status_code == 200
+    assert [s["id"] for s in response.get_json()["sessions"]] == [tokens["session_id"]]

@@ -1,0 +1,110 @@
+"""The standalone service under gunicorn with several workers.
+
+Revocation must bite in every worker: each request below goes over a new
+connection, so the sync workers take turns answering.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+from werkzeug.security import generate_password_hash
+
+from sessionsvc.models import User
+from sessionsvc.store import SessionStore
+from tests.support import (
+    CHROME,
+    FAST_HASH,
+    IPHONE,
+    JWT_KEY,
+    ROOT,
+    Gunicorn,
+    delete_prefix,
+    http,
+    service_env,
+)
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery staple"
+REQUESTS = 24
+CREATE_ALICE = ("sessions", "create-user", "alice", "--password-stdin")
+
+
+def sign_in_twice_and_revoke(base: str) -> None:
+    """Two devices; one signs the other out; no worker accepts its token after."""
+    login = f"{base}/api/v1/auth/login"
+    credentials = {"username": "alice", "password": PASSWORD}
+    status, laptop = http("POST", login, body=credentials, user_agent=CHROME)
+    assert status == 200, laptop
+    status, phone = http("POST", login, body=credentials, user_agent=IPHONE)
+    assert status == 200, phone
+
+    for _ in range(REQUESTS):
+        status, body = http("GET", f"{base}/api/v1/sessions", token=phone["access_token"])
+        assert status == 200
+        assert {s["id"] for s in body["sessions"]} == {laptop["session_id"], phone["session_id"]}
+
+    status, _ = http(
+        "DELETE", f"{base}/api/v1/sessions/{phone['session_id']}", token=laptop["access_token"]
+    )
+    assert status == 204
+    refused = [
+        http("GET", f"{base}/api/v1/sessions", token=phone["access_token"]) for _ in range(REQUESTS)
+    ]
+    assert [(status, body["code"]) for status, body in refused] == [
+        (401, "session_revoked")
+    ] * REQUESTS
+    status, body = http("GET", f"{base}/api/v1/sessions", token=laptop["access_token"])
+    assert status == 200
+    assert [s["id"] for s in body["sessions"]] == [laptop["session_id"]]
+
+
+@pytest.fixture
+def real_redis_service(redis_url: str) -> Iterator[tuple[Gunicorn, str]]:
+    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    SessionStore(lambda: client, prefix=prefix).create_user(
+        User("alice", generate_password_hash(PASSWORD, method=FAST_HASH))
+    )
+    env = service_env(
+        SESSIONSVC_REDIS_URL=redis_url, SESSIONSVC_KEY_PREFIX=prefix, JWT_SECRET_KEY=JWT_KEY
+    )
+    service = Gunicorn(env, workers=4).start()
+    yield service, prefix
+    service.stop()
+    delete_prefix(client, prefix)
+    client.close()
+
+
+def test_four_workers_on_real_redis_revoke_across_workers(
+    real_redis_service: tuple[Gunicorn, str],
+) -> None:
+    service, _ = real_redis_service
+    sign_in_twice_and_revoke(service.base)
+    assert service.output().count("Booting worker") == 4
+
+
+def test_embedded_store_under_the_run_command_is_shared_by_workers_and_cli() -> None:
+    service = Gunicorn(service_env(), workers=4).start()
+    try:
+        assert "serving the embedded development store" in service.output()
+        created = subprocess.run(
+            [*(sys.executable, "-m", "flask", "--app", "wsgi"), *CREATE_ALICE],
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=service_env(),
+            timeout=60,
+            check=False,
+        )
+        assert created.returncode == 0, created.stderr
+        sign_in_twice_and_revoke(service.base)
+    finally:
+        service.stop()
