@@ -78,6 +78,9 @@ local function event(kind, sid, reason)
   if ACTOR_UA ~= '' then args[#args+1] = 'ua'; args[#args+1] = ACTOR_UA end
   if reason ~= '' then args[#args+1] = 'r'; args[#args+1] = reason end
   redis.call(unpack(args))
+end
+-- Events outlive the sessions they describe by EVENTS_TTL after the last one.
+local function keep_events()
   redis.call('EXPIRE', KEYS[EV], EVENTS_TTL)
 end
 """
@@ -126,6 +129,7 @@ if redis.call('ZCARD', KEYS[2]) > max then
     evicted[#evicted+1] = victim
   end
 end
+keep_events()
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 redis.call('EXPIREAT', KEYS[2], last[2])
 return evicted
@@ -149,18 +153,17 @@ if ARGV[4] ~= '' and v[3] ~= ARGV[4] then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[9])
   event('session.revoked', ARGV[9], 'refresh_reuse')
+  keep_events()
   return {2}
 end
+local write = {}
+if ARGV[5] ~= '' then write = {'r', ARGV[5], 't', NOW}
+elseif tonumber(NOW) - tonumber(v[1]) >= tonumber(ARGV[2]) then write = {'t', NOW} end
 local ip = ARGV[3]
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'r', ARGV[5], 't', NOW)
-  if ip ~= '' then redis.call('HSET', KEYS[1], 'ip', ip) end
-elseif tonumber(NOW) - tonumber(v[1]) >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 't', NOW)
-  if ip ~= '' then redis.call('HSET', KEYS[1], 'ip', ip) end
-elseif ip ~= '' and ip ~= v[2] then
-  redis.call('HSET', KEYS[1], 'ip', ip)
+if ip ~= '' and (#write > 0 or ip ~= v[2]) then
+  write[#write+1] = 'ip'; write[#write+1] = ip
 end
+if #write > 0 then redis.call('HSET', KEYS[1], unpack(write)) end
 return {1, tonumber(v[4])}
 """,
     ev=3,
@@ -201,6 +204,7 @@ for _, sid in ipairs(targets) do
     end
   end
 end
+if n > 0 then keep_events() end
 return n
 """,
     ev=2,

@@ -1,0 +1,209 @@
+"""Round trips and Redis commands per operation, counted exactly.
+
+Starts its own ``redis-server`` on a free loopback port, drives the
+standalone app through Flask's test client, and for each operation counts
+what the client sent (round trips: one per packed write to the socket) and
+what the server executed (``INFO commandstats`` delta, which also counts the
+commands a Lua script runs inside Redis).
+
+    python -m bench.commands
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from werkzeug.security import generate_password_hash
+
+from sessionsvc import create_app, current_manager
+from sessionsvc.models import User
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server of our own, gone when the block ends."""
+    if not shutil.which("redis-server"):
+        sys.exit("redis-server is not on PATH")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="sessionsvc-bench-")
+    proc = subprocess.Popen(
+        [
+            *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(200):
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RoundTrips:
+    """Counts packed writes to Redis sockets: one per round trip."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._original = redis.connection.AbstractConnection.send_packed_command
+
+    def __enter__(self) -> RoundTrips:
+        counter = self
+        original = self._original
+
+        def counting(conn: Any, command: Any, check_health: bool = True) -> None:
+            counter.count += 1
+            original(conn, command, check_health)
+
+        redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        redis.connection.AbstractConnection.send_packed_command = self._original  # type: ignore[method-assign]
+
+
+def commandstats(admin: redis.Redis) -> dict[str, int]:
+    stats = admin.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if not name.startswith(("cmdstat_info", "cmdstat_config"))
+    }
+
+
+def measure(admin: redis.Redis, action: Callable[[], Any]) -> tuple[int, dict[str, int]]:
+    """(round trips, server commands by name) of one action."""
+    admin.config_resetstat()
+    with RoundTrips() as trips:
+        action()
+    return trips.count, commandstats(admin)
+
+
+def main() -> None:
+    rows: list[tuple[str, int, dict[str, int]]] = []
+    with redis_server() as url:
+        admin = redis.Redis.from_url(url, decode_responses=True)
+        app = create_app(
+            {
+                "TESTING": True,
+                "JWT_SECRET_KEY": "bench-secret-key-long-enough-for-hs256",
+                "SESSIONSVC_REDIS_URL": url,
+                "SESSIONSVC_TOUCH_INTERVAL": 60,
+            }
+        )
+        client = app.test_client()
+        with app.app_context():
+            manager = current_manager()
+            store = manager.store
+            for name in ("alice", "bob"):
+                store.create_user(User(name, generate_password_hash("pw", "pbkdf2:sha256:1")))
+            store.ping()  # connect, and load no script yet: counted below as it happens
+
+        def login(user: str = "alice") -> dict[str, Any]:
+            response = client.post(
+                "/api/v1/auth/login",
+                json={"username": user, "password": "pw"},
+                headers={"User-Agent": CHROME},
+            )
+            assert response.status_code == 200
+            body: dict[str, Any] = response.get_json()
+            return body
+
+        login()  # warm: scripts loaded once per server, not per request
+        trips, cmds = measure(admin, login)
+        rows.append(("login (user lookup + open)", trips, cmds))
+        tokens = login()
+        headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+        def authed() -> None:
+            assert client.get("/api/v1/sessions/events?limit=1", headers=headers).status_code == 200
+
+        # The events route is one store read beyond the check; list is
+        # measured separately below. Subtract it to get the check alone.
+        authed()
+        trips, cmds = measure(admin, authed)
+        rows.append(("authenticated GET /events?limit=1 (steady)", trips, cmds))
+
+        with app.test_request_context(headers=headers):
+            from flask_jwt_extended import decode_token
+
+            payload = decode_token(tokens["access_token"])
+            trips, cmds = measure(admin, lambda: manager.is_revoked({}, payload))
+            rows.append(("revocation check alone (steady)", trips, cmds))
+            key = store.session_key("alice", tokens["session_id"])
+            admin.hset(key, "t", 0)  # last seen long ago: a touch is due
+            trips, cmds = measure(admin, lambda: manager.is_revoked({}, payload))
+            rows.append(("revocation check alone (touch due)", trips, cmds))
+
+        for k in (1, 10, 100):
+            with app.app_context():
+                manager.revoke_all("bob")
+            bob = [login("bob") for _ in range(k)]
+            bob_headers = {"Authorization": f"Bearer {bob[0]['access_token']}"}
+
+            def listing(h: dict[str, str] = bob_headers, n: int = k) -> None:
+                response = client.get("/api/v1/sessions", headers=h)
+                assert len(response.get_json()["sessions"]) == n
+
+            listing()
+            trips, cmds = measure(admin, listing)
+            rows.append((f"GET /sessions, K={k} (check + list)", trips, cmds))
+
+        refresh_headers = {"Authorization": f"Bearer {tokens['refresh_token']}"}
+        trips, cmds = measure(
+            admin, lambda: client.post("/api/v1/auth/refresh", headers=refresh_headers)
+        )
+        rows.append(("POST /auth/refresh", trips, cmds))
+
+        other = login()
+        trips, cmds = measure(
+            admin,
+            lambda: client.delete(f"/api/v1/sessions/{other['session_id']}", headers=headers),
+        )
+        rows.append(("DELETE /sessions/{id} (check + revoke)", trips, cmds))
+
+        with app.app_context():
+            manager.revoke_all("bob")
+        bob = [login("bob") for _ in range(100)]
+        bob_headers = {"Authorization": f"Bearer {bob[0]['access_token']}"}
+        trips, cmds = measure(admin, lambda: client.delete("/api/v1/sessions", headers=bob_headers))
+        rows.append(("DELETE /sessions, K=100 (check + revoke 99)", trips, cmds))
+
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'operation':<{width}}  round trips  server commands")
+    for name, trips, cmds in rows:
+        detail = ", ".join(f"{cmd} {calls}" for cmd, calls in sorted(cmds.items()))
+        print(f"{name:<{width}}  {trips:>11}  {sum(cmds.values()):>4}  ({detail})")
+
+
+if __name__ == "__main__":
+    main()
