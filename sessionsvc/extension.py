@@ -87,8 +87,14 @@ class SessionManager:
         if jwt is None:
             jwt = JWTManager(app)
         settings = Settings.from_config(app.config)
+        # Settings whose feature has not landed fail loudly rather than being
+        # silently ignored.
         if settings.geoip_db is not None:
             raise ConfigError("SESSIONSVC_GEOIP_DB: location lookup is not available yet")
+        if settings.idle_timeout is not None:
+            raise ConfigError("SESSIONSVC_IDLE_TIMEOUT: the idle timeout is not available yet")
+        if settings.revoke_on_anomaly:
+            raise ConfigError("SESSIONSVC_REVOKE_ON_ANOMALY: anomaly detection is not built yet")
         if not (app.config.get("JWT_SECRET_KEY") or app.config.get("SECRET_KEY")):
             raise ConfigError("JWT_SECRET_KEY must be set to sign tokens")
 

@@ -199,6 +199,8 @@ def test_missing_signing_key_fails_at_init(backend: Backend) -> None:
         ("JWT_REFRESH_TOKEN_EXPIRES", False),
         ("SESSIONSVC_REDIS_URL", "http://localhost"),
         ("SESSIONSVC_GEOIP_DB", "/tmp/city.mmdb"),
+        ("SESSIONSVC_IDLE_TIMEOUT", 600),
+        ("SESSIONSVC_REVOKE_ON_ANOMALY", True),
     ],
 )
 def test_bad_setting_fails_at_init_naming_the_key(key: str, value: Any) -> None:
