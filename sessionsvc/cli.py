@@ -16,6 +16,10 @@ from .models import isotime
 
 sessions_cli = AppGroup("sessions", help="Manage sessionsvc users and sessions.")
 
+# Session ids (and user ids) may start with "-": take unknown options as
+# arguments, or "revoke alice -Xk..." would be a usage error.
+_ARGS = {"ignore_unknown_options": True}
+
 
 def _fail(message: str) -> None:
     raise click.ClickException(message)
@@ -30,7 +34,7 @@ def _store_errors() -> Iterator[None]:
         raise click.ClickException(exc.detail) from None
 
 
-@sessions_cli.command("create-user")
+@sessions_cli.command("create-user", context_settings=_ARGS)
 @click.argument("username")
 @click.option("--admin", is_flag=True, help="Grant the admin role.")
 @click.option(
@@ -61,7 +65,7 @@ def create_user(username: str, admin: bool, password_stdin: bool) -> None:
     click.echo(f"created user {username!r}" + (" (admin)" if admin else ""))
 
 
-@sessions_cli.command("list")
+@sessions_cli.command("list", context_settings=_ARGS)
 @click.argument("user_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the sessions as JSON.")
 def list_sessions(user_id: str, as_json: bool) -> None:
@@ -79,7 +83,7 @@ def list_sessions(user_id: str, as_json: bool) -> None:
         click.echo(f"{s.id}  {isotime(s.last_seen_at)}  {s.ip or '-':<15}  {label}")
 
 
-@sessions_cli.command("revoke")
+@sessions_cli.command("revoke", context_settings=_ARGS)
 @click.argument("user_id")
 @click.argument("session_id")
 def revoke(user_id: str, session_id: str) -> None:
@@ -91,7 +95,7 @@ def revoke(user_id: str, session_id: str) -> None:
     click.echo(f"revoked {session_id}")
 
 
-@sessions_cli.command("revoke-all")
+@sessions_cli.command("revoke-all", context_settings=_ARGS)
 @click.argument("user_id")
 def revoke_all(user_id: str) -> None:
     """Sign out every session of USER_ID (recorded with reason admin)."""

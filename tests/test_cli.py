@@ -97,6 +97,26 @@ def test_list_revoke_and_revoke_all(app: Flask, auth: Auth) -> None:
     assert all(e.ip is None for e in events if e.type == "session.revoked")
 
 
+def test_ids_starting_with_a_dash_are_arguments(app: Flask, auth: Auth) -> None:
+    run(app, "create-user", "-dash", "--password-stdin", input="pw\n")
+    with app.app_context():
+        assert current_manager().store.get_user("-dash") is not None
+        pair = current_manager().open("-dash")
+        store = current_manager().store
+        # Give the session an id that starts with "-", as 1 in 64 do.
+        session = store.get("-dash", pair.session_id)
+        assert session is not None
+        dashed = "-" + pair.session_id[1:]
+        client = store.client
+        client.rename(
+            store.session_key("-dash", pair.session_id), store.session_key("-dash", dashed)
+        )
+        client.zadd(store.index_key("-dash"), {dashed: session.expires_at})
+    result = run(app, "revoke", "-dash", dashed)
+    assert result.exit_code == 0, result.output
+    assert f"revoked {dashed}" in result.output
+
+
 def test_store_down_is_a_clean_error() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     app = create_app({"JWT_SECRET_KEY": JWT_KEY, "SESSIONSVC_REDIS_URL": url})

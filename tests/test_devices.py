@@ -1,0 +1,137 @@
+"""Devices: user-agent parsing, its cache, and what a request says about the client."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask, request
+
+from sessionsvc.devices import MAX_USER_AGENT, client_ip, parse_user_agent, user_agent_of
+from sessionsvc.models import Device
+from tests.support import CHROME, IPHONE
+
+IPAD = (
+    "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+CURL = "curl/8.4.0"
+FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
+
+
+def test_chrome_on_windows() -> None:
+    device = parse_user_agent(CHROME)
+    assert device == Device("desktop", "Chrome", "120.0", "Windows", "10")
+    assert device.label == "Chrome 120 on Windows 10"
+
+
+def test_iphone_safari() -> None:
+    device = parse_user_agent(IPHONE)
+    assert device == Device("mobile", "Mobile Safari", "17.1", "iOS", "17.1")
+    assert device.label == "Mobile Safari 17 on iOS 17.1"
+
+
+def test_ipad_is_a_tablet() -> None:
+    device = parse_user_agent(IPAD)
+    assert device.type == "tablet"
+    assert device.os == "iOS"
+    assert device.os_version == "16.6"
+
+
+def test_googlebot_is_a_bot() -> None:
+    device = parse_user_agent(GOOGLEBOT)
+    assert device.type == "bot"
+    assert device.browser == "Googlebot"
+
+
+def test_curl_is_other_with_its_name() -> None:
+    device = parse_user_agent(CURL)
+    assert device.type == "other"
+    assert device.browser == "curl"
+    assert device.os is None
+    assert device.os_version is None
+    assert device.label == "curl 8"
+
+
+def test_os_without_version_is_labelled_by_family() -> None:
+    device = parse_user_agent(FIREFOX_LINUX)
+    assert device == Device("desktop", "Firefox", "121.0", "Linux", None)
+    assert device.label == "Firefox 121 on Linux"
+
+
+@pytest.mark.parametrize("user_agent", [None, ""])
+def test_missing_user_agent_is_an_unknown_device(user_agent: str | None) -> None:
+    device = parse_user_agent(user_agent)
+    assert device == Device("other", None, None, None, None)
+    assert device.label is None
+    assert device.to_json() == {
+        "type": "other",
+        "browser": None,
+        "browser_version": None,
+        "os": None,
+        "os_version": None,
+        "label": None,
+    }
+
+
+@pytest.mark.parametrize("user_agent", ["asdfghjkl", "\x00zz;;((not a browser))", "}{" * 300])
+def test_garbage_user_agent_is_an_unknown_device(user_agent: str) -> None:
+    device = parse_user_agent(user_agent)
+    assert device == Device("other", None, None, None, None)
+    assert device.label is None
+
+
+def test_parse_is_cached() -> None:
+    user_agent = CHROME + " cache-probe"
+    parse_user_agent(user_agent)
+    hits = parse_user_agent.cache_info().hits
+    first = parse_user_agent(user_agent)
+    assert parse_user_agent.cache_info().hits == hits + 1
+    assert parse_user_agent(user_agent) is first
+
+
+@pytest.fixture
+def app() -> Flask:
+    return Flask(__name__)
+
+
+def test_user_agent_is_cut_at_the_limit(app: Flask) -> None:
+    long = "Mozilla/5.0 " + "x" * 2000
+    with app.test_request_context(headers={"User-Agent": long}):
+        value = user_agent_of(request)
+    assert value == long[:MAX_USER_AGENT]
+    assert MAX_USER_AGENT == 512
+
+
+def test_user_agent_at_the_limit_is_kept_whole(app: Flask) -> None:
+    exact = "a" * MAX_USER_AGENT
+    with app.test_request_context(headers={"User-Agent": exact}):
+        assert user_agent_of(request) == exact
+
+
+def test_user_agent_is_returned_as_sent(app: Flask) -> None:
+    with app.test_request_context(headers={"User-Agent": CHROME}):
+        assert user_agent_of(request) == CHROME
+
+
+@pytest.mark.parametrize("headers", [{}, {"User-Agent": ""}])
+def test_missing_or_empty_user_agent_is_none(app: Flask, headers: dict[str, str]) -> None:
+    with app.test_request_context(headers=headers):
+        assert user_agent_of(request) is None
+
+
+def test_client_ip_is_the_peer_address(app: Flask) -> None:
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "203.0.113.7"}):
+        assert client_ip(request) == "203.0.113.7"
+
+
+def test_client_ip_ignores_forwarded_headers(app: Flask) -> None:
+    with app.test_request_context(
+        environ_base={"REMOTE_ADDR": "198.51.100.4"},
+        headers={"X-Forwarded-For": "1.2.3.4, 5.6.7.8", "X-Real-IP": "9.9.9.9"},
+    ):
+        assert client_ip(request) == "198.51.100.4"
+
+
+def test_client_ip_without_peer_address_is_none(app: Flask) -> None:
+    with app.test_request_context(environ_base={"REMOTE_ADDR": ""}):
+        assert client_ip(request) is None

@@ -1,0 +1,1023 @@
+"""The Redis store: layout, atomic scripts, round trips, key mapping, URLs."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+import time_machine
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.retry import Retry
+
+import sessionsvc.store as store_module
+from sessionsvc.errors import StoreUnavailable
+from sessionsvc.extension import new_session_id
+from sessionsvc.models import Device, Location, Session, User
+from sessionsvc.settings import ConfigError
+from sessionsvc.store import (
+    Actor,
+    CheckStatus,
+    SessionStore,
+    client_factory_from_url,
+    store_from_url,
+    user_tag,
+)
+from tests.support import CHROME, delete_prefix, free_port
+
+EVENTS_MAX = 50
+EVENTS_TTL = 7 * 86400
+ACTOR = Actor(ip="198.51.100.4", user_agent=CHROME)
+
+
+@pytest.fixture
+def rc(backend: Any) -> redis.Redis:
+    """A client of the test's store (fakeredis or the real server)."""
+    return backend.client()
+
+
+@pytest.fixture
+def store(backend: Any, rc: redis.Redis) -> SessionStore:
+    return SessionStore(
+        lambda: rc, prefix=backend.prefix, events_max=EVENTS_MAX, events_ttl=EVENTS_TTL
+    )
+
+
+@pytest.fixture
+def now() -> int:
+    return int(time.time())
+
+
+def make_session(
+    user_id: str = "alice",
+    *,
+    now: int,
+    ttl: int = 3600,
+    last_seen: int | None = None,
+    ip: str | None = "198.51.100.4",
+    created_ip: str | None = None,
+    jti: str | None = "jti-1",
+    **extra: Any,
+) -> Session:
+    return Session(
+        id=new_session_id(),
+        user_id=user_id,
+        created_at=now,
+        last_seen_at=now if last_seen is None else last_seen,
+        expires_at=now + ttl,
+        ip=ip,
+        created_ip=created_ip or ip,
+        user_agent=CHROME,
+        device=Device("desktop", "Chrome", "120.0", "Windows", "10"),
+        refresh_jti=jti,
+        **extra,
+    )
+
+
+def create(store: SessionStore, session: Session, *, max_sessions: int = 100) -> list[str] | None:
+    return store.create(session, max_sessions=max_sessions, actor=ACTOR)
+
+
+def stored(store: SessionStore, session_id: str, user_id: str = "alice") -> Session:
+    session = store.get(user_id, session_id)
+    assert session is not None
+    return session
+
+
+def tag_of(key: str) -> str:
+    """The Redis Cluster hash tag of a key: between the first '{' and the next '}'."""
+    start = key.index("{")
+    end = key.index("}", start + 1)
+    return key[start + 1 : end]
+
+
+def slot(key: str) -> int:
+    return key_slot(key.encode("utf-8"))
+
+
+@pytest.fixture
+def commands(rc: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every command the client sends (each is one round trip without a pipeline)."""
+    sent: list[str] = []
+    original = rc.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return original(*args, **options)
+
+    monkeypatch.setattr(rc, "execute_command", counting)
+    return sent
+
+
+def unchanged_keys(watcher: redis.Redis, *keys: str) -> Callable[[], bool]:
+    """WATCH keys on another connection; the returned probe tells whether none was written."""
+    pipe = watcher.pipeline()
+    pipe.watch(*keys)
+
+    def probe() -> bool:
+        pipe.multi()
+        pipe.ping()
+        try:
+            pipe.execute()
+        except redis.WatchError:
+            return False
+        finally:
+            pipe.reset()
+        return True
+
+    return probe
+
+
+def event_summary(store: SessionStore, user_id: str = "alice") -> list[tuple[str, str, Any]]:
+    return [
+        (event.type, event.session_id, event.detail.get("reason"))
+        for event in store.events(user_id, limit=1000)
+    ]
+
+
+# -- create ---------------------------------------------------------------------
+
+
+def test_create_writes_session_hash_with_ttl_until_expiry(
+    store: SessionStore, rc: redis.Redis, backend: Any, now: int
+) -> None:
+    session = make_session(now=now, ttl=3600)
+    assert create(store, session) == []
+    key = store.session_key("alice", session.id)
+    assert re.fullmatch(rf"{re.escape(backend.prefix)}:\{{[^{{}}]+\}}:s:{session.id}", key)
+    assert tag_of(key) == user_tag("alice")
+    assert rc.type(key) == "hash"
+    assert 3600 - 2 <= rc.ttl(key) <= 3600
+    assert rc.hget(key, "x") == str(now + 3600)
+
+
+def test_create_indexes_session_scored_by_expiry(
+    store: SessionStore, rc: redis.Redis, backend: Any, now: int
+) -> None:
+    late = make_session(now=now, ttl=7200)
+    early = make_session(now=now, ttl=600)
+    create(store, late)
+    create(store, early)
+    index = store.index_key("alice")
+    assert index == f"{backend.prefix}:{{{user_tag('alice')}}}:idx"
+    assert rc.type(index) == "zset"
+    assert rc.zrange(index, 0, -1, withscores=True) == [
+        (early.id, float(now + 600)),
+        (late.id, float(now + 7200)),
+    ]
+    # The index lives as long as its latest session, not only the last created.
+    assert 7200 - 2 <= rc.ttl(index) <= 7200
+
+
+def test_create_records_one_created_event(store: SessionStore, rc: redis.Redis, now: int) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    assert rc.type(store.events_key("alice")) == "stream"
+    [event] = store.events("alice", limit=10)
+    assert event.type == "session.created"
+    assert event.session_id == session.id
+    assert event.at == now
+    assert event.ip == ACTOR.ip
+    assert event.user_agent == CHROME
+
+
+def test_create_with_taken_id_returns_none_and_changes_nothing(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    key, index = store.session_key("alice", session.id), store.index_key("alice")
+    before = (rc.hgetall(key), rc.zrange(index, 0, -1, withscores=True))
+    clash = dataclasses.replace(make_session(now=now + 5, ttl=99, ip="203.0.113.9"), id=session.id)
+    assert create(store, clash) is None
+    assert (rc.hgetall(key), rc.zrange(index, 0, -1, withscores=True)) == before
+    assert len(store.events("alice", limit=10)) == 1
+
+
+def test_session_round_trips_through_create_and_get(store: SessionStore, now: int) -> None:
+    session = make_session(
+        now=now,
+        last_seen=now - 5,
+        ip="203.0.113.7",
+        created_ip="198.51.100.4",
+        location=Location("DE", "Berlin"),
+        name="Work laptop",
+    )
+    create(store, session)
+    assert store.get("alice", session.id) == session
+    assert store.get("alice", "no-such-session") is None
+    assert store.get("bob", session.id) is None
+
+
+def test_bare_session_round_trips(store: SessionStore, now: int) -> None:
+    session = Session(
+        id=new_session_id(),
+        user_id="alice",
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + 60,
+        ip=None,
+        created_ip=None,
+        user_agent=None,
+    )
+    create(store, session)
+    assert store.get("alice", session.id) == session
+
+
+# -- round trips ------------------------------------------------------------------
+
+
+def test_create_is_one_round_trip(store: SessionStore, commands: list[str], now: int) -> None:
+    create(store, make_session(now=now))  # loads the script into the server
+    commands.clear()
+    create(store, make_session(now=now))
+    assert commands == ["EVALSHA"]
+
+
+def test_list_is_one_round_trip(store: SessionStore, commands: list[str], now: int) -> None:
+    for _ in range(3):
+        create(store, make_session(now=now))
+    store.list("alice", now=now)
+    commands.clear()
+    assert len(store.list("alice", now=now)) == 3
+    assert commands == ["EVALSHA"]
+
+
+def test_check_is_one_round_trip(store: SessionStore, commands: list[str], now: int) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    store.check("alice", session.id, now=now, touch_interval=60, ip=session.ip)
+    commands.clear()
+    result = store.check("alice", session.id, now=now + 61, touch_interval=60, ip="203.0.113.9")
+    assert result.status is CheckStatus.ACTIVE
+    assert commands == ["EVALSHA"]
+
+
+def test_check_in_steady_state_writes_nothing(
+    store: SessionStore, backend: Any, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    key = store.session_key("alice", session.id)
+    before = rc.hgetall(key)
+    untouched = unchanged_keys(
+        backend.client(), key, store.index_key("alice"), store.events_key("alice")
+    )
+    for offset in (0, 30, 59):
+        result = store.check(
+            "alice", session.id, now=now + offset, touch_interval=60, ip=session.ip
+        )
+        assert result.status is CheckStatus.ACTIVE
+    assert untouched()
+    assert rc.hgetall(key) == before
+
+
+def test_check_with_touch_due_is_seen_as_a_write(
+    store: SessionStore, backend: Any, now: int
+) -> None:
+    # The WATCH probe of the test above does notice writes.
+    session = make_session(now=now)
+    create(store, session)
+    untouched = unchanged_keys(backend.client(), store.session_key("alice", session.id))
+    store.check("alice", session.id, now=now + 60, touch_interval=60, ip=session.ip)
+    assert not untouched()
+
+
+# -- check ------------------------------------------------------------------------
+
+
+def test_check_of_missing_session_is_gone(store: SessionStore, now: int) -> None:
+    result = store.check("alice", "no-such-session", now=now, touch_interval=60, ip="192.0.2.1")
+    assert result.status is CheckStatus.GONE
+    assert result.expires_at is None
+
+
+def test_check_of_live_session_is_active_with_expiry(store: SessionStore, now: int) -> None:
+    session = make_session(now=now, ttl=3600)
+    create(store, session)
+    result = store.check("alice", session.id, now=now, touch_interval=60, ip=session.ip)
+    assert result.status is CheckStatus.ACTIVE
+    assert result.expires_at == now + 3600
+
+
+def test_check_of_another_users_session_is_gone(store: SessionStore, now: int) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    result = store.check("bob", session.id, now=now, touch_interval=60, ip=session.ip)
+    assert result.status is CheckStatus.GONE
+
+
+def test_touch_updates_last_seen_only_when_interval_elapsed(store: SessionStore, now: int) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    store.check("alice", session.id, now=now + 59, touch_interval=60, ip=session.ip)
+    assert stored(store, session.id).last_seen_at == now
+    store.check("alice", session.id, now=now + 60, touch_interval=60, ip=session.ip)
+    assert stored(store, session.id).last_seen_at == now + 60
+    store.check("alice", session.id, now=now + 100, touch_interval=60, ip=session.ip)
+    assert stored(store, session.id).last_seen_at == now + 60
+
+
+def test_check_updates_ip_when_it_changes_even_before_touch(store: SessionStore, now: int) -> None:
+    session = make_session(now=now, ip="198.51.100.4")
+    create(store, session)
+    store.check("alice", session.id, now=now + 1, touch_interval=60, ip="203.0.113.9")
+    seen = store.get("alice", session.id)
+    assert seen is not None
+    assert seen.ip == "203.0.113.9"
+    assert seen.last_seen_at == now
+
+
+def test_created_ip_survives_an_ip_change(store: SessionStore, now: int) -> None:
+    session = make_session(now=now, ip="198.51.100.4")
+    create(store, session)
+    store.check("alice", session.id, now=now + 1, touch_interval=60, ip="203.0.113.9")
+    seen = store.get("alice", session.id)
+    assert seen is not None
+    assert seen.ip == "203.0.113.9"
+    assert seen.created_ip == "198.51.100.4"
+
+
+def test_check_never_recreates_a_revoked_session(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    assert store.revoke("alice", [session.id], now=now, reason="user", actor=ACTOR) == 1
+    key = store.session_key("alice", session.id)
+    for jtis in ({}, {"presented_jti": "jti-1", "new_jti": "jti-2"}):
+        result = store.check(
+            "alice", session.id, now=now + 1000, touch_interval=60, ip="203.0.113.9", **jtis
+        )
+        assert result.status is CheckStatus.GONE
+        assert rc.exists(key) == 0
+    assert rc.exists(store.index_key("alice")) == 0
+
+
+def test_refresh_rotates_jti_and_counts_as_activity(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now, jti="jti-1")
+    create(store, session)
+    result = store.check(
+        "alice",
+        session.id,
+        now=now + 5,
+        touch_interval=60,
+        ip=session.ip,
+        presented_jti="jti-1",
+        new_jti="jti-2",
+    )
+    assert result.status is CheckStatus.ACTIVE
+    assert result.expires_at == session.expires_at
+    rotated = store.get("alice", session.id)
+    assert rotated is not None
+    assert rotated.refresh_jti == "jti-2"
+    assert rotated.last_seen_at == now + 5
+    assert rotated.expires_at == session.expires_at
+    again = store.check(
+        "alice", session.id, now=now + 6, touch_interval=60, ip=session.ip, presented_jti="jti-2"
+    )
+    assert again.status is CheckStatus.ACTIVE
+
+
+def test_reused_refresh_jti_revokes_the_session(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now, jti="jti-1")
+    create(store, session)
+    store.check(
+        "alice",
+        session.id,
+        now=now + 5,
+        touch_interval=60,
+        ip=session.ip,
+        presented_jti="jti-1",
+        new_jti="jti-2",
+    )
+    reused = store.check(
+        "alice",
+        session.id,
+        now=now + 6,
+        touch_interval=60,
+        ip="203.0.113.66",
+        presented_jti="jti-1",
+        new_jti="jti-3",
+    )
+    assert reused.status is CheckStatus.REFRESH_REUSED
+    assert rc.exists(store.session_key("alice", session.id)) == 0
+    assert rc.zscore(store.index_key("alice"), session.id) is None
+    assert rc.exists(store.index_key("alice")) == 0
+    newest = store.events("alice", limit=1)[0]
+    assert (newest.type, newest.session_id, newest.detail) == (
+        "session.revoked",
+        session.id,
+        {"reason": "refresh_reuse"},
+    )
+    after = store.check(
+        "alice", session.id, now=now + 7, touch_interval=60, ip=session.ip, presented_jti="jti-2"
+    )
+    assert after.status is CheckStatus.GONE
+
+
+def test_refresh_reuse_keeps_the_users_other_sessions(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    victim, other = make_session(now=now, jti="a"), make_session(now=now, jti="b")
+    create(store, victim)
+    create(store, other)
+    result = store.check(
+        "alice", victim.id, now=now, touch_interval=60, ip=None, presented_jti="stale"
+    )
+    assert result.status is CheckStatus.REFRESH_REUSED
+    assert rc.zrange(store.index_key("alice"), 0, -1) == [other.id]
+    assert store.get("alice", other.id) == other
+
+
+# -- list and index pruning ---------------------------------------------------------
+
+
+def test_list_returns_exactly_the_users_live_sessions(store: SessionStore, now: int) -> None:
+    mine = [make_session(now=now, name=f"s{i}") for i in range(3)]
+    for session in mine:
+        create(store, session)
+    create(store, make_session("bob", now=now))
+    revoked = make_session(now=now)
+    create(store, revoked)
+    store.revoke("alice", [revoked.id], now=now, reason="user", actor=ACTOR)
+    listed = store.list("alice", now=now)
+    assert sorted(listed, key=lambda s: s.id) == sorted(mine, key=lambda s: s.id)
+    assert store.list("nobody", now=now) == []
+
+
+def test_list_prunes_index_entries_without_a_session(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    live = make_session(now=now)
+    create(store, live)
+    index = store.index_key("alice")
+    rc.zadd(index, {"stale-past": now - 10, "stale-future": now + 500})
+    assert [s.id for s in store.list("alice", now=now)] == [live.id]
+    assert rc.zrange(index, 0, -1) == [live.id]
+
+
+def test_create_prunes_index_entries_that_expired(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    index = store.index_key("alice")
+    rc.zadd(index, {"stale-1": now - 100, "stale-2": now - 1})
+    session = make_session(now=now)
+    create(store, session)
+    assert rc.zrange(index, 0, -1) == [session.id]
+
+
+def test_revoking_the_last_session_removes_the_index(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    first, second = make_session(now=now), make_session(now=now)
+    create(store, first)
+    create(store, second)
+    store.revoke("alice", [first.id], now=now, reason="user", actor=ACTOR)
+    assert rc.zrange(store.index_key("alice"), 0, -1) == [second.id]
+    store.revoke("alice", [second.id], now=now, reason="user", actor=ACTOR)
+    assert rc.exists(store.index_key("alice")) == 0
+
+
+@pytest.fixture
+def fake_store() -> Iterator[tuple[SessionStore, redis.Redis]]:
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    yield SessionStore(lambda: client, prefix="sessionsvc-test"), client
+    client.close()
+
+
+def test_expired_session_leaves_the_index_on_list(
+    fake_store: tuple[SessionStore, redis.Redis],
+) -> None:
+    store, rc = fake_store
+    now = int(time.time())
+    short, long = make_session(now=now, ttl=100), make_session(now=now, ttl=10_000)
+    create(store, short)
+    create(store, long)
+    index = store.index_key("alice")
+    with time_machine.travel(now + 200, tick=False):
+        assert rc.exists(store.session_key("alice", short.id)) == 0
+        assert rc.zscore(index, short.id) is not None  # nothing has pruned it yet
+        assert [s.id for s in store.list("alice", now=now + 200)] == [long.id]
+        assert rc.zrange(index, 0, -1) == [long.id]
+
+
+def test_expired_session_leaves_the_index_on_create(
+    fake_store: tuple[SessionStore, redis.Redis],
+) -> None:
+    store, rc = fake_store
+    now = int(time.time())
+    short = make_session(now=now, ttl=100)
+    create(store, short)
+    with time_machine.travel(now + 200, tick=False):
+        fresh = make_session(now=now + 200)
+        create(store, fresh)
+        assert rc.zrange(store.index_key("alice"), 0, -1) == [fresh.id]
+
+
+def test_index_expires_with_the_users_last_session(
+    fake_store: tuple[SessionStore, redis.Redis],
+) -> None:
+    store, rc = fake_store
+    now = int(time.time())
+    create(store, make_session(now=now, ttl=5000))
+    create(store, make_session(now=now, ttl=100))
+    index = store.index_key("alice")
+    with time_machine.travel(now + 4000, tick=False):
+        assert rc.exists(index) == 1
+    with time_machine.travel(now + 5001, tick=False):
+        assert rc.exists(index) == 0
+        assert store.list("alice", now=now + 5001) == []
+
+
+def test_eviction_of_an_expired_session_does_not_count_it(
+    fake_store: tuple[SessionStore, redis.Redis],
+) -> None:
+    store, rc = fake_store
+    now = int(time.time())
+    expired = make_session(now=now, ttl=100)
+    a, b = make_session(now=now, ttl=5000), make_session(now=now, ttl=5000)
+    for session in (expired, a, b):
+        create(store, session)
+    with time_machine.travel(now + 200, tick=False):
+        fresh = make_session(now=now + 200)
+        assert create(store, fresh, max_sessions=3) == []
+        assert sorted(rc.zrange(store.index_key("alice"), 0, -1)) == sorted([a.id, b.id, fresh.id])
+
+
+# -- revoke -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def three(store: SessionStore, now: int) -> list[Session]:
+    sessions = [make_session(now=now) for _ in range(3)]
+    for session in sessions:
+        create(store, session)
+    return sessions
+
+
+def test_revoke_explicit_ids(store: SessionStore, three: list[Session], now: int) -> None:
+    a, b, c = three
+    actor = Actor(ip="203.0.113.50", user_agent="curl/8.4.0")
+    assert store.revoke("alice", [a.id, b.id], now=now, reason="user", actor=actor) == 2
+    assert [s.id for s in store.list("alice", now=now)] == [c.id]
+    revoked = [e for e in store.events("alice", limit=100) if e.type == "session.revoked"]
+    assert sorted(e.session_id for e in revoked) == sorted([a.id, b.id])
+    assert {(e.detail["reason"], e.ip, e.user_agent) for e in revoked} == {
+        ("user", "203.0.113.50", "curl/8.4.0")
+    }
+
+
+def test_revoke_all(store: SessionStore, rc: redis.Redis, three: list[Session], now: int) -> None:
+    assert store.revoke("alice", None, now=now, reason="admin", actor=ACTOR) == 3
+    assert store.list("alice", now=now) == []
+    assert rc.exists(store.index_key("alice")) == 0
+    for session in three:
+        assert rc.exists(store.session_key("alice", session.id)) == 0
+    revoked = [(t, sid, r) for t, sid, r in event_summary(store) if t == "session.revoked"]
+    assert sorted(revoked) == sorted(("session.revoked", s.id, "admin") for s in three)
+
+
+def test_revoke_all_but_the_kept_one(store: SessionStore, three: list[Session], now: int) -> None:
+    a, b, c = three
+    assert store.revoke("alice", None, now=now, reason="others", actor=ACTOR, keep=b.id) == 2
+    assert [s.id for s in store.list("alice", now=now)] == [b.id]
+    revoked = [(sid, r) for t, sid, r in event_summary(store) if t == "session.revoked"]
+    assert sorted(revoked) == sorted([(a.id, "others"), (c.id, "others")])
+
+
+def test_revoke_all_including_current_records_logout_for_it(
+    store: SessionStore, three: list[Session], now: int
+) -> None:
+    a, b, c = three
+    assert store.revoke("alice", None, now=now, reason="others", actor=ACTOR, current=b.id) == 3
+    revoked = [(sid, r) for t, sid, r in event_summary(store) if t == "session.revoked"]
+    assert sorted(revoked) == sorted([(a.id, "others"), (b.id, "logout"), (c.id, "others")])
+
+
+def test_revoking_the_current_session_by_id_is_a_logout(
+    store: SessionStore, three: list[Session], now: int
+) -> None:
+    a = three[0]
+    assert store.revoke("alice", [a.id], now=now, reason="user", actor=ACTOR, current=a.id) == 1
+    assert event_summary(store)[0] == ("session.revoked", a.id, "logout")
+
+
+def test_revoke_unknown_id_revokes_and_records_nothing(
+    store: SessionStore, rc: redis.Redis, three: list[Session], now: int
+) -> None:
+    before = event_summary(store)
+    index = rc.zrange(store.index_key("alice"), 0, -1)
+    assert store.revoke("alice", ["no-such-session"], now=now, reason="user", actor=ACTOR) == 0
+    assert store.revoke("alice", [], now=now, reason="user", actor=ACTOR) == 0
+    assert store.revoke("bob", [three[0].id], now=now, reason="user", actor=ACTOR) == 0
+    assert store.revoke("bob", None, now=now, reason="user", actor=ACTOR) == 0
+    assert event_summary(store) == before
+    assert event_summary(store, "bob") == []
+    assert rc.zrange(store.index_key("alice"), 0, -1) == index
+
+
+def test_revoking_twice_counts_once(store: SessionStore, three: list[Session], now: int) -> None:
+    a = three[0]
+    assert store.revoke("alice", [a.id, a.id], now=now, reason="user", actor=ACTOR) == 1
+    assert store.revoke("alice", [a.id], now=now, reason="user", actor=ACTOR) == 0
+    revoked = [sid for t, sid, _ in event_summary(store) if t == "session.revoked"]
+    assert revoked == [a.id]
+
+
+# -- eviction -----------------------------------------------------------------------
+
+
+def test_opening_over_the_cap_evicts_the_least_recently_active(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    a = make_session(now=now, last_seen=now - 100)
+    b = make_session(now=now, last_seen=now - 300)  # least recently active
+    c = make_session(now=now, last_seen=now - 200)
+    for session in (a, b, c):
+        assert create(store, session, max_sessions=3) == []
+    d = make_session(now=now)
+    assert create(store, d, max_sessions=3) == [b.id]
+    assert rc.exists(store.session_key("alice", b.id)) == 0
+    assert sorted(rc.zrange(store.index_key("alice"), 0, -1)) == sorted([a.id, c.id, d.id])
+    assert sorted(s.id for s in store.list("alice", now=now)) == sorted([a.id, c.id, d.id])
+    assert event_summary(store)[:2] == [
+        ("session.revoked", b.id, "evicted"),
+        ("session.created", d.id, None),
+    ]
+
+
+def test_activity_protects_a_session_from_eviction(store: SessionStore, now: int) -> None:
+    a = make_session(now=now - 500)
+    b = make_session(now=now - 400)
+    create(store, a, max_sessions=2)
+    create(store, b, max_sessions=2)
+    store.check("alice", a.id, now=now, touch_interval=60, ip=a.ip)
+    assert create(store, make_session(now=now), max_sessions=2) == [b.id]
+
+
+def test_eviction_is_per_user(store: SessionStore, now: int) -> None:
+    for user in ("alice", "bob"):
+        for _ in range(2):
+            assert create(store, make_session(user, now=now), max_sessions=2) == []
+    assert len(store.list("alice", now=now)) == 2
+    assert len(store.list("bob", now=now)) == 2
+
+
+# -- user ids and hash tags ----------------------------------------------------------
+
+ODD_USER_IDS = ["alice", "a:b", "a", "b", "{x}", "x", "a}{b", "ünï", "a b", "\ud800", "a:b:s"]
+
+
+def user_keys(store: SessionStore, user_id: str) -> list[str]:
+    return [
+        store.session_key(user_id, new_session_id()),
+        store.index_key(user_id),
+        store.events_key(user_id),
+        store.user_key(user_id),
+    ]
+
+
+@pytest.mark.parametrize("user_id", ODD_USER_IDS)
+def test_all_keys_of_a_user_share_one_hash_tag_and_slot(
+    store: SessionStore, backend: Any, user_id: str
+) -> None:
+    keys = user_keys(store, user_id)
+    assert all(key.startswith(backend.prefix + ":{") for key in keys)
+    assert len({tag_of(key) for key in keys}) == 1
+    assert tag_of(keys[0])
+    assert len({slot(key) for key in keys}) == 1
+
+
+def test_odd_user_ids_map_to_distinct_keys(store: SessionStore) -> None:
+    indexes = {store.index_key(user_id) for user_id in ODD_USER_IDS}
+    tags = {tag_of(store.index_key(user_id)) for user_id in ODD_USER_IDS}
+    assert len(indexes) == len(tags) == len(ODD_USER_IDS)
+
+
+def test_odd_user_ids_keep_separate_sessions(store: SessionStore, now: int) -> None:
+    sessions = {user_id: make_session(user_id, now=now) for user_id in ODD_USER_IDS}
+    for session in sessions.values():
+        assert create(store, session) == []
+    for user_id, session in sessions.items():
+        assert store.list(user_id, now=now) == [session]
+        assert [e.session_id for e in store.events(user_id, limit=10)] == [session.id]
+        for other in ODD_USER_IDS:
+            if other != user_id:
+                assert store.get(other, session.id) is None
+    assert store.revoke("a:b", None, now=now, reason="admin", actor=ACTOR) == 1
+    assert store.list("a", now=now) == [sessions["a"]]
+    assert store.list("a:b:s", now=now) == [sessions["a:b:s"]]
+
+
+def test_user_records_of_odd_ids_are_separate(store: SessionStore) -> None:
+    for user_id in ODD_USER_IDS:
+        assert store.create_user(User(id=user_id, password_hash=f"hash-{user_id!r}"))
+    for user_id in ODD_USER_IDS:
+        user = store.get_user(user_id)
+        assert user is not None
+        assert user.password_hash == f"hash-{user_id!r}"
+
+
+def _random_user_id(rng: random.Random) -> str:
+    alphabets = [
+        "ab:{} ",
+        "".join(chr(c) for c in range(0x20, 0x7F)),
+        "üñïé€漢字😀",
+        "".join(chr(c) for c in range(0xD800, 0xD810)) + "\udfff",
+        "\x00\n\t",
+    ]
+    length = rng.randint(1, 12)
+    return "".join(rng.choice(rng.choice(alphabets)) for _ in range(length))
+
+
+def test_generated_user_ids_never_collide_and_keep_one_slot(store: SessionStore) -> None:
+    rng = random.Random(20261126)
+    user_ids = {_random_user_id(rng) for _ in range(5000)}
+    assert len(user_ids) > 3000
+    owners: dict[str, str] = {}
+    for user_id in user_ids:
+        keys = user_keys(store, user_id)
+        tags = {tag_of(key) for key in keys}
+        assert len(tags) == 1, user_id
+        assert len({slot(key) for key in keys}) == 1, user_id
+        tag = tags.pop()
+        assert owners.setdefault(tag, user_id) == user_id, (user_id, owners[tag])
+    assert len(owners) == len(user_ids)
+
+
+# -- rename -------------------------------------------------------------------------
+
+
+def test_rename_sets_and_clears_the_name(store: SessionStore, rc: redis.Redis, now: int) -> None:
+    session = make_session(now=now, ttl=3600)
+    create(store, session)
+    key = store.session_key("alice", session.id)
+    assert store.rename("alice", session.id, "Work laptop") is True
+    assert stored(store, session.id).name == "Work laptop"
+    assert store.rename("alice", session.id, None) is True
+    assert stored(store, session.id).name is None
+    assert "n" not in rc.hgetall(key)
+    assert 3600 - 3 <= rc.ttl(key) <= 3600
+
+
+def test_rename_of_missing_session_creates_no_key(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    assert store.rename("alice", "no-such-session", "x") is False
+    assert store.rename("bob", session.id, "x") is False
+    assert rc.exists(store.session_key("alice", "no-such-session")) == 0
+    assert rc.exists(store.session_key("bob", session.id)) == 0
+    assert stored(store, session.id).name is None
+
+
+# -- events -------------------------------------------------------------------------
+
+
+def test_events_are_newest_first_capped_and_expire(backend: Any, rc: redis.Redis, now: int) -> None:
+    store = SessionStore(lambda: rc, prefix=backend.prefix, events_max=5, events_ttl=600)
+    sessions = [make_session(now=now + i) for i in range(8)]
+    for session in sessions:
+        create(store, session)
+    events = store.events("alice", limit=100)
+    assert [e.session_id for e in events] == [s.id for s in reversed(sessions[-5:])]
+    assert [e.at for e in events] == [now + i for i in range(7, 2, -1)]
+    assert rc.xlen(store.events_key("alice")) == 5
+    assert 598 <= rc.ttl(store.events_key("alice")) <= 600
+    assert [e.session_id for e in store.events("alice", limit=2)] == [
+        sessions[7].id,
+        sessions[6].id,
+    ]
+
+
+def test_events_of_a_user_without_any_are_empty(store: SessionStore) -> None:
+    assert store.events("nobody", limit=10) == []
+
+
+# -- users --------------------------------------------------------------------------
+
+
+def test_user_round_trips(store: SessionStore, rc: redis.Redis, backend: Any) -> None:
+    admin = User(id="root", password_hash="pbkdf2:sha256:1$salt$hash", roles=("admin",))
+    plain = User(id="alice", password_hash="hash-a")
+    assert store.create_user(admin) is True
+    assert store.create_user(plain) is True
+    assert store.get_user("root") == admin
+    assert store.get_user("alice") == plain
+    assert store.get_user("nobody") is None
+    assert store.user_key("root").startswith(backend.prefix + ":")
+    assert rc.exists(store.user_key("root")) == 1
+
+
+def test_creating_an_existing_user_changes_nothing(store: SessionStore) -> None:
+    original = User(id="alice", password_hash="first", roles=("admin",))
+    assert store.create_user(original) is True
+    assert store.create_user(User(id="alice", password_hash="second", roles=())) is False
+    assert store.create_user(User(id="alice", password_hash="third", roles=("x", "y"))) is False
+    assert store.get_user("alice") == original
+
+
+# -- fail closed ----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["client", "url"])
+def dead_store(request: pytest.FixtureRequest) -> SessionStore:
+    port = free_port()
+    if request.param == "url":
+        return store_from_url(
+            f"redis://127.0.0.1:{port}/0",
+            prefix="sessionsvc-dead",
+            timeout=0.2,
+            events_max=10,
+            events_ttl=60,
+        )
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_connect_timeout=0.2,
+        socket_timeout=0.2,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+    return SessionStore(lambda: client, prefix="sessionsvc-dead")
+
+
+DEAD_OPERATIONS: dict[str, Callable[[SessionStore], Any]] = {
+    "create": lambda s: create(s, make_session(now=int(time.time()))),
+    "check": lambda s: s.check("alice", "sid", now=0, touch_interval=60, ip=None),
+    "list": lambda s: s.list("alice", now=0),
+    "revoke": lambda s: s.revoke("alice", None, now=0, reason="user", actor=ACTOR),
+    "revoke_ids": lambda s: s.revoke("alice", ["sid"], now=0, reason="user", actor=ACTOR),
+    "ping": lambda s: s.ping(),
+    "get": lambda s: s.get("alice", "sid"),
+    "rename": lambda s: s.rename("alice", "sid", "x"),
+    "events": lambda s: s.events("alice", limit=10),
+    "get_user": lambda s: s.get_user("alice"),
+    "create_user": lambda s: s.create_user(User(id="alice", password_hash="h")),
+}
+
+
+@pytest.mark.parametrize("operation", DEAD_OPERATIONS)
+def test_unreachable_store_fails_closed(dead_store: SessionStore, operation: str) -> None:
+    with pytest.raises(StoreUnavailable) as raised:
+        DEAD_OPERATIONS[operation](dead_store)
+    assert raised.value.status == 503
+
+
+# -- building a store from a URL --------------------------------------------------------
+
+
+def test_redis_url_builds_a_configured_client() -> None:
+    factory = client_factory_from_url("redis://:s3cret@cache.example:6380/3", timeout=0.25)
+    client = factory()
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.example", 6380, 3)
+        assert kwargs["password"] == "s3cret"
+        assert kwargs["decode_responses"] is True
+        assert kwargs["socket_timeout"] == 0.25
+        assert kwargs["socket_connect_timeout"] == 0.25
+    finally:
+        client.close()
+
+
+def test_rediss_url_uses_tls() -> None:
+    client = client_factory_from_url("rediss://cache.example:6380/0", timeout=0.5)()
+    try:
+        assert client.connection_pool.connection_class is redis.SSLConnection
+    finally:
+        client.close()
+
+
+def test_unix_url_builds_a_socket_client() -> None:
+    client = client_factory_from_url("unix:///run/redis/redis.sock?db=2", timeout=0.5)()
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["path"] == "/run/redis/redis.sock"
+        assert int(kwargs["db"]) == 2
+        assert client.connection_pool.connection_class is redis.UnixDomainSocketConnection
+    finally:
+        client.close()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Recorder:
+        self.calls.append((args, kwargs))
+        return self
+
+    def master_for(self, *args: Any, **kwargs: Any) -> str:
+        self.calls.append((("master_for", *args), kwargs))
+        return "primary-client"
+
+
+def test_cluster_url_lists_its_startup_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = _Recorder()
+    monkeypatch.setattr(store_module, "RedisCluster", recorder)
+    factory = client_factory_from_url("redis+cluster://:pw@h1:1,h2:2", timeout=0.5)
+    assert recorder.calls == []  # nothing connects before first use
+    assert factory() is recorder
+    [(_, kwargs)] = recorder.calls
+    assert [(n.host, n.port) for n in kwargs["startup_nodes"]] == [("h1", 1), ("h2", 2)]
+    assert kwargs["password"] == "pw"
+    assert kwargs["ssl"] is False
+    assert kwargs["decode_responses"] is True
+
+
+def test_rediss_cluster_url_uses_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = _Recorder()
+    monkeypatch.setattr(store_module, "RedisCluster", recorder)
+    client_factory_from_url("rediss+cluster://h1:7000", timeout=0.5)()
+    [(_, kwargs)] = recorder.calls
+    assert [(n.host, n.port) for n in kwargs["startup_nodes"]] == [("h1", 7000)]
+    assert kwargs["ssl"] is True
+    assert kwargs["password"] is None
+
+
+@pytest.mark.parametrize(
+    ("url", "service", "db"),
+    [
+        ("redis+sentinel://h:1,h2:2/mymaster/2", "mymaster", 2),
+        ("redis+sentinel://h:1,h2:2/mymaster", "mymaster", 0),
+    ],
+)
+def test_sentinel_url_asks_for_the_service_primary(
+    monkeypatch: pytest.MonkeyPatch, url: str, service: str, db: int
+) -> None:
+    recorder = _Recorder()
+    monkeypatch.setattr(store_module, "Sentinel", recorder)
+    factory = client_factory_from_url(url, timeout=0.5)
+    assert recorder.calls == []
+    assert factory() == "primary-client"
+    (sentinel_args, _), (master_args, master_kwargs) = recorder.calls
+    assert sentinel_args == ([("h", 1), ("h2", 2)],)
+    assert master_args == ("master_for", service)
+    assert master_kwargs["db"] == db
+    assert master_kwargs["decode_responses"] is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://x",
+        "",
+        "memcached://h:11211",
+        "redis+sentinel://h:1",
+        "redis+sentinel://h:1/",
+        "redis+sentinel://h:1,h2:2/mymaster/db",
+        "redis+sentinel://h:1/mymaster/2/extra",
+        "redis+cluster://nohostport",
+        "redis+cluster://h1:1,nohostport",
+        "redis+cluster://h1:port",
+        "redis+cluster://h1:1?ssl_cert_reqs=none",
+    ],
+)
+def test_bad_redis_urls_raise_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="SESSIONSVC_REDIS_URL"):
+        client_factory_from_url(url, timeout=0.5)
+
+
+def test_store_from_url_without_url_is_the_embedded_store(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="sessionsvc"):
+        store = store_from_url(None, prefix="dev", timeout=0.5, events_max=3, events_ttl=60)
+    assert "SESSIONSVC_REDIS_URL" in caplog.text
+    store.ping()
+    now = int(time.time())
+    session = make_session(now=now)
+    assert store.create(session, max_sessions=10, actor=ACTOR) == []
+    assert store.list("alice", now=now) == [session]
+    assert store.index_key("alice").startswith("dev:{")
+
+
+def test_store_from_url_uses_prefix_and_url(redis_url: str) -> None:
+    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
+    store = store_from_url(redis_url, prefix=prefix, timeout=0.5, events_max=2, events_ttl=60)
+    now = int(time.time())
+    try:
+        store.ping()
+        for i in range(3):
+            create(store, make_session(now=now + i))
+        assert len(store.events("alice", limit=10)) == 2
+        assert store.client.keys(f"{prefix}:*")
+        assert store.client.keys(f"{prefix}:*") == store.client.keys(f"{prefix}:{{*")
+    finally:
+        delete_prefix(store.client, prefix)
+        store.client.close()
