@@ -23,24 +23,26 @@ accesslog = "-"
 
 
 def on_starting(server: Any) -> None:
-    if not os.environ.get("SESSIONSVC_REDIS_URL"):
-        from sessionsvc.store import DEV_STORE_PORT, serve_dev_store
+    if os.environ.get("SESSIONSVC_REDIS_URL"):
+        # A real store: the app itself insists on a JWT_SECRET_KEY.
+        return
+    from sessionsvc.store import DEV_STORE_PORT, serve_dev_store
 
-        try:
-            url = serve_dev_store()
-        except OSError as exc:
-            raise SystemExit(
-                f"cannot serve the embedded development store on port {DEV_STORE_PORT} ({exc}); "
-                "stop what uses it, or set SESSIONSVC_REDIS_URL"
-            ) from None
-        server.log.warning(
-            "SESSIONSVC_REDIS_URL is not set: serving the embedded development store at %s "
-            "to all workers; it keeps nothing when gunicorn stops",
-            url,
-        )
+    try:
+        url = serve_dev_store()
+    except OSError as exc:
+        raise SystemExit(
+            f"cannot serve the embedded development store on port {DEV_STORE_PORT} ({exc}); "
+            "stop what uses it, or set SESSIONSVC_REDIS_URL"
+        ) from None
+    server.log.warning(
+        "SESSIONSVC_REDIS_URL is not set: serving the embedded development store at %s "
+        "to all workers; it keeps nothing when gunicorn stops",
+        url,
+    )
     if not os.environ.get("JWT_SECRET_KEY"):
-        # One key for every worker, or tokens would only work in the worker
-        # that signed them.
+        # Development only. One key for every worker, or tokens would only
+        # work in the worker that signed them.
         os.environ["JWT_SECRET_KEY"] = secrets.token_urlsafe(32)
         server.log.warning(
             "JWT_SECRET_KEY is not set: generated one for this run; tokens stop working "

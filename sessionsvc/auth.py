@@ -44,7 +44,7 @@ def login() -> Response:
     username = payloads.string_field(body, "username", max_length=256)
     password = payloads.string_field(body, "password", max_length=1024)
     manager = current_manager()
-    user = manager.store.get_user(username) if username else None
+    user = manager.find_user(username) if username else None
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
         raise InvalidCredentials("Wrong username or password.")

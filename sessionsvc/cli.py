@@ -59,7 +59,7 @@ def create_user(username: str, admin: bool, password_stdin: bool) -> None:
     if not password:
         _fail("the password must not be empty")
     with _store_errors():
-        created = current_manager().store.create_user(new_user(username, password, admin=admin))
+        created = current_manager().add_user(new_user(username, password, admin=admin))
     if not created:
         _fail(f"user {username!r} already exists")
     click.echo(f"created user {username!r}" + (" (admin)" if admin else ""))

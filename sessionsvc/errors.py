@@ -142,7 +142,14 @@ def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
 
     :param owns: tells, inside a request, whether the request is ours (so a
         host app keeps its own error pages for its own paths).
+
+    Flask keeps one handler per exception class: the host's handlers for
+    ``HTTPException`` and ``Exception`` registered before this call are kept
+    and still answer the host's own requests.
     """
+    previous = app.error_handler_spec[None][None]
+    host_http = previous.get(HTTPException)
+    host_unexpected = previous.get(Exception)
 
     @app.errorhandler(SessionsvcError)
     def _ours(error: SessionsvcError) -> Response:
@@ -151,7 +158,7 @@ def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Any:
         if not owns():
-            return error
+            return host_http(error) if host_http else error
         return http_error_response(error)
 
     @app.errorhandler(Exception)
@@ -161,6 +168,8 @@ def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
         if isinstance(error, HTTPException):
             return error
         if not owns():
+            if host_unexpected:
+                return host_unexpected(error)
             raise error
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return problem(

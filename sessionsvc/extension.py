@@ -7,18 +7,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from flask import Flask, current_app, has_request_context, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import devices, errors, tokens
 from .errors import RefreshTokenReused, SessionRevoked
-from .models import SecurityEvent, Session, TokenPair
+from .models import SecurityEvent, Session, TokenPair, User
 from .settings import ConfigError, Settings
 from .store import Actor, CheckStatus, SessionStore, store_from_url
+
+if TYPE_CHECKING:
+    import redis
 
 #: Key of the per-app state in ``app.extensions``.
 EXTENSION_KEY = "sessionsvc"
@@ -86,6 +88,13 @@ class SessionManager:
         jwt = app.extensions.get("flask-jwt-extended")
         if jwt is None:
             jwt = JWTManager(app)
+        elif tokens.has_blocklist_loader(jwt):
+            # flask-jwt-extended has one slot: ours would silently replace
+            # the host's, or the host's (registered later) ours.
+            raise ConfigError(
+                "the app's JWTManager already has a token_in_blocklist_loader: register it "
+                "after SessionManager.init_app and call sessions.is_revoked() from it"
+            )
         settings = Settings.from_config(app.config)
         # Settings whose feature has not landed fail loudly rather than being
         # silently ignored.
@@ -121,6 +130,7 @@ class SessionManager:
         app.extensions[EXTENSION_KEY] = _State(self, settings, store, problem_paths)
 
         tokens.bind(app, jwt, self.is_revoked)
+        tokens.guard(app, jwt)
         errors.register_error_handlers(app, _owns_request)
         app.register_blueprint(api.blueprint, url_prefix=self._url_prefix)
         if self._auth_routes:
@@ -165,6 +175,7 @@ class SessionManager:
         """
         user_id, session_id = tokens.token_session(jwt_payload)
         state = self._state()
+        tokens.mark_checked()
         presented = jwt_payload.get("jti") if jwt_payload.get("type") == "refresh" else None
         result = state.store.check(
             user_id,
@@ -342,6 +353,20 @@ class SessionManager:
     def events_for(self, user_id: str, *, limit: int = 50) -> list[SecurityEvent]:
         """A user's security events, newest first."""
         return self._state().store.events(user_id, limit=limit)
+
+    def ping(self) -> None:
+        """Raise :class:`~sessionsvc.errors.StoreUnavailable` unless the store answers."""
+        self._state().store.ping()
+
+    # -- the standalone service's user store --------------------------------------
+
+    def find_user(self, user_id: str) -> User | None:
+        """A user of the built-in user store, or ``None``."""
+        return self._state().store.get_user(user_id)
+
+    def add_user(self, user: User) -> bool:
+        """Add a user to the built-in user store; ``False`` if the id is taken."""
+        return self._state().store.create_user(user)
 
 
 def current_manager() -> SessionManager:

@@ -356,7 +356,7 @@ TEMPLATE: dict[str, Any] = {
     "definitions": DEFINITIONS,
 }
 
-#: flasgger's config: Swagger UI at ``/docs/``, the document at ``/apispec.json``.
+#: flasgger's config: Swagger UI at ``/docs``, the document at ``/apispec.json``.
 SWAGGER_CONFIG: dict[str, Any] = {
     "headers": [],
     "specs": [
@@ -369,5 +369,5 @@ SWAGGER_CONFIG: dict[str, Any] = {
     ],
     "static_url_path": "/flasgger_static",
     "swagger_ui": True,
-    "specs_route": "/docs/",
+    "specs_route": "/docs",
 }

@@ -58,14 +58,25 @@ def string_field(body: dict[str, Any], name: str, *, max_length: int = 1024) -> 
         raise InvalidRequest(f"{name!r} is required and must be a string.")
     if len(value) > max_length:
         raise InvalidRequest(f"{name!r} is longer than {max_length} characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: valid JSON, not text
+        raise InvalidRequest(f"{name!r} is not valid Unicode text.") from None
     return value
+
+
+def _single(request: Request, name: str) -> str:
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise InvalidRequest(f"{name!r} is given more than once.")
+    return values[0]
 
 
 def query_bool(request: Request, name: str, default: bool) -> bool:
     """A boolean query value: ``true``/``false``/``1``/``0``; anything else is 400."""
     if name not in request.args:
         return default
-    value = request.args.get(name, "")
+    value = _single(request, name)
     if value in ("true", "1"):
         return True
     if value in ("false", "0"):
@@ -77,7 +88,7 @@ def query_int(request: Request, name: str, default: int, *, minimum: int, maximu
     """An integer query value within ``[minimum, maximum]``; anything else is 400."""
     if name not in request.args:
         return default
-    value = request.args.get(name, "")
+    value = _single(request, name)
     if not value.isascii() or not value.isdigit() or len(value) > 6:
         raise InvalidRequest(f"{name!r} must be a whole number from {minimum} to {maximum}.")
     number = int(value)

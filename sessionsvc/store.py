@@ -11,6 +11,12 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
 Every key of one user shares the hash tag ``{T}``, so each multi-key
 operation below is legal on Redis Cluster. Every operation that must be
 atomic is one Lua script, which is also one round trip.
+
+Scripts that walk a user's index build that user's session keys themselves
+(``ARGV`` holds the key prefix ``P:{T}:s:``) instead of declaring each in
+``KEYS``: the ids are only known inside the script. This is deliberate and
+safe on Cluster because every such key carries the declared keys' hash tag,
+so it lives in the same slot on the same node.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -40,15 +47,16 @@ from .settings import ConfigError
 
 logger = logging.getLogger("sessionsvc")
 
-#: Redis errors that mean "the store cannot answer now": fail closed (503).
+#: Redis errors that mean "the store cannot answer now": connection loss,
+#: time-outs, failover, but also OOM, ACL or persistence refusals. Whatever
+#: Redis says, a session that cannot be checked is not served: 503.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisError,
     redis.exceptions.RedisClusterException,
 )
+# Errors that are expected in an outage; anything else is also logged with
+# its message, since it may point at a bug or a misconfiguration.
+_OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # Session hash fields: short names keep a session hash small in Redis.
 _FIELDS: dict[str, str] = {
@@ -222,6 +230,14 @@ return 1
 """
 
 
+# A user record is written whole or not at all. KEYS: user. ARGV: fields.
+_CREATE_USER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
 def user_tag(user_id: str) -> str:
     """The hash tag of a user: URL-safe base64 of the id's bytes.
 
@@ -305,6 +321,7 @@ class SessionStore:
                         "list": client.register_script(_LIST),
                         "revoke": client.register_script(_REVOKE),
                         "rename": client.register_script(_RENAME),
+                        "create_user": client.register_script(_CREATE_USER),
                     }
                     self._client, self._pid = client, pid
         assert self._client is not None
@@ -320,7 +337,10 @@ class SessionStore:
         try:
             yield
         except UNAVAILABLE_ERRORS as exc:
-            logger.warning("session store unavailable: %s", type(exc).__name__)
+            if isinstance(exc, _OUTAGE_ERRORS):
+                logger.warning("session store unavailable: %s", type(exc).__name__)
+            else:
+                logger.error("session store refused: %s: %s", type(exc).__name__, exc)
             raise StoreUnavailable("The session store is unavailable; try again shortly.") from exc
 
     def _hgetall(self, key: str) -> dict[str, str]:
@@ -505,13 +525,11 @@ class SessionStore:
 
     def create_user(self, user: User) -> bool:
         """Add a user; ``False`` (and nothing changed) when the id is taken."""
-        key = self.user_key(user.id)
+        fields = ["p", user.password_hash]
+        if user.roles:
+            fields += ["roles", ",".join(user.roles)]
         with self._available():
-            if not self.client.hsetnx(key, "p", user.password_hash):
-                return False
-            if user.roles:
-                self.client.hset(key, "roles", ",".join(user.roles))
-        return True
+            return bool(self._run("create_user", [self.user_key(user.id)], fields))
 
     # -- health -------------------------------------------------------------
 
@@ -621,25 +639,32 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
     scheme = urlsplit(url).scheme
     options = _client_options(timeout)
     if scheme in ("redis", "rediss", "unix"):
+        try:
+            parsed = parse_url(url)  # type: ignore[no-untyped-call]  # fail now, not on first use
+        except ValueError as exc:
+            raise ConfigError(f"SESSIONSVC_REDIS_URL is not a valid Redis URL: {exc}") from None
+        if scheme != "unix" and urlsplit(url).path.strip("/") and "db" not in parsed:
+            raise ConfigError("SESSIONSVC_REDIS_URL: the database must be a number")
         return lambda: redis.Redis.from_url(url, **options)
     if scheme in ("redis+cluster", "rediss+cluster"):
-        nodes, password, _ = _parse_multi_host(url)
-        startup = [ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
+        hosts = _parse_multi_host(url)
+        startup = [ClusterNode(host, port) for host, port in hosts.nodes]  # type: ignore[no-untyped-call]
 
         def cluster() -> redis.Redis:
             # A cluster client serves the same commands; scripts and
             # pipelines stay within one user's hash slot.
             return RedisCluster(  # type: ignore[return-value]
                 startup_nodes=startup,
-                password=password,
+                username=hosts.username,
+                password=hosts.password,
                 ssl=scheme.startswith("rediss"),
                 **options,
             )
 
         return cluster
     if scheme in ("redis+sentinel", "rediss+sentinel"):
-        nodes, password, path = _parse_multi_host(url)
-        parts = [part for part in path.split("/") if part]
+        hosts = _parse_multi_host(url)
+        parts = [part for part in hosts.path.split("/") if part]
         if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
             raise ConfigError(
                 "SESSIONSVC_REDIS_URL: a Sentinel URL is "
@@ -649,14 +674,15 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
 
         def sentinel() -> redis.Redis:
             sentinels = Sentinel(  # type: ignore[no-untyped-call]
-                nodes,
+                hosts.nodes,
                 socket_timeout=timeout,
                 sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
             )
             return sentinels.master_for(  # type: ignore[no-any-return,no-untyped-call]
                 service,
                 db=db,
-                password=password,
+                username=hosts.username,
+                password=hosts.password,
                 ssl=scheme.startswith("rediss"),
                 **options,
             )
@@ -668,13 +694,23 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
     )
 
 
-def _parse_multi_host(url: str) -> tuple[list[tuple[str, int]], str | None, str]:
+@dataclass(frozen=True)
+class _MultiHost:
+    nodes: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    path: str
+
+
+def _parse_multi_host(url: str) -> _MultiHost:
+    # As redis-py reads redis:// URLs: user:password@, :password@ or user@.
     parts = urlsplit(url)
     netloc = parts.netloc
-    password = None
+    username = password = None
     if "@" in netloc:
         auth, netloc = netloc.rsplit("@", 1)
-        password = unquote(auth.split(":", 1)[1] if ":" in auth else auth) or None
+        user, _, secret = auth.partition(":")
+        username, password = unquote(user) or None, unquote(secret) or None
     nodes = []
     for item in netloc.split(","):
         host, _, port = item.rpartition(":")
@@ -683,7 +719,7 @@ def _parse_multi_host(url: str) -> tuple[list[tuple[str, int]], str | None, str]
         nodes.append((host.strip("[]"), int(port)))
     if parse_qs(parts.query):
         raise ConfigError("SESSIONSVC_REDIS_URL: cluster and sentinel URLs take no query options")
-    return nodes, password, parts.path
+    return _MultiHost(nodes, username, password, parts.path)
 
 
 #: Where ``gunicorn.conf.py`` serves the embedded store to its workers (and

@@ -8,12 +8,14 @@ well composes it with :meth:`SessionManager.is_revoked`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response
+from flask import Flask, Response, g
 from flask_jwt_extended import JWTManager, jwt_required
+from flask_jwt_extended.default_callbacks import default_blocklist_callback
 from flask_jwt_extended.exceptions import InvalidHeaderError, WrongTokenError
 
 from .errors import (
@@ -55,9 +57,52 @@ def token_session(payload: dict[str, Any]) -> tuple[str, str]:
     return user_id, session_id
 
 
+class RevocationCheckBypassed(RuntimeError):
+    """The app's JWT set-up no longer runs our revocation check: fail closed."""
+
+
+def mark_checked() -> None:
+    """Record that this request's token went through the revocation check."""
+    g._sessionsvc_checked = True
+
+
 def token_required(view: F) -> F:
-    """``jwt_required()`` for an access token, typed for our views."""
-    return cast(F, jwt_required()(view))
+    """``jwt_required()`` for an access token, and proof that the session was checked.
+
+    If a host app replaced our blocklist loader with one that does not call
+    :meth:`SessionManager.is_revoked`, our routes refuse to answer rather
+    than serve a revoked session.
+    """
+
+    @functools.wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not g.get("_sessionsvc_checked"):
+            raise RevocationCheckBypassed(
+                "the token_in_blocklist_loader does not call SessionManager.is_revoked()"
+            )
+        return view(*args, **kwargs)
+
+    return cast(F, jwt_required()(checked))
+
+
+def has_blocklist_loader(jwt: JWTManager) -> bool:
+    """Whether someone already filled flask-jwt-extended's blocklist slot."""
+    return jwt._token_in_blocklist_callback is not default_blocklist_callback
+
+
+def guard(app: Flask, jwt: JWTManager) -> None:
+    """Fail closed if a later ``JWTManager(app)`` replaces the one we bound.
+
+    A second manager would carry none of our callbacks, so every token would
+    pass without a revocation check.
+    """
+
+    @app.before_request
+    def _same_manager() -> None:
+        if app.extensions.get("flask-jwt-extended") is not jwt:
+            raise RevocationCheckBypassed(
+                "a JWTManager was created after SessionManager.init_app; create it before"
+            )
 
 
 def bind(

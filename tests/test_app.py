@@ -38,7 +38,7 @@ def test_readyz_when_the_store_is_down() -> None:
 
 
 def test_swagger_ui_is_served(client: FlaskClient) -> None:
-    response = client.get("/docs/")
+    response = client.get("/docs")
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     assert "swagger-ui" in response.get_data(as_text=True)

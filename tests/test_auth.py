@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -418,3 +419,11 @@ def test_tokens_from_an_app_with_another_key_are_invalid(make_app: Any, auth: Au
     assert_problem(
         other.test_client().get(SESSIONS, headers=auth.headers(tokens)), 401, "invalid_token"
     )
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_login_with_a_lone_surrogate_is_invalid_request(client: FlaskClient, field: str):
+    body = {"username": "alice", "password": "pw"}
+    raw = json.dumps(body).replace(f'"{body[field]}"', '"\\ud800"')
+    response = client.post("/api/v1/auth/login", data=raw, content_type="application/json")
+    assert_problem(response, 400, "invalid_request")

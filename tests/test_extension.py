@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask, jsonify
 from flask_jwt_extended import JWTManager, jwt_required
+from werkzeug.exceptions import HTTPException
 
 from sessionsvc import ConfigError, SessionManager, current_manager
 from sessionsvc.extension import EXTENSION_KEY
@@ -237,3 +238,63 @@ def test_embedded_store_warns_and_works(caplog: pytest.LogCaptureFixture) -> Non
     with app.test_request_context():
         pair = sessions.open("alice")
         assert [s.id for s in sessions.list_for("alice")] == [pair.session_id]
+
+
+def test_jwt_manager_created_after_init_fails_closed(backend: Backend) -> None:
+    app, sessions = host_app(backend)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    with app.test_request_context():
+        tokens = sessions.open("alice").to_json()
+        sessions.revoke("alice", tokens["session_id"])
+    JWTManager(app)  # the mistake: a second manager without our callbacks
+    client = app.test_client()
+    # Without the guard both would answer 200 to a revoked session.
+    assert client.get("/things", headers=bearer(tokens)).status_code == 500
+    assert_problem(client.get("/api/v1/sessions", headers=bearer(tokens)), 500, "internal_error")
+
+
+def test_a_blocklist_loader_that_skips_ours_fails_closed_on_our_routes(backend: Backend) -> None:
+    app, sessions = host_app(backend)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    tokens = app.test_client().post("/login/alice").get_json()
+    with app.app_context():
+        sessions.revoke("alice", tokens["session_id"])
+
+    @app.extensions["flask-jwt-extended"].token_in_blocklist_loader
+    def forgetful(header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        return False
+
+    response = app.test_client().get("/api/v1/sessions", headers=bearer(tokens))
+    assert_problem(response, 500, "internal_error")
+
+
+def test_an_existing_blocklist_loader_is_refused_at_init(backend: Backend) -> None:
+    app = Flask("host")
+    app.config.update(JWT_SECRET_KEY=JWT_KEY, **backend.app_config())
+    jwt = JWTManager(app)
+    jwt.token_in_blocklist_loader(lambda header, payload: False)
+    with pytest.raises(ConfigError, match="is_revoked"):
+        SessionManager(app, **backend.app_kwargs())
+
+
+def test_host_error_handlers_registered_before_keep_serving_host_paths(backend: Backend) -> None:
+    app = Flask("host")
+    app.config.update(JWT_SECRET_KEY=JWT_KEY, PROPAGATE_EXCEPTIONS=False, **backend.app_config())
+
+    @app.errorhandler(HTTPException)
+    def host_http(error: HTTPException) -> Any:
+        return jsonify(host=error.code), error.code
+
+    @app.errorhandler(Exception)
+    def host_crash(error: Exception) -> Any:
+        return jsonify(host="crash"), 500
+
+    @app.get("/boom")
+    def boom() -> Any:
+        raise RuntimeError("host bug")
+
+    SessionManager(app, **backend.app_kwargs())
+    client = app.test_client()
+    assert client.get("/host/missing").get_json() == {"host": 404}
+    assert client.get("/boom").get_json() == {"host": "crash"}
+    assert_problem(client.put("/api/v1/sessions"), 405, "method_not_allowed")

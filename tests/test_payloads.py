@@ -139,3 +139,31 @@ def test_query_int_absent_is_the_default(app: Flask) -> None:
 def test_query_int_rejects_junk_and_out_of_range(app: Flask, value: str) -> None:
     with pytest.raises(InvalidRequest):
         limit_of(app, value)
+
+
+def test_string_field_rejects_a_lone_surrogate() -> None:
+    # json.loads('"\\ud800"') is a valid JSON string but not encodable text.
+    with pytest.raises(InvalidRequest, match="Unicode"):
+        string_field({"password": "pw\ud800"}, "password")
+
+
+def both_include_current() -> bool:
+    return query_bool(request, "include_current", False)
+
+
+def both_limits() -> int:
+    return query_int(request, "limit", 50, minimum=1, maximum=200)
+
+
+@pytest.mark.parametrize(
+    ("query", "read"),
+    [
+        ("include_current=false&include_current=true", both_include_current),
+        ("limit=5&limit=6", both_limits),
+    ],
+    ids=["bool", "int"],
+)
+def test_a_query_value_given_twice_is_rejected(app: Flask, query: str, read: Any) -> None:
+    twice = pytest.raises(InvalidRequest, match="more than once")
+    with app.test_request_context(f"/?{query}"), twice:
+        read()

@@ -972,11 +972,55 @@ def test_sentinel_url_asks_for_the_service_primary(
     assert master_kwargs["decode_responses"] is True
 
 
+def test_cluster_and_sentinel_urls_carry_the_acl_username(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, sentinel = _Recorder(), _Recorder()
+    monkeypatch.setattr(store_module, "RedisCluster", cluster)
+    monkeypatch.setattr(store_module, "Sentinel", sentinel)
+    client_factory_from_url("redis+cluster://svc:p%40ss@h1:1", timeout=0.5)()
+    client_factory_from_url("redis+sentinel://svc:pw@h:1/mymaster", timeout=0.5)()
+    [(_, kwargs)] = cluster.calls
+    assert (kwargs["username"], kwargs["password"]) == ("svc", "p@ss")
+    _, (_, master_kwargs) = sentinel.calls
+    assert (master_kwargs["username"], master_kwargs["password"]) == ("svc", "pw")
+
+
+class _RefusingClient(redis.Redis):
+    """A client whose server refuses every command as a real one may (OOM, ACL...)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.OutOfMemoryError("OOM command not allowed"),
+        redis.exceptions.NoPermissionError("NOPERM this user has no permissions"),
+        redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"),
+        redis.exceptions.InvalidResponse("Protocol error"),
+        redis.exceptions.ClusterError("TTL exhausted"),
+    ],
+    ids=["oom", "noperm", "misconf", "protocol", "cluster"],
+)
+@pytest.mark.parametrize("operation", DEAD_OPERATIONS)
+def test_store_refusing_commands_fails_closed(error: Exception, operation: str) -> None:
+    client = _RefusingClient(error)
+    store = SessionStore(lambda: client, prefix="sessionsvc-refusing")
+    with pytest.raises(StoreUnavailable):
+        DEAD_OPERATIONS[operation](store)
+
+
 @pytest.mark.parametrize(
     "url",
     [
         "http://x",
         "",
+        "redis://localhost:abc/0",
+        "redis://localhost:6379/x",
         "memcached://h:11211",
         "redis+sentinel://h:1",
         "redis+sentinel://h:1/",

@@ -108,3 +108,21 @@ def test_embedded_store_under_the_run_command_is_shared_by_workers_and_cli() -> 
         sign_in_twice_and_revoke(service.base)
     finally:
         service.stop()
+
+
+def test_real_redis_without_a_signing_key_does_not_start(redis_url: str) -> None:
+    # gunicorn.conf.py generates a key only for the embedded store: with a
+    # real Redis a per-run key would sign everyone out at every restart.
+    env = service_env(SESSIONSVC_REDIS_URL=redis_url, WEB_CONCURRENCY="1")
+    env["SESSIONSVC_BIND"] = "127.0.0.1:0"
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "JWT_SECRET_KEY must be set" in result.stderr
