@@ -108,101 +108,113 @@ def measure(admin: redis.Redis, action: Callable[[], Any]) -> tuple[int, dict[st
     return trips.count, commandstats(admin)
 
 
-def main() -> None:
-    rows: list[tuple[str, int, dict[str, int]]] = []
-    with redis_server() as url:
-        admin = redis.Redis.from_url(url, decode_responses=True)
-        app = create_app(
-            {
-                "TESTING": True,
-                "JWT_SECRET_KEY": "bench-secret-key-long-enough-for-hs256",
-                "SESSIONSVC_REDIS_URL": url,
-                "SESSIONSVC_TOUCH_INTERVAL": 60,
-            }
+Row = tuple[str, int, dict[str, int]]
+
+
+def count_operations(url: str) -> list[Row]:
+    """(operation, round trips, server commands) for each operation, on ``url``."""
+    rows: list[Row] = []
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    app = create_app(
+        {
+            "TESTING": True,
+            "JWT_SECRET_KEY": "bench-secret-key-long-enough-for-hs256",
+            "SESSIONSVC_REDIS_URL": url,
+            "SESSIONSVC_TOUCH_INTERVAL": 60,
+        }
+    )
+    client = app.test_client()
+    with app.app_context():
+        manager = current_manager()
+        store = manager.store
+        for name in ("alice", "bob"):
+            store.create_user(User(name, generate_password_hash("pw", "pbkdf2:sha256:1")))
+        store.ping()  # connect, and load no script yet: counted below as it happens
+
+    def login(user: str = "alice") -> dict[str, Any]:
+        response = client.post(
+            "/api/v1/auth/login",
+            json={"username": user, "password": "pw"},
+            headers={"User-Agent": CHROME},
         )
-        client = app.test_client()
-        with app.app_context():
-            manager = current_manager()
-            store = manager.store
-            for name in ("alice", "bob"):
-                store.create_user(User(name, generate_password_hash("pw", "pbkdf2:sha256:1")))
-            store.ping()  # connect, and load no script yet: counted below as it happens
+        assert response.status_code == 200
+        body: dict[str, Any] = response.get_json()
+        return body
 
-        def login(user: str = "alice") -> dict[str, Any]:
-            response = client.post(
-                "/api/v1/auth/login",
-                json={"username": user, "password": "pw"},
-                headers={"User-Agent": CHROME},
-            )
-            assert response.status_code == 200
-            body: dict[str, Any] = response.get_json()
-            return body
+    login()  # warm: scripts loaded once per server, not per request
+    trips, cmds = measure(admin, login)
+    rows.append(("login (user lookup + open)", trips, cmds))
+    tokens = login()
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
 
-        login()  # warm: scripts loaded once per server, not per request
-        trips, cmds = measure(admin, login)
-        rows.append(("login (user lookup + open)", trips, cmds))
-        tokens = login()
-        headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    def authed() -> None:
+        assert client.get("/api/v1/sessions/events?limit=1", headers=headers).status_code == 200
 
-        def authed() -> None:
-            assert client.get("/api/v1/sessions/events?limit=1", headers=headers).status_code == 200
+    # The events route is one store read beyond the check; list is
+    # measured separately below. Subtract it to get the check alone.
+    authed()
+    trips, cmds = measure(admin, authed)
+    rows.append(("authenticated GET /events?limit=1 (steady)", trips, cmds))
 
-        # The events route is one store read beyond the check; list is
-        # measured separately below. Subtract it to get the check alone.
-        authed()
-        trips, cmds = measure(admin, authed)
-        rows.append(("authenticated GET /events?limit=1 (steady)", trips, cmds))
+    with app.test_request_context(headers=headers):
+        from flask_jwt_extended import decode_token
 
-        with app.test_request_context(headers=headers):
-            from flask_jwt_extended import decode_token
+        payload = decode_token(tokens["access_token"])
+        trips, cmds = measure(admin, lambda: manager.is_revoked({}, payload))
+        rows.append(("revocation check alone (steady)", trips, cmds))
+        key = store.session_key("alice", tokens["session_id"])
+        admin.hset(key, "t", 0)  # last seen long ago: a touch is due
+        trips, cmds = measure(admin, lambda: manager.is_revoked({}, payload))
+        rows.append(("revocation check alone (touch due)", trips, cmds))
 
-            payload = decode_token(tokens["access_token"])
-            trips, cmds = measure(admin, lambda: manager.is_revoked({}, payload))
-            rows.append(("revocation check alone (steady)", trips, cmds))
-            key = store.session_key("alice", tokens["session_id"])
-            admin.hset(key, "t", 0)  # last seen long ago: a touch is due
-            trips, cmds = measure(admin, lambda: manager.is_revoked({}, payload))
-            rows.append(("revocation check alone (touch due)", trips, cmds))
-
-        for k in (1, 10, 100):
-            with app.app_context():
-                manager.revoke_all("bob")
-            bob = [login("bob") for _ in range(k)]
-            bob_headers = {"Authorization": f"Bearer {bob[0]['access_token']}"}
-
-            def listing(h: dict[str, str] = bob_headers, n: int = k) -> None:
-                response = client.get("/api/v1/sessions", headers=h)
-                assert len(response.get_json()["sessions"]) == n
-
-            listing()
-            trips, cmds = measure(admin, listing)
-            rows.append((f"GET /sessions, K={k} (check + list)", trips, cmds))
-
-        refresh_headers = {"Authorization": f"Bearer {tokens['refresh_token']}"}
-        trips, cmds = measure(
-            admin, lambda: client.post("/api/v1/auth/refresh", headers=refresh_headers)
-        )
-        rows.append(("POST /auth/refresh", trips, cmds))
-
-        other = login()
-        trips, cmds = measure(
-            admin,
-            lambda: client.delete(f"/api/v1/sessions/{other['session_id']}", headers=headers),
-        )
-        rows.append(("DELETE /sessions/{id} (check + revoke)", trips, cmds))
-
+    for k in (1, 10, 100):
         with app.app_context():
             manager.revoke_all("bob")
-        bob = [login("bob") for _ in range(100)]
+        bob = [login("bob") for _ in range(k)]
         bob_headers = {"Authorization": f"Bearer {bob[0]['access_token']}"}
-        trips, cmds = measure(admin, lambda: client.delete("/api/v1/sessions", headers=bob_headers))
-        rows.append(("DELETE /sessions, K=100 (check + revoke 99)", trips, cmds))
 
+        def listing(h: dict[str, str] = bob_headers, n: int = k) -> None:
+            response = client.get("/api/v1/sessions", headers=h)
+            assert len(response.get_json()["sessions"]) == n
+
+        listing()
+        trips, cmds = measure(admin, listing)
+        rows.append((f"GET /sessions, K={k} (check + list)", trips, cmds))
+
+    refresh_headers = {"Authorization": f"Bearer {tokens['refresh_token']}"}
+    trips, cmds = measure(
+        admin, lambda: client.post("/api/v1/auth/refresh", headers=refresh_headers)
+    )
+    rows.append(("POST /auth/refresh", trips, cmds))
+
+    other = login()
+    trips, cmds = measure(
+        admin,
+        lambda: client.delete(f"/api/v1/sessions/{other['session_id']}", headers=headers),
+    )
+    rows.append(("DELETE /sessions/{id} (check + revoke)", trips, cmds))
+
+    with app.app_context():
+        manager.revoke_all("bob")
+    bob = [login("bob") for _ in range(100)]
+    bob_headers = {"Authorization": f"Bearer {bob[0]['access_token']}"}
+    trips, cmds = measure(admin, lambda: client.delete("/api/v1/sessions", headers=bob_headers))
+    rows.append(("DELETE /sessions, K=100 (check + revoke 99)", trips, cmds))
+    admin.close()
+    return rows
+
+
+def print_rows(rows: list[Row]) -> None:
     width = max(len(name) for name, _, _ in rows)
     print(f"{'operation':<{width}}  round trips  server commands")
     for name, trips, cmds in rows:
         detail = ", ".join(f"{cmd} {calls}" for cmd, calls in sorted(cmds.items()))
         print(f"{name:<{width}}  {trips:>11}  {sum(cmds.values()):>4}  ({detail})")
+
+
+def main() -> None:
+    with redis_server() as url:
+        print_rows(count_operations(url))
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def test_create_indexes_session_scored_by_expiry(
 def test_create_records_one_created_event(store: SessionStore, rc: redis.Redis, now: int) -> None:
     session = make_session(now=now)
     create(store, session)
-    assert rc.type(store.events_key("alice")) == "stream"
+    assert rc.type(store.events_key("alice")) == "list"
     [event] = store.events("alice", limit=10)
     assert event.type == "session.created"
     assert event.session_id == session.id
@@ -796,7 +796,7 @@ def test_events_are_newest_first_capped_and_expire(backend: Any, rc: redis.Redis
     events = store.events("alice", limit=100)
     assert [e.session_id for e in events] == [s.id for s in reversed(sessions[-5:])]
     assert [e.at for e in events] == [now + i for i in range(7, 2, -1)]
-    assert rc.xlen(store.events_key("alice")) == 5
+    assert rc.llen(store.events_key("alice")) == 5
     assert 598 <= rc.ttl(store.events_key("alice")) <= 600
     assert [e.session_id for e in store.events("alice", limit=2)] == [
         sessions[7].id,
@@ -1065,3 +1065,35 @@ def test_store_from_url_uses_prefix_and_url(redis_url: str) -> None:
     finally:
         delete_prefix(store.client, prefix)
         store.client.close()
+
+
+# -- event encoding ---------------------------------------------------------------
+
+
+def test_events_keep_odd_user_agents_exactly(store: SessionStore, now: int) -> None:
+    odd = 'Agent "quoted" \\ back\\slash\n\u00fc\u4e2d\U0001f600 </script>'
+    session = make_session(now=now)
+    store.create(session, max_sessions=100, actor=Actor(ip="::1", user_agent=odd))
+    [event] = store.events("alice", limit=10)
+    assert event.user_agent == odd
+    assert event.ip == "::1"
+    assert event.type == "session.created"
+    assert event.at == now
+
+
+def test_event_ids_are_unique_within_and_across_scripts(
+    store: SessionStore, three: list[Session], now: int
+) -> None:
+    store.revoke("alice", None, now=now, reason="others", actor=ACTOR)
+    ids = [event.id for event in store.events("alice", limit=100)]
+    assert len(ids) == 6
+    assert len(set(ids)) == 6
+
+
+@pytest.mark.parametrize("reason", ['x","k":"forged', "User", ""])
+def test_revoke_reasons_that_are_not_words_are_refused(
+    store: SessionStore, three: list[Session], now: int, reason: str
+) -> None:
+    with pytest.raises(ValueError, match="reason"):
+        store.revoke("alice", None, now=now, reason=reason, actor=ACTOR)
+    assert len(store.list("alice", now=now)) == 3
