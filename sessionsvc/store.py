@@ -234,11 +234,12 @@ return n
 
 
 # HSET on a missing key would create it: only live sessions are renamed.
-# KEYS: session. ARGV: name, or '' to clear it. Returns 1 when found.
+# KEYS: session. ARGV: the name's pieces as field/value pairs (none clears
+# it; a 64-character name is at most 256 bytes: 4 pieces). Returns 1 when found.
 _RENAME = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'n')
-else redis.call('HSET', KEYS[1], 'n', ARGV[1]) end
+redis.call('HDEL', KEYS[1], 'n', 'n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7')
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
 return 1
 """
 
@@ -485,7 +486,9 @@ class SessionStore:
     def rename(self, user_id: str, session_id: str, name: str | None) -> bool:
         """Set or clear a session's name; ``False`` when there is no such session."""
         with self._available():
-            found = self._run("rename", [self.session_key(user_id, session_id)], [name or ""])
+            pieces = _pieces(_FIELDS["name"], name) if name is not None else {}
+            args = [item for pair in pieces.items() for item in pair]
+            found = self._run("rename", [self.session_key(user_id, session_id)], args)
         return bool(found)
 
     def revoke(
@@ -583,13 +586,52 @@ def _session_fields(session: Session) -> dict[str, Any]:
         "name": session.name,
         "refresh_jti": session.refresh_jti,
     }
-    # A missing field stands for None.
-    return {_FIELDS[name]: value for name, value in values.items() if value is not None}
+    fields: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:  # a missing field stands for None
+            continue
+        if isinstance(value, str):
+            fields.update(_pieces(_FIELDS[name], value))
+        else:
+            fields[_FIELDS[name]] = value
+    return fields
+
+
+#: Redis keeps a hash compact (listpack) only while every value is at most
+#: ``hash-max-listpack-value`` bytes (64 by default); one longer user agent
+#: would turn the whole hash into a hashtable of three times the size. Long
+#: strings are therefore stored in pieces: ``ua``, ``ua1``, ``ua2``...
+_PIECE_BYTES = 64
+
+
+def _pieces(field: str, value: str) -> dict[str, str]:
+    pieces: dict[str, str] = {}
+    piece: builtins.list[str] = []
+    size = 0
+    for char in value:
+        width = len(char.encode("utf-8", "surrogatepass"))
+        if size + width > _PIECE_BYTES:
+            pieces[f"{field}{len(pieces) or ''}"] = "".join(piece)
+            piece, size = [], 0
+        piece.append(char)
+        size += width
+    pieces[f"{field}{len(pieces) or ''}"] = "".join(piece)
+    return pieces
+
+
+def _joined(raw: dict[str, str], field: str) -> str | None:
+    if field not in raw:
+        return None
+    parts, i = [raw[field]], 1
+    while f"{field}{i}" in raw:
+        parts.append(raw[f"{field}{i}"])
+        i += 1
+    return "".join(parts)
 
 
 def _session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Session:
     def get(name: str) -> str | None:
-        return raw.get(_FIELDS[name])
+        return _joined(raw, _FIELDS[name])
 
     ip = get("ip")
     location = None

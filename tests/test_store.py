@@ -1097,3 +1097,39 @@ def test_revoke_reasons_that_are_not_words_are_refused(
     with pytest.raises(ValueError, match="reason"):
         store.revoke("alice", None, now=now, reason=reason, actor=ACTOR)
     assert len(store.list("alice", now=now)) == 3
+
+
+# -- compact session hashes -------------------------------------------------------
+
+
+LONG_UA = CHROME + " Edg/120.0.2210.91 \u00fc\u4e2d\U0001f600" * 4
+
+
+def test_long_strings_round_trip_through_pieces(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = dataclasses.replace(make_session(now=now), user_agent=LONG_UA)
+    create(store, session)
+    raw = rc.hgetall(store.session_key("alice", session.id))
+    assert max(len(value.encode()) for value in raw.values()) <= 64
+    assert stored(store, session.id).user_agent == LONG_UA
+
+    wide_name = "\U0001f600" * 64  # 256 bytes: four pieces
+    assert store.rename("alice", session.id, wide_name)
+    assert stored(store, session.id).name == wide_name
+    assert store.rename("alice", session.id, "Work")
+    assert stored(store, session.id).name == "Work"
+    assert store.rename("alice", session.id, None)
+    assert stored(store, session.id).name is None
+    assert not any(
+        field.startswith("n") for field in rc.hkeys(store.session_key("alice", session.id))
+    )
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_session_hash_stays_a_listpack(store: SessionStore, rc: redis.Redis, now: int) -> None:
+    # OBJECT ENCODING needs a real server; fakeredis does not implement it.
+    session = dataclasses.replace(make_session(now=now), user_agent=LONG_UA)
+    create(store, session)
+    store.rename("alice", session.id, "\U0001f600" * 64)
+    assert rc.object("encoding", store.session_key("alice", session.id)) == "listpack"
