@@ -128,7 +128,7 @@ def wrk(binary: str, url: str, token: str, seconds: float, connections: int = 8)
     """One wrk run; its summary from report.lua."""
     result = subprocess.run(
         [
-            *(binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"),
+            *(binary, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s"),
             *("-s", str(REPORT_LUA), "-H", f"Authorization: Bearer {token}", url),
         ],
         capture_output=True,

@@ -1133,3 +1133,62 @@ def test_session_hash_stays_a_listpack(store: SessionStore, rc: redis.Redis, now
     create(store, session)
     store.rename("alice", session.id, "\U0001f600" * 64)
     assert rc.object("encoding", store.session_key("alice", session.id)) == "listpack"
+
+
+# -- the access-token check (touch) -------------------------------------------------
+
+
+def test_touch_in_steady_state_is_one_plain_read(
+    store: SessionStore, commands: list[str], now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    store.load_scripts()
+    commands.clear()
+    assert store.touch("alice", session.id, now=now + 5, touch_interval=60, ip=session.ip)
+    assert commands == ["HMGET"]
+    assert stored(store, session.id).last_seen_at == now
+
+
+def test_touch_when_due_writes_activity_in_a_second_round_trip(
+    store: SessionStore, commands: list[str], now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    store.load_scripts()
+    commands.clear()
+    assert store.touch("alice", session.id, now=now + 60, touch_interval=60, ip="203.0.113.9")
+    assert commands == ["HMGET", "EVALSHA"]
+    after = stored(store, session.id)
+    assert (after.last_seen_at, after.ip, after.created_ip) == (now + 60, "203.0.113.9", session.ip)
+
+
+def test_touch_records_a_new_address_before_the_interval(store: SessionStore, now: int) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    assert store.touch("alice", session.id, now=now + 1, touch_interval=60, ip="203.0.113.9")
+    after = stored(store, session.id)
+    assert (after.last_seen_at, after.ip) == (now, "203.0.113.9")
+
+
+def test_touch_of_a_revoked_session_is_false_and_recreates_nothing(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    store.revoke("alice", [session.id], now=now, reason="user", actor=ACTOR)
+    assert not store.touch("alice", session.id, now=now + 3600, touch_interval=60, ip="10.0.0.1")
+    assert rc.exists(store.session_key("alice", session.id)) == 0
+
+
+def test_touch_script_never_recreates_a_session_deleted_after_the_read(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    # The race the script closes: HMGET saw the session, then it was revoked
+    # before the write. Run the write step alone on a deleted key.
+    session = make_session(now=now)
+    create(store, session)
+    key = store.session_key("alice", session.id)
+    rc.delete(key)
+    assert store._run("touch", [key], [now + 60, 60, "10.0.0.1"]) == 0
+    assert rc.exists(key) == 0
