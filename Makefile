@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench bench-micro clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ run: $(VENV)/.server
 ## Install and run the whole test suite.
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/.
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## Time the check and list paths for real with pytest-benchmark.
+bench-micro: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/test_benchmarks.py --benchmark-enable
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
