@@ -24,18 +24,18 @@ from sessionsvc import SessionManager
 PAYLOAD = {"hello": "world", "items": [1, 2, 3]}
 
 
-def _config() -> dict[str, Any]:
+def _config(redis_url: str | None = None) -> dict[str, Any]:
     return {
         "JWT_SECRET_KEY": os.environ["BENCH_JWT_KEY"],
-        "SESSIONSVC_REDIS_URL": os.environ["BENCH_REDIS_URL"],
+        "SESSIONSVC_REDIS_URL": redis_url or os.environ["BENCH_REDIS_URL"],
         "SESSIONSVC_KEY_PREFIX": os.environ.get("BENCH_PREFIX", "bench"),
     }
 
 
-def ours() -> Flask:
+def ours(redis_url: str | None = None) -> Flask:
     """A host app with sessionsvc mounted."""
     app = Flask("bench-ours")
-    app.config.update(_config())
+    app.config.update(_config(redis_url))
     SessionManager(app)
 
     @app.get("/protected")
