@@ -401,7 +401,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     )
     c.set_xticks([0, 1], labels)
     c.set_title("Revocation check vs sessions stored (µs)")
-    c.legend()
+    c.legend(loc="center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -444,6 +444,12 @@ def table(results: dict[str, Any]) -> str:
             worst_bytes <= 600,
         ),
         (
+            "  of which sessions + index (no events)",
+            " | ".join(str(v["bytes_per_session_without_events"]) for v in m.values()),
+            "",
+            None,
+        ),
+        (
             "check latency 1M / 1k stored (in process)",
             g["check_ratio"],
             f"<= {TARGETS['growth_ratio_max']}",
@@ -480,7 +486,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a short smoke run (2 pairs, 2 s, 20k)"
     )
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="print the table of bench/results/results.json and redraw its plot",
+    )
     args = parser.parse_args(argv)
+    if args.show:
+        saved = json.loads((RESULTS / "results.json").read_text())
+        plot(saved, RESULTS / "results.png")
+        print(table(saved))
+        return
     if args.quick:
         args.pairs, args.seconds, args.large = 2, 2, 20_000
     wrk_bin = ensure_wrk()
