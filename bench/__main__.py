@@ -248,8 +248,11 @@ def measure_growth(
                 fill(manager.store, client, stored[size] - 1, per_user=5, tag=size)
             client.close()
             probes[size] = (app, token)
-        for _ in range(rounds):
-            for size, (app, token) in probes.items():
+        time.sleep(2)  # let the servers finish rehashing after the fill
+        for i in range(rounds):
+            order = ["small", "large"] if i % 2 == 0 else ["large", "small"]
+            for size in order:
+                app, token = probes[size]
                 with app.test_request_context(headers={"Authorization": f"Bearer {token}"}):
                     manager, payload = current_manager(), decode_token(token)
                     samples[size].append(
