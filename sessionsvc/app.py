@@ -48,6 +48,10 @@ def create_app(
     """
     app = Flask("sessionsvc", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    # Tokens travel in the Authorization header only: no cookie, so no CSRF
+    # claim to carry in every token.
+    app.config["JWT_TOKEN_LOCATION"] = ["headers"]
+    app.config["JWT_COOKIE_CSRF_PROTECT"] = False
     app.config.update(config or {})
     if not app.config.get("JWT_SECRET_KEY"):
         if app.config.get("SESSIONSVC_REDIS_URL") or redis_client is not None:

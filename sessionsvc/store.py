@@ -378,11 +378,7 @@ class SessionStore:
         try:
             yield
         except UNAVAILABLE_ERRORS as exc:
-            if isinstance(exc, _OUTAGE_ERRORS):
-                logger.warning("session store unavailable: %s", type(exc).__name__)
-            else:
-                logger.error("session store refused: %s: %s", type(exc).__name__, exc)
-            raise StoreUnavailable("The session store is unavailable; try again shortly.") from exc
+            raise _unavailable(exc) from exc
 
     def _hgetall(self, key: str) -> dict[str, str]:
         # The client decodes responses: every value is a str.
@@ -456,12 +452,18 @@ class SessionStore:
         the session exists, so a write never recreates a session that is gone.
         """
         key = self.session_key(user_id, session_id)
+        client = self._client if self._pid == os.getpid() else None
+        try:
+            # The steady state, kept free of context managers: it runs on
+            # every authenticated request.
+            seen, last_ip = (client or self.client).hmget(key, ["t", "ip"])
+        except UNAVAILABLE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        if seen is None:
+            return False
+        if now - int(seen) < touch_interval and (not ip or ip == last_ip):
+            return True
         with self._available():
-            seen, last_ip = self.client.hmget(key, ["t", "ip"])
-            if seen is None:
-                return False
-            if now - int(seen) < touch_interval and (not ip or ip == last_ip):
-                return True
             return bool(self._run("touch", [key], [now, touch_interval, ip or ""]))
 
     def check(
@@ -619,6 +621,15 @@ class SessionStore:
         """Raise :class:`StoreUnavailable` unless the store answers."""
         with self._available():
             self.client.ping()
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    """Log why the store could not answer; the error to fail closed with."""
+    if isinstance(exc, _OUTAGE_ERRORS):
+        logger.warning("session store unavailable: %s", type(exc).__name__)
+    else:
+        logger.error("session store refused: %s: %s", type(exc).__name__, exc)
+    return StoreUnavailable("The session store is unavailable; try again shortly.")
 
 
 def _session_fields(session: Session) -> dict[str, Any]:

@@ -427,3 +427,12 @@ def test_login_with_a_lone_surrogate_is_invalid_request(client: FlaskClient, fie
     raw = json.dumps(body).replace(f'"{body[field]}"', '"\\ud800"')
     response = client.post("/api/v1/auth/login", data=raw, content_type="application/json")
     assert_problem(response, 400, "invalid_request")
+
+
+def test_standalone_tokens_are_lean(app: Flask, auth: Auth):
+    tokens = auth.login("alice")
+    with app.app_context():
+        access = decode_token(tokens["access_token"])
+    assert "csrf" not in access
+    assert len(access["jti"]) == 22
+    assert set(access) == {"fresh", "iat", "jti", "type", "sub", "nbf", "exp", "sid"}
