@@ -41,7 +41,7 @@ from flask_jwt_extended import create_access_token, decode_token
 
 from bench import gunicorn_settings
 from bench.apps import baseline, ours
-from bench.commands import CHROME, count_operations, print_rows, redis_server
+from bench.commands import CHROME, count_operations, free_port, print_rows, redis_server
 from sessionsvc import current_manager
 from sessionsvc.extension import new_session_id
 from sessionsvc.models import Session
@@ -63,15 +63,6 @@ TARGETS = {
 
 
 # -- processes -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def ensure_wrk() -> str:

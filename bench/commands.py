@@ -33,7 +33,7 @@ CHROME = (
 )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -45,7 +45,7 @@ def redis_server() -> Iterator[str]:
     """A redis-server of our own, gone when the block ends."""
     if not shutil.which("redis-server"):
         sys.exit("redis-server is not on PATH")
-    port = _free_port()
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="sessionsvc-bench-")
     proc = subprocess.Popen(
         [
