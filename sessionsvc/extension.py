@@ -83,7 +83,7 @@ class SessionManager:
 
         :raises ConfigError: naming the first bad configuration key.
         """
-        from . import api, auth, cli
+        from . import admin, api, auth, cli
 
         jwt = app.extensions.get("flask-jwt-extended")
         if jwt is None:
@@ -123,7 +123,7 @@ class SessionManager:
                 events_max=settings.events_max,
                 events_ttl=settings.refresh_expires,
             )
-        prefixes = [self._url_prefix]
+        prefixes = [self._url_prefix, admin.URL_PREFIX]
         if self._auth_routes:
             prefixes.append(auth.URL_PREFIX)
         problem_paths = self._problem_paths or tuple(prefixes)
@@ -133,6 +133,7 @@ class SessionManager:
         tokens.guard(app, jwt)
         errors.register_error_handlers(app, _owns_request)
         app.register_blueprint(api.blueprint, url_prefix=self._url_prefix)
+        app.register_blueprint(admin.blueprint, url_prefix=admin.URL_PREFIX)
         if self._auth_routes:
             app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
         app.cli.add_command(cli.sessions_cli)

@@ -183,6 +183,14 @@ _SESSION_ID = {
     "description": "A session id from the list.",
 }
 _BEARER: list[dict[str, Any]] = [{"bearer": []}]
+_USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "type": "string",
+    "required": True,
+    "description": "The user's id (`sub`); the username in the standalone service.",
+}
+_FORBIDDEN = {"403": _problem("The token has no admin role (`forbidden`).")}
 
 OPERATIONS: dict[str, dict[str, Any]] = {
     "list_sessions": {
@@ -307,6 +315,40 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "security": _BEARER,
         "responses": {"204": _ok("Signed out."), **_AUTH_ERRORS},
     },
+    "admin_list_sessions": {
+        "tags": ["admin"],
+        "summary": "List a user's sessions (admin role)",
+        "security": _BEARER,
+        "parameters": [_USER_ID],
+        "responses": {
+            "200": _ok("The user's active sessions; `current` is false for all.", "SessionList"),
+            **_FORBIDDEN,
+            **_AUTH_ERRORS,
+        },
+    },
+    "admin_revoke_sessions": {
+        "tags": ["admin"],
+        "summary": "Sign a user out everywhere (admin role)",
+        "security": _BEARER,
+        "parameters": [_USER_ID],
+        "responses": {
+            "200": _ok("How many sessions were revoked.", "Revoked"),
+            **_FORBIDDEN,
+            **_AUTH_ERRORS,
+        },
+    },
+    "admin_revoke_session": {
+        "tags": ["admin"],
+        "summary": "Sign out one session of a user (admin role)",
+        "security": _BEARER,
+        "parameters": [_USER_ID, _SESSION_ID],
+        "responses": {
+            "204": _ok("Revoked."),
+            **_FORBIDDEN,
+            "404": _problem("The user has no such session (`session_not_found`)."),
+            **_AUTH_ERRORS,
+        },
+    },
     "healthz": {
         "tags": ["service"],
         "summary": "Liveness: the process answers",
@@ -351,6 +393,7 @@ TEMPLATE: dict[str, Any] = {
     "tags": [
         {"name": "sessions", "description": "Your own sessions and security events"},
         {"name": "auth", "description": "Sign in, refresh and sign out (standalone service)"},
+        {"name": "admin", "description": "Any user's sessions, for tokens with the admin role"},
         {"name": "service", "description": "Health and readiness"},
     ],
     "definitions": DEFINITIONS,

@@ -1,0 +1,135 @@
+"""The admin routes: any user's sessions, behind the ``admin`` role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.support import IPHONE, Auth, assert_problem
+
+ADMIN = "/api/v1/admin/users"
+
+
+@pytest.fixture
+def admin_tokens(auth: Auth) -> dict[str, Any]:
+    auth.create_user("root", "pw", admin=True)
+    return auth.login("root", "pw")
+
+
+def listed(client: FlaskClient, tokens: dict[str, Any], user: str) -> list[dict[str, Any]]:
+    response = client.get(f"{ADMIN}/{user}/sessions", headers=Auth.headers(tokens))
+    assert response.status_code == 200, response.get_json()
+    sessions: list[dict[str, Any]] = response.get_json()["sessions"]
+    return sessions
+
+
+def test_admin_lists_a_users_sessions_none_current(
+    client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    first = auth.login("alice")
+    second = auth.login("alice", user_agent=IPHONE)
+    sessions = listed(client, admin_tokens, "alice")
+    assert {s["id"] for s in sessions} == {first["session_id"], second["session_id"]}
+    assert len(sessions) == 2
+    assert all(s["current"] is False for s in sessions)
+    # Listing is read-only: alice's own view is unchanged.
+    mine = client.get("/api/v1/sessions", headers=auth.headers(first)).get_json()["sessions"]
+    assert {s["id"] for s in mine} == {first["session_id"], second["session_id"]}
+
+
+def test_user_without_sessions_is_an_empty_list(
+    client: FlaskClient, admin_tokens: dict[str, Any]
+) -> None:
+    assert listed(client, admin_tokens, "nobody") == []
+
+
+def test_admin_revokes_all_of_a_users_sessions(
+    client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    tokens = [auth.login("alice") for _ in range(3)]
+    bob = auth.login("bob")
+    response = client.delete(f"{ADMIN}/alice/sessions", headers=auth.headers(admin_tokens))
+    assert response.status_code == 200
+    assert response.get_json() == {"revoked": 3}
+    for pair in tokens:
+        assert_problem(
+            client.get("/api/v1/sessions", headers=auth.headers(pair)), 401, "session_revoked"
+        )
+    assert client.get("/api/v1/sessions", headers=auth.headers(bob)).status_code == 200
+    assert client.get("/api/v1/sessions", headers=auth.headers(admin_tokens)).status_code == 200
+    alice = auth.login("alice")
+    history = client.get("/api/v1/sessions/events", headers=auth.headers(alice)).get_json()
+    reasons = [
+        e["detail"].get("reason") for e in history["events"] if e["type"] == "session.revoked"
+    ]
+    assert reasons == ["admin", "admin", "admin"]
+    assert client.delete(
+        f"{ADMIN}/nobody/sessions", headers=auth.headers(admin_tokens)
+    ).get_json() == {"revoked": 0}
+
+
+def test_admin_revokes_one_session(
+    client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    target = auth.login("alice")
+    other = auth.login("alice")
+    url = f"{ADMIN}/alice/sessions/{target['session_id']}"
+    response = client.delete(url, headers=auth.headers(admin_tokens))
+    assert response.status_code == 204
+    assert response.get_data() == b""
+    assert_problem(
+        client.get("/api/v1/sessions", headers=auth.headers(target)), 401, "session_revoked"
+    )
+    assert [s["id"] for s in listed(client, admin_tokens, "alice")] == [other["session_id"]]
+    assert_problem(client.delete(url, headers=auth.headers(admin_tokens)), 404, "session_not_found")
+    # The session id must belong to the user named in the path.
+    wrong_user = f"{ADMIN}/bob/sessions/{other['session_id']}"
+    assert_problem(
+        client.delete(wrong_user, headers=auth.headers(admin_tokens)), 404, "session_not_found"
+    )
+    assert [s["id"] for s in listed(client, admin_tokens, "alice")] == [other["session_id"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/alice/sessions"),
+        ("DELETE", "/alice/sessions"),
+        ("DELETE", "/alice/sessions/AAAAAAAAAAAAAAAAAAAAAA"),
+    ],
+)
+def test_non_admin_gets_403_and_nothing_changes(
+    client: FlaskClient, auth: Auth, method: str, path: str
+) -> None:
+    alice = auth.login("alice")
+    mallory = auth.login("mallory")
+    response = client.open(ADMIN + path, method=method, headers=auth.headers(mallory))
+    assert_problem(response, 403, "forbidden")
+    assert client.get("/api/v1/sessions", headers=auth.headers(alice)).status_code == 200
+
+
+def test_admin_routes_need_a_valid_token(client: FlaskClient) -> None:
+    assert_problem(client.get(f"{ADMIN}/alice/sessions"), 401, "authorization_required")
+
+
+def test_admin_role_survives_refresh(
+    client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    refreshed = client.post(
+        "/api/v1/auth/refresh", headers=auth.headers(admin_tokens, "refresh_token")
+    )
+    assert refreshed.status_code == 200
+    assert listed(client, refreshed.get_json(), "alice") == []
+
+
+def test_odd_user_ids_in_the_path(
+    client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    from urllib.parse import quote
+
+    for user in ("a:b", "{x}", "ünï cødé"):
+        pair = auth.login(user)
+        sessions = listed(client, admin_tokens, quote(user, safe=""))
+        assert [s["id"] for s in sessions] == [pair["session_id"]]
