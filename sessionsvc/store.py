@@ -610,6 +610,12 @@ class SessionStore:
 
     # -- health -------------------------------------------------------------
 
+    def close(self) -> None:
+        """Close this process's connections, if any were made."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def load_scripts(self) -> None:
         """Cache every script on the server now (otherwise done on first use)."""
         client = self.client

@@ -22,7 +22,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import create_app
+from sessionsvc import create_app, current_manager
 from tests.support import JWT_KEY, Auth, RedisProcess, delete_prefix, redis_answers
 
 _skip_reasons: list[str] = []
@@ -104,14 +104,20 @@ AppFactory = Callable[..., Flask]
 
 
 @pytest.fixture
-def make_app(backend: Backend) -> AppFactory:
+def make_app(backend: Backend) -> Iterator[AppFactory]:
     """Build a standalone app on the test's store; keyword arguments are config."""
+    made: list[Flask] = []
 
     def make(**config: Any) -> Flask:
         values = {"TESTING": True, "JWT_SECRET_KEY": JWT_KEY, **backend.app_config(), **config}
-        return create_app(values, **backend.app_kwargs())
+        app = create_app(values, **backend.app_kwargs())
+        made.append(app)
+        return app
 
-    return make
+    yield make
+    for app in made:
+        with app.app_context():
+            current_manager().store.close()
 
 
 @pytest.fixture

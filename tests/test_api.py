@@ -935,3 +935,31 @@ def test_cap_keeps_exactly_the_maximum(make_app: Any):
     assert len(evicted) == 1
     assert_revoked(client, evicted[0])
     assert revocations(list_events(client, logins[-1])) == {evicted[0]["session_id"]: "evicted"}
+
+
+def test_concurrent_logins_respect_the_cap_exactly(make_app: Any, backend: Any):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = make_app(SESSIONSVC_MAX_SESSIONS_PER_USER=3)
+    auth = Auth(app)
+    auth.create_user("alice", "pw")
+
+    def login(_: int) -> str:
+        client = app.test_client()
+        response = client.post("/api/v1/auth/login", json={"username": "alice", "password": "pw"})
+        assert response.status_code == 200
+        return str(response.get_json()["session_id"])
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        opened = list(pool.map(login, range(10)))
+    assert len(set(opened)) == 10
+    with app.app_context():
+        from sessionsvc import current_manager
+
+        live = current_manager().list_for("alice")
+        events = current_manager().events_for("alice", limit=100)
+    assert len(live) == 3
+    assert {s.id for s in live} <= set(opened)
+    evicted = [e.session_id for e in events if e.detail.get("reason") == "evicted"]
+    assert len(evicted) == 7
+    assert set(evicted) | {s.id for s in live} == set(opened)
