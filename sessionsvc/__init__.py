@@ -12,6 +12,7 @@ from .errors import SessionsvcError, StoreUnavailable
 from .extension import SessionManager, current_manager
 from .models import Device, Location, SecurityEvent, Session, TokenPair
 from .settings import ConfigError, Settings
+from .signals import session_opened, session_revoked
 
 __all__ = [
     "ConfigError",
@@ -26,4 +27,6 @@ __all__ = [
     "TokenPair",
     "create_app",
     "current_manager",
+    "session_opened",
+    "session_revoked",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -17,10 +19,14 @@ from . import devices, errors, tokens
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
 from .settings import ConfigError, Settings
+from .signals import session_opened, session_revoked
 from .store import Actor, CheckStatus, SessionStore, store_from_url
 
 if TYPE_CHECKING:
     import redis
+
+#: One JSON line per security event (logger ``sessionsvc.events``).
+events_log = logging.getLogger("sessionsvc.events")
 
 #: Key of the per-app state in ``app.extensions``.
 EXTENSION_KEY = "sessionsvc"
@@ -194,6 +200,7 @@ class SessionManager:
             actor=_actor(),
         )
         if result.status is CheckStatus.REFRESH_REUSED:
+            _report_revoked(user_id, [session_id], "refresh_reuse", None)
             raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
         return result.status is CheckStatus.GONE
 
@@ -252,6 +259,9 @@ class SessionManager:
                 actor=Actor(ip=ip, user_agent=user_agent),
             )
             if evicted is not None:
+                _report("session.created", user_id, session.id, None)
+                session_opened.send(_sender(), user_id=user_id, session=session)
+                _report_revoked(user_id, evicted, "evicted", None)
                 return pair
         raise RuntimeError("could not draw an unused session id")  # pragma: no cover
 
@@ -279,6 +289,7 @@ class SessionManager:
             actor=_actor(),
         )
         if result.status is CheckStatus.REFRESH_REUSED:
+            _report_revoked(user_id, [session_id], "refresh_reuse", None)
             raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
         if result.status is CheckStatus.GONE or result.expires_at is None:
             raise SessionRevoked("The token's session was signed out or has expired.")
@@ -331,7 +342,8 @@ class SessionManager:
             actor=_actor(),
             current=current,
         )
-        return revoked > 0
+        _report_revoked(user_id, revoked, reason, current)
+        return bool(revoked)
 
     def revoke_all(
         self,
@@ -347,7 +359,7 @@ class SessionManager:
         :param current: the caller's own session, recorded as ``logout``.
         :returns: how many sessions were revoked.
         """
-        return self._state().store.revoke(
+        revoked = self._state().store.revoke(
             user_id,
             None,
             now=int(time.time()),
@@ -356,6 +368,8 @@ class SessionManager:
             keep=keep,
             current=current,
         )
+        _report_revoked(user_id, revoked, reason, current)
+        return len(revoked)
 
     def events_for(self, user_id: str, *, limit: int = 50) -> list[SecurityEvent]:
         """A user's security events, newest first."""
@@ -379,6 +393,30 @@ class SessionManager:
 def current_manager() -> SessionManager:
     """The :class:`SessionManager` of the current app."""
     return SessionManager._state().manager
+
+
+def _sender() -> Flask:
+    """The app itself (not the proxy): what signals are sent with."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    return app
+
+
+def _report(kind: str, user_id: str, session_id: str, reason: str | None) -> None:
+    """One structured log line per security event: ids and reason, never a token."""
+    record: dict[str, Any] = {"event": kind, "user_id": user_id, "session_id": session_id}
+    if reason:
+        record["reason"] = reason
+    if has_request_context():
+        record["ip"] = devices.client_ip(request)
+    events_log.info(json.dumps(record, ensure_ascii=False))
+
+
+def _report_revoked(user_id: str, session_ids: list[str], reason: str, current: str | None) -> None:
+    app = _sender()
+    for session_id in session_ids:
+        why = "logout" if session_id == current else reason
+        _report("session.revoked", user_id, session_id, why)
+        session_revoked.send(app, user_id=user_id, session_id=session_id, reason=why)
 
 
 def _actor() -> Actor:

@@ -225,25 +225,25 @@ return out
 # ARGV: now, session key prefix, events max, events ttl, event head, event id,
 #       reason, sid to keep or '', current sid or '', reason for the current
 #       session, then the sids to revoke (none: every session in the index).
-# Returns how many sessions were revoked.
+# Returns the ids of the sessions it revoked.
 _REVOKE = _script(
     """
 local targets
 if #ARGV >= 11 then targets = {unpack(ARGV, 11)}
 else targets = redis.call('ZRANGE', KEYS[1], 0, -1) end
-local n = 0
+local revoked = {}
 for _, sid in ipairs(targets) do
   if sid ~= ARGV[8] then
     redis.call('ZREM', KEYS[1], sid)
     if redis.call('DEL', ARGV[2] .. sid) == 1 then
-      n = n + 1
+      revoked[#revoked+1] = sid
       if sid == ARGV[9] then event('session.revoked', sid, ARGV[10])
       else event('session.revoked', sid, ARGV[7]) end
     end
   end
 end
-if n > 0 then keep_events() end
-return n
+if #revoked > 0 then keep_events() end
+return revoked
 """,
     ev=2,
     argv={"NOW": 1, "EVENTS_MAX": 3, "EVENTS_TTL": 4, "EVENT_HEAD": 5, "EVENT_ID": 6},
@@ -550,14 +550,14 @@ class SessionStore:
         keep: str | None = None,
         current: str | None = None,
         current_reason: str = "logout",
-    ) -> int:
+    ) -> builtins.list[str]:
         """Delete sessions and record ``session.revoked`` for each; atomic.
 
         :param session_ids: the sessions to revoke; ``None`` for all of them.
         :param keep: a session id to spare (revoke "all others").
         :param current: the caller's own session, recorded with
             ``current_reason`` instead of ``reason``.
-        :returns: how many sessions were revoked.
+        :returns: the ids of the sessions revoked.
         """
         for why in (reason, current_reason):
             # The script writes reasons into event JSON as they are.
@@ -575,9 +575,9 @@ class SessionStore:
             *(session_ids or ()),
         ]
         if session_ids is not None and not session_ids:
-            return 0
+            return []
         with self._available():
-            return int(self._run("revoke", keys, args))
+            return [str(sid) for sid in self._run("revoke", keys, args)]
 
     # -- events -------------------------------------------------------------
 

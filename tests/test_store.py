@@ -351,7 +351,7 @@ def test_check_never_recreates_a_revoked_session(
 ) -> None:
     session = make_session(now=now)
     create(store, session)
-    assert store.revoke("alice", [session.id], now=now, reason="user", actor=ACTOR) == 1
+    assert len(store.revoke("alice", [session.id], now=now, reason="user", actor=ACTOR)) == 1
     key = store.session_key("alice", session.id)
     for jtis in ({}, {"presented_jti": "jti-1", "new_jti": "jti-2"}):
         result = store.check(
@@ -571,7 +571,7 @@ def three(store: SessionStore, now: int) -> list[Session]:
 def test_revoke_explicit_ids(store: SessionStore, three: list[Session], now: int) -> None:
     a, b, c = three
     actor = Actor(ip="203.0.113.50", user_agent="curl/8.4.0")
-    assert store.revoke("alice", [a.id, b.id], now=now, reason="user", actor=actor) == 2
+    assert len(store.revoke("alice", [a.id, b.id], now=now, reason="user", actor=actor)) == 2
     assert [s.id for s in store.list("alice", now=now)] == [c.id]
     revoked = [e for e in store.events("alice", limit=100) if e.type == "session.revoked"]
     assert sorted(e.session_id for e in revoked) == sorted([a.id, b.id])
@@ -581,7 +581,7 @@ def test_revoke_explicit_ids(store: SessionStore, three: list[Session], now: int
 
 
 def test_revoke_all(store: SessionStore, rc: redis.Redis, three: list[Session], now: int) -> None:
-    assert store.revoke("alice", None, now=now, reason="admin", actor=ACTOR) == 3
+    assert len(store.revoke("alice", None, now=now, reason="admin", actor=ACTOR)) == 3
     assert store.list("alice", now=now) == []
     assert rc.exists(store.index_key("alice")) == 0
     for session in three:
@@ -592,7 +592,7 @@ def test_revoke_all(store: SessionStore, rc: redis.Redis, three: list[Session], 
 
 def test_revoke_all_but_the_kept_one(store: SessionStore, three: list[Session], now: int) -> None:
     a, b, c = three
-    assert store.revoke("alice", None, now=now, reason="others", actor=ACTOR, keep=b.id) == 2
+    assert len(store.revoke("alice", None, now=now, reason="others", actor=ACTOR, keep=b.id)) == 2
     assert [s.id for s in store.list("alice", now=now)] == [b.id]
     revoked = [(sid, r) for t, sid, r in event_summary(store) if t == "session.revoked"]
     assert sorted(revoked) == sorted([(a.id, "others"), (c.id, "others")])
@@ -602,7 +602,9 @@ def test_revoke_all_including_current_records_logout_for_it(
     store: SessionStore, three: list[Session], now: int
 ) -> None:
     a, b, c = three
-    assert store.revoke("alice", None, now=now, reason="others", actor=ACTOR, current=b.id) == 3
+    assert (
+        len(store.revoke("alice", None, now=now, reason="others", actor=ACTOR, current=b.id)) == 3
+    )
     revoked = [(sid, r) for t, sid, r in event_summary(store) if t == "session.revoked"]
     assert sorted(revoked) == sorted([(a.id, "others"), (b.id, "logout"), (c.id, "others")])
 
@@ -611,7 +613,9 @@ def test_revoking_the_current_session_by_id_is_a_logout(
     store: SessionStore, three: list[Session], now: int
 ) -> None:
     a = three[0]
-    assert store.revoke("alice", [a.id], now=now, reason="user", actor=ACTOR, current=a.id) == 1
+    assert (
+        len(store.revoke("alice", [a.id], now=now, reason="user", actor=ACTOR, current=a.id)) == 1
+    )
     assert event_summary(store)[0] == ("session.revoked", a.id, "logout")
 
 
@@ -620,10 +624,10 @@ def test_revoke_unknown_id_revokes_and_records_nothing(
 ) -> None:
     before = event_summary(store)
     index = rc.zrange(store.index_key("alice"), 0, -1)
-    assert store.revoke("alice", ["no-such-session"], now=now, reason="user", actor=ACTOR) == 0
-    assert store.revoke("alice", [], now=now, reason="user", actor=ACTOR) == 0
-    assert store.revoke("bob", [three[0].id], now=now, reason="user", actor=ACTOR) == 0
-    assert store.revoke("bob", None, now=now, reason="user", actor=ACTOR) == 0
+    assert len(store.revoke("alice", ["no-such-session"], now=now, reason="user", actor=ACTOR)) == 0
+    assert len(store.revoke("alice", [], now=now, reason="user", actor=ACTOR)) == 0
+    assert len(store.revoke("bob", [three[0].id], now=now, reason="user", actor=ACTOR)) == 0
+    assert len(store.revoke("bob", None, now=now, reason="user", actor=ACTOR)) == 0
     assert event_summary(store) == before
     assert event_summary(store, "bob") == []
     assert rc.zrange(store.index_key("alice"), 0, -1) == index
@@ -631,8 +635,8 @@ def test_revoke_unknown_id_revokes_and_records_nothing(
 
 def test_revoking_twice_counts_once(store: SessionStore, three: list[Session], now: int) -> None:
     a = three[0]
-    assert store.revoke("alice", [a.id, a.id], now=now, reason="user", actor=ACTOR) == 1
-    assert store.revoke("alice", [a.id], now=now, reason="user", actor=ACTOR) == 0
+    assert len(store.revoke("alice", [a.id, a.id], now=now, reason="user", actor=ACTOR)) == 1
+    assert len(store.revoke("alice", [a.id], now=now, reason="user", actor=ACTOR)) == 0
     revoked = [sid for t, sid, _ in event_summary(store) if t == "session.revoked"]
     assert revoked == [a.id]
 
@@ -717,7 +721,7 @@ def test_odd_user_ids_keep_separate_sessions(store: SessionStore, now: int) -> N
         for other in ODD_USER_IDS:
             if other != user_id:
                 assert store.get(other, session.id) is None
-    assert store.revoke("a:b", None, now=now, reason="admin", actor=ACTOR) == 1
+    assert len(store.revoke("a:b", None, now=now, reason="admin", actor=ACTOR)) == 1
     assert store.list("a", now=now) == [sessions["a"]]
     assert store.list("a:b:s", now=now) == [sessions["a:b:s"]]
 
