@@ -7,6 +7,7 @@ path; the parse is cached because one user agent opens many sessions.
 from __future__ import annotations
 
 import functools
+import ipaddress
 
 import user_agents
 from flask import Request
@@ -61,10 +62,22 @@ def user_agent_of(request: Request) -> str | None:
 
 
 def client_ip(request: Request) -> str | None:
-    """The client's address.
+    """The client's address, normalised, or ``None`` when it is not one.
 
     ``X-Forwarded-For`` is honoured only through werkzeug's ``ProxyFix``,
     which the extension installs when ``SESSIONSVC_TRUSTED_PROXIES`` > 0;
-    otherwise this is the peer address of the connection.
+    otherwise this is the peer address of the connection. What a proxy
+    forwards is text a client may have made up, so only a valid IPv4 or
+    IPv6 address is kept.
     """
-    return request.remote_addr or None
+    return _normalised(request.remote_addr)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised(address: str | None) -> str | None:
+    if not address:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None

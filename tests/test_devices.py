@@ -135,3 +135,35 @@ def test_client_ip_ignores_forwarded_headers(app: Flask) -> None:
 def test_client_ip_without_peer_address_is_none(app: Flask) -> None:
     with app.test_request_context(environ_base={"REMOTE_ADDR": ""}):
         assert client_ip(request) is None
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "expected"),
+    [
+        ("203.0.113.50", "203.0.113.50"),
+        ("2001:DB8::0:1", "2001:db8::1"),
+        ("not-an-ip", None),
+        ("", "127.0.0.1"),  # nothing forwarded: the peer address
+    ],
+)
+def test_forwarded_addresses_are_kept_only_when_valid(forwarded: str, expected: str | None) -> None:
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app = Flask(__name__)
+    seen: list[str | None] = []
+
+    @app.get("/")
+    def index() -> str:
+        seen.append(client_ip(request))
+        return ""
+
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    app.test_client().get("/", headers={"X-Forwarded-For": forwarded})
+    assert seen == [expected]
+
+
+@pytest.mark.parametrize("address", ['1.2.3.4"><script>', "999.1.1.1", "unix:/x", ""])
+def test_addresses_that_are_not_ip_are_none(address: str) -> None:
+    app = Flask(__name__)
+    with app.test_request_context(environ_base={"REMOTE_ADDR": address}):
+        assert client_ip(request) is None
