@@ -107,6 +107,22 @@ end
 _REASON_RE = re.compile(r"[a-z_]{1,32}")
 
 
+# Activity on the session hash KEYS[1] (known to exist): the fields already in
+# `write`, the last-seen time when due (or when `write` has any), the address
+# when it changed. One HSET, or none.
+_TOUCH_LUA = """
+local function touch(write, seen, last_ip, now, interval, ip)
+  if #write == 0 and tonumber(now) - tonumber(seen) >= tonumber(interval) then
+    write = {'t', now}
+  end
+  if ip ~= '' and (#write > 0 or ip ~= last_ip) then
+    write[#write+1] = 'ip'; write[#write+1] = ip
+  end
+  if #write > 0 then redis.call('HSET', KEYS[1], unpack(write)) end
+end
+"""
+
+
 def _script(body: str, *, ev: int, argv: dict[str, int]) -> str:
     """Prefix a script with the named ARGV slots the event helper reads."""
     head = [f"local EV = {ev}"]
@@ -168,7 +184,8 @@ return evicted
 #       events ttl, sid, event id.
 # Returns {0} gone, {2} refresh token reused (session revoked), {1, expires_at}.
 _CHECK = _script(
-    """
+    _TOUCH_LUA
+    + """
 local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'r', 'x')
 if not v[1] then return {0} end
 if ARGV[4] ~= '' and v[3] ~= ARGV[4] then
@@ -179,13 +196,8 @@ if ARGV[4] ~= '' and v[3] ~= ARGV[4] then
   return {2}
 end
 local write = {}
-if ARGV[5] ~= '' then write = {'r', ARGV[5], 't', NOW}
-elseif tonumber(NOW) - tonumber(v[1]) >= tonumber(ARGV[2]) then write = {'t', NOW} end
-local ip = ARGV[3]
-if ip ~= '' and (#write > 0 or ip ~= v[2]) then
-  write[#write+1] = 'ip'; write[#write+1] = ip
-end
-if #write > 0 then redis.call('HSET', KEYS[1], unpack(write)) end
+if ARGV[5] ~= '' then write = {'r', ARGV[5], 't', NOW} end
+touch(write, v[1], v[2], NOW, ARGV[2], ARGV[3])
 return {1, tonumber(v[4])}
 """,
     ev=3,
@@ -195,18 +207,15 @@ return {1, tonumber(v[4])}
 # The revocation check of an access token: the hot path, kept as small as a
 # script can be. KEYS: session. ARGV: now, touch interval, ip or ''.
 # Returns 1 when the session is alive, 0 when it is gone.
-_TOUCH = """
+_TOUCH = (
+    _TOUCH_LUA
+    + """
 local v = redis.call('HMGET', KEYS[1], 't', 'ip')
 if not v[1] then return 0 end
-local ip = ARGV[3]
-if tonumber(ARGV[1]) - tonumber(v[1]) >= tonumber(ARGV[2]) then
-  if ip ~= '' then redis.call('HSET', KEYS[1], 't', ARGV[1], 'ip', ip)
-  else redis.call('HSET', KEYS[1], 't', ARGV[1]) end
-elseif ip ~= '' and ip ~= v[2] then
-  redis.call('HSET', KEYS[1], 'ip', ip)
-end
+touch({}, v[1], v[2], ARGV[1], ARGV[2], ARGV[3])
 return 1
 """
+)
 
 # KEYS: index. ARGV: now, session key prefix.
 # Returns sid, {field, value, ...}, sid, ... for every live session.
