@@ -20,7 +20,7 @@ from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
 from .settings import ConfigError, Settings
 from .signals import session_opened, session_revoked
-from .store import Actor, CheckStatus, SessionStore, store_from_url
+from .store import Actor, CheckResult, CheckStatus, SessionStore, store_from_url
 
 if TYPE_CHECKING:
     import redis
@@ -183,26 +183,46 @@ class SessionManager:
         user_id, session_id = tokens.token_session(jwt_payload)
         state = self._state()
         tokens.mark_checked()
-        ip = devices.client_ip(request) if has_request_context() else None
         now = int(time.time())
         if jwt_payload.get("type") != "refresh":
             # The path every authenticated request takes: one plain read.
+            ip = devices.client_ip(request) if has_request_context() else None
             return not state.store.touch(
                 user_id, session_id, now=now, touch_interval=state.settings.touch_interval, ip=ip
             )
+        result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
+        return result.status is CheckStatus.GONE
+
+    @staticmethod
+    def _check_refresh(
+        state: _State,
+        user_id: str,
+        session_id: str,
+        payload: dict[str, Any],
+        *,
+        now: int,
+        new_jti: str | None = None,
+    ) -> CheckResult:
+        """Check a refresh token's session, rotating it to ``new_jti`` if given.
+
+        :raises RefreshTokenReused: the token was rotated away before; the
+            store has revoked the whole session.
+        """
+        actor = _actor()
         result = state.store.check(
             user_id,
             session_id,
             now=now,
             touch_interval=state.settings.touch_interval,
-            ip=ip,
-            presented_jti=str(jwt_payload.get("jti") or "-"),
-            actor=_actor(),
+            ip=actor.ip,
+            presented_jti=str(payload.get("jti") or "-"),
+            new_jti=new_jti,
+            actor=actor,
         )
         if result.status is CheckStatus.REFRESH_REUSED:
             _report_revoked(user_id, [session_id], "refresh_reuse", None)
             raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
-        return result.status is CheckStatus.GONE
+        return result
 
     # -- the Python API -----------------------------------------------------------
 
@@ -278,19 +298,9 @@ class SessionManager:
         state = self._state()
         now = int(time.time())
         new_jti = secrets.token_urlsafe(16)
-        result = state.store.check(
-            user_id,
-            session_id,
-            now=now,
-            touch_interval=state.settings.touch_interval,
-            ip=devices.client_ip(request) if has_request_context() else None,
-            presented_jti=str(refresh_payload.get("jti") or "-"),
-            new_jti=new_jti,
-            actor=_actor(),
+        result = self._check_refresh(
+            state, user_id, session_id, refresh_payload, now=now, new_jti=new_jti
         )
-        if result.status is CheckStatus.REFRESH_REUSED:
-            _report_revoked(user_id, [session_id], "refresh_reuse", None)
-            raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
         if result.status is CheckStatus.GONE or result.expires_at is None:
             raise SessionRevoked("The token's session was signed out or has expired.")
         extra = {k: v for k, v in refresh_payload.items() if k not in tokens.RESERVED_CLAIMS}
