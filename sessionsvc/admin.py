@@ -34,14 +34,7 @@ def _require_admin() -> None:
 def list_user_sessions(user_id: str) -> Response:
     _require_admin()
     manager = current_manager()
-    idle = manager.settings.idle_timeout
-    return jsonify(
-        {
-            "sessions": [
-                s.to_json(current=False, idle_timeout=idle) for s in manager.list_for(user_id)
-            ]
-        }
-    )
+    return jsonify({"sessions": [manager.session_json(s) for s in manager.list_for(user_id)]})
 
 
 @blueprint.delete("/users/<user_id>/sessions")

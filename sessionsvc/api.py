@@ -25,10 +25,6 @@ def _caller() -> tuple[str, str]:
     return tokens.token_session(get_jwt())
 
 
-def _idle_timeout() -> int | None:
-    return current_manager().settings.idle_timeout
-
-
 @blueprint.get("")
 @blueprint.get("/")
 @tokens.token_required
@@ -36,10 +32,9 @@ def _idle_timeout() -> int | None:
 def list_sessions() -> Response:
     user_id, current = _caller()
     manager = current_manager()
-    idle = _idle_timeout()
     sessions = manager.list_for(user_id)
     return jsonify(
-        {"sessions": [s.to_json(current=s.id == current, idle_timeout=idle) for s in sessions]}
+        {"sessions": [manager.session_json(s, current=s.id == current) for s in sessions]}
     )
 
 
@@ -62,7 +57,7 @@ def get_session(session_id: str) -> Response:
     session = manager.get(user_id, session_id)
     if session is None:
         raise SessionNotFound("No such session.")
-    return jsonify(session.to_json(current=session.id == current, idle_timeout=_idle_timeout()))
+    return jsonify(manager.session_json(session, current=session.id == current))
 
 
 @blueprint.patch("/<session_id>")
@@ -84,7 +79,7 @@ def rename_session(session_id: str) -> Response:
     session = manager.rename(user_id, session_id, name)
     if session is None:
         raise SessionNotFound("No such session.")
-    return jsonify(session.to_json(current=session.id == current, idle_timeout=_idle_timeout()))
+    return jsonify(manager.session_json(session, current=session.id == current))
 
 
 @blueprint.delete("/<session_id>")

@@ -73,7 +73,11 @@ def list_sessions(user_id: str, as_json: bool) -> None:
     with _store_errors():
         sessions = current_manager().list_for(user_id)
     if as_json:
-        click.echo(json.dumps({"sessions": [s.to_json() for s in sessions]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"sessions": [current_manager().session_json(s) for s in sessions]}, indent=2
+            )
+        )
         return
     if not sessions:
         click.echo(f"no active sessions for {user_id!r}")

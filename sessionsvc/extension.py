@@ -381,6 +381,10 @@ class SessionManager:
         _report_revoked(user_id, revoked, reason, current)
         return len(revoked)
 
+    def session_json(self, session: Session, *, current: bool = False) -> dict[str, Any]:
+        """The API's Session object, with this app's settings (idle timeout)."""
+        return session.to_json(current=current, idle_timeout=self._state().settings.idle_timeout)
+
     def events_for(self, user_id: str, *, limit: int = 50) -> list[SecurityEvent]:
         """A user's security events, newest first."""
         return self._state().store.events(user_id, limit=limit)
