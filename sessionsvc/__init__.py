@@ -12,7 +12,7 @@ from .errors import SessionsvcError, StoreUnavailable
 from .extension import SessionManager, current_manager
 from .models import Device, Location, SecurityEvent, Session, TokenPair
 from .settings import ConfigError, Settings
-from .signals import session_opened, session_revoked
+from .signals import session_anomaly, session_opened, session_revoked
 
 __all__ = [
     "ConfigError",
@@ -27,6 +27,7 @@ __all__ = [
     "TokenPair",
     "create_app",
     "current_manager",
+    "session_anomaly",
     "session_opened",
     "session_revoked",
 ]

@@ -1,7 +1,9 @@
 """What a request says about the device: parsed user agent and client address.
 
-User agents are parsed only when a session opens, never on the per-request
-path; the parse is cached because one user agent opens many sessions.
+A user agent is parsed when a session opens; on every request after that
+only its browser and OS family are compared with the session's, from the
+cache (an unseen user agent costs one parse), because one user agent sends
+many requests.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ MAX_USER_AGENT = 512
 
 def _known(value: str | None) -> str | None:
     # ua-parser names what it cannot identify "Other".
-    return value if value and value != "Other" else None
+    return _short(value) if value and value != "Other" else None
+
+
+def _short(value: str) -> str:
+    # Parsed names come from the user agent: at most 64 bytes each, so that
+    # each is one field of the session hash, compared as it is stored.
+    return value.encode("utf-8", "surrogatepass")[:64].decode("utf-8", "ignore")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -45,11 +53,11 @@ def parse_user_agent(user_agent: str | None) -> Device:
     return Device(
         type=kind,
         browser=browser,
-        browser_version=".".join(str(part) for part in version[:2])
+        browser_version=_short(".".join(str(part) for part in version[:2]))
         if browser and version
         else None,
         os=system,
-        os_version=(parsed.os.version_string or None) if system else None,
+        os_version=(_short(parsed.os.version_string) or None) if system else None,
     )
 
 

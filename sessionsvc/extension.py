@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -15,12 +16,12 @@ from flask import Flask, current_app, has_request_context, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import devices, errors, tokens
+from . import devices, errors, geo, tokens
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
 from .settings import ConfigError, Settings
-from .signals import session_opened, session_revoked
-from .store import Actor, CheckResult, CheckStatus, SessionStore, store_from_url
+from .signals import session_anomaly, session_opened, session_revoked
+from .store import Actor, CheckResult, CheckStatus, Policy, SessionStore, store_from_url
 
 if TYPE_CHECKING:
     import redis
@@ -45,6 +46,8 @@ class _State:
     manager: SessionManager
     settings: Settings
     store: SessionStore
+    #: The GeoIP database, when ``SESSIONSVC_GEOIP_DB`` is set.
+    locator: geo.Locator | None
     #: Path prefixes whose HTTP errors are answered as problem documents.
     problem_paths: tuple[str, ...]
 
@@ -102,16 +105,15 @@ class SessionManager:
                 "after SessionManager.init_app and call sessions.is_revoked() from it"
             )
         settings = Settings.from_config(app.config)
-        # Settings whose feature has not landed fail loudly rather than being
-        # silently ignored.
-        if settings.geoip_db is not None:
-            raise ConfigError("SESSIONSVC_GEOIP_DB: location lookup is not available yet")
-        if settings.idle_timeout is not None:
-            raise ConfigError("SESSIONSVC_IDLE_TIMEOUT: the idle timeout is not available yet")
-        if settings.revoke_on_anomaly:
-            raise ConfigError("SESSIONSVC_REVOKE_ON_ANOMALY: anomaly detection is not built yet")
         if not (app.config.get("JWT_SECRET_KEY") or app.config.get("SECRET_KEY")):
             raise ConfigError("JWT_SECRET_KEY must be set to sign tokens")
+        locator = geo.Locator(settings.geoip_db) if settings.geoip_db is not None else None
+        policy = Policy(
+            touch_interval=settings.touch_interval,
+            idle_timeout=settings.idle_timeout,
+            revoke_on_anomaly=settings.revoke_on_anomaly,
+            locate=locator.lookup if locator is not None else None,
+        )
 
         if self._redis_client is not None:
             client = self._redis_client
@@ -129,11 +131,13 @@ class SessionManager:
                 events_max=settings.events_max,
                 events_ttl=settings.refresh_expires,
             )
+        store.policy = policy
+        store.on_events = _report_events
         prefixes = [self._url_prefix, admin.URL_PREFIX]
         if self._auth_routes:
             prefixes.append(auth.URL_PREFIX)
         problem_paths = self._problem_paths or tuple(prefixes)
-        app.extensions[EXTENSION_KEY] = _State(self, settings, store, problem_paths)
+        app.extensions[EXTENSION_KEY] = _State(self, settings, store, locator, problem_paths)
 
         tokens.bind(app, jwt, self.is_revoked)
         tokens.guard(app, jwt)
@@ -171,9 +175,10 @@ class SessionManager:
     def is_revoked(self, jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> bool:
         """flask-jwt-extended's blocklist check: ``True`` once the session is gone.
 
-        Also records activity (at most once per touch interval) in the same
-        round trip. For a refresh token, presenting one that was already
-        rotated away revokes the session and raises
+        Also records activity (at most once per touch interval), address
+        changes and anomalies, and applies the idle timeout; in the common
+        case all in one plain read. For a refresh token, presenting one that
+        was already rotated away revokes the session and raises
         :class:`~sessionsvc.errors.RefreshTokenReused`. A host app with a
         blocklist of its own calls this from its loader.
 
@@ -186,12 +191,10 @@ class SessionManager:
         now = int(time.time())
         if jwt_payload.get("type") != "refresh":
             # The path every authenticated request takes: one plain read.
-            ip = devices.client_ip(request) if has_request_context() else None
-            return not state.store.touch(
-                user_id, session_id, now=now, touch_interval=state.settings.touch_interval, ip=ip
-            )
-        result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
-        return result.status is CheckStatus.GONE
+            result = state.store.touch(user_id, session_id, now=now, actor=_actor())
+        else:
+            result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
+        return result.status is not CheckStatus.ACTIVE
 
     @staticmethod
     def _check_refresh(
@@ -208,19 +211,15 @@ class SessionManager:
         :raises RefreshTokenReused: the token was rotated away before; the
             store has revoked the whole session.
         """
-        actor = _actor()
         result = state.store.check(
             user_id,
             session_id,
             now=now,
-            touch_interval=state.settings.touch_interval,
-            ip=actor.ip,
+            actor=_actor(),
             presented_jti=str(payload.get("jti") or "-"),
             new_jti=new_jti,
-            actor=actor,
         )
         if result.status is CheckStatus.REFRESH_REUSED:
-            _report_revoked(user_id, [session_id], "refresh_reuse", None)
             raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
         return result
 
@@ -253,6 +252,7 @@ class SessionManager:
             ip = devices.client_ip(request) if in_request else None
         if user_agent is _FROM_REQUEST:
             user_agent = devices.user_agent_of(request) if in_request else None
+        location = state.locator.lookup(ip) if state.locator is not None and ip else None
         now = int(time.time())
         expires_at = now + settings.refresh_expires
         extra = {k: v for k, v in (claims or {}).items() if k not in tokens.RESERVED_CLAIMS}
@@ -267,21 +267,24 @@ class SessionManager:
                 created_ip=ip,
                 user_agent=user_agent,
                 device=devices.parse_user_agent(user_agent),
+                location=location,
                 refresh_jti=secrets.token_urlsafe(16),
             )
             # Sign first: a token that cannot be made leaves no session behind.
             pair = _token_pair(
                 user_id, session.id, session.refresh_jti, settings, extra, settings.refresh_expires
             )
-            evicted = state.store.create(
+            opened = state.store.create(
                 session,
                 max_sessions=settings.max_sessions_per_user,
                 actor=Actor(ip=ip, user_agent=user_agent),
             )
-            if evicted is not None:
-                _report("session.created", user_id, session.id, None)
+            if opened is not None:
+                session = dataclasses.replace(session, risk=opened.risk)
+                risk = {"risk": list(opened.risk)} if opened.risk else None
+                _report("session.created", user_id, session.id, None, risk)
                 session_opened.send(_sender(), user_id=user_id, session=session)
-                _report_revoked(user_id, evicted, "evicted", None)
+                _report_revoked(user_id, opened.evicted, "evicted", None)
                 return pair
         raise RuntimeError("could not draw an unused session id")  # pragma: no cover
 
@@ -349,7 +352,7 @@ class SessionManager:
             [session_id],
             now=int(time.time()),
             reason=reason,
-            actor=_actor(),
+            actor=_actor() or Actor(),
             current=current,
         )
         _report_revoked(user_id, revoked, reason, current)
@@ -374,7 +377,7 @@ class SessionManager:
             None,
             now=int(time.time()),
             reason=reason,
-            actor=_actor(),
+            actor=_actor() or Actor(),
             keep=keep,
             current=current,
         )
@@ -415,14 +418,45 @@ def _sender() -> Flask:
     return app
 
 
-def _report(kind: str, user_id: str, session_id: str, reason: str | None) -> None:
-    """One structured log line per security event: ids and reason, never a token."""
+def _report(
+    kind: str,
+    user_id: str,
+    session_id: str,
+    reason: str | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """One structured log line per security event: ids, reason and what
+    changed, never a token or a password."""
     record: dict[str, Any] = {"event": kind, "user_id": user_id, "session_id": session_id}
     if reason:
         record["reason"] = reason
+    if detail:
+        record["detail"] = detail
     if has_request_context():
         record["ip"] = devices.client_ip(request)
     events_log.info(json.dumps(record, ensure_ascii=False))
+
+
+def _report_events(user_id: str, events: list[SecurityEvent]) -> None:
+    """Log and signal the events the store recorded on activity or a listing."""
+    app = _sender()
+    revoked = {e.session_id: e.detail.get("reason") for e in events if e.type == "session.revoked"}
+    for event in events:
+        detail = {k: v for k, v in event.detail.items() if k != "reason"}
+        reason = event.detail.get("reason")
+        _report(event.type, user_id, event.session_id, reason, detail)
+        if event.type == "session.revoked":
+            session_revoked.send(
+                app, user_id=user_id, session_id=event.session_id, reason=str(reason)
+            )
+        elif event.type == "session.anomaly":
+            session_anomaly.send(
+                app,
+                user_id=user_id,
+                session_id=event.session_id,
+                detail=detail,
+                revoked=revoked.get(event.session_id) == "anomaly",
+            )
 
 
 def _report_revoked(user_id: str, session_ids: list[str], reason: str, current: str | None) -> None:
@@ -433,10 +467,16 @@ def _report_revoked(user_id: str, session_ids: list[str], reason: str, current: 
         session_revoked.send(app, user_id=user_id, session_id=session_id, reason=why)
 
 
-def _actor() -> Actor:
+def _actor() -> Actor | None:
+    """The current request as the actor of a change, with its device."""
     if not has_request_context():
-        return Actor()
-    return Actor(ip=devices.client_ip(request), user_agent=devices.user_agent_of(request))
+        return None
+    user_agent = devices.user_agent_of(request)
+    return Actor(
+        ip=devices.client_ip(request),
+        user_agent=user_agent,
+        device=devices.parse_user_agent(user_agent),
+    )
 
 
 def _owns_request() -> bool:

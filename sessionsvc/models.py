@@ -76,6 +76,8 @@ class Session:
     name: str | None = None
     #: The ``jti`` of the one refresh token that may still be used.
     refresh_jti: str | None = None
+    #: ``new_device``, ``new_country`` (from the sign-in), ``anomaly``.
+    risk: tuple[str, ...] = ()
 
     def to_json(self, *, current: bool = False, idle_timeout: int | None = None) -> dict[str, Any]:
         """The Session object of the API.
@@ -99,7 +101,7 @@ class Session:
             "location": self.location.to_json() if self.location else None,
             "name": self.name,
             "idle_expires_at": isotime(idle_expires),
-            "risk": [],
+            "risk": list(self.risk),
         }
 
 

@@ -130,6 +130,14 @@ class Settings:
         assert refresh is not None
         touch = _seconds("SESSIONSVC_TOUCH_INTERVAL", get("SESSIONSVC_TOUCH_INTERVAL"))
         assert touch is not None
+        idle = _seconds("SESSIONSVC_IDLE_TIMEOUT", get("SESSIONSVC_IDLE_TIMEOUT"), allow_none=True)
+        if idle is not None and idle <= touch:
+            # Last-seen times are written once per touch interval: a shorter
+            # idle timeout would end sessions that are in use.
+            raise ConfigError(
+                f"SESSIONSVC_IDLE_TIMEOUT ({idle} s) must be longer than "
+                f"SESSIONSVC_TOUCH_INTERVAL ({touch} s)"
+            )
         return cls(
             redis_url=_optional_str("SESSIONSVC_REDIS_URL", get("SESSIONSVC_REDIS_URL")),
             key_prefix=prefix,
@@ -143,9 +151,7 @@ class Settings:
                 "SESSIONSVC_TRUSTED_PROXIES", get("SESSIONSVC_TRUSTED_PROXIES"), minimum=0
             ),
             geoip_db=_optional_str("SESSIONSVC_GEOIP_DB", get("SESSIONSVC_GEOIP_DB")),
-            idle_timeout=_seconds(
-                "SESSIONSVC_IDLE_TIMEOUT", get("SESSIONSVC_IDLE_TIMEOUT"), allow_none=True
-            ),
+            idle_timeout=idle,
             revoke_on_anomaly=_bool(
                 "SESSIONSVC_REVOKE_ON_ANOMALY", get("SESSIONSVC_REVOKE_ON_ANOMALY")
             ),

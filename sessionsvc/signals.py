@@ -21,5 +21,13 @@ session_opened = _signals.signal("session-opened")
 
 #: A session was revoked, once per session. Sender: the app. Keyword
 #: arguments: ``user_id``, ``session_id`` and ``reason`` (``user``, ``logout``,
-#: ``others``, ``admin``, ``evicted``, ``refresh_reuse``).
+#: ``others``, ``admin``, ``evicted``, ``refresh_reuse``, ``anomaly``, ``idle``).
 session_revoked = _signals.signal("session-revoked")
+
+#: A session was used from another browser/OS family than it opened with, or
+#: from another country. Sender: the app. Keyword arguments: ``user_id``,
+#: ``session_id``, ``detail`` (what changed, e.g. ``{"browser": {"from":
+#: "Chrome", "to": "Firefox"}}``) and ``revoked`` (``True`` when
+#: ``SESSIONSVC_REVOKE_ON_ANOMALY`` signed the session out; a
+#: ``session_revoked`` with reason ``anomaly`` follows).
+session_anomaly = _signals.signal("session-anomaly")

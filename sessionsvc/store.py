@@ -25,6 +25,7 @@ import base64
 import builtins
 import enum
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -62,6 +63,10 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 # its message, since it may point at a bug or a misconfiguration.
 _OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
+# What the access-token check reads: last seen, address, browser and OS
+# family, anomaly signature.
+_HOT_FIELDS = ("t", "ip", "b", "o", "an")
+
 # Session hash fields: short names keep a session hash small in Redis.
 _FIELDS: dict[str, str] = {
     "created_at": "c",
@@ -84,43 +89,41 @@ _FIELDS: dict[str, str] = {
 # An event is one JSON string in the user's capped list, newest first. Python
 # encodes what it knows (EVENT_HEAD: '{"t":<epoch>,"ip":...,"ua":...,') and
 # the script appends what only it knows: type, session id, reason (fixed
-# vocabularies and our own ids, nothing to escape) and an id made of
-# EVENT_ID and a counter. A list rather than a stream: a new stream costs
-# Redis 7 a preallocated 4 KiB node per user, a short list a few hundred bytes.
+# vocabularies and our own ids, nothing to escape), an id made of EVENT_ID
+# and a counter, and a detail object the script builds with cjson. A list
+# rather than a stream: a new stream costs Redis 7 a preallocated 4 KiB node
+# per user, a short list a few hundred bytes. Every event a script records
+# is also returned (`recorded`), so the caller can log and signal it.
 _EVENT_LUA = """
 local event_seq = 0
-local function event(kind, sid, reason)
+local recorded = {}
+local function event(kind, sid, reason, detail)
   event_seq = event_seq + 1
   local e = EVENT_HEAD .. '"k":"' .. kind .. '","s":"' .. sid .. '","i":"'
     .. EVENT_ID .. '-' .. event_seq .. '"'
   if reason ~= '' then e = e .. ',"r":"' .. reason .. '"' end
-  redis.call('LPUSH', KEYS[EV], e .. '}')
+  if detail and detail ~= '' then e = e .. ',"d":' .. detail end
+  e = e .. '}'
+  redis.call('LPUSH', KEYS[EV], e)
+  recorded[#recorded+1] = e
 end
 -- Capped, and kept EVENTS_TTL after the last one: events outlive sessions.
 local function keep_events()
   redis.call('LTRIM', KEYS[EV], 0, tonumber(EVENTS_MAX) - 1)
   redis.call('EXPIRE', KEYS[EV], EVENTS_TTL)
 end
+-- A JSON string, or null for a missing or empty value.
+local function json_str(s)
+  if not s or s == '' then return 'null' end
+  return cjson.encode(s)
+end
+local function from_to(before, after)
+  return '{"from":' .. json_str(before) .. ',"to":' .. json_str(after) .. '}'
+end
 """
 
 
 _REASON_RE = re.compile(r"[a-z_]{1,32}")
-
-
-# Activity on the session hash KEYS[1] (known to exist): the fields already in
-# `write`, the last-seen time when due (or when `write` has any), the address
-# when it changed. One HSET, or none.
-_TOUCH_LUA = """
-local function touch(write, seen, last_ip, now, interval, ip)
-  if #write == 0 and tonumber(now) - tonumber(seen) >= tonumber(interval) then
-    write = {'t', now}
-  end
-  if ip ~= '' and (#write > 0 or ip ~= last_ip) then
-    write[#write+1] = 'ip'; write[#write+1] = ip
-  end
-  if #write > 0 then redis.call('HSET', KEYS[1], unpack(write)) end
-end
-"""
 
 
 def _script(body: str, *, ev: int, argv: dict[str, int]) -> str:
@@ -130,19 +133,39 @@ def _script(body: str, *, ev: int, argv: dict[str, int]) -> str:
     return "\n".join(head) + "\n" + _EVENT_LUA + body
 
 
-# KEYS: session, index, events.
+# KEYS: session, index, events, known devices.
 # ARGV: now, expires_at, max sessions, session key prefix, events max,
-#       events ttl, event head, event id, sid, field/value pairs...
-# Returns false on an id clash, else the list of evicted session ids.
+#       events ttl, event head, event id, sid, device family or '', country
+#       or '', field/value pairs...
+# Returns false on an id clash, else {risk flags, evicted session ids...}.
 _OPEN = _script(
     """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local sid = ARGV[9]
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW)
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+-- Risk: a browser/OS family or a country this user never signed in with
+-- (a user's very first sign-in has nothing to compare with). The history
+-- is small and bounded: one field per family or country.
+local risk = {}
+local history = redis.call('EXISTS', KEYS[4]) == 1
+local function remember(field, flag)
+  if redis.call('HEXISTS', KEYS[4], field) == 1 then return end
+  if history then risk[#risk+1] = flag end
+  if redis.call('HLEN', KEYS[4]) < KNOWN_MAX then redis.call('HSET', KEYS[4], field, NOW) end
+end
+if ARGV[10] ~= '' then remember('d:' .. ARGV[10], 'new_device') end
+if ARGV[11] ~= '' then remember('c:' .. ARGV[11], 'new_country') end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], EVENTS_TTL) end
+local risk_text = table.concat(risk, ',')
+if risk_text ~= '' then redis.call('HSET', KEYS[1], 'rk', risk_text) end
 redis.call('EXPIREAT', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], sid)
-event('session.created', sid, '')
+if risk_text ~= '' then
+  event('session.created', sid, '', '{"risk":["' .. table.concat(risk, '","') .. '"]}')
+else
+  event('session.created', sid, '', '')
+end
 local evicted = {}
 local max = tonumber(ARGV[3])
 if redis.call('ZCARD', KEYS[2]) > max then
@@ -162,73 +185,122 @@ if redis.call('ZCARD', KEYS[2]) > max then
     local victim = live[i][2]
     redis.call('DEL', ARGV[4] .. victim)
     redis.call('ZREM', KEYS[2], victim)
-    event('session.revoked', victim, 'evicted')
+    event('session.revoked', victim, 'evicted', '')
     evicted[#evicted+1] = victim
   end
 end
 keep_events()
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 redis.call('EXPIREAT', KEYS[2], last[2])
-return evicted
+return {risk_text, unpack(evicted)}
 """,
     ev=3,
     argv={"NOW": 1, "EVENTS_MAX": 5, "EVENTS_TTL": 6, "EVENT_HEAD": 7, "EVENT_ID": 8},
-)
+).replace("KNOWN_MAX", "100")
 
-# The revocation check of every authenticated request, with the activity
-# write when one is due, in one round trip. A write never recreates a
+# Activity on a session: the revocation check's slow path (a write is due,
+# the address or the device changed, the idle timeout may have passed) and
+# every refresh-token check, in one atomic round trip. It never recreates a
 # session that is gone.
 # KEYS: session, index, events.
-# ARGV: now, touch interval, ip, presented refresh jti or '', new refresh jti
-#       or '', event head ('' unless a refresh jti is presented), events max,
-#       events ttl, sid, event id.
-# Returns {0} gone, {2} refresh token reused (session revoked), {1, expires_at}.
-_CHECK = _script(
-    _TOUCH_LUA
-    + """
-local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'r', 'x')
-if not v[1] then return {0} end
-if ARGV[4] ~= '' and v[3] ~= ARGV[4] then
+# ARGV: now, touch interval, ip or '', browser, os (the request's families;
+#       both '' when there is no request to compare), '1' when location is
+#       on, the request's country, city, anomaly signature, '1' to revoke on
+#       an anomaly, idle timeout (0: none), sid, events max, events ttl,
+#       event head, event id, presented refresh jti or '', new refresh jti
+#       or '', '1' when the request's device is known (compare families).
+# Returns {status, expires_at, events recorded...}; status 0 gone, 1 alive,
+# 2 refresh token reused, 3 idle, 4 anomaly (the last three: now revoked).
+_ACTIVITY = _script(
+    """
+local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'b', 'o', 'cc', 'oc', 'an', 'x', 'r')
+if not v[1] then return {0, 0} end
+local sid = ARGV[12]
+local function revoke(status, reason)
   redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[9])
-  event('session.revoked', ARGV[9], 'refresh_reuse')
+  redis.call('ZREM', KEYS[2], sid)
+  event('session.revoked', sid, reason, '')
   keep_events()
-  return {2}
+  return {status, 0, unpack(recorded)}
 end
+if ARGV[17] ~= '' and v[9] ~= ARGV[17] then return revoke(2, 'refresh_reuse') end
+local idle = tonumber(ARGV[11])
+if idle > 0 and tonumber(NOW) - tonumber(v[1]) >= idle then return revoke(3, 'idle') end
 local write = {}
-if ARGV[5] ~= '' then write = {'r', ARGV[5], 't', NOW} end
-touch(write, v[1], v[2], NOW, ARGV[2], ARGV[3])
-return {1, tonumber(v[4])}
+-- Anomaly: another browser/OS family than the session opened with, or
+-- another country than it was first seen in. Each distinct change is
+-- recorded once (the signature of the last one is kept in 'an').
+local changed = {}
+if ARGV[19] == '1' and (v[3] or v[4]) then
+  if (v[3] or '') ~= ARGV[4] then
+    changed[#changed+1] = '"browser":' .. from_to(v[3], ARGV[4])
+  end
+  if (v[4] or '') ~= ARGV[5] then
+    changed[#changed+1] = '"os":' .. from_to(v[4], ARGV[5])
+  end
+end
+local origin = v[6] or v[5]
+if ARGV[6] == '1' and ARGV[7] ~= '' and origin and origin ~= ARGV[7] then
+  changed[#changed+1] = '"country":' .. from_to(origin, ARGV[7])
+end
+if #changed > 0 and v[7] ~= ARGV[9] then
+  event('session.anomaly', sid, '', '{' .. table.concat(changed, ',') .. '}')
+  if ARGV[10] == '1' then return revoke(4, 'anomaly') end
+  write[#write+1] = 'an'; write[#write+1] = ARGV[9]
+end
+if ARGV[3] ~= '' and ARGV[3] ~= v[2] then
+  event('session.ip_changed', sid, '', from_to(v[2], ARGV[3]))
+  write[#write+1] = 'ip'; write[#write+1] = ARGV[3]
+  if ARGV[6] == '1' and ARGV[7] ~= v[5] then
+    -- The location follows the address; the first one is kept to compare.
+    if v[5] and not v[6] then write[#write+1] = 'oc'; write[#write+1] = v[5] end
+    local gone = {}
+    if ARGV[7] ~= '' then write[#write+1] = 'cc'; write[#write+1] = ARGV[7]
+    else gone[#gone+1] = 'cc' end
+    if ARGV[8] ~= '' then write[#write+1] = 'cy'; write[#write+1] = ARGV[8]
+    else gone[#gone+1] = 'cy' end
+    if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+  end
+end
+if ARGV[18] ~= '' then
+  write[#write+1] = 'r'; write[#write+1] = ARGV[18]
+  write[#write+1] = 't'; write[#write+1] = NOW
+elseif tonumber(NOW) - tonumber(v[1]) >= tonumber(ARGV[2]) then
+  write[#write+1] = 't'; write[#write+1] = NOW
+end
+if #write > 0 then redis.call('HSET', KEYS[1], unpack(write)) end
+if #recorded > 0 then keep_events() end
+return {1, tonumber(v[8]), unpack(recorded)}
 """,
     ev=3,
-    argv={"NOW": 1, "EVENT_HEAD": 6, "EVENTS_MAX": 7, "EVENTS_TTL": 8, "EVENT_ID": 10},
+    argv={"NOW": 1, "EVENTS_MAX": 13, "EVENTS_TTL": 14, "EVENT_HEAD": 15, "EVENT_ID": 16},
 )
 
-# The revocation check of an access token: the hot path, kept as small as a
-# script can be. KEYS: session. ARGV: now, touch interval, ip or ''.
-# Returns 1 when the session is alive, 0 when it is gone.
-_TOUCH = (
-    _TOUCH_LUA
-    + """
-local v = redis.call('HMGET', KEYS[1], 't', 'ip')
-if not v[1] then return 0 end
-touch({}, v[1], v[2], ARGV[1], ARGV[2], ARGV[3])
-return 1
-"""
-)
-
-# KEYS: index. ARGV: now, session key prefix.
-# Returns sid, {field, value, ...}, sid, ... for every live session.
-_LIST = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+# KEYS: index, events. ARGV: now, session key prefix, idle timeout (0: none),
+# events max, events ttl, event head, event id.
+# Returns {{sid, {field, value, ...}, sid, ...}, {events recorded...}}: every
+# live session; a session found idle too long is revoked (reason 'idle').
+_LIST = _script(
+    """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', NOW)
+local idle = tonumber(ARGV[3])
 local out = {}
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local h = redis.call('HGETALL', ARGV[2] .. sid)
+  local key = ARGV[2] .. sid
+  local h = redis.call('HGETALL', key)
   if #h == 0 then redis.call('ZREM', KEYS[1], sid)
+  elseif idle > 0 and tonumber(NOW) - tonumber(redis.call('HGET', key, 't')) >= idle then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], sid)
+    event('session.revoked', sid, 'idle', '')
   else out[#out+1] = sid; out[#out+1] = h end
 end
-return out
-"""
+if #recorded > 0 then keep_events() end
+return {out, recorded}
+""",
+    ev=2,
+    argv={"NOW": 1, "EVENTS_MAX": 4, "EVENTS_TTL": 5, "EVENT_HEAD": 6, "EVENT_ID": 7},
+)
 
 # KEYS: index, events.
 # ARGV: now, session key prefix, events max, events ttl, event head, event id,
@@ -246,8 +318,8 @@ for _, sid in ipairs(targets) do
     redis.call('ZREM', KEYS[1], sid)
     if redis.call('DEL', ARGV[2] .. sid) == 1 then
       revoked[#revoked+1] = sid
-      if sid == ARGV[9] then event('session.revoked', sid, ARGV[10])
-      else event('session.revoked', sid, ARGV[7]) end
+      if sid == ARGV[9] then event('session.revoked', sid, ARGV[10], '')
+      else event('session.revoked', sid, ARGV[7], '') end
     end
   end
 end
@@ -296,25 +368,65 @@ class CheckStatus(enum.Enum):
 
     ACTIVE = 1
     GONE = 0
+    #: The refresh token was used before: the session is now revoked.
     REFRESH_REUSED = 2
+    #: The session was unused longer than the idle timeout: now revoked.
+    IDLE = 3
+    #: The device or country changed and anomalies revoke: now revoked.
+    ANOMALY = 4
 
 
 @dataclass(frozen=True)
 class CheckResult:
     status: CheckStatus
-    #: The session's absolute expiry, when it is active.
+    #: The session's absolute expiry, when it is active (refresh checks only).
     expires_at: int | None = None
+
+
+_ALIVE = CheckResult(CheckStatus.ACTIVE)
+_GONE = CheckResult(CheckStatus.GONE)
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who caused a change: recorded on the security event."""
+    """Who caused a change (recorded on the security event), or who uses a session.
+
+    :param device: the request's parsed user agent, compared with the
+        session's on every use; ``None`` when there is no request to compare.
+    """
 
     ip: str | None = None
     user_agent: str | None = None
+    device: Device | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What activity on a session does, from the app's settings."""
+
+    #: At most one last-seen write per session per this many seconds.
+    touch_interval: int = 60
+    #: A session unused this long is revoked on its next use (``idle``).
+    idle_timeout: int | None = None
+    #: Revoke a session on an anomaly instead of only recording it.
+    revoke_on_anomaly: bool = False
+    #: The location of an address, when location lookup is on.
+    locate: Callable[[str], Location | None] | None = None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What opening a session did."""
+
+    #: Risk flags of the new session (``new_device``, ``new_country``).
+    risk: tuple[str, ...]
+    #: Sessions evicted to stay within the cap.
+    evicted: list[str]
 
 
 ClientFactory = Callable[[], "redis.Redis"]
+#: Receives the security events a script recorded: ``(user_id, events)``.
+EventSink = Callable[[str, "builtins.list[SecurityEvent]"], None]
 
 
 class SessionStore:
@@ -326,7 +438,13 @@ class SessionStore:
     :param client_factory: builds the Redis client (``decode_responses=True``).
     :param prefix: namespace of every key.
     :param events_max: security events kept per user.
-    :param events_ttl: seconds a user's events outlive their last change.
+    :param events_ttl: seconds a user's events (and sign-in history)
+        outlive their last change.
+    :param policy: what activity does (touch interval, idle timeout,
+        anomalies, location).
+    :param on_events: called with the events that activity or a listing
+        recorded (ip changes, anomalies, idle revocations), to log and
+        signal them.
     """
 
     def __init__(
@@ -336,11 +454,15 @@ class SessionStore:
         prefix: str,
         events_max: int = 1000,
         events_ttl: int = 30 * 86400,
+        policy: Policy | None = None,
+        on_events: EventSink | None = None,
     ) -> None:
         self._factory = client_factory
         self._prefix = prefix
         self._events_max = events_max
         self._events_ttl = events_ttl
+        self.policy = policy or Policy()
+        self.on_events = on_events
         self._client: redis.Redis | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -358,8 +480,7 @@ class SessionStore:
                     client = self._factory()
                     self._scripts = {
                         "open": client.register_script(_OPEN),
-                        "check": client.register_script(_CHECK),
-                        "touch": client.register_script(_TOUCH),
+                        "activity": client.register_script(_ACTIVITY),
                         "list": client.register_script(_LIST),
                         "revoke": client.register_script(_REVOKE),
                         "rename": client.register_script(_RENAME),
@@ -412,23 +533,29 @@ class SessionStore:
         """The key of a user record (standalone user store)."""
         return self._key(user_id, "user")
 
+    def known_key(self, user_id: str) -> str:
+        """The key of a user's sign-in history (device families, countries)."""
+        return self._key(user_id, "known")
+
     def _event_args(self, now: int, actor: Actor) -> list[Any]:
         return [self._events_max, self._events_ttl, *_event_head(now, actor)]
 
     # -- sessions -----------------------------------------------------------
 
-    def create(self, session: Session, *, max_sessions: int, actor: Actor) -> list[str] | None:
+    def create(self, session: Session, *, max_sessions: int, actor: Actor) -> Opened | None:
         """Store a new session, record ``session.created``, evict over the cap.
 
-        One atomic round trip. Returns the evicted session ids, or ``None``
-        when the id is already taken (the caller draws a new one).
+        One atomic round trip, which also compares the session's device and
+        country with the user's sign-in history (its risk flags). Returns
+        ``None`` when the id is already taken (the caller draws a new one).
         """
         keys, args = self._open_call(session, max_sessions=max_sessions, actor=actor)
         with self._available():
             result = self._run("open", keys, args)
         if result is None:
             return None
-        return [str(victim) for victim in result]
+        risk = tuple(flag for flag in str(result[0]).split(",") if flag)
+        return Opened(risk, [str(victim) for victim in result[1:]])
 
     def _open_call(
         self, session: Session, *, max_sessions: int, actor: Actor
@@ -438,7 +565,14 @@ class SessionStore:
         for name, value in _session_fields(session).items():
             fields += [name, value]
         uid, sid = session.user_id, session.id
-        keys = [self.session_key(uid, sid), self.index_key(uid), self.events_key(uid)]
+        keys = [
+            self.session_key(uid, sid),
+            self.index_key(uid),
+            self.events_key(uid),
+            self.known_key(uid),
+        ]
+        device = session.device
+        family = f"{device.browser or ''}|{device.os or ''}" if device.browser or device.os else ""
         args = [
             session.created_at,
             session.expires_at,
@@ -446,34 +580,51 @@ class SessionStore:
             self.session_key(uid, ""),
             *self._event_args(session.created_at, actor),
             sid,
+            family,
+            (session.location.country or "") if session.location else "",
             *fields,
         ]
         return keys, args
 
     def touch(
-        self, user_id: str, session_id: str, *, now: int, touch_interval: int, ip: str | None
-    ) -> bool:
-        """The access-token check: is the session alive? Records activity when due.
+        self, user_id: str, session_id: str, *, now: int, actor: Actor | None = None
+    ) -> CheckResult:
+        """The access-token check: is the session alive? Records activity.
 
-        Steady state is one plain ``HMGET``, as cheap as a blocklist ``GET``.
-        Only when a write is due (once per touch interval, or a new address)
-        a second round trip runs the touch script, which checks again that
-        the session exists, so a write never recreates a session that is gone.
+        Steady state is one plain ``HMGET``, as cheap as a blocklist ``GET``,
+        which also reads what the request is compared with. Only when
+        something is to be written or judged (the touch interval passed, a
+        new address, another browser/OS family, the idle timeout) a second
+        round trip runs the activity script, which decides atomically and
+        never recreates a session that is gone.
         """
         key = self.session_key(user_id, session_id)
         client = self._client if self._pid == os.getpid() else None
         try:
             # The steady state, kept free of context managers: it runs on
             # every authenticated request.
-            seen, last_ip = (client or self.client).hmget(key, ["t", "ip"])
+            seen, last_ip, browser, system, mark = (client or self.client).hmget(key, _HOT_FIELDS)
         except UNAVAILABLE_ERRORS as exc:
             raise _unavailable(exc) from exc
         if seen is None:
-            return False
-        if now - int(seen) < touch_interval and (not ip or ip == last_ip):
-            return True
-        with self._available():
-            return bool(self._run("touch", [key], [now, touch_interval, ip or ""]))
+            return _GONE
+        policy = self.policy
+        elapsed = now - int(seen)
+        ip = actor.ip if actor is not None else None
+        if (
+            elapsed < policy.touch_interval
+            and (policy.idle_timeout is None or elapsed < policy.idle_timeout)
+            and (not ip or ip == last_ip)
+        ):
+            device = actor.device if actor is not None else None
+            if (
+                device is None
+                or (browser is None and system is None)
+                or (browser == device.browser and system == device.os)
+                or mark == self._signature(device, ip)
+            ):
+                return _ALIVE
+        return self._activity(user_id, session_id, now=now, actor=actor)
 
     def check(
         self,
@@ -481,23 +632,41 @@ class SessionStore:
         session_id: str,
         *,
         now: int,
-        touch_interval: int,
-        ip: str | None,
+        actor: Actor | None = None,
         presented_jti: str | None = None,
         new_jti: str | None = None,
-        actor: Actor | None = None,
     ) -> CheckResult:
-        """Is the session alive? Records activity when due; one round trip.
+        """The refresh-token check: :meth:`touch` in one atomic round trip.
 
-        :param presented_jti: for a refresh token, its ``jti``: if it is not
-            the session's current one, the token was used before, and the
-            whole session is revoked (reason ``refresh_reuse``).
+        :param presented_jti: the refresh token's ``jti``: if it is not the
+            session's current one, the token was used before, and the whole
+            session is revoked (reason ``refresh_reuse``).
         :param new_jti: rotate the session's refresh token to this ``jti``
             (atomically with the check above).
         """
-        # Only a presented refresh token can record an event here: the
-        # common access-token check does not pay for encoding one.
-        head, event_id = _event_head(now, actor or Actor(ip=ip)) if presented_jti else ("", "")
+        return self._activity(
+            user_id,
+            session_id,
+            now=now,
+            actor=actor,
+            presented_jti=presented_jti or "",
+            new_jti=new_jti or "",
+        )
+
+    def _activity(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        now: int,
+        actor: Actor | None,
+        presented_jti: str = "",
+        new_jti: str = "",
+    ) -> CheckResult:
+        policy = self.policy
+        actor = actor or Actor()
+        device = actor.device
+        location = policy.locate(actor.ip) if policy.locate and actor.ip else None
         keys = [
             self.session_key(user_id, session_id),
             self.index_key(user_id),
@@ -505,21 +674,46 @@ class SessionStore:
         ]
         args = [
             now,
-            touch_interval,
-            ip or "",
-            presented_jti or "",
-            new_jti or "",
-            head,
-            self._events_max,
-            self._events_ttl,
+            policy.touch_interval,
+            actor.ip or "",
+            (device.browser or "") if device else "",
+            (device.os or "") if device else "",
+            "1" if policy.locate else "0",
+            (location.country or "") if location else "",
+            _short((location.city or "") if location else ""),
+            self._signature(device, actor.ip) if device else "",
+            "1" if policy.revoke_on_anomaly else "0",
+            policy.idle_timeout or 0,
             session_id,
-            event_id,
+            *self._event_args(now, actor),
+            presented_jti,
+            new_jti,
+            "1" if device else "0",
         ]
         with self._available():
-            result = self._run("check", keys, args)
+            result = self._run("activity", keys, args)
         status = CheckStatus(int(result[0]))
-        expires_at = int(result[1]) if status is CheckStatus.ACTIVE else None
-        return CheckResult(status, expires_at)
+        self._recorded(user_id, result[2:])
+        if status is not CheckStatus.ACTIVE:
+            return _GONE if status is CheckStatus.GONE else CheckResult(status)
+        return CheckResult(status, int(result[1]))
+
+    def _signature(self, device: Device, ip: str | None) -> str:
+        """What a request's device and country look like, in 12 characters.
+
+        Kept on a session after an anomaly, so the same change is recorded
+        once and then costs no more than a plain read.
+        """
+        locate = self.policy.locate
+        location = locate(ip) if locate and ip else None
+        country = (location.country or "") if location else ""
+        text = f"{device.browser or ''}\0{device.os or ''}\0{country}"
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+    def _recorded(self, user_id: str, entries: Sequence[str]) -> None:
+        """Hand the events a script recorded to the sink, oldest first."""
+        if entries and self.on_events is not None:
+            self.on_events(user_id, [_event_from_json(entry) for entry in entries])
 
     def get(self, user_id: str, session_id: str) -> Session | None:
         """One session of one user, or ``None``."""
@@ -528,11 +722,22 @@ class SessionStore:
         return _session_from_hash(user_id, session_id, raw) if raw else None
 
     def list(self, user_id: str, *, now: int) -> list[Session]:
-        """Every live session of a user (unordered); one round trip."""
+        """Every live session of a user (unordered); one round trip.
+
+        With an idle timeout, sessions found idle too long are revoked
+        (reason ``idle``) instead of listed.
+        """
+        args = [
+            now,
+            self.session_key(user_id, ""),
+            self.policy.idle_timeout or 0,
+            *self._event_args(now, Actor()),
+        ]
         with self._available():
-            flat = self._run(
-                "list", [self.index_key(user_id)], [now, self.session_key(user_id, "")]
+            flat, recorded = self._run(
+                "list", [self.index_key(user_id), self.events_key(user_id)], args
             )
+        self._recorded(user_id, recorded)
         sessions = []
         for i in range(0, len(flat), 2):
             values = flat[i + 1]
@@ -616,6 +821,29 @@ class SessionStore:
             fields += ["roles", ",".join(user.roles)]
         with self._available():
             return bool(self._run("create_user", [self.user_key(user.id)], fields))
+
+    # -- rate-limit counters ---------------------------------------------------
+
+    def limiter_storage(self) -> tuple[str, dict[str, Any]]:
+        """Flask-Limiter's ``storage_uri`` and ``storage_options`` for counters here.
+
+        limits' Redis storage on this process's connection pool: the same
+        server, credentials and timeouts as the sessions, also for an injected
+        client, a Sentinel primary or the embedded store; keys under ``P:rl:``.
+        redis-py's pool reconnects by itself in a forked worker.
+
+        :raises ConfigError: on Redis Cluster (whose client, unlike the
+            others, connects when it is built, here at ``init_app``).
+        """
+        client = self.client
+        if not isinstance(client, redis.Redis):
+            raise ConfigError(
+                "SESSIONSVC_LOGIN_RATE_LIMIT is not supported on Redis Cluster yet: "
+                "set it to '' to turn login rate limiting off"
+            )
+        # The URL only selects limits' Redis storage; the pool says where it is.
+        pool = client.connection_pool
+        return "redis://", {"connection_pool": pool, "key_prefix": f"{self._prefix}:rl"}
 
     # -- health -------------------------------------------------------------
 
@@ -735,7 +963,19 @@ def _session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Se
         location=location,
         name=get("name"),
         refresh_jti=get("refresh_jti"),
+        risk=_risk(raw),
     )
+
+
+def _risk(raw: dict[str, str]) -> tuple[str, ...]:
+    """A stored session's risk flags: from its sign-in, and ``anomaly`` once seen."""
+    flags = tuple(flag for flag in raw.get("rk", "").split(",") if flag)
+    return (*flags, "anomaly") if "an" in raw else flags
+
+
+def _short(text: str) -> str:
+    """At most 64 UTF-8 bytes: one piece of a hash field, see :func:`_pieces`."""
+    return text.encode("utf-8", "surrogatepass")[:_PIECE_BYTES].decode("utf-8", "ignore")
 
 
 def _event_head(now: int, actor: Actor) -> tuple[str, str]:
@@ -760,7 +1000,7 @@ def _event_from_json(entry: str) -> SecurityEvent:
         session_id=fields["s"],
         ip=fields.get("ip"),
         user_agent=fields.get("ua"),
-        detail={"reason": fields["r"]} if "r" in fields else {},
+        detail={**fields.get("d", {}), **({"reason": fields["r"]} if "r" in fields else {})},
     )
 
 

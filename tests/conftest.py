@@ -14,6 +14,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -23,6 +24,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import create_app, current_manager
+from tests.geodata import make_geoip_db
 from tests.support import JWT_KEY, Auth, RedisProcess, delete_prefix, redis_answers
 
 _skip_reasons: list[str] = []
@@ -81,6 +83,12 @@ class Backend:
     def app_kwargs(self) -> dict[str, Any]:
         # fakeredis has no URL: hand its client in, as a host app would.
         return {} if self.url is not None else {"redis_client": self.client()}
+
+
+@pytest.fixture(scope="session")
+def geoip_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' own GeoLite2-City database (see tests/geodata.py)."""
+    return make_geoip_db(tmp_path_factory)
 
 
 @pytest.fixture(params=["fakeredis", "redis"])

@@ -34,6 +34,9 @@ IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"
 )
+#: The same browser and OS as CHROME, one version later: not another device.
+CHROME_121 = CHROME.replace("Chrome/120.0.0.0", "Chrome/121.0.0.0")
+FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
 
 
 def free_port() -> int:
@@ -134,12 +137,24 @@ class Auth:
         )
         assert response.status_code == 200, response.get_json()
         tokens: dict[str, Any] = response.get_json()
+        _AGENTS[tokens["access_token"]] = _AGENTS[tokens["refresh_token"]] = user_agent
         return tokens
 
     @staticmethod
     def headers(token: str | dict[str, Any], kind: str = "access_token") -> dict[str, str]:
+        """The headers of the device that signed in: the token, and the same
+        ``User-Agent`` (another browser would be an anomaly)."""
         value = token[kind] if isinstance(token, dict) else token
-        return {"Authorization": f"Bearer {value}"}
+        headers = {"Authorization": f"Bearer {value}"}
+        user_agent = _AGENTS.get(value, CHROME)
+        if user_agent is not None:
+            headers["User-Agent"] = user_agent
+        return headers
+
+
+#: The user agent each token was signed in with (tokens of later refreshes:
+#: CHROME, the default).
+_AGENTS: dict[str, str | None] = {}
 
 
 def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:

@@ -199,9 +199,9 @@ def test_missing_signing_key_fails_at_init(backend: Backend) -> None:
         ("SESSIONSVC_KEY_PREFIX", "a{b}"),
         ("JWT_REFRESH_TOKEN_EXPIRES", False),
         ("SESSIONSVC_REDIS_URL", "http://localhost"),
-        ("SESSIONSVC_GEOIP_DB", "/tmp/city.mmdb"),
-        ("SESSIONSVC_IDLE_TIMEOUT", 600),
-        ("SESSIONSVC_REVOKE_ON_ANOMALY", True),
+        ("SESSIONSVC_GEOIP_DB", "/nonexistent/city.mmdb"),
+        ("SESSIONSVC_IDLE_TIMEOUT", 60),  # not longer than the touch interval
+        ("SESSIONSVC_REVOKE_ON_ANOMALY", "yes"),
     ],
 )
 def test_bad_setting_fails_at_init_naming_the_key(key: str, value: Any) -> None:

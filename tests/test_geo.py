@@ -27,16 +27,10 @@ from tests.geodata import (
     UNKNOWN_IPS,
     build_mmdb,
     make_geoip_country_db,
-    make_geoip_db,
     place,
 )
 
 BERLIN = Location("DE", "Berlin")
-
-
-@pytest.fixture(scope="session")
-def geoip_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_geoip_db(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -37,12 +37,23 @@ def test_defaults_follow_the_spec() -> None:
 )
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(timedelta(minutes=5), 300), (300, 300), (timedelta(days=2), 172800), (1, 1)],
+    [(timedelta(minutes=5), 300), (300, 300), (timedelta(days=2), 172800), (2, 2)],
 )
 def test_durations_take_timedelta_or_seconds(
     key: str, attribute: str, value: Any, seconds: int
 ) -> None:
-    assert getattr(Settings.from_config({key: value}), attribute) == seconds
+    # An idle timeout must be longer than the touch interval.
+    config = {key: value, "SESSIONSVC_TOUCH_INTERVAL": 1} if "IDLE" in key else {key: value}
+    assert getattr(Settings.from_config(config), attribute) == seconds
+
+
+@pytest.mark.parametrize(("idle", "touch"), [(60, 60), (30, 60), (1, 1)])
+def test_idle_timeout_must_be_longer_than_the_touch_interval(idle: int, touch: int) -> None:
+    config = {"SESSIONSVC_IDLE_TIMEOUT": idle, "SESSIONSVC_TOUCH_INTERVAL": touch}
+    with pytest.raises(ConfigError, match=r"SESSIONSVC_IDLE_TIMEOUT.*SESSIONSVC_TOUCH_INTERVAL"):
+        Settings.from_config(config)
+    config["SESSIONSVC_IDLE_TIMEOUT"] = touch + 1
+    assert Settings.from_config(config).idle_timeout == touch + 1
 
 
 def test_values_are_read_from_config() -> None:

@@ -19,23 +19,40 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 import sessionsvc.store as store_module
+from sessionsvc.devices import parse_user_agent
 from sessionsvc.errors import StoreUnavailable
 from sessionsvc.extension import new_session_id
-from sessionsvc.models import Device, Location, Session, User
+from sessionsvc.geo import Locator
+from sessionsvc.models import Device, Location, SecurityEvent, Session, User
 from sessionsvc.settings import ConfigError
 from sessionsvc.store import (
     Actor,
     CheckStatus,
+    Policy,
     SessionStore,
     client_factory_from_url,
     store_from_url,
     user_tag,
 )
-from tests.support import CHROME, delete_prefix, free_port
+from tests.geodata import BERLIN_IP, NEW_YORK_IP
+from tests.support import (
+    CHROME,
+    CHROME_121,
+    FIREFOX_LINUX,
+    IPHONE,
+    delete_prefix,
+    free_port,
+)
 
 EVENTS_MAX = 50
 EVENTS_TTL = 7 * 86400
 ACTOR = Actor(ip="198.51.100.4", user_agent=CHROME)
+#: A request from the device and address of make_session()'s sessions.
+ACTOR_REQUEST = Actor(
+    ip="198.51.100.4",
+    user_agent=CHROME,
+    device=Device("desktop", "Chrome", "120.0", "Windows", "10"),
+)
 
 
 @pytest.fixture
@@ -83,7 +100,9 @@ def make_session(
 
 
 def create(store: SessionStore, session: Session, *, max_sessions: int = 100) -> list[str] | None:
-    return store.create(session, max_sessions=max_sessions, actor=ACTOR)
+    """Open a session; the ids it evicted, or ``None`` on an id clash."""
+    opened = store.create(session, max_sessions=max_sessions, actor=ACTOR)
+    return None if opened is None else opened.evicted
 
 
 def stored(store: SessionStore, session_id: str, user_id: str = "alice") -> Session:
@@ -254,9 +273,9 @@ def test_list_is_one_round_trip(store: SessionStore, commands: list[str], now: i
 def test_check_is_one_round_trip(store: SessionStore, commands: list[str], now: int) -> None:
     session = make_session(now=now)
     create(store, session)
-    store.check("alice", session.id, now=now, touch_interval=60, ip=session.ip)
+    store.check("alice", session.id, now=now, actor=Actor(ip=session.ip))
     commands.clear()
-    result = store.check("alice", session.id, now=now + 61, touch_interval=60, ip="203.0.113.9")
+    result = store.check("alice", session.id, now=now + 61, actor=Actor(ip="203.0.113.9"))
     assert result.status is CheckStatus.ACTIVE
     assert commands == ["EVALSHA"]
 
@@ -272,9 +291,7 @@ def test_check_in_steady_state_writes_nothing(
         backend.client(), key, store.index_key("alice"), store.events_key("alice")
     )
     for offset in (0, 30, 59):
-        result = store.check(
-            "alice", session.id, now=now + offset, touch_interval=60, ip=session.ip
-        )
+        result = store.check("alice", session.id, now=now + offset, actor=Actor(ip=session.ip))
         assert result.status is CheckStatus.ACTIVE
     assert untouched()
     assert rc.hgetall(key) == before
@@ -287,7 +304,7 @@ def test_check_with_touch_due_is_seen_as_a_write(
     session = make_session(now=now)
     create(store, session)
     untouched = unchanged_keys(backend.client(), store.session_key("alice", session.id))
-    store.check("alice", session.id, now=now + 60, touch_interval=60, ip=session.ip)
+    store.check("alice", session.id, now=now + 60, actor=Actor(ip=session.ip))
     assert not untouched()
 
 
@@ -295,7 +312,7 @@ def test_check_with_touch_due_is_seen_as_a_write(
 
 
 def test_check_of_missing_session_is_gone(store: SessionStore, now: int) -> None:
-    result = store.check("alice", "no-such-session", now=now, touch_interval=60, ip="192.0.2.1")
+    result = store.check("alice", "no-such-session", now=now, actor=Actor(ip="192.0.2.1"))
     assert result.status is CheckStatus.GONE
     assert result.expires_at is None
 
@@ -303,7 +320,7 @@ def test_check_of_missing_session_is_gone(store: SessionStore, now: int) -> None
 def test_check_of_live_session_is_active_with_expiry(store: SessionStore, now: int) -> None:
     session = make_session(now=now, ttl=3600)
     create(store, session)
-    result = store.check("alice", session.id, now=now, touch_interval=60, ip=session.ip)
+    result = store.check("alice", session.id, now=now, actor=Actor(ip=session.ip))
     assert result.status is CheckStatus.ACTIVE
     assert result.expires_at == now + 3600
 
@@ -311,25 +328,25 @@ def test_check_of_live_session_is_active_with_expiry(store: SessionStore, now: i
 def test_check_of_another_users_session_is_gone(store: SessionStore, now: int) -> None:
     session = make_session(now=now)
     create(store, session)
-    result = store.check("bob", session.id, now=now, touch_interval=60, ip=session.ip)
+    result = store.check("bob", session.id, now=now, actor=Actor(ip=session.ip))
     assert result.status is CheckStatus.GONE
 
 
 def test_touch_updates_last_seen_only_when_interval_elapsed(store: SessionStore, now: int) -> None:
     session = make_session(now=now)
     create(store, session)
-    store.check("alice", session.id, now=now + 59, touch_interval=60, ip=session.ip)
+    store.check("alice", session.id, now=now + 59, actor=Actor(ip=session.ip))
     assert stored(store, session.id).last_seen_at == now
-    store.check("alice", session.id, now=now + 60, touch_interval=60, ip=session.ip)
+    store.check("alice", session.id, now=now + 60, actor=Actor(ip=session.ip))
     assert stored(store, session.id).last_seen_at == now + 60
-    store.check("alice", session.id, now=now + 100, touch_interval=60, ip=session.ip)
+    store.check("alice", session.id, now=now + 100, actor=Actor(ip=session.ip))
     assert stored(store, session.id).last_seen_at == now + 60
 
 
 def test_check_updates_ip_when_it_changes_even_before_touch(store: SessionStore, now: int) -> None:
     session = make_session(now=now, ip="198.51.100.4")
     create(store, session)
-    store.check("alice", session.id, now=now + 1, touch_interval=60, ip="203.0.113.9")
+    store.check("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9"))
     seen = store.get("alice", session.id)
     assert seen is not None
     assert seen.ip == "203.0.113.9"
@@ -339,7 +356,7 @@ def test_check_updates_ip_when_it_changes_even_before_touch(store: SessionStore,
 def test_created_ip_survives_an_ip_change(store: SessionStore, now: int) -> None:
     session = make_session(now=now, ip="198.51.100.4")
     create(store, session)
-    store.check("alice", session.id, now=now + 1, touch_interval=60, ip="203.0.113.9")
+    store.check("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9"))
     seen = store.get("alice", session.id)
     assert seen is not None
     assert seen.ip == "203.0.113.9"
@@ -355,7 +372,7 @@ def test_check_never_recreates_a_revoked_session(
     key = store.session_key("alice", session.id)
     for jtis in ({}, {"presented_jti": "jti-1", "new_jti": "jti-2"}):
         result = store.check(
-            "alice", session.id, now=now + 1000, touch_interval=60, ip="203.0.113.9", **jtis
+            "alice", session.id, now=now + 1000, actor=Actor(ip="203.0.113.9"), **jtis
         )
         assert result.status is CheckStatus.GONE
         assert rc.exists(key) == 0
@@ -371,8 +388,7 @@ def test_refresh_rotates_jti_and_counts_as_activity(
         "alice",
         session.id,
         now=now + 5,
-        touch_interval=60,
-        ip=session.ip,
+        actor=Actor(ip=session.ip),
         presented_jti="jti-1",
         new_jti="jti-2",
     )
@@ -384,7 +400,7 @@ def test_refresh_rotates_jti_and_counts_as_activity(
     assert rotated.last_seen_at == now + 5
     assert rotated.expires_at == session.expires_at
     again = store.check(
-        "alice", session.id, now=now + 6, touch_interval=60, ip=session.ip, presented_jti="jti-2"
+        "alice", session.id, now=now + 6, actor=Actor(ip=session.ip), presented_jti="jti-2"
     )
     assert again.status is CheckStatus.ACTIVE
 
@@ -398,8 +414,7 @@ def test_reused_refresh_jti_revokes_the_session(
         "alice",
         session.id,
         now=now + 5,
-        touch_interval=60,
-        ip=session.ip,
+        actor=Actor(ip=session.ip),
         presented_jti="jti-1",
         new_jti="jti-2",
     )
@@ -407,8 +422,7 @@ def test_reused_refresh_jti_revokes_the_session(
         "alice",
         session.id,
         now=now + 6,
-        touch_interval=60,
-        ip="203.0.113.66",
+        actor=Actor(ip="203.0.113.66"),
         presented_jti="jti-1",
         new_jti="jti-3",
     )
@@ -423,7 +437,7 @@ def test_reused_refresh_jti_revokes_the_session(
         {"reason": "refresh_reuse"},
     )
     after = store.check(
-        "alice", session.id, now=now + 7, touch_interval=60, ip=session.ip, presented_jti="jti-2"
+        "alice", session.id, now=now + 7, actor=Actor(ip=session.ip), presented_jti="jti-2"
     )
     assert after.status is CheckStatus.GONE
 
@@ -434,9 +448,7 @@ def test_refresh_reuse_keeps_the_users_other_sessions(
     victim, other = make_session(now=now, jti="a"), make_session(now=now, jti="b")
     create(store, victim)
     create(store, other)
-    result = store.check(
-        "alice", victim.id, now=now, touch_interval=60, ip=None, presented_jti="stale"
-    )
+    result = store.check("alice", victim.id, now=now, actor=Actor(ip=None), presented_jti="stale")
     assert result.status is CheckStatus.REFRESH_REUSED
     assert rc.zrange(store.index_key("alice"), 0, -1) == [other.id]
     assert store.get("alice", other.id) == other
@@ -668,7 +680,7 @@ def test_activity_protects_a_session_from_eviction(store: SessionStore, now: int
     b = make_session(now=now - 400)
     create(store, a, max_sessions=2)
     create(store, b, max_sessions=2)
-    store.check("alice", a.id, now=now, touch_interval=60, ip=a.ip)
+    store.check("alice", a.id, now=now, actor=Actor(ip=a.ip))
     assert create(store, make_session(now=now), max_sessions=2) == [b.id]
 
 
@@ -862,7 +874,7 @@ def dead_store(request: pytest.FixtureRequest) -> SessionStore:
 
 DEAD_OPERATIONS: dict[str, Callable[[SessionStore], Any]] = {
     "create": lambda s: create(s, make_session(now=int(time.time()))),
-    "check": lambda s: s.check("alice", "sid", now=0, touch_interval=60, ip=None),
+    "check": lambda s: s.check("alice", "sid", now=0, actor=Actor(ip=None)),
     "list": lambda s: s.list("alice", now=0),
     "revoke": lambda s: s.revoke("alice", None, now=0, reason="user", actor=ACTOR),
     "revoke_ids": lambda s: s.revoke("alice", ["sid"], now=0, reason="user", actor=ACTOR),
@@ -1050,7 +1062,7 @@ def test_store_from_url_without_url_is_the_embedded_store(
     store.ping()
     now = int(time.time())
     session = make_session(now=now)
-    assert store.create(session, max_sessions=10, actor=ACTOR) == []
+    assert create(store, session, max_sessions=10) == []
     assert store.list("alice", now=now) == [session]
     assert store.index_key("alice").startswith("dev:{")
 
@@ -1149,7 +1161,10 @@ def test_touch_in_steady_state_is_one_plain_read(
     create(store, session)
     store.load_scripts()
     commands.clear()
-    assert store.touch("alice", session.id, now=now + 5, touch_interval=60, ip=session.ip)
+    assert (
+        store.touch("alice", session.id, now=now + 5, actor=Actor(ip=session.ip)).status
+        is CheckStatus.ACTIVE
+    )
     assert commands == ["HMGET"]
     assert stored(store, session.id).last_seen_at == now
 
@@ -1161,7 +1176,10 @@ def test_touch_when_due_writes_activity_in_a_second_round_trip(
     create(store, session)
     store.load_scripts()
     commands.clear()
-    assert store.touch("alice", session.id, now=now + 60, touch_interval=60, ip="203.0.113.9")
+    assert (
+        store.touch("alice", session.id, now=now + 60, actor=Actor(ip="203.0.113.9")).status
+        is CheckStatus.ACTIVE
+    )
     assert commands == ["HMGET", "EVALSHA"]
     after = stored(store, session.id)
     assert (after.last_seen_at, after.ip, after.created_ip) == (now + 60, "203.0.113.9", session.ip)
@@ -1170,7 +1188,10 @@ def test_touch_when_due_writes_activity_in_a_second_round_trip(
 def test_touch_records_a_new_address_before_the_interval(store: SessionStore, now: int) -> None:
     session = make_session(now=now)
     create(store, session)
-    assert store.touch("alice", session.id, now=now + 1, touch_interval=60, ip="203.0.113.9")
+    assert (
+        store.touch("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9")).status
+        is CheckStatus.ACTIVE
+    )
     after = stored(store, session.id)
     assert (after.last_seen_at, after.ip) == (now, "203.0.113.9")
 
@@ -1181,7 +1202,10 @@ def test_touch_of_a_revoked_session_is_false_and_recreates_nothing(
     session = make_session(now=now)
     create(store, session)
     store.revoke("alice", [session.id], now=now, reason="user", actor=ACTOR)
-    assert not store.touch("alice", session.id, now=now + 3600, touch_interval=60, ip="10.0.0.1")
+    assert (
+        store.touch("alice", session.id, now=now + 3600, actor=Actor(ip="10.0.0.1")).status
+        is CheckStatus.GONE
+    )
     assert rc.exists(store.session_key("alice", session.id)) == 0
 
 
@@ -1194,5 +1218,311 @@ def test_touch_script_never_recreates_a_session_deleted_after_the_read(
     create(store, session)
     key = store.session_key("alice", session.id)
     rc.delete(key)
-    assert store._run("touch", [key], [now + 60, 60, "10.0.0.1"]) == 0
+    result = store._activity("alice", session.id, now=now + 60, actor=Actor(ip="10.0.0.1"))
+    assert result.status is CheckStatus.GONE
     assert rc.exists(key) == 0
+
+
+# -- activity: addresses, anomalies, idle timeout, risk ------------------------------
+
+
+def request_from(ip: str | None, user_agent: str | None = CHROME) -> Actor:
+    """A request as the extension describes it: address, user agent, parsed device."""
+    return Actor(ip=ip, user_agent=user_agent, device=parse_user_agent(user_agent))
+
+
+@pytest.fixture
+def sink(store: SessionStore) -> list[tuple[str, list[SecurityEvent]]]:
+    """What the store hands to its event sink (the extension logs and signals it)."""
+    received: list[tuple[str, list[SecurityEvent]]] = []
+    store.on_events = lambda user_id, events: received.append((user_id, events))
+    return received
+
+
+def events_of(store: SessionStore, kind: str | None = None) -> list[SecurityEvent]:
+    return [e for e in store.events("alice", limit=100) if kind is None or e.type == kind]
+
+
+def test_a_new_address_records_ip_changed_with_from_and_to(
+    store: SessionStore, sink: list[Any], now: int
+) -> None:
+    session = make_session(now=now, ip="198.51.100.4")
+    create(store, session)
+    result = store.touch("alice", session.id, now=now + 1, actor=request_from("203.0.113.9"))
+    assert result.status is CheckStatus.ACTIVE
+    [event] = events_of(store, "session.ip_changed")
+    assert event.session_id == session.id
+    assert event.ip == "203.0.113.9"
+    assert event.user_agent == CHROME
+    assert event.detail == {"from": "198.51.100.4", "to": "203.0.113.9"}
+    assert sink == [("alice", [event])]
+    # The same address again: nothing more is recorded.
+    store.touch("alice", session.id, now=now + 2, actor=request_from("203.0.113.9"))
+    assert len(events_of(store, "session.ip_changed")) == 1
+
+
+def test_a_session_without_an_address_records_its_first_one(store: SessionStore, now: int) -> None:
+    session = make_session(now=now, ip=None)
+    create(store, session)
+    store.touch("alice", session.id, now=now + 1, actor=request_from("203.0.113.9"))
+    [event] = events_of(store, "session.ip_changed")
+    assert event.detail == {"from": None, "to": "203.0.113.9"}
+
+
+def test_another_browser_and_os_is_an_anomaly_recorded_once(
+    store: SessionStore, rc: redis.Redis, commands: list[str], sink: list[Any], now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    firefox = request_from(session.ip, FIREFOX_LINUX)
+    result = store.touch("alice", session.id, now=now + 1, actor=firefox)
+    assert result.status is CheckStatus.ACTIVE
+    [anomaly] = events_of(store, "session.anomaly")
+    assert anomaly.detail == {
+        "browser": {"from": "Chrome", "to": "Firefox"},
+        "os": {"from": "Windows", "to": "Linux"},
+    }
+    assert anomaly.user_agent == FIREFOX_LINUX
+    assert stored(store, session.id).risk == ("anomaly",)
+    assert [e.type for _, batch in sink for e in batch] == ["session.anomaly"]
+    # The same device again is known now: one plain read, nothing recorded.
+    store.load_scripts()
+    commands.clear()
+    assert store.touch("alice", session.id, now=now + 2, actor=firefox).status is CheckStatus.ACTIVE
+    assert commands == ["HMGET"]
+    assert len(events_of(store, "session.anomaly")) == 1
+    # The session's own device is no anomaly, and it is still listed as the opener's.
+    store.touch("alice", session.id, now=now + 3, actor=request_from(session.ip))
+    assert len(events_of(store, "session.anomaly")) == 1
+    assert stored(store, session.id).device.browser == "Chrome"
+
+
+def test_a_new_browser_version_is_no_anomaly_and_one_read(
+    store: SessionStore, commands: list[str], now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    store.load_scripts()
+    commands.clear()
+    result = store.touch(
+        "alice", session.id, now=now + 1, actor=request_from(session.ip, CHROME_121)
+    )
+    assert result.status is CheckStatus.ACTIVE
+    assert commands == ["HMGET"]
+    assert events_of(store, "session.anomaly") == []
+
+
+def test_a_request_without_user_agent_on_a_browser_session_is_an_anomaly(
+    store: SessionStore, now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    store.touch("alice", session.id, now=now + 1, actor=request_from(session.ip, None))
+    [anomaly] = events_of(store, "session.anomaly")
+    assert anomaly.detail == {
+        "browser": {"from": "Chrome", "to": None},
+        "os": {"from": "Windows", "to": None},
+    }
+
+
+@pytest.mark.parametrize("actor", [None, Actor(ip="198.51.100.4")])
+def test_nothing_to_compare_is_no_anomaly(
+    store: SessionStore, now: int, actor: Actor | None
+) -> None:
+    # No request (a check outside one), or a request whose device is not given.
+    session = make_session(now=now)
+    create(store, session)
+    assert store.touch("alice", session.id, now=now + 61, actor=actor).status is CheckStatus.ACTIVE
+    assert events_of(store, "session.anomaly") == []
+
+
+def test_a_session_opened_without_a_device_has_nothing_to_compare(
+    store: SessionStore, now: int
+) -> None:
+    session = dataclasses.replace(make_session(now=now), device=Device(), user_agent=None)
+    create(store, session)
+    store.touch("alice", session.id, now=now + 1, actor=request_from(session.ip, FIREFOX_LINUX))
+    assert events_of(store, "session.anomaly") == []
+
+
+def test_revoke_on_anomaly_signs_the_session_out(
+    store: SessionStore, rc: redis.Redis, sink: list[Any], now: int
+) -> None:
+    store.policy = Policy(revoke_on_anomaly=True)
+    session = make_session(now=now)
+    other = make_session(now=now)
+    create(store, session)
+    create(store, other)
+    result = store.touch(
+        "alice", session.id, now=now + 1, actor=request_from(session.ip, FIREFOX_LINUX)
+    )
+    assert result.status is CheckStatus.ANOMALY
+    assert rc.exists(store.session_key("alice", session.id)) == 0
+    assert [s.id for s in store.list("alice", now=now + 2)] == [other.id]
+    newest_first = [(e.type, e.detail.get("reason")) for e in events_of(store)[:2]]
+    assert newest_first == [("session.revoked", "anomaly"), ("session.anomaly", None)]
+    [(user, batch)] = sink
+    assert user == "alice"
+    assert [e.type for e in batch] == ["session.anomaly", "session.revoked"]
+    # Gone for good: the next use finds nothing.
+    again = store.touch("alice", session.id, now=now + 2, actor=request_from(session.ip))
+    assert again.status is CheckStatus.GONE
+
+
+def test_refresh_check_sees_anomalies_too(store: SessionStore, rc: redis.Redis, now: int) -> None:
+    store.policy = Policy(revoke_on_anomaly=True)
+    session = make_session(now=now, jti="jti-1")
+    create(store, session)
+    result = store.check(
+        "alice",
+        session.id,
+        now=now + 1,
+        actor=request_from(session.ip, IPHONE),
+        presented_jti="jti-1",
+        new_jti="jti-2",
+    )
+    assert result.status is CheckStatus.ANOMALY
+    assert rc.exists(store.session_key("alice", session.id)) == 0
+    [anomaly] = events_of(store, "session.anomaly")
+    assert anomaly.detail["os"] == {"from": "Windows", "to": "iOS"}
+
+
+def test_idle_session_is_revoked_on_its_next_use(
+    store: SessionStore, rc: redis.Redis, sink: list[Any], now: int
+) -> None:
+    store.policy = Policy(touch_interval=60, idle_timeout=300)
+    session = make_session(now=now)
+    create(store, session)
+    assert store.touch("alice", session.id, now=now + 299, actor=ACTOR_REQUEST).status is (
+        CheckStatus.ACTIVE
+    )
+    # Last seen at now + 299: dead at now + 599, not before.
+    assert store.touch("alice", session.id, now=now + 598, actor=ACTOR_REQUEST).status is (
+        CheckStatus.ACTIVE
+    )
+    assert store.touch("alice", session.id, now=now + 898, actor=ACTOR_REQUEST).status is (
+        CheckStatus.IDLE
+    )
+    assert rc.exists(store.session_key("alice", session.id)) == 0
+    [revoked] = events_of(store, "session.revoked")
+    assert (revoked.session_id, revoked.detail) == (session.id, {"reason": "idle"})
+    assert [e.type for _, batch in sink for e in batch] == ["session.revoked"]
+
+
+def test_idle_timeout_applies_to_refresh_and_listing(
+    store: SessionStore, rc: redis.Redis, sink: list[Any], now: int
+) -> None:
+    store.policy = Policy(touch_interval=60, idle_timeout=300)
+    idle = make_session(now=now, jti="jti-1")
+    listed_idle = make_session(now=now)
+    active = make_session(now=now + 250, last_seen=now + 250)
+    for session in (idle, listed_idle, active):
+        create(store, session)
+    refresh = store.check(
+        "alice", idle.id, now=now + 300, actor=ACTOR_REQUEST, presented_jti="jti-1"
+    )
+    assert refresh.status is CheckStatus.IDLE
+    assert [s.id for s in store.list("alice", now=now + 300)] == [active.id]
+    assert rc.exists(store.session_key("alice", listed_idle.id)) == 0
+    reasons = {e.session_id: e.detail["reason"] for e in events_of(store, "session.revoked")}
+    assert reasons == {idle.id: "idle", listed_idle.id: "idle"}
+
+
+def test_without_idle_timeout_an_old_session_lives(store: SessionStore, now: int) -> None:
+    session = make_session(now=now, ttl=10 * 86400)
+    create(store, session)
+    later = now + 5 * 86400
+    assert store.touch("alice", session.id, now=later, actor=ACTOR_REQUEST).status is (
+        CheckStatus.ACTIVE
+    )
+
+
+def open_on(store: SessionStore, user_agent: str, location: Location | None = None) -> Session:
+    device = parse_user_agent(user_agent)
+    session = dataclasses.replace(
+        make_session(now=int(time.time())), user_agent=user_agent, device=device, location=location
+    )
+    opened = store.create(session, max_sessions=100, actor=ACTOR)
+    assert opened is not None
+    return dataclasses.replace(session, risk=opened.risk)
+
+
+def test_risk_flags_come_from_the_users_own_history(store: SessionStore) -> None:
+    berlin, paris = Location("DE", "Berlin"), Location("FR", "Paris")
+    first = open_on(store, CHROME, berlin)
+    assert first.risk == ()  # a first sign-in has nothing to compare with
+    assert open_on(store, CHROME_121, berlin).risk == ()  # same browser and OS
+    firefox = open_on(store, FIREFOX_LINUX, berlin)
+    assert firefox.risk == ("new_device",)
+    assert open_on(store, FIREFOX_LINUX, berlin).risk == ()  # known now
+    assert open_on(store, IPHONE, paris).risk == ("new_device", "new_country")
+    assert open_on(store, CHROME, paris).risk == ()
+    # Stored with the session, listed with it; another user's history is their own.
+    assert stored(store, firefox.id).risk == ("new_device",)
+    bob = dataclasses.replace(
+        make_session("bob", now=int(time.time())),
+        device=Device("desktop", "Firefox", "121.0", "Linux", None),
+    )
+    opened = store.create(bob, max_sessions=100, actor=ACTOR)
+    assert opened is not None and opened.risk == ()
+
+
+def test_risk_is_on_the_created_event_and_history_shares_the_users_slot(
+    store: SessionStore, rc: redis.Redis
+) -> None:
+    open_on(store, CHROME)
+    second = open_on(store, IPHONE)
+    created = [e for e in events_of(store, "session.created") if e.session_id == second.id]
+    assert created[0].detail == {"risk": ["new_device"]}
+    known = store.known_key("alice")
+    assert tag_of(known) == tag_of(store.session_key("alice", second.id))
+    assert 0 < rc.ttl(known) <= EVENTS_TTL
+    assert sorted(rc.hkeys(known)) == ["d:Chrome|Windows", "d:Mobile Safari|iOS"]
+
+
+def test_sign_in_history_is_bounded(store: SessionStore, rc: redis.Redis) -> None:
+    for n in range(105):
+        open_on(store, f"Mozilla/5.0 (Windows NT 10.0) Browser{n}/1.0")
+    assert rc.hlen(store.known_key("alice")) <= 100
+
+
+# -- location on the activity path ------------------------------------------------------
+
+
+@pytest.fixture
+def located(store: SessionStore, geoip_db: Any) -> Iterator[SessionStore]:
+    with Locator(geoip_db) as locator:
+        store.policy = Policy(locate=locator.lookup)
+        yield store
+
+
+def test_location_follows_the_address_and_a_country_jump_is_an_anomaly(
+    located: SessionStore, now: int
+) -> None:
+    store = located
+    session = make_session(now=now, ip=BERLIN_IP, location=Location("DE", "Berlin"))
+    create(store, session)
+    store.touch("alice", session.id, now=now + 1, actor=request_from(NEW_YORK_IP))
+    after = stored(store, session.id)
+    assert (after.ip, after.location) == (NEW_YORK_IP, Location("US", "New York"))
+    assert after.risk == ("anomaly",)
+    [anomaly] = events_of(store, "session.anomaly")
+    assert anomaly.detail == {"country": {"from": "DE", "to": "US"}}
+    # Back home: an address change, no new anomaly (compared with where it began).
+    store.touch("alice", session.id, now=now + 2, actor=request_from(BERLIN_IP))
+    assert stored(store, session.id).location == Location("DE", "Berlin")
+    assert len(events_of(store, "session.anomaly")) == 1
+    assert len(events_of(store, "session.ip_changed")) == 2
+    # A private address has no location.
+    store.touch("alice", session.id, now=now + 3, actor=request_from("10.1.2.3"))
+    assert stored(store, session.id).location is None
+    assert len(events_of(store, "session.anomaly")) == 1
+
+
+def test_a_move_within_a_country_is_no_anomaly(located: SessionStore, now: int) -> None:
+    store = located
+    session = make_session(now=now, ip="85.214.1.1", location=Location("DE", "Berlin"))
+    create(store, session)
+    store.touch("alice", session.id, now=now + 1, actor=request_from(BERLIN_IP))
+    assert events_of(store, "session.anomaly") == []
+    assert [e.type for e in events_of(store)] == ["session.ip_changed", "session.created"]
