@@ -100,13 +100,56 @@ DEFINITIONS: dict[str, Any] = {
         "required": ["id", "type", "at", "session_id", "ip", "user_agent", "detail"],
         "properties": {
             "id": {"type": "string"},
-            "type": {"type": "string", "example": "session.revoked"},
+            "type": {
+                "type": "string",
+                "enum": [
+                    "session.created",
+                    "session.revoked",
+                    "session.ip_changed",
+                    "session.anomaly",
+                ],
+                "example": "session.revoked",
+            },
             "at": _TIMESTAMP,
             "session_id": {"type": "string"},
-            "ip": _nullable({"type": "string"}),
+            "ip": _nullable({"type": "string", "description": "The address of the request."}),
             "user_agent": _nullable({"type": "string"}),
-            "detail": {"type": "object", "example": {"reason": "user"}},
+            "detail": {
+                "type": "object",
+                "description": "By type. `session.created`: `risk` (flags) when any. "
+                "`session.revoked`: `reason`, one of `user`, `logout`, `others`, `admin`, "
+                "`evicted`, `refresh_reuse`, `anomaly`, `idle`. `session.ip_changed`: "
+                "`from`, `to` (addresses). `session.anomaly`: what changed, each of "
+                "`browser`, `os`, `country` as `{from, to}`.",
+                "properties": {
+                    "reason": {
+                        "type": "string",
+                        "enum": [
+                            "user",
+                            "logout",
+                            "others",
+                            "admin",
+                            "evicted",
+                            "refresh_reuse",
+                            "anomaly",
+                            "idle",
+                        ],
+                    },
+                    "risk": {"type": "array", "items": {"type": "string"}},
+                    "from": _nullable({"type": "string"}),
+                    "to": _nullable({"type": "string"}),
+                    "browser": {"$ref": "#/definitions/Change"},
+                    "os": {"$ref": "#/definitions/Change"},
+                    "country": {"$ref": "#/definitions/Change"},
+                },
+                "example": {"browser": {"from": "Chrome", "to": "Firefox"}},
+            },
         },
+    },
+    "Change": {
+        "type": "object",
+        "required": ["from", "to"],
+        "properties": {"from": _nullable({"type": "string"}), "to": _nullable({"type": "string"})},
     },
     "EventList": {
         "type": "object",
@@ -291,6 +334,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             **_BAD_REQUEST,
             "401": _problem("Wrong username or password (`invalid_credentials`)."),
             **_TOO_LARGE,
+            "429": _problem(
+                "Too many sign-in attempts from this address or for this username "
+                "(`rate_limited`); `Retry-After` says when to try again."
+            ),
             "503": _AUTH_ERRORS["503"],
         },
     },

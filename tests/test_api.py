@@ -16,10 +16,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import current_manager
-from tests.support import CHROME, IPHONE, Auth, assert_problem
+from tests.geodata import BERLIN_IP, NEW_YORK_IP
+from tests.support import CHROME, FIREFOX_LINUX, IPHONE, Auth, assert_problem
 
 SESSIONS = "/api/v1/sessions"
 EVENTS = "/api/v1/sessions/events"
+REFRESH = "/api/v1/auth/refresh"
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 THIRTY_DAYS = 30 * 86400
 SESSION_KEYS = {
@@ -965,3 +967,125 @@ def test_concurrent_logins_respect_the_cap_exactly(make_app: Any, backend: Any):
     evicted = [e.session_id for e in events if e.detail.get("reason") == "evicted"]
     assert len(evicted) == 7
     assert set(evicted) | {s.id for s in live} == set(opened)
+
+
+# -- security monitoring: addresses, anomalies, risk, idle timeout, location -----------
+
+
+def test_a_new_address_is_recorded_as_ip_changed(auth: Auth, client: FlaskClient):
+    tokens = auth.login("alice", ip="198.51.100.4")
+    sessions = list_sessions(client, tokens, environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert sessions[0]["ip"] == "198.51.100.7"
+    assert sessions[0]["created_ip"] == "198.51.100.4"
+    changed = [e for e in list_events(client, tokens) if e["type"] == "session.ip_changed"]
+    # The second request came from the test client's own 127.0.0.1.
+    assert [e["detail"] for e in reversed(changed)] == [
+        {"from": "198.51.100.4", "to": "198.51.100.7"},
+        {"from": "198.51.100.7", "to": "127.0.0.1"},
+    ]
+    assert all(e["session_id"] == tokens["session_id"] for e in changed)
+
+
+def test_a_token_used_from_another_browser_is_an_anomaly_and_flagged(
+    auth: Auth, client: FlaskClient
+):
+    tokens = auth.login("alice", user_agent=CHROME)
+    stolen = {"Authorization": f"Bearer {tokens['access_token']}", "User-Agent": FIREFOX_LINUX}
+    response = client.get(SESSIONS, headers=stolen)
+    assert response.status_code == 200
+    [session] = response.get_json()["sessions"]
+    assert session["risk"] == ["anomaly"]
+    assert session["device"]["browser"] == "Chrome"  # still the device that signed in
+    [anomaly] = [e for e in list_events(client, tokens) if e["type"] == "session.anomaly"]
+    assert anomaly["session_id"] == tokens["session_id"]
+    assert anomaly["user_agent"] == FIREFOX_LINUX
+    assert anomaly["detail"] == {
+        "browser": {"from": "Chrome", "to": "Firefox"},
+        "os": {"from": "Windows", "to": "Linux"},
+    }
+
+
+def test_revoke_on_anomaly_signs_the_session_out_on_that_request(make_app: Any):
+    app = make_app(SESSIONSVC_REVOKE_ON_ANOMALY=True)
+    auth, client = Auth(app), app.test_client()
+    tokens = auth.login("alice", user_agent=CHROME)
+    watcher = auth.login("alice", user_agent=CHROME)
+    stolen = {"Authorization": f"Bearer {tokens['access_token']}", "User-Agent": IPHONE}
+    assert_problem(client.get(SESSIONS, headers=stolen), 401, "session_revoked")
+    assert_revoked(client, tokens)  # from its own browser too: it is gone
+    response = client.post(REFRESH, headers=Auth.headers(tokens, "refresh_token"))
+    assert_problem(response, 401, "session_revoked")
+    events = list_events(client, watcher)
+    assert revocations(events) == {tokens["session_id"]: "anomaly"}
+    assert [e["type"] for e in events[:2]] == ["session.revoked", "session.anomaly"]
+    assert session_ids(client, watcher) == [watcher["session_id"]]
+
+
+def test_risk_new_device_when_the_user_never_used_that_browser(auth: Auth, client: FlaskClient):
+    first = auth.login("alice", user_agent=CHROME)
+    phone = auth.login("alice", user_agent=IPHONE)
+    again = auth.login("alice", user_agent=CHROME)
+    risk = {s["id"]: s["risk"] for s in list_sessions(client, first)}
+    assert risk == {
+        first["session_id"]: [],
+        phone["session_id"]: ["new_device"],
+        again["session_id"]: [],
+    }
+    created = {e["session_id"]: e["detail"] for e in list_events(client, first)}
+    assert created[phone["session_id"]] == {"risk": ["new_device"]}
+    assert created[first["session_id"]] == {}
+
+
+def test_idle_timeout_ends_an_unused_session_on_its_next_use(make_app: Any, clock: Any):
+    app = make_app(SESSIONSVC_IDLE_TIMEOUT=600, SESSIONSVC_TOUCH_INTERVAL=60)
+    auth, client = Auth(app), app.test_client()
+    start = int(time.time())
+    idle = auth.login("alice")
+    active = auth.login("alice")
+    [first, _] = list_sessions(client, active)
+    assert epoch(first["idle_expires_at"]) == start + 600
+    clock.shift(400)
+    listed = {s["id"]: s for s in list_sessions(client, active)}
+    assert epoch(listed[active["session_id"]]["idle_expires_at"]) == start + 400 + 600
+    assert epoch(listed[idle["session_id"]]["idle_expires_at"]) == start + 600
+    clock.shift(300)  # idle: 700 s unused; active: 300 s
+    assert_problem(client.get(SESSIONS, headers=auth.headers(idle)), 401, "session_revoked")
+    assert session_ids(client, active) == [active["session_id"]]
+    assert revocations(list_events(client, active)) == {idle["session_id"]: "idle"}
+
+
+def test_without_idle_timeout_idle_expires_at_is_null(auth: Auth, client: FlaskClient):
+    tokens = auth.login("alice")
+    assert list_sessions(client, tokens)[0]["idle_expires_at"] is None
+
+
+def test_location_from_the_geoip_database(make_app: Any, geoip_db: Any):
+    app = make_app(SESSIONSVC_GEOIP_DB=str(geoip_db))
+    auth, client = Auth(app), app.test_client()
+    berlin = auth.login("alice", ip=BERLIN_IP)
+    private = auth.login("alice", ip="10.0.0.8")
+    here = {"REMOTE_ADDR": BERLIN_IP}
+    located = {s["id"]: s["location"] for s in list_sessions(client, berlin, environ_base=here)}
+    assert located == {
+        berlin["session_id"]: {"country": "DE", "city": "Berlin"},
+        private["session_id"]: None,
+    }
+
+
+def test_a_country_jump_is_an_anomaly_and_the_location_follows(make_app: Any, geoip_db: Any):
+    app = make_app(SESSIONSVC_GEOIP_DB=str(geoip_db))
+    auth, client = Auth(app), app.test_client()
+    tokens = auth.login("alice", ip=BERLIN_IP)
+    sessions = list_sessions(client, tokens, environ_base={"REMOTE_ADDR": NEW_YORK_IP})
+    assert sessions[0]["location"] == {"country": "US", "city": "New York"}
+    assert sessions[0]["risk"] == ["anomaly"]
+    events = list_events(client, tokens, environ_base={"REMOTE_ADDR": NEW_YORK_IP})
+    [anomaly] = [e for e in events if e["type"] == "session.anomaly"]
+    assert anomaly["detail"] == {"country": {"from": "DE", "to": "US"}}
+    assert anomaly["ip"] == NEW_YORK_IP
+
+
+def test_without_a_geoip_database_location_is_null(auth: Auth, client: FlaskClient):
+    tokens = auth.login("alice", ip=BERLIN_IP)
+    here = {"REMOTE_ADDR": BERLIN_IP}
+    assert list_sessions(client, tokens, environ_base=here)[0]["location"] is None

@@ -90,6 +90,23 @@ def test_apispec_tags_and_error_schemas(client: FlaskClient) -> None:
     }  # fmt: skip
 
 
+def test_apispec_documents_events_and_the_login_limit(client: FlaskClient) -> None:
+    spec = client.get("/apispec.json").get_json()
+    event = spec["definitions"]["Event"]["properties"]
+    assert event["type"]["enum"] == [
+        "session.created", "session.revoked", "session.ip_changed", "session.anomaly"
+    ]  # fmt: skip
+    reasons = event["detail"]["properties"]["reason"]["enum"]
+    assert reasons == [
+        "user", "logout", "others", "admin", "evicted", "refresh_reuse", "anomaly", "idle"
+    ]  # fmt: skip
+    risk = spec["definitions"]["Session"]["properties"]["risk"]["items"]["enum"]
+    assert risk == ["new_device", "new_country", "anomaly"]
+    login = spec["paths"]["/api/v1/auth/login"]["post"]["responses"]
+    assert login["429"]["schema"] == {"$ref": "#/definitions/Problem"}
+    assert "rate_limited" in login["429"]["description"]
+
+
 def test_unknown_path_and_method_are_problems(client: FlaskClient) -> None:
     assert_problem(client.get("/no/such/thing"), 404, "not_found")
     response = client.post("/healthz")
