@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from sessionsvc import ConfigError, SessionManager, current_manager
 from sessionsvc.extension import EXTENSION_KEY
 from tests.conftest import Backend
-from tests.support import CHROME, JWT_KEY, assert_problem, delete_prefix
+from tests.support import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem, delete_prefix
 
 
 def host_app(backend: Backend, **config: Any) -> tuple[Flask, SessionManager]:
@@ -298,3 +298,43 @@ def test_host_error_handlers_registered_before_keep_serving_host_paths(backend: 
     assert client.get("/host/missing").get_json() == {"host": 404}
     assert client.get("/boom").get_json() == {"host": "crash"}
     assert_problem(client.put("/api/v1/sessions"), 405, "method_not_allowed")
+
+
+def commands_of(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every command the app's store client sends from now on."""
+    with app.app_context():
+        client = current_manager().store.client
+    sent: list[str] = []
+    original = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return original(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    return sent
+
+
+def test_the_revocation_check_of_a_request_is_one_plain_read(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth, client = Auth(app), app.test_client()
+    tokens = auth.login("alice", user_agent=CHROME)
+    path = f"/api/v1/sessions/{tokens['session_id']}"
+    assert client.get(path, headers=auth.headers(tokens)).status_code == 200
+    with app.app_context():
+        current_manager().store.load_scripts()  # as a running server has them
+    sent = commands_of(app, monkeypatch)
+    for user_agent, expected in [
+        # The signed-in device: the check is one HMGET; the view reads the session.
+        (CHROME, ["HMGET", "HGETALL"]),
+        # Another browser: judged and recorded once in a second round trip...
+        (FIREFOX_LINUX, ["HMGET", "EVALSHA", "HGETALL"]),
+        # ...and after that known: one read again.
+        (FIREFOX_LINUX, ["HMGET", "HGETALL"]),
+        (CHROME, ["HMGET", "HGETALL"]),
+    ]:
+        sent.clear()
+        headers = {**auth.headers(tokens), "User-Agent": user_agent}
+        assert client.get(path, headers=headers).status_code == 200
+        assert sent == expected, user_agent
