@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Request, Response, jsonify, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import openapi, payloads, tokens
-from .errors import InvalidCredentials
+from .errors import InvalidCredentials, InvalidRequest
 from .extension import current_manager
 from .models import User
 
 URL_PREFIX = "/api/v1/auth"
+
+#: Longest username a login accepts.
+MAX_USERNAME = 256
 
 blueprint = Blueprint("sessionsvc_auth", __name__)
 
@@ -37,11 +41,25 @@ def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
     )
 
 
+def attempted_username(request: Request) -> str | None:
+    """The username a login request names, read as :func:`login` reads it.
+
+    ``None`` when the view will refuse the body (or the name is empty). Never
+    raises: the rate limiter calls it before the view, which then answers a
+    bad body with the usual problem document.
+    """
+    try:
+        body = payloads.json_object(request)
+        return payloads.string_field(body, "username", max_length=MAX_USERNAME) or None
+    except (InvalidRequest, RequestEntityTooLarge, ClientDisconnected):
+        return None
+
+
 @blueprint.post("/login")
 @openapi.spec("login")
 def login() -> Response:
     body = payloads.json_object(request)
-    username = payloads.string_field(body, "username", max_length=256)
+    username = payloads.string_field(body, "username", max_length=MAX_USERNAME)
     password = payloads.string_field(body, "password", max_length=1024)
     manager = current_manager()
     user = manager.find_user(username) if username else None

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
+from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger("sessionsvc")
@@ -117,7 +118,14 @@ _HTTP_CODES: dict[int, type[SessionsvcError]] = {
     413: PayloadTooLarge,
     # A wrong Content-Type is a body that is not JSON, as far as the spec goes.
     415: InvalidRequest,
+    # Flask-Limiter's RateLimitExceeded is werkzeug's 429.
+    429: RateLimited,
 }
+
+#: The header of werkzeug's own response that the problem document keeps: the
+#: methods a 405's URL allows (from the URL map), when a 429 may retry (from
+#: the rate limiter).
+_KEPT_HEADERS = {405: "Allow", 429: "Retry-After"}
 
 
 def http_error_response(error: HTTPException) -> Response:
@@ -129,11 +137,11 @@ def http_error_response(error: HTTPException) -> Response:
     else:
         code = (error.name or "error").lower().replace(" ", "_")
         response = problem(status, code, error.name or "Error", error.description or "")
-    if status == 405:
-        # Keep the Allow header werkzeug computed from the URL map.
-        allow = error.get_response().headers.get("Allow")
-        if allow:
-            response.headers["Allow"] = allow
+    kept = _KEPT_HEADERS.get(status)
+    if kept:
+        value = error.get_response().headers.get(kept)
+        if value:
+            response.headers[kept] = value
     return response
 
 
@@ -171,6 +179,13 @@ def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
             if host_unexpected:
                 return host_unexpected(error)
             raise error
+        if isinstance(error, StorageError):
+            # The login rate limiter keeps its counters in the session store:
+            # when they cannot be counted, the login fails closed as well.
+            logger.warning("rate-limit store unavailable: %s", type(error.storage_error).__name__)
+            return error_response(
+                StoreUnavailable("The session store is unavailable; try again shortly.")
+            )
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return problem(
             500, "internal_error", "Internal Server Error", "An unexpected error occurred."

@@ -92,7 +92,7 @@ class SessionManager:
 
         :raises ConfigError: naming the first bad configuration key.
         """
-        from . import admin, api, auth, cli
+        from . import admin, api, auth, cli, limits
 
         jwt = app.extensions.get("flask-jwt-extended")
         if jwt is None:
@@ -146,6 +146,7 @@ class SessionManager:
         app.register_blueprint(admin.blueprint, url_prefix=admin.URL_PREFIX)
         if self._auth_routes:
             app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
+            limits.init_app(app, settings, store)
         app.cli.add_command(cli.sessions_cli)
         if settings.trusted_proxies:
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]

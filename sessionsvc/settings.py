@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from limits import parse_many
+
 #: Every key this extension reads, with its default.
 DEFAULTS: dict[str, Any] = {
     "SESSIONSVC_REDIS_URL": None,
@@ -70,6 +72,19 @@ def _optional_str(key: str, value: Any) -> str | None:
     if not isinstance(value, str):
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
+
+
+def _rate_limit(key: str, value: Any) -> str | None:
+    text = _optional_str(key, value)
+    if text is not None:
+        try:
+            parse_many(text)
+        except ValueError:
+            raise ConfigError(
+                f"{key} must be in flask-limiter notation such as '10/minute' "
+                f"(or '' for no limit), got {value!r}"
+            ) from None
+    return text
 
 
 @dataclass(frozen=True)
@@ -155,7 +170,7 @@ class Settings:
             revoke_on_anomaly=_bool(
                 "SESSIONSVC_REVOKE_ON_ANOMALY", get("SESSIONSVC_REVOKE_ON_ANOMALY")
             ),
-            login_rate_limit=_optional_str(
+            login_rate_limit=_rate_limit(
                 "SESSIONSVC_LOGIN_RATE_LIMIT", get("SESSIONSVC_LOGIN_RATE_LIMIT")
             ),
             metrics=_bool("SESSIONSVC_METRICS", get("SESSIONSVC_METRICS")),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,20 @@ class Backend:
         return {} if self.url is not None else {"redis_client": self.client()}
 
 
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A redis-server of the test's own, which it may kill, pause and restart."""
+    if not shutil.which("redis-server"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not on PATH")
+        pytest.skip("redis-server is not on PATH: this test needs a server it can stop")
+    server = RedisProcess().start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGCONT)
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def geoip_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tests' own GeoLite2-City database (see tests/geodata.py)."""
@@ -117,7 +132,15 @@ def make_app(backend: Backend) -> Iterator[AppFactory]:
     made: list[Flask] = []
 
     def make(**config: Any) -> Flask:
-        values = {"TESTING": True, "JWT_SECRET_KEY": JWT_KEY, **backend.app_config(), **config}
+        values = {
+            "TESTING": True,
+            "JWT_SECRET_KEY": JWT_KEY,
+            # Tests sign in far more often than the default 10/minute allows;
+            # tests/test_limits.py passes its own limits.
+            "SESSIONSVC_LOGIN_RATE_LIMIT": "",
+            **backend.app_config(),
+            **config,
+        }
         app = create_app(values, **backend.app_kwargs())
         made.append(app)
         return app

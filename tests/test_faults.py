@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 from flask import Flask
@@ -17,19 +14,6 @@ from tests.support import JWT_KEY, Auth, RedisProcess, assert_problem
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 0.3
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisProcess]:
-    if not shutil.which("redis-server"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH: fault tests need a server they can kill")
-    server = RedisProcess().start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGCONT)
-    server.stop()
 
 
 @pytest.fixture

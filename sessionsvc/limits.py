@@ -1,0 +1,93 @@
+"""Login rate limiting: ``SESSIONSVC_LOGIN_RATE_LIMIT`` on the standalone login route.
+
+Flask-Limiter counts every request to ``POST /api/v1/auth/login``, whatever
+its outcome, against two fixed-window limits of the same value: one per
+client address (as :func:`~sessionsvc.devices.client_ip` sees it, so behind
+trusted proxies only) and one per username named in the body. The counters
+live in the session store's Redis, under the key prefix, so every worker and
+host shares them; when they cannot be counted the login fails closed (503),
+as every session check does. A refused attempt is 429 ``rate_limited`` with
+``Retry-After`` (rendered by :mod:`sessionsvc.errors`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+from flask_limiter import Limiter, RequestLimit
+
+from . import auth, devices
+from .settings import Settings
+from .store import SessionStore, user_tag
+
+#: The view the limits apply to.
+LOGIN_ENDPOINT = "sessionsvc_auth.login"
+
+#: The per-address key of a request whose address is not a valid IP address:
+#: such requests share one counter rather than escape the limit.
+UNKNOWN_ADDRESS = "unknown"
+
+_DETAIL = "Too many login attempts; try again later."
+
+
+def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
+    """Limit the login view of ``app`` (registered before); nothing when the limit is off.
+
+    :raises ConfigError: the store cannot keep the counters (Redis Cluster).
+    """
+    limit = settings.login_rate_limit
+    if limit is None:
+        return
+    storage_uri, storage_options = store.limiter_storage()
+    limiter = Limiter(
+        _client_address,
+        storage_uri=storage_uri,
+        # limits raises its StorageError for any Redis error: errors.py
+        # answers 503. No in-memory fallback and no swallowed errors: an
+        # attempt that cannot be counted is not let through.
+        storage_options={**storage_options, "wrap_exceptions": True},
+        strategy="fixed-window",
+        swallow_errors=False,
+        in_memory_fallback_enabled=False,
+        headers_enabled=False,
+        on_breach=_retry_after,
+    )
+    limiter.init_app(app)
+    # The limiter sees every request of the app: all but the login skip it
+    # at once (and with it any RATELIMIT_DEFAULT of the host's config).
+    limiter.request_filter(lambda: request.endpoint != LOGIN_ENDPOINT)
+    per_address = limiter.shared_limit(limit, "login:ip", error_message=_DETAIL)
+    per_username = limiter.shared_limit(
+        limit,
+        "login:user",
+        key_func=_username,
+        # A body the view will refuse names no account: only its address counts.
+        exempt_when=lambda: auth.attempted_username(request) is None,
+        error_message=_DETAIL,
+    )
+    # Decorated here rather than in auth.py: the blueprint and its view are
+    # shared by every app, the limiter is this app's.
+    view: Callable[..., Any] = app.view_functions[LOGIN_ENDPOINT]
+    app.view_functions[LOGIN_ENDPOINT] = per_address(per_username(view))
+
+
+def _client_address() -> str:
+    return devices.client_ip(request) or UNKNOWN_ADDRESS
+
+
+def _username() -> str:
+    # Base64 of the name: any username is one short, printable key part.
+    return user_tag(auth.attempted_username(request) or "")
+
+
+def _retry_after(limit: RequestLimit) -> Response:
+    """When the breached window ends, for the 429's ``Retry-After``.
+
+    Flask-Limiter embeds this response in its ``RateLimitExceeded``;
+    :func:`sessionsvc.errors.http_error_response` keeps its header.
+    """
+    seconds = max(1, int(limit.reset_at - time.time()))
+    return Response(status=429, headers={"Retry-After": str(seconds)})

@@ -1,0 +1,434 @@
+"""Login rate limiting: SESSIONSVC_LOGIN_RATE_LIMIT per client address and per username."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+from unittest.mock import create_autospec
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from redis.cluster import RedisCluster
+from redis.connection import SSLConnection, UnixDomainSocketConnection
+from redis.sentinel import SentinelConnectionPool
+
+from sessionsvc import ConfigError, SessionManager, create_app, current_manager
+from sessionsvc.store import SessionStore, store_from_url, user_tag
+from tests.conftest import AppFactory, Backend
+from tests.support import (
+    JWT_KEY,
+    Auth,
+    Gunicorn,
+    RedisProcess,
+    assert_problem,
+    delete_prefix,
+    http,
+    service_env,
+)
+
+LOGIN = "/api/v1/auth/login"
+SESSIONS = "/api/v1/sessions"
+
+
+def attempt(
+    client: FlaskClient,
+    username: Any = "alice",
+    password: str = "wrong",
+    *,
+    ip: str = "198.51.100.1",
+    **kwargs: Any,
+) -> Any:
+    """One login attempt from ``ip``; a JSON body unless ``data`` is given."""
+    if "data" not in kwargs:
+        kwargs["json"] = {"username": username, "password": password}
+    return client.post(LOGIN, environ_base={"REMOTE_ADDR": ip}, **kwargs)
+
+
+def counters(backend: Backend) -> dict[str, int]:
+    """The rate-limit counters under the test's key prefix, without the prefix."""
+    client = backend.client()
+    head = f"{backend.prefix}:rl:"
+    return {
+        key.removeprefix(head): int(client.get(key))
+        for key in client.scan_iter(match=head + "*", count=1000)
+    }
+
+
+def address_key(ip: str, limit: str = "3/1/minute") -> str:
+    return f"LIMITER/{ip}/login:ip/{limit}"
+
+
+def username_key(username: str, limit: str = "3/1/minute") -> str:
+    return f"LIMITER/{user_tag(username)}/login:user/{limit}"
+
+
+def create_users(app: Flask, *names: str) -> Flask:
+    # With a cheap hash: an unknown name costs a real scrypt hash per attempt.
+    auth = Auth(app)
+    for name in names:
+        auth.create_user(name, "pw")
+    return app
+
+
+@pytest.fixture
+def limited(make_app: AppFactory) -> Flask:
+    return create_users(make_app(SESSIONSVC_LOGIN_RATE_LIMIT="3/minute"), "alice", "bob", "carol")
+
+
+# -- the two limits ---------------------------------------------------------------
+
+
+def test_per_address_limit_counts_every_attempt_whatever_the_username(limited: Flask) -> None:
+    client = limited.test_client()
+    statuses = [
+        attempt(client, "alice", "pw").status_code,  # a success counts too
+        attempt(client, "bob").status_code,
+        attempt(client, "carol").status_code,
+    ]
+    assert statuses == [200, 401, 401]
+    # The right password of a fourth name is refused, and opens no session.
+    assert_problem(attempt(client, "alice", "pw"), 429, "rate_limited")
+    tokens = Auth(limited).login("alice", "pw", ip="198.51.100.2")
+    listed = client.get(SESSIONS, headers=Auth.headers(tokens)).get_json()["sessions"]
+    assert len(listed) == 2
+
+
+def test_per_username_limit_counts_every_address(limited: Flask) -> None:
+    client = limited.test_client()
+    statuses = [attempt(client, "alice", ip=f"203.0.113.{i}").status_code for i in range(3)]
+    assert statuses == [401, 401, 401]
+    # The right password from a fresh address: the name is locked for now.
+    assert_problem(attempt(client, "alice", "pw", ip="203.0.113.9"), 429, "rate_limited")
+    # That address may still try another name.
+    assert attempt(client, "bob", ip="203.0.113.9").status_code == 401
+
+
+def test_refused_attempt_is_the_spec_problem_with_retry_after(limited: Flask) -> None:
+    client = limited.test_client()
+    for _ in range(3):
+        attempt(client)
+    response = attempt(client)
+    body = assert_problem(response, 429, "rate_limited")
+    assert body["title"] == "Too Many Requests"
+    assert body["detail"] == "Too many login attempts; try again later."
+    # The window is a minute and started just now.
+    assert 55 <= int(response.headers["Retry-After"]) <= 61
+    assert "X-RateLimit-Limit" not in response.headers
+
+
+def test_attempts_are_allowed_again_when_the_window_ends(make_app: AppFactory) -> None:
+    client = create_users(make_app(SESSIONSVC_LOGIN_RATE_LIMIT="2/second"), "alice").test_client()
+    assert [attempt(client).status_code for _ in range(3)] == [401, 401, 429]
+    assert attempt(client).headers["Retry-After"] == "1"
+    time.sleep(1.1)
+    assert attempt(client).status_code == 401
+
+
+def test_several_limits_each_count(make_app: AppFactory, backend: Backend) -> None:
+    client = make_app(SESSIONSVC_LOGIN_RATE_LIMIT="5/minute;2/hour").test_client()
+    assert [attempt(client, f"user{i}").status_code for i in range(3)] == [401, 401, 429]
+    found = counters(backend)
+    assert found[address_key("198.51.100.1", "5/1/minute")] == 3
+    assert found[address_key("198.51.100.1", "2/1/hour")] == 3
+
+
+def test_other_routes_are_not_limited(make_app: AppFactory) -> None:
+    app = make_app(SESSIONSVC_LOGIN_RATE_LIMIT="1/minute")
+    auth = Auth(app)
+    tokens = auth.login("alice", "pw")
+    client = app.test_client()
+    for _ in range(5):
+        assert client.get(SESSIONS, headers=auth.headers(tokens)).status_code == 200
+    assert client.get("/healthz").status_code == 200
+    refreshed = client.post("/api/v1/auth/refresh", headers=auth.headers(tokens, "refresh_token"))
+    assert refreshed.status_code == 200
+    assert_problem(attempt(client, "alice", "pw", ip="127.0.0.1"), 429, "rate_limited")
+
+
+# -- what is counted, and where -----------------------------------------------------
+
+
+def test_counters_live_under_the_key_prefix(limited: Flask, backend: Backend) -> None:
+    client = limited.test_client()
+    attempt(client, "alice")
+    attempt(client, "alice", ip="198.51.100.2")
+    attempt(client, "bob")
+    assert counters(backend) == {
+        address_key("198.51.100.1"): 2,
+        address_key("198.51.100.2"): 1,
+        username_key("alice"): 2,
+        username_key("bob"): 1,
+    }
+    store = backend.client()
+    ttl = store.ttl(f"{backend.prefix}:rl:{address_key('198.51.100.1')}")
+    assert 0 < cast(int, ttl) <= 60
+    if backend.name == "fakeredis":  # a server of the test's own: nothing else is in it
+        assert all(key.startswith(backend.prefix + ":") for key in store.keys("*"))
+
+
+def test_bad_bodies_get_the_usual_400_and_count_per_address_only(
+    limited: Flask, backend: Backend
+) -> None:
+    client = limited.test_client()
+    assert_problem(
+        attempt(client, data="{not json", content_type="application/json"), 400, "invalid_request"
+    )
+    assert_problem(attempt(client, username=["alice"]), 400, "invalid_request")
+    assert attempt(client, username="").status_code == 401  # names no account
+    assert counters(backend) == {address_key("198.51.100.1"): 3}
+    assert_problem(attempt(client, "alice", "pw"), 429, "rate_limited")
+
+
+def test_too_large_body_is_413_not_an_error_of_the_limiter(limited: Flask) -> None:
+    client = limited.test_client()
+    body = '{"username": "' + "a" * (70 * 1024) + '", "password": "x"}'
+    response = attempt(client, data=body, content_type="application/json")
+    assert_problem(response, 413, "payload_too_large")
+
+
+def test_username_over_the_length_limit_is_400_and_gets_no_counter(
+    limited: Flask, backend: Backend
+) -> None:
+    client = limited.test_client()
+    assert_problem(attempt(client, "a" * 257), 400, "invalid_request")
+    assert counters(backend) == {address_key("198.51.100.1"): 1}
+
+
+def test_passwords_are_not_logged(limited: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    client = limited.test_client()
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(5):
+            attempt(client, "alice", "hunter2-secret")
+    assert caplog.records  # the refusals are logged...
+    assert "hunter2-secret" not in caplog.text  # ...without the password
+
+
+# -- configuration -----------------------------------------------------------------
+
+
+def test_empty_string_turns_the_limit_off(make_app: AppFactory, backend: Backend) -> None:
+    client = create_users(make_app(SESSIONSVC_LOGIN_RATE_LIMIT=""), "alice").test_client()
+    assert {attempt(client).status_code for _ in range(15)} == {401}
+    assert counters(backend) == {}
+
+
+def test_the_default_is_ten_a_minute(backend: Backend) -> None:
+    config = {"TESTING": True, "JWT_SECRET_KEY": JWT_KEY, **backend.app_config()}
+    app = create_users(create_app(config, **backend.app_kwargs()), *(f"user{i}" for i in range(11)))
+    client = app.test_client()
+    statuses = [attempt(client, f"user{i}").status_code for i in range(11)]
+    assert statuses == [401] * 10 + [429]
+    assert counters(backend)[address_key("198.51.100.1", "10/1/minute")] == 11
+    with app.app_context():
+        current_manager().store.close()
+
+
+@pytest.mark.parametrize("value", ["ten", "10/fortnight", "10 per", "/minute", 10])
+def test_invalid_limit_fails_at_init_naming_the_key(make_app: AppFactory, value: Any) -> None:
+    with pytest.raises(ConfigError, match="SESSIONSVC_LOGIN_RATE_LIMIT"):
+        make_app(SESSIONSVC_LOGIN_RATE_LIMIT=value)
+
+
+def test_invalid_limit_fails_in_a_host_app_too(backend: Backend) -> None:
+    app = Flask("host")
+    app.config.update(JWT_SECRET_KEY=JWT_KEY, SESSIONSVC_LOGIN_RATE_LIMIT="often")
+    with pytest.raises(ConfigError, match="SESSIONSVC_LOGIN_RATE_LIMIT"):
+        SessionManager(app, **backend.app_kwargs())
+
+
+def test_embedded_store_keeps_the_counters() -> None:
+    app = create_app({"TESTING": True, "SESSIONSVC_LOGIN_RATE_LIMIT": "2/minute"})
+    client = app.test_client()
+    assert [attempt(client).status_code for _ in range(3)] == [401, 401, 429]
+
+
+# -- storage by kind of store ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "connection"),
+    [
+        ("redis://127.0.0.1:1/3", redis.Connection),
+        ("rediss://127.0.0.1:1/0", SSLConnection),
+        ("unix:///nonexistent/redis.sock", UnixDomainSocketConnection),
+    ],
+)
+def test_counters_use_the_store_connection_pool(url: str, connection: type) -> None:
+    store = store_from_url(url, prefix="pfx", timeout=0.5, events_max=10, events_ttl=60)
+    uri, options = store.limiter_storage()  # builds the client: nothing connects yet
+    assert uri == "redis://"
+    assert options == {"connection_pool": store.client.connection_pool, "key_prefix": "pfx:rl"}
+    assert options["connection_pool"].connection_class is connection
+    assert options["connection_pool"].connection_kwargs["socket_timeout"] == 0.5
+
+
+def test_counters_follow_the_sentinel_primary() -> None:
+    url = "redis+sentinel://127.0.0.1:1/mymaster/2"
+    store = store_from_url(url, prefix="pfx", timeout=0.5, events_max=10, events_ttl=60)
+    _, options = store.limiter_storage()
+    pool = options["connection_pool"]
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "mymaster"
+    assert pool.connection_kwargs["db"] == 2
+
+
+def test_redis_cluster_is_refused_at_init_naming_the_key() -> None:
+    cluster = create_autospec(RedisCluster, instance=True)
+    with pytest.raises(ConfigError, match=r"SESSIONSVC_LOGIN_RATE_LIMIT.*Cluster"):
+        SessionStore(lambda: cluster, prefix="pfx").limiter_storage()
+    config = {"JWT_SECRET_KEY": JWT_KEY, "SESSIONSVC_LOGIN_RATE_LIMIT": "10/minute"}
+    with pytest.raises(ConfigError, match=r"SESSIONSVC_LOGIN_RATE_LIMIT.*Cluster"):
+        create_app(config, redis_client=cast(redis.Redis, cluster))
+    config["SESSIONSVC_LOGIN_RATE_LIMIT"] = ""
+    create_app(config, redis_client=cast(redis.Redis, cluster))  # off: nothing to refuse
+
+
+# -- failing closed ----------------------------------------------------------------------
+
+
+def test_attempt_that_cannot_be_counted_is_not_let_through(
+    limited: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise redis.exceptions.ConnectionError("refused")
+
+    # limits counts through redis-py's Script objects; the session store
+    # runs its scripts by EVALSHA and keeps working.
+    monkeypatch.setattr(redis.commands.core.Script, "__call__", refuse)
+    client = limited.test_client()
+    response = attempt(client, "alice", "pw")
+    assert_problem(response, 503, "store_unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert "rate-limit store unavailable: ConnectionError" in caplog.text
+    monkeypatch.undo()
+    assert attempt(client, "alice", "pw").status_code == 200
+
+
+TIMEOUT = 0.3
+
+
+@pytest.fixture
+def faulty_app(own_redis: RedisProcess) -> Iterator[Flask]:
+    app = create_app(
+        {
+            "TESTING": True,
+            "JWT_SECRET_KEY": JWT_KEY,
+            "SESSIONSVC_REDIS_URL": own_redis.url,
+            "SESSIONSVC_STORE_TIMEOUT": TIMEOUT,
+            "SESSIONSVC_LOGIN_RATE_LIMIT": "5/minute",
+        }
+    )
+    Auth(app).create_user("alice", "pw")
+    yield app
+    with app.app_context():
+        current_manager().store.close()  # the limiter's pool too: it is the store's
+
+
+@pytest.mark.slow
+def test_store_down_login_fails_closed_then_counts_again(
+    own_redis: RedisProcess, faulty_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = faulty_app.test_client()
+    assert attempt(client, "alice", "pw").status_code == 200
+    own_redis.stop()
+    for response in (
+        attempt(client, "alice", "pw"),
+        attempt(client, data="{not json", content_type="application/json"),
+    ):
+        assert_problem(response, 503, "store_unavailable")
+        assert response.headers["Retry-After"] == "1"
+    assert "rate-limit store unavailable: ConnectionError" in caplog.text
+
+    own_redis.start()  # empty: alice and the counters are gone
+    assert_problem(attempt(client, "alice", "pw"), 401, "invalid_credentials")
+    assert counters_of(own_redis.url) == {
+        address_key("198.51.100.1", "5/1/minute"): 1,
+        username_key("alice", "5/1/minute"): 1,
+    }
+
+
+@pytest.mark.slow
+def test_store_hanging_login_fails_closed_in_time(
+    own_redis: RedisProcess, faulty_app: Flask
+) -> None:
+    client = faulty_app.test_client()
+    assert own_redis.proc is not None
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        assert_problem(attempt(client, "alice", "pw"), 503, "store_unavailable")
+        assert time.monotonic() - start < 2 * TIMEOUT + 1
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+    assert attempt(client, "alice", "pw").status_code == 200
+
+
+def counters_of(url: str, prefix: str = "sessionsvc") -> dict[str, int]:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        head = f"{prefix}:rl:"
+        return {key.removeprefix(head): int(client.get(key)) for key in client.keys(head + "*")}
+    finally:
+        client.close()
+
+
+# -- several processes ---------------------------------------------------------------------
+
+
+def half_a_request(port: int) -> socket.socket:
+    """A connection that sends half a request: a sync worker waits on it."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    time.sleep(0.3)  # accepted by the first idle worker
+    return sock
+
+
+@pytest.mark.slow
+def test_two_gunicorn_workers_share_the_counters(redis_url: str) -> None:
+    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
+    env = service_env(
+        SESSIONSVC_REDIS_URL=redis_url,
+        SESSIONSVC_KEY_PREFIX=prefix,
+        JWT_SECRET_KEY=JWT_KEY,
+        SESSIONSVC_LOGIN_RATE_LIMIT="4/minute",
+        # The app is built once in the master, before the workers fork; the
+        # access log names the worker that answered.
+        GUNICORN_CMD_ARGS="--preload --access-logformat '%(p)s %(U)s %(s)s'",
+    )
+    service = Gunicorn(env, workers=2).start()
+    url = f"{service.base}{LOGIN}"
+
+    def login(i: int) -> int:
+        status, _ = http("POST", url, body={"username": f"user{i}", "password": "pw"})
+        return status
+
+    try:
+        # Hold one worker, so the other answers; then the reverse.
+        first = half_a_request(service.port)
+        statuses = [login(0), login(1)]
+        second = half_a_request(service.port)
+        first.close()
+        statuses += [login(2), login(3), login(4)]
+        second.close()
+        output = service.output()
+    finally:
+        service.stop()
+    try:
+        assert statuses == [401, 401, 401, 401, 429]
+        workers = re.findall(r"<(\d+)> /api/v1/auth/login (?:401|429)", output)
+        assert len(workers) == 5
+        assert len(set(workers[:2])) == 1
+        assert len(set(workers)) == 2, output  # both workers counted into one counter
+        assert counters_of(redis_url, prefix)[address_key("127.0.0.1", "4/1/minute")] == 5
+    finally:
+        cleaner = redis.Redis.from_url(redis_url, decode_responses=True)
+        delete_prefix(cleaner, prefix)
+        cleaner.close()
