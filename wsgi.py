@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import config
-from sessionsvc import create_app
+from sessionsvc.app import configure_logging, create_app
 
+configure_logging()
 app = create_app(config.from_env())

@@ -36,6 +36,28 @@ def readyz() -> Response:
     return jsonify({"status": "ok"})
 
 
+def configure_logging() -> None:
+    """Send the service's own log lines to stderr, beside gunicorn's.
+
+    ``sessionsvc.events`` writes one JSON object per line (nothing else on
+    the line, so log shippers can parse it); other ``sessionsvc`` warnings
+    carry their level. Loggers that already have handlers (configured by
+    the deployment) are left alone.
+    """
+    events = logging.getLogger("sessionsvc.events")
+    if not events.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        events.addHandler(handler)
+        events.setLevel(logging.INFO)
+        events.propagate = False
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def create_app(
     config: Mapping[str, Any] | None = None, *, redis_client: redis.Redis | None = None
 ) -> Flask:

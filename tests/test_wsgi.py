@@ -6,10 +6,12 @@ connection, so the sync workers take turns answering.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -36,7 +38,7 @@ REQUESTS = 24
 CREATE_ALICE = ("sessions", "create-user", "alice", "--password-stdin")
 
 
-def sign_in_twice_and_revoke(base: str) -> None:
+def sign_in_twice_and_revoke(base: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Two devices; one signs the other out; no worker accepts its token after."""
     login = f"{base}/api/v1/auth/login"
     credentials = {"username": "alice", "password": PASSWORD}
@@ -46,23 +48,32 @@ def sign_in_twice_and_revoke(base: str) -> None:
     assert status == 200, phone
 
     for _ in range(REQUESTS):
-        status, body = http("GET", f"{base}/api/v1/sessions", token=phone["access_token"])
+        status, body = http(
+            "GET", f"{base}/api/v1/sessions", token=phone["access_token"], user_agent=IPHONE
+        )
         assert status == 200
         assert {s["id"] for s in body["sessions"]} == {laptop["session_id"], phone["session_id"]}
 
     status, _ = http(
-        "DELETE", f"{base}/api/v1/sessions/{phone['session_id']}", token=laptop["access_token"]
+        "DELETE",
+        f"{base}/api/v1/sessions/{phone['session_id']}",
+        token=laptop["access_token"],
+        user_agent=CHROME,
     )
     assert status == 204
     refused = [
-        http("GET", f"{base}/api/v1/sessions", token=phone["access_token"]) for _ in range(REQUESTS)
+        http("GET", f"{base}/api/v1/sessions", token=phone["access_token"], user_agent=IPHONE)
+        for _ in range(REQUESTS)
     ]
     assert [(status, body["code"]) for status, body in refused] == [
         (401, "session_revoked")
     ] * REQUESTS
-    status, body = http("GET", f"{base}/api/v1/sessions", token=laptop["access_token"])
+    status, body = http(
+        "GET", f"{base}/api/v1/sessions", token=laptop["access_token"], user_agent=CHROME
+    )
     assert status == 200
     assert [s["id"] for s in body["sessions"]] == [laptop["session_id"]]
+    return laptop, phone
 
 
 @pytest.fixture
@@ -86,8 +97,18 @@ def test_four_workers_on_real_redis_revoke_across_workers(
     real_redis_service: tuple[Gunicorn, str],
 ) -> None:
     service, _ = real_redis_service
-    sign_in_twice_and_revoke(service.base)
-    assert service.output().count("Booting worker") == 4
+    laptop, phone = sign_in_twice_and_revoke(service.base)
+    output = service.output()
+    assert output.count("Booting worker") == 4
+    # One JSON line per security event on stderr, whichever worker saw it.
+    events = [json.loads(line) for line in output.splitlines() if line.startswith('{"event"')]
+    assert [(e["event"], e["session_id"], e.get("reason")) for e in events] == [
+        ("session.created", laptop["session_id"], None),
+        ("session.created", phone["session_id"], None),
+        ("session.revoked", phone["session_id"], "user"),
+    ]
+    for secret in (PASSWORD, laptop["access_token"], phone["refresh_token"]):
+        assert secret not in output
 
 
 def test_embedded_store_under_the_run_command_is_shared_by_workers_and_cli() -> None:
