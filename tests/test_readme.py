@@ -78,3 +78,6 @@ def test_walkthrough_works_verbatim() -> None:
     assert '"code":"session_revoked"' in out
     assert out.count('"type": "session.created"') == 2
     assert '"reason": "user"' in out
+    # Each device used its own tokens from its own browser: nothing else happened.
+    assert out.count('"type": "session.') == 3
+    assert out.count('"new_device"') == 2  # the phone's session and its created event
