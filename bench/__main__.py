@@ -121,7 +121,9 @@ def wrk(binary: str, url: str, token: str, seconds: float, connections: int = 8)
     result = subprocess.run(
         [
             *(binary, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s"),
-            *("-s", str(REPORT_LUA), "-H", f"Authorization: Bearer {token}", url),
+            *("-s", str(REPORT_LUA), "-H", f"Authorization: Bearer {token}"),
+            # The browser that signed in, as every request of a real client.
+            *("-H", f"User-Agent: {CHROME}", url),
         ],
         capture_output=True,
         text=True,
@@ -244,7 +246,8 @@ def measure_growth(
             order = ["small", "large"] if i % 2 == 0 else ["large", "small"]
             for size in order:
                 app, token = probes[size]
-                with app.test_request_context(headers={"Authorization": f"Bearer {token}"}):
+                headers = {"Authorization": f"Bearer {token}", "User-Agent": CHROME}
+                with app.test_request_context(headers=headers):
                     manager, payload = current_manager(), decode_token(token)
                     samples[size].append(
                         median_seconds(lambda m=manager, p=payload: m.is_revoked({}, p), 600)

@@ -63,7 +63,8 @@ def parse_user_agent(user_agent: str | None) -> Device:
 
 def user_agent_of(request: Request) -> str | None:
     """The request's ``User-Agent``, or ``None`` when it sent none."""
-    value = request.headers.get("User-Agent")
+    # The WSGI environ directly: it runs on every authenticated request.
+    value: str | None = request.environ.get("HTTP_USER_AGENT")
     if not value:
         return None
     return value[:MAX_USER_AGENT]

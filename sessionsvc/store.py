@@ -5,8 +5,11 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
     P:{T}:s:<sid>   hash    one session; TTL = time left until it expires
     P:{T}:idx       zset    the user's session ids scored by expiry; pruned
                             on every write, expires with its last session
-    P:{T}:ev        stream  the user's security events, capped
+    P:{T}:ev        list    the user's security events (JSON), newest first, capped
+    P:{T}:known     hash    the user's sign-in history (device families,
+                            countries) behind the risk flags; bounded
     P:{T}:user      hash    a user of the standalone service's user store
+    P:rl:...        string  login rate-limit counters (flask-limiter's keys)
 
 Every key of one user shares the hash tag ``{T}``, so each multi-key
 operation below is legal on Redis Cluster. Every operation that must be
@@ -36,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -387,9 +390,11 @@ _ALIVE = CheckResult(CheckStatus.ACTIVE)
 _GONE = CheckResult(CheckStatus.GONE)
 
 
-@dataclass(frozen=True)
-class Actor:
+class Actor(NamedTuple):
     """Who caused a change (recorded on the security event), or who uses a session.
+
+    A named tuple: one is made for every authenticated request, and a tuple
+    is the cheapest immutable record to make.
 
     :param device: the request's parsed user agent, compared with the
         session's on every use; ``None`` when there is no request to compare.
@@ -526,7 +531,7 @@ class SessionStore:
         return self._key(user_id, "idx")
 
     def events_key(self, user_id: str) -> str:
-        """The key of a user's security-event stream."""
+        """The key of a user's security-event list."""
         return self._key(user_id, "ev")
 
     def user_key(self, user_id: str) -> str:
@@ -621,7 +626,7 @@ class SessionStore:
                 device is None
                 or (browser is None and system is None)
                 or (browser == device.browser and system == device.os)
-                or mark == self._signature(device, ip)
+                or (mark is not None and mark == self._signature(device, ip))
             ):
                 return _ALIVE
         return self._activity(user_id, session_id, now=now, actor=actor)
