@@ -315,7 +315,13 @@ class SessionManager:
         """One of a user's sessions, or ``None`` (also for ids that cannot be ours)."""
         if not tokens.is_session_id(session_id):
             return None
-        return self._state().store.get(user_id, session_id)
+        state = self._state()
+        session = state.store.get(user_id, session_id)
+        idle = state.settings.idle_timeout
+        if session is not None and idle is not None:
+            if int(time.time()) - session.last_seen_at >= idle:
+                return None  # dead: revoked (reason idle) when next used or listed
+        return session
 
     def list_for(self, user_id: str) -> list[Session]:
         """A user's live sessions, most recently active first."""
@@ -325,12 +331,11 @@ class SessionManager:
 
     def rename(self, user_id: str, session_id: str, name: str | None) -> Session | None:
         """Label a session (``None`` clears the label); ``None`` if no such session."""
-        if not tokens.is_session_id(session_id):
+        if self.get(user_id, session_id) is None:
             return None
-        store = self._state().store
-        if not store.rename(user_id, session_id, name):
+        if not self._state().store.rename(user_id, session_id, name):
             return None
-        return store.get(user_id, session_id)
+        return self.get(user_id, session_id)
 
     def revoke(
         self,

@@ -1054,6 +1054,20 @@ def test_idle_timeout_ends_an_unused_session_on_its_next_use(make_app: Any, cloc
     assert revocations(list_events(client, active)) == {idle["session_id"]: "idle"}
 
 
+def test_a_session_past_its_idle_timeout_cannot_be_read_or_renamed(make_app: Any, clock: Any):
+    app = make_app(SESSIONSVC_IDLE_TIMEOUT=600, SESSIONSVC_TOUCH_INTERVAL=60)
+    auth, client = Auth(app), app.test_client()
+    idle = auth.login("alice")
+    clock.shift(500)
+    active = auth.login("alice")
+    clock.shift(200)  # idle: 700 s unused
+    path = f"{SESSIONS}/{idle['session_id']}"
+    assert_problem(client.get(path, headers=auth.headers(active)), 404, "session_not_found")
+    response = patch_name(client, active, idle["session_id"], json={"name": "x"})
+    assert_problem(response, 404, "session_not_found")
+    assert session_ids(client, active) == [active["session_id"]]
+
+
 def test_without_idle_timeout_idle_expires_at_is_null(auth: Auth, client: FlaskClient):
     tokens = auth.login("alice")
     assert list_sessions(client, tokens)[0]["idle_expires_at"] is None
