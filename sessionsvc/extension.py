@@ -318,9 +318,8 @@ class SessionManager:
         state = self._state()
         session = state.store.get(user_id, session_id)
         idle = state.settings.idle_timeout
-        if session is not None and idle is not None:
-            if int(time.time()) - session.last_seen_at >= idle:
-                return None  # dead: revoked (reason idle) when next used or listed
+        if session is not None and idle is not None and time.time() - session.last_seen_at >= idle:
+            return None  # dead: revoked (reason idle) when next used or listed
         return session
 
     def list_for(self, user_id: str) -> list[Session]:

@@ -608,7 +608,10 @@ class SessionStore:
         try:
             # The steady state, kept free of context managers: it runs on
             # every authenticated request.
-            seen, last_ip, browser, system, mark = (client or self.client).hmget(key, _HOT_FIELDS)
+            # execute_command straight away: hmget() only adds argument juggling.
+            seen, last_ip, browser, system, mark = (client or self.client).execute_command(  # type: ignore[no-untyped-call]
+                "HMGET", key, *_HOT_FIELDS
+            )
         except UNAVAILABLE_ERRORS as exc:
             raise _unavailable(exc) from exc
         if seen is None:
