@@ -71,6 +71,8 @@ class RedisProcess:
             [
                 *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--dir", self.dir),
+                # Fault tests hang the server with DEBUG SLEEP (refused by default).
+                *("--enable-debug-command", "local"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

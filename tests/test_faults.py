@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
+import redis
 from flask import Flask
 
 from sessionsvc import create_app
@@ -68,7 +70,8 @@ def test_store_down_fails_closed_then_recovers_empty(
     assert time.monotonic() - start < 2 * TIMEOUT + 1
 
     own_redis.start()  # same port, and empty: every session is lost
-    wait_ready(faulty_app)
+    recovered = wait_ready(faulty_app)
+    print(f"restart: ready again {recovered:.3f} s after redis-server answered")
     assert_problem(client.get("/api/v1/sessions", headers=headers), 401, "session_revoked")
     assert_problem(
         client.get("/api/v1/sessions", headers=auth.headers(other)), 401, "session_revoked"
@@ -97,3 +100,62 @@ def test_store_hanging_fails_closed_then_recovers_with_its_data(
     response = client.get("/api/v1/sessions", headers=headers)
     assert response.status_code == 200
     assert [s["id"] for s in response.get_json()["sessions"]] == [tokens["session_id"]]
+
+
+def test_a_busy_store_debug_sleep_fails_closed_within_the_timeout(
+    own_redis: RedisProcess, faulty_app: Flask
+) -> None:
+    # DEBUG SLEEP blocks the server for everyone: a hang that is not a dead socket.
+    auth = Auth(faulty_app)
+    tokens = auth.login("alice")
+    client = faulty_app.test_client()
+    headers = auth.headers(tokens)
+    sleeper = redis.Redis.from_url(own_redis.url)
+    blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", 2))
+    blocker.start()
+    try:
+        time.sleep(0.1)
+        timings = []
+        for _ in range(3):
+            start = time.monotonic()
+            assert_problem(
+                client.get("/api/v1/sessions", headers=headers), 503, "store_unavailable"
+            )
+            timings.append(time.monotonic() - start)
+        assert max(timings) < 2 * TIMEOUT + 0.5
+        assert_problem(client.get("/readyz"), 503, "store_unavailable")
+    finally:
+        blocker.join(10)
+        sleeper.close()
+    wait_ready(faulty_app)
+    assert client.get("/api/v1/sessions", headers=headers).status_code == 200
+
+
+def test_nothing_is_let_through_during_an_outage_and_recovery_is_quick(
+    own_redis: RedisProcess, faulty_app: Flask
+) -> None:
+    auth = Auth(faulty_app)
+    tokens = auth.login("alice")
+    revoked = auth.login("alice")
+    client = faulty_app.test_client()
+    headers = auth.headers(tokens)
+    assert (
+        client.delete(f"/api/v1/sessions/{revoked['session_id']}", headers=headers).status_code
+        == 204
+    )
+    own_redis.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        during = [
+            client.get("/api/v1/sessions", headers=auth.headers(pair)).status_code
+            for pair in (tokens, revoked) * 4
+        ]
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+    assert during == [503] * 8  # not one 200, not one 401
+    recovered = wait_ready(faulty_app)
+    assert client.get("/api/v1/sessions", headers=headers).status_code == 200
+    assert_problem(
+        client.get("/api/v1/sessions", headers=auth.headers(revoked)), 401, "session_revoked"
+    )
+    print(f"outage: {len(during)} requests, 0 let through; ready again after {recovered:.3f} s")
+    assert recovered < 5
