@@ -26,6 +26,7 @@ from .store import Actor, CheckResult, CheckStatus, Policy, SessionStore, store_
 if TYPE_CHECKING:
     import redis
 
+logger = logging.getLogger("sessionsvc")
 #: One JSON line per security event (logger ``sessionsvc.events``).
 events_log = logging.getLogger("sessionsvc.events")
 
@@ -105,8 +106,8 @@ class SessionManager:
                 "after SessionManager.init_app and call sessions.is_revoked() from it"
             )
         settings = Settings.from_config(app.config)
-        if not (app.config.get("JWT_SECRET_KEY") or app.config.get("SECRET_KEY")):
-            raise ConfigError("JWT_SECRET_KEY must be set to sign tokens")
+        for warning in tokens.check_signing(app.config, strict=not (app.debug or app.testing)):
+            logger.warning(warning)
         locator = geo.Locator(settings.geoip_db) if settings.geoip_db is not None else None
         policy = Policy(
             touch_interval=settings.touch_interval,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, g
@@ -26,6 +26,7 @@ from .errors import (
     WrongTokenType,
     error_response,
 )
+from .settings import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,6 +84,58 @@ def token_required(view: F) -> F:
         return view(*args, **kwargs)
 
     return cast(F, jwt_required()(checked))
+
+
+#: Smallest HMAC key per algorithm: as long as the hash (RFC 7518, section 3.2).
+_HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_ASYMMETRIC = re.compile(r"(RS|PS|ES)(256|384|512)|ES256K|EdDSA")
+
+
+def check_signing(config: Mapping[str, Any], *, strict: bool) -> list[str]:
+    """Refuse a token set-up that lets tokens be forged; return the warnings.
+
+    Tokens are signed with one pinned algorithm: ``none`` is refused, and so is
+    accepting another family of algorithms than the one that signs (an RSA
+    public key used as an HMAC secret forges tokens). An HMAC key must be at
+    least as long as the hash; with ``strict=False`` (debug or testing) a
+    short one is only a warning.
+
+    :raises ConfigError: naming the key at fault.
+    """
+    algorithm = config.get("JWT_ALGORITHM", "HS256")
+    decode = config.get("JWT_DECODE_ALGORITHMS") or [algorithm]
+    if not isinstance(decode, (list, tuple)) or not all(isinstance(a, str) for a in decode):
+        raise ConfigError(f"JWT_DECODE_ALGORITHMS must be a list of names, got {decode!r}")
+    named = [("JWT_ALGORITHM", algorithm), *(("JWT_DECODE_ALGORITHMS", a) for a in decode)]
+    for name, value in named:
+        known = isinstance(value, str) and (
+            value in _HMAC_KEY_BYTES or _ASYMMETRIC.fullmatch(value)
+        )
+        if not known:
+            raise ConfigError(f"{name}: {value!r} is not an algorithm tokens may be signed with")
+    if any((a in _HMAC_KEY_BYTES) != (algorithm in _HMAC_KEY_BYTES) for a in decode):
+        raise ConfigError(
+            "JWT_DECODE_ALGORITHMS mixes HMAC and public-key algorithms: a public key "
+            "could then be used as an HMAC secret to forge tokens"
+        )
+    if algorithm not in _HMAC_KEY_BYTES:
+        if not config.get("JWT_PRIVATE_KEY") or not config.get("JWT_PUBLIC_KEY"):
+            raise ConfigError(f"JWT_PRIVATE_KEY and JWT_PUBLIC_KEY must be set for {algorithm}")
+        return []
+    key = config.get("JWT_SECRET_KEY") or config.get("SECRET_KEY")
+    if not key:
+        raise ConfigError("JWT_SECRET_KEY must be set to sign tokens")
+    size = len(key.encode("utf-8") if isinstance(key, str) else bytes(key))
+    needed = _HMAC_KEY_BYTES[algorithm]
+    if size >= needed:
+        return []
+    message = (
+        f"JWT_SECRET_KEY is too short for {algorithm}: {size} bytes, at least {needed} are "
+        "needed (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    )
+    if strict:
+        raise ConfigError(message)
+    return [message + "; accepted only because the app is in debug or testing mode"]
 
 
 def has_blocklist_loader(jwt: JWTManager) -> bool:
