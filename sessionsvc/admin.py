@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import get_jwt
 
 from . import openapi, payloads, tokens
+from .api import no_content
 from .errors import Forbidden, SessionNotFound
 from .extension import current_manager
 
@@ -52,4 +53,4 @@ def revoke_user_session(user_id: str, session_id: str) -> Response:
     _require_admin()
     if not current_manager().revoke(user_id, session_id, reason="admin"):
         raise SessionNotFound("No such session.")
-    return Response(status=204)
+    return no_content()

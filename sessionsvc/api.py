@@ -20,6 +20,18 @@ def _limit_body() -> None:
     request.max_content_length = payloads.MAX_BODY
 
 
+def no_content() -> Response:
+    """An empty 204 answer.
+
+    werkzeug labels every response ``text/html`` by default, even one without
+    a body; a 204 has no content, so it has no ``Content-Type`` either (the
+    OpenAPI document promises JSON or problem documents only).
+    """
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
 def _caller() -> tuple[str, str]:
     """The calling token's user id and session id."""
     return tokens.token_session(get_jwt())
@@ -90,7 +102,7 @@ def revoke_session(session_id: str) -> Response:
     manager = current_manager()
     if not manager.revoke(user_id, session_id, reason="user", current=current):
         raise SessionNotFound("No such session.")
-    return Response(status=204)
+    return no_content()
 
 
 @blueprint.delete("")

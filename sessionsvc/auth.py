@@ -8,6 +8,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import openapi, payloads, tokens
+from .api import no_content
 from .errors import InvalidCredentials, InvalidRequest
 from .extension import current_manager
 from .models import User
@@ -87,4 +88,4 @@ def refresh() -> Response:
 def logout() -> Response:
     user_id, session_id = tokens.token_session(get_jwt())
     current_manager().revoke(user_id, session_id, reason="logout", current=session_id)
-    return Response(status=204)
+    return no_content()

@@ -10,11 +10,17 @@ import json
 from typing import Any
 
 from flask import Request
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .errors import InvalidRequest
 
 #: Largest request body the service reads (the spec's "64 KiB is plenty").
 MAX_BODY = 64 * 1024
+
+# The WSGI environ key that remembers whether a body sent without a
+# Content-Length went on past the limit.
+_OVER_LIMIT = "sessionsvc.body_over_limit"
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -30,15 +36,46 @@ def _no_constants(name: str) -> Any:
     raise InvalidRequest(f"{name} is not valid JSON.")
 
 
+def _body(request: Request) -> bytes:
+    """The request's body, refused when it is over the limit however it was sent.
+
+    werkzeug refuses a ``Content-Length`` over the limit itself. A body sent
+    without one (chunked, which gunicorn passes on with
+    ``wsgi.input_terminated``) is read through a stream that stops at the
+    limit and reads as if the body ended there: the first 64 KiB of a larger
+    body would be parsed, and a JSON value padded past the limit accepted.
+    """
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if limit is not None and len(raw) >= limit and request.content_length is None:
+        # The server terminates this stream (or it would have been empty):
+        # one more byte past the limit means the body was larger. Asked once
+        # per request (the rate limiter reads the body before the view does).
+        over = request.environ.get(_OVER_LIMIT)
+        if over is None:
+            try:
+                over = bool(request.environ["wsgi.input"].read(1))
+            except (OSError, ValueError):  # as werkzeug's own reads take it
+                raise ClientDisconnected() from None
+            request.environ[_OVER_LIMIT] = over
+        if over:
+            # werkzeug's own refusal of a Content-Length over the limit: 413
+            # payload_too_large, and what auth.attempted_username expects.
+            raise RequestEntityTooLarge()
+    return raw
+
+
 def json_object(request: Request) -> dict[str, Any]:
     """The request's body as a JSON object.
 
     :raises InvalidRequest: wrong content type, bytes that are not UTF-8,
         JSON that does not parse, duplicate keys, or anything but an object.
+    :raises RequestEntityTooLarge: a body over the limit, even one sent
+        without a ``Content-Length`` (413 ``payload_too_large``).
     """
     if not request.is_json:
         raise InvalidRequest("The body must be JSON (Content-Type: application/json).")
-    raw = request.get_data(cache=True)
+    raw = _body(request)
     try:
         text = raw.decode("utf-8")
         body = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
@@ -65,8 +102,21 @@ def string_field(body: dict[str, Any], name: str, *, max_length: int = 1024) -> 
     return value
 
 
+def _args(request: Request) -> MultiDict[str, str]:
+    """The query values; a query string that is not UTF-8 is a bad query value.
+
+    werkzeug decodes ``%``-escapes leniently but the raw query string
+    strictly: a byte such as ``0xFF`` sent as is (not as ``%FF``) would
+    otherwise raise ``UnicodeDecodeError`` and answer 500.
+    """
+    try:
+        return request.args
+    except UnicodeDecodeError:
+        raise InvalidRequest("The query string is not valid UTF-8.") from None
+
+
 def _single(request: Request, name: str) -> str:
-    values = request.args.getlist(name)
+    values = _args(request).getlist(name)
     if len(values) > 1:
         raise InvalidRequest(f"{name!r} is given more than once.")
     return values[0]
@@ -74,7 +124,7 @@ def _single(request: Request, name: str) -> str:
 
 def query_bool(request: Request, name: str, default: bool) -> bool:
     """A boolean query value: ``true``/``false``/``1``/``0``; anything else is 400."""
-    if name not in request.args:
+    if name not in _args(request):
         return default
     value = _single(request, name)
     if value in ("true", "1"):
@@ -86,7 +136,7 @@ def query_bool(request: Request, name: str, default: bool) -> bool:
 
 def query_int(request: Request, name: str, default: int, *, minimum: int, maximum: int) -> int:
     """An integer query value within ``[minimum, maximum]``; anything else is 400."""
-    if name not in request.args:
+    if name not in _args(request):
         return default
     value = _single(request, name)
     if not value.isascii() or not value.isdigit() or len(value) > 6:
