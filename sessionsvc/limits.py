@@ -12,6 +12,8 @@ as every session check does. A refused attempt is 429 ``rate_limited`` with
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +22,11 @@ from flask import Flask, Response, request
 from flask_limiter import Limiter, RequestLimit
 
 from . import auth, devices
+from .errors import StoreUnavailable
 from .settings import Settings
-from .store import SessionStore, user_tag
+from .store import UNAVAILABLE_ERRORS, SessionStore, user_tag
+
+logger = logging.getLogger("sessionsvc")
 
 #: The view the limits apply to.
 LOGIN_ENDPOINT = "sessionsvc_auth.login"
@@ -71,7 +76,27 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
     # Decorated here rather than in auth.py: the blueprint and its view are
     # shared by every app, the limiter is this app's.
     view: Callable[..., Any] = app.view_functions[LOGIN_ENDPOINT]
-    app.view_functions[LOGIN_ENDPOINT] = per_address(per_username(view))
+    app.view_functions[LOGIN_ENDPOINT] = _fail_closed(per_address(per_username(view)))
+
+
+def _fail_closed(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Answer 503 when the counters cannot be reached, on Redis Cluster too.
+
+    limits wraps redis-py's ``RedisError`` in its ``StorageError`` (answered
+    503 by :mod:`sessionsvc.errors`), but not a cluster client's
+    ``RedisClusterException``, raised when no node of the cluster answers.
+    The view itself never lets a Redis error out: the store converts them.
+    """
+
+    @functools.wraps(view)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("rate-limit store unavailable: %s", type(exc).__name__)
+            raise StoreUnavailable("The session store is unavailable; try again shortly.") from exc
+
+    return counted
 
 
 def _client_address() -> str:

@@ -47,7 +47,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from .errors import StoreUnavailable
 from .models import Device, Location, SecurityEvent, Session, User
@@ -432,6 +432,23 @@ class Opened:
 ClientFactory = Callable[[], "redis.Redis"]
 #: Receives the security events a script recorded: ``(user_id, events)``.
 EventSink = Callable[[str, "builtins.list[SecurityEvent]"], None]
+
+
+#: What the rate limiter's own cluster client takes over from the store's:
+#: where and as whom to connect, and how long to wait (``ssl_*`` too).
+#: Not the store's decoding, nor the callbacks bound to its client.
+_LIMITER_CLUSTER_OPTIONS = frozenset(
+    (
+        "username",
+        "password",
+        "credential_provider",
+        "ssl",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_keepalive_options",
+    )
+)
 
 
 class SessionStore:
@@ -840,18 +857,32 @@ class SessionStore:
         client, a Sentinel primary or the embedded store; keys under ``P:rl:``.
         redis-py's pool reconnects by itself in a forked worker.
 
-        :raises ConfigError: on Redis Cluster (whose client, unlike the
-            others, connects when it is built, here at ``init_app``).
+        On Redis Cluster, limits' cluster storage, which always builds a
+        cluster client of its own (and, like ours, connects when it is built,
+        here at ``init_app``): given our client's startup nodes, credentials,
+        TLS settings, timeouts and retries. A fixed-window counter is one key
+        per command, so nothing it sends spans two slots.
         """
         client = self.client
-        if not isinstance(client, redis.Redis):
-            raise ConfigError(
-                "SESSIONSVC_LOGIN_RATE_LIMIT is not supported on Redis Cluster yet: "
-                "set it to '' to turn login rate limiting off"
-            )
+        key_prefix = f"{self._prefix}:rl"
+        if isinstance(client, RedisCluster):
+            kwargs = client.get_connection_kwargs()
+            options = {
+                name: value
+                for name, value in kwargs.items()
+                if name in _LIMITER_CLUSTER_OPTIONS or name.startswith("ssl_")
+            }
+            startup = [ClusterNode(node.host, node.port) for node in client.startup_nodes]
+            # The URL only selects limits' cluster storage; the options say where it is.
+            return "redis+cluster://", {
+                **options,
+                "startup_nodes": startup,
+                "retry": client.retry,
+                "key_prefix": key_prefix,
+            }
         # The URL only selects limits' Redis storage; the pool says where it is.
         pool = client.connection_pool
-        return "redis://", {"connection_pool": pool, "key_prefix": f"{self._prefix}:rl"}
+        return "redis://", {"connection_pool": pool, "key_prefix": key_prefix}
 
     # -- health -------------------------------------------------------------
 
@@ -1032,6 +1063,41 @@ def _client_options(timeout: float) -> dict[str, Any]:
     }
 
 
+#: Seconds between two questions to the sentinels about where the primary
+#: is, besides the one asked for every new connection.
+SENTINEL_CHECK_INTERVAL = 1.0
+
+
+class _SentinelPrimaryPool(SentinelConnectionPool):
+    """A pool of connections to the Sentinel primary that notices a failover.
+
+    redis-py asks the sentinels for the primary only when it opens a
+    connection. After ``SENTINEL FAILOVER`` the old primary stays a primary
+    until Sentinel reconfigures it as a replica (and closes its clients),
+    about 10 s later; meanwhile pooled connections to it read stale sessions
+    and write revocations that the resync then discards. Asking at most once
+    per :data:`SENTINEL_CHECK_INTERVAL` closes idle connections to the old
+    primary as soon as the sentinels name another (busy ones on release).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        # The first connection asks anyway.
+        self._next_check = time.monotonic() + SENTINEL_CHECK_INTERVAL
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + SENTINEL_CHECK_INTERVAL
+            try:
+                self.get_master_address()  # type: ignore[no-untyped-call]
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                # Sentinels that cannot answer cannot name another primary:
+                # keep the one we have, which answers for itself.
+                logger.warning("sentinels unavailable: %s", type(exc).__name__)
+        return super().get_connection(*args, **kwargs)
+
+
 def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory:
     """A factory of Redis clients for a ``SESSIONSVC_REDIS_URL``.
 
@@ -1082,10 +1148,17 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
             sentinels = Sentinel(  # type: ignore[no-untyped-call]
                 hosts.nodes,
                 socket_timeout=timeout,
-                sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+                # redis-py's default retries a sentinel ten times with backoff:
+                # seconds, not the timeout, before a 503.
+                sentinel_kwargs={
+                    "socket_timeout": timeout,
+                    "socket_connect_timeout": timeout,
+                    "retry": _retry(),
+                },
             )
             return sentinels.master_for(  # type: ignore[no-any-return,no-untyped-call]
                 service,
+                connection_pool_class=_SentinelPrimaryPool,
                 db=db,
                 username=hosts.username,
                 password=hosts.password,

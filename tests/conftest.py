@@ -16,17 +16,25 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from redis.cluster import ClusterNode, RedisCluster
 
 from sessionsvc import create_app, current_manager
 from tests.geodata import make_geoip_db
-from tests.support import JWT_KEY, Auth, RedisProcess, delete_prefix, redis_answers
+from tests.support import (
+    JWT_KEY,
+    Auth,
+    ClusterGroup,
+    RedisProcess,
+    delete_prefix,
+    redis_answers,
+)
 
 _skip_reasons: list[str] = []
 
@@ -106,12 +114,15 @@ def geoip_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_geoip_db(tmp_path_factory)
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
+@pytest.fixture(params=["fakeredis", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """The store, over fakeredis and over a real Redis server."""
+    """The store, over fakeredis, a real Redis server and a real Redis Cluster."""
     prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
     if request.param == "fakeredis":
         yield Backend("fakeredis", prefix, server=fakeredis.FakeServer())
+        return
+    if request.param == "cluster":
+        yield from cluster_backend(request, prefix)
         return
     url = request.getfixturevalue("redis_url")
     made = Backend("redis", prefix, url=url)
@@ -164,3 +175,46 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def auth(app: Flask) -> Auth:
     return Auth(app)
+
+
+# -- Redis Cluster -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterGroup]:
+    """A real three-master Redis Cluster of this test run's own (never a shared one)."""
+    missing = [tool for tool in ("redis-server", "redis-cli") if not shutil.which(tool)]
+    if missing:
+        message = f"{' and '.join(missing)} not on PATH: Redis Cluster tests cannot run"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        _skip_reasons.append(message)
+        pytest.skip(message)
+    group = ClusterGroup().start()
+    yield group
+    group.stop()
+
+
+@dataclass
+class ClusterBackend(Backend):
+    """The store on :func:`redis_cluster`: its clients are cluster clients."""
+
+    ports: list[int] = field(default_factory=list)
+
+    def client(self) -> redis.Redis:
+        made = RedisCluster(
+            startup_nodes=[ClusterNode("127.0.0.1", port) for port in self.ports],
+            decode_responses=True,
+        )
+        self.clients.append(cast(redis.Redis, made))
+        return cast(redis.Redis, made)
+
+
+def cluster_backend(request: pytest.FixtureRequest, prefix: str) -> Iterator[Backend]:
+    group: ClusterGroup = request.getfixturevalue("redis_cluster")
+    made = ClusterBackend("cluster", prefix, url=group.url, ports=group.ports)
+    yield made
+    # SCAN on a cluster client walks every primary; DEL splits by slot.
+    delete_prefix(made.client(), prefix)
+    for client in made.clients:
+        client.close()

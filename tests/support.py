@@ -258,3 +258,319 @@ def http(
     except urllib.error.HTTPError as error:
         raw = error.read()
         return error.code, json.loads(raw) if raw else None
+
+
+class SentinelGroup:
+    """A primary, its replica and one sentinel watching them: redis-servers of
+    the test's own on free loopback ports, with their files in a temp dir.
+
+    One sentinel with quorum 1 decides a failover alone. That is all the
+    client's side needs (ask a sentinel for the primary, follow a switch);
+    how several sentinels agree is Redis's to test, not ours, and each more
+    would only slow the failover down.
+    """
+
+    service = "sessionsvc-test"
+
+    def __init__(self) -> None:
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(free_port())
+        self.primary_port, self.replica_port, self.sentinel_port = sorted(ports)
+        self._dir = tempfile.TemporaryDirectory(prefix="sessionsvc-sentinel-")
+        self.dir = Path(self._dir.name)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._clients: dict[int, redis.Redis] = {}
+
+    def url(self, db: int | None = None) -> str:
+        """The service's ``redis+sentinel://`` URL."""
+        path = self.service if db is None else f"{self.service}/{db}"
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{path}"
+
+    def start(self) -> SentinelGroup:
+        common = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+        # No waiting 5 s (the default) for more replicas before a full sync.
+        common += ("--repl-diskless-sync-delay", "0")
+        self._spawn("primary", "--port", str(self.primary_port), *common)
+        self._spawn(
+            "replica",
+            *("--port", str(self.replica_port), *common),
+            *("--replicaof", "127.0.0.1", str(self.primary_port)),
+        )
+        # The sentinel learns of replicas from the primary's INFO, every 10 s:
+        # started after the replica is in sync, it knows the replica at once.
+        deadline = time.monotonic() + 10
+        while not self._linked(self.replica_port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not sync:\n" + self.logs())
+            time.sleep(0.05)
+        # Sentinel rewrites its config file: it must be a writable file of ours.
+        conf = self.dir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.sentinel_port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.dir}\n"
+            f"logfile {self.dir / 'sentinel.log'}\n"
+            "sentinel resolve-hostnames no\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary_port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} 1000\n"
+            f"sentinel failover-timeout {self.service} 5000\n"
+        )
+        self.procs["sentinel"] = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.wait_ready()
+        return self
+
+    def _spawn(self, name: str, *args: str) -> None:
+        home = self.dir / name
+        home.mkdir()
+        self.procs[name] = subprocess.Popen(
+            ["redis-server", *args, "--dir", str(home), "--logfile", str(home / "redis.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def client(self, port: int, db: int = 0) -> redis.Redis:
+        """A plain client of one server of the group (closed by :meth:`stop`)."""
+        key = port * 100 + db
+        if key not in self._clients:
+            self._clients[key] = redis.Redis(
+                port=port, db=db, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
+            )
+        return self._clients[key]
+
+    @property
+    def sentinel(self) -> redis.Redis:
+        return self.client(self.sentinel_port)
+
+    def primary(self) -> int:
+        """The port of the primary, as the sentinel names it to redis-py.
+
+        ``SENTINEL MASTER``, which redis-py reads: during a failover
+        ``GET-MASTER-ADDR-BY-NAME`` names the promoted replica a little
+        earlier, before the sentinel has switched.
+        """
+        return int(self.sentinel.sentinel_master(self.service)["port"])
+
+    def role(self, port: int) -> str:
+        """``master`` or ``slave``: what the server itself says it is."""
+        return str(self.client(port).execute_command("ROLE")[0])
+
+    def other(self, port: int) -> int:
+        """The other data node."""
+        return self.replica_port if port == self.primary_port else self.primary_port
+
+    def wait_ready(self, limit: float = 15.0) -> None:
+        """Until the replica is in sync and the sentinel can fail over to it."""
+        deadline = time.monotonic() + limit
+        while not self._ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinel group did not get ready:\n" + self.logs())
+            time.sleep(0.05)
+
+    def _linked(self, replica: int) -> bool:
+        """Whether ``replica`` is in sync with the other data node."""
+        try:
+            link = self.client(replica).info("replication")
+        except redis.exceptions.RedisError:
+            return False
+        return bool(
+            link.get("master_port") == self.other(replica)
+            and link.get("master_link_status") == "up"
+        )
+
+    def _ready(self) -> bool:
+        try:
+            primary = self.primary()
+            replica = self.other(primary)
+            state = self.sentinel.sentinel_master(self.service)
+            known = self.sentinel.sentinel_slaves(self.service)
+            role = self.role(primary)
+        except redis.exceptions.RedisError:
+            return False
+        return (
+            role == "master"
+            and self._linked(replica)
+            and state["flags"] == "master"
+            and any(
+                entry["port"] == replica
+                and entry["flags"] == "slave"
+                and entry["master-link-status"] == "ok"
+                for entry in known
+            )
+        )
+
+    def wait_replicated(self, limit: float = 5.0) -> int:
+        """Until the replica has processed every write the primary has taken so
+        far (their replication offsets); returns that offset."""
+        primary = self.primary()
+        offset = int(self.client(primary).info("replication")["master_repl_offset"])
+        replica = self.client(self.other(primary))
+        deadline = time.monotonic() + limit
+        while int(replica.info("replication")["slave_repl_offset"]) < offset:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica did not reach offset {offset}:\n" + self.logs())
+            time.sleep(0.01)
+        return offset
+
+    def logs(self) -> str:
+        """The last lines of every server's log, for a failure message."""
+        paths = [self.dir / "sentinel.log", *sorted(self.dir.glob("*/redis.log"))]
+        tails = []
+        for path in paths:
+            if path.exists():
+                lines = path.read_text(errors="replace").splitlines()[-15:]
+                tails.append(f"== {path.relative_to(self.dir)}\n" + "\n".join(lines))
+        return "\n".join(tails)
+
+    def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+        self._dir.cleanup()
+
+
+class ClusterGroup:
+    """A Redis Cluster of the test run's own: three masters, no replicas,
+    cluster-mode redis-servers on free loopback ports with their files in a
+    temp dir, joined by ``redis-cli --cluster create``.
+
+    Three masters is the least ``redis-cli`` accepts, and enough for a
+    user's keys to land on one node and another user's on another.
+    """
+
+    masters = 3
+
+    def __init__(self) -> None:
+        self.ports = _cluster_ports(self.masters)
+        self._dir = tempfile.TemporaryDirectory(prefix="sessionsvc-cluster-")
+        self.dir = Path(self._dir.name)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._clients: dict[int, redis.Redis] = {}
+
+    @property
+    def url(self) -> str:
+        """The documented ``redis+cluster://host:port,host:port...`` form."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self) -> ClusterGroup:
+        for port in self.ports:
+            home = self.dir / str(port)
+            home.mkdir()
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        *("redis-server", "--cluster-enabled", "yes"),
+                        *("--cluster-config-file", str(home / "nodes.conf")),
+                        *("--port", str(port), "--bind", "127.0.0.1"),
+                        *("--save", "", "--appendonly", "no", "--dir", str(home)),
+                        *("--logfile", str(home / "redis.log")),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        deadline = time.monotonic() + 10
+        while not all(redis_answers(f"redis://127.0.0.1:{port}") for port in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster's redis-servers did not start:\n" + self.logs())
+            time.sleep(0.05)
+        created = subprocess.run(
+            [
+                *("redis-cli", "--cluster", "create"),
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                *("--cluster-replicas", "0", "--cluster-yes"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(
+                f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}\n"
+                + self.logs()
+            )
+        self.wait_ok()
+        return self
+
+    def node(self, port: int) -> redis.Redis:
+        """A plain client of one node (closed by :meth:`stop`)."""
+        if port not in self._clients:
+            self._clients[port] = redis.Redis(
+                port=port, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
+            )
+        return self._clients[port]
+
+    def wait_ok(self, limit: float = 30.0) -> None:
+        """Until every node says ``cluster_state:ok`` and knows every other."""
+        deadline = time.monotonic() + limit
+        while not self._ok():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not reach cluster_state:ok:\n" + self.logs())
+            time.sleep(0.05)
+
+    def _ok(self) -> bool:
+        try:
+            infos = [self.node(port).cluster("INFO") for port in self.ports]
+        except redis.exceptions.RedisError:
+            return False
+        return all(
+            info["cluster_state"] == "ok"
+            and int(info["cluster_known_nodes"]) == self.masters
+            and int(info["cluster_slots_ok"]) == 16384
+            for info in infos
+        )
+
+    def keyslot(self, key: str) -> int:
+        """The slot the cluster itself gives a key (``CLUSTER KEYSLOT``)."""
+        return int(self.node(self.ports[0]).cluster("KEYSLOT", key))
+
+    def owner(self, slot: int) -> int:
+        """The port of the master that serves a slot (``CLUSTER SLOTS``)."""
+        for start, end, primary, *_ in self.node(self.ports[0]).execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end):
+                return int(primary[1])
+        raise LookupError(f"no node serves slot {slot}")
+
+    def logs(self) -> str:
+        """The last lines of every node's log, for a failure message."""
+        tails = []
+        for path in sorted(self.dir.glob("*/redis.log")):
+            lines = path.read_text(errors="replace").splitlines()[-15:]
+            tails.append(f"== {path.relative_to(self.dir)}\n" + "\n".join(lines))
+        return "\n".join(tails)
+
+    def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+        self._dir.cleanup()
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free loopback ports whose cluster bus ports (port + 10000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports

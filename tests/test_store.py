@@ -138,12 +138,13 @@ def commands(rc: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def unchanged_keys(watcher: redis.Redis, *keys: str) -> Callable[[], bool]:
     """WATCH keys on another connection; the returned probe tells whether none was written."""
-    pipe = watcher.pipeline()
+    # A transaction of one keyed command: on Redis Cluster both need a slot.
+    pipe = watcher.pipeline(transaction=True)
     pipe.watch(*keys)
 
     def probe() -> bool:
         pipe.multi()
-        pipe.ping()
+        pipe.exists(*keys)
         try:
             pipe.execute()
         except redis.WatchError:
