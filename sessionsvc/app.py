@@ -22,6 +22,14 @@ logger = logging.getLogger("sessionsvc")
 
 health = Blueprint("sessionsvc_health", __name__)
 
+#: The Swagger UI release shipped in the package, for ``/docs``.
+docs_assets = Blueprint(
+    "sessionsvc_docs",
+    __name__,
+    static_folder="static/swagger-ui",
+    static_url_path=openapi.DOCS_ASSETS,
+)
+
 
 @health.get("/healthz")
 @openapi.spec("healthz")
@@ -87,5 +95,6 @@ def create_app(
         app.config["JWT_SECRET_KEY"] = secrets.token_urlsafe(32)
     SessionManager(app, redis_client=redis_client, auth_routes=True, problem_paths=("/",))
     app.register_blueprint(health)
+    app.register_blueprint(docs_assets)
     Swagger(app, template=openapi.TEMPLATE, config=openapi.SWAGGER_CONFIG)
     return app

@@ -447,6 +447,9 @@ TEMPLATE: dict[str, Any] = {
 }
 
 #: flasgger's config: Swagger UI at ``/docs``, the document at ``/apispec.json``.
+#: Where the standalone app serves the Swagger UI assets shipped in the package.
+DOCS_ASSETS = "/docs/assets"
+
 SWAGGER_CONFIG: dict[str, Any] = {
     "headers": [],
     "specs": [
@@ -460,4 +463,13 @@ SWAGGER_CONFIG: dict[str, Any] = {
     "static_url_path": "/flasgger_static",
     "swagger_ui": True,
     "specs_route": "/docs",
+    # A current Swagger UI shipped in the package (sessionsvc/static/swagger-ui,
+    # served at DOCS_ASSETS), not the 3.28.0 flasgger bundles, which is in a
+    # known XSS range; nothing is fetched from the internet.
+    "swagger_ui_bundle_js": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+    "swagger_ui_standalone_preset_js": f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+    "swagger_ui_css": f"{DOCS_ASSETS}/swagger-ui.css",
+    "favicon": f"{DOCS_ASSETS}/favicon-32x32.png",
+    # The top bar is the only part of flasgger's page that needs jQuery.
+    "hide_top_bar": True,
 }

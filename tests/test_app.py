@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from flask import Flask
@@ -11,8 +12,14 @@ from flask.testing import FlaskClient
 from sessionsvc import ConfigError, create_app
 from tests.support import JWT_KEY, assert_problem, free_port
 
-# Routes flasgger adds for itself; everything else must be documented.
-FLASGGER_ENDPOINTS = {"flasgger.static", "flasgger.apidocs", "flasgger.apispec"}
+# Routes of the docs page itself (flasgger's, and the Swagger UI assets we
+# ship); everything else must be documented.
+FLASGGER_ENDPOINTS = {
+    "flasgger.static",
+    "flasgger.apidocs",
+    "flasgger.apispec",
+    "sessionsvc_docs.static",
+}
 
 
 def test_healthz(client: FlaskClient) -> None:
@@ -43,6 +50,28 @@ def test_swagger_ui_is_served(client: FlaskClient) -> None:
     assert response.mimetype == "text/html"
     assert "swagger-ui" in response.get_data(as_text=True)
     assert "/apispec.json" in response.get_data(as_text=True)
+
+
+def test_swagger_ui_is_the_current_release_shipped_in_the_package(client: FlaskClient) -> None:
+    page = client.get("/docs").get_data(as_text=True)
+    # What the browser fetches: scripts, stylesheets, icons (not plain links).
+    assets = re.findall(r'src="([^"]+)"', page) + re.findall(r'<link[^>]+href="([^"]+)"', page)
+    assert sorted(assets) == [
+        "/docs/assets/favicon-32x32.png",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui-standalone-preset.js",
+        "/docs/assets/swagger-ui.css",
+    ]
+    # Nothing from the internet, not flasgger's Swagger UI 3.28.0 or jQuery 2.2.4.
+    assert "googleapis" not in page and "flasgger_static" not in page
+    bundle = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200
+    assert bundle.mimetype in ("text/javascript", "application/javascript")
+    assert '"5.35.0"' in bundle.get_data(as_text=True)
+    css = client.get("/docs/assets/swagger-ui.css")
+    assert (css.status_code, css.mimetype) == (200, "text/css")
+    for response in (bundle, css):
+        response.close()
 
 
 def test_apispec_documents_every_route(app: Flask, client: FlaskClient) -> None:
