@@ -5,12 +5,22 @@ the master serves one embedded development store on 127.0.0.1:6390 that
 every worker (and ``flask --app wsgi sessions ...``) reaches over loopback —
 an in-process store per worker would give each worker its own sessions — and
 makes one JWT key for all workers; both live only as long as the master.
+
+Metrics: each worker counts in its own process, so prometheus_client runs in
+multiprocess mode — every worker writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums them, whichever worker
+answers. When the variable is unset the master makes a temporary directory
+(removed on exit) before any worker imports prometheus_client; a directory
+you set yourself should be emptied between runs. ``child_exit`` tells
+prometheus_client a worker is gone, so its live-only series are dropped.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from typing import Any
 
 bind = os.environ.get("SESSIONSVC_BIND", "127.0.0.1:8000")
@@ -22,7 +32,17 @@ keepalive = 5
 accesslog = "-"
 
 
+#: The metrics directory this master made, to remove on exit.
+_made_multiproc_dir: str | None = None
+
+
 def on_starting(server: Any) -> None:
+    global _made_multiproc_dir
+    # Before anything imports prometheus_client: it picks file-backed values
+    # at import time, from this variable.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _made_multiproc_dir = tempfile.mkdtemp(prefix="sessionsvc-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made_multiproc_dir
     if os.environ.get("SESSIONSVC_REDIS_URL"):
         # A real store: the app itself insists on a JWT_SECRET_KEY.
         return
@@ -48,3 +68,14 @@ def on_starting(server: Any) -> None:
             "JWT_SECRET_KEY is not set: generated one for this run; tokens stop working "
             "when gunicorn stops"
         )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _made_multiproc_dir is not None:
+        shutil.rmtree(_made_multiproc_dir, ignore_errors=True)

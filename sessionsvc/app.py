@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from flasgger import Swagger
 from flask import Blueprint, Flask, Response, jsonify
 
-from . import openapi
-from .extension import SessionManager, current_manager
+from . import metrics, openapi
+from .extension import EXTENSION_KEY, SessionManager, current_manager
 from .payloads import MAX_BODY
 from .settings import ConfigError
 
@@ -69,7 +69,7 @@ def configure_logging() -> None:
 def create_app(
     config: Mapping[str, Any] | None = None, *, redis_client: redis.Redis | None = None
 ) -> Flask:
-    """Build the standalone service: sessions and auth routes, health, Swagger UI.
+    """Build the standalone service: sessions and auth routes, health, metrics, Swagger UI.
 
     :param config: Flask config values (``config.py`` reads them from the
         environment for ``wsgi.py``).
@@ -95,6 +95,10 @@ def create_app(
         app.config["JWT_SECRET_KEY"] = secrets.token_urlsafe(32)
     SessionManager(app, redis_client=redis_client, auth_routes=True, problem_paths=("/",))
     app.register_blueprint(health)
+    if app.extensions[EXTENSION_KEY].settings.metrics:
+        # Only here: a host app that mounts the extension exposes its own
+        # metrics, if any. Switched off, /metrics is the plain 404 problem.
+        app.register_blueprint(metrics.blueprint)
     app.register_blueprint(docs_assets)
     Swagger(app, template=openapi.TEMPLATE, config=openapi.SWAGGER_CONFIG)
     return app

@@ -16,7 +16,7 @@ from flask import Flask, current_app, has_request_context, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import devices, errors, geo, tokens
+from . import devices, errors, geo, metrics, tokens
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
 from .settings import ConfigError, Settings
@@ -191,11 +191,15 @@ class SessionManager:
         state = self._state()
         tokens.mark_checked()
         now = int(time.time())
-        if jwt_payload.get("type") != "refresh":
-            # The path every authenticated request takes: one plain read.
-            result = state.store.touch(user_id, session_id, now=now, actor=_actor())
-        else:
-            result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
+        started = time.perf_counter()
+        try:
+            if jwt_payload.get("type") != "refresh":
+                # The path every authenticated request takes: one plain read.
+                result = state.store.touch(user_id, session_id, now=now, actor=_actor())
+            else:
+                result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
+        finally:
+            metrics.CHECK_SECONDS.observe(time.perf_counter() - started)
         return result.status is not CheckStatus.ACTIVE
 
     @staticmethod

@@ -409,6 +409,18 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "503": _problem("The store is unreachable (`store_unavailable`)."),
         },
     },
+    "metrics": {
+        "tags": ["service"],
+        "summary": "Prometheus metrics (text exposition format)",
+        "description": "Served unless `SESSIONSVC_METRICS` is off; then 404 (`not_found`).",
+        "produces": ["text/plain"],
+        "responses": {
+            "200": {
+                "description": "Prometheus text format; OpenMetrics when `Accept` asks for it."
+            },
+            "404": _problem("Metrics are switched off (`not_found`)."),
+        },
+    },
 }
 
 
@@ -441,7 +453,7 @@ TEMPLATE: dict[str, Any] = {
         {"name": "sessions", "description": "Your own sessions and security events"},
         {"name": "auth", "description": "Sign in, refresh and sign out (standalone service)"},
         {"name": "admin", "description": "Any user's sessions, for tokens with the admin role"},
-        {"name": "service", "description": "Health and readiness"},
+        {"name": "service", "description": "Health, readiness and metrics"},
     ],
     "definitions": DEFINITIONS,
 }

@@ -49,6 +49,7 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from . import metrics
 from .errors import StoreUnavailable
 from .models import Device, Location, SecurityEvent, Session, User
 from .settings import ConfigError
@@ -908,8 +909,10 @@ class SessionStore:
 def _unavailable(exc: Exception) -> StoreUnavailable:
     """Log why the store could not answer; the error to fail closed with."""
     if isinstance(exc, _OUTAGE_ERRORS):
+        metrics.STORE_ERRORS.labels("outage").inc()
         logger.warning("session store unavailable: %s", type(exc).__name__)
     else:
+        metrics.STORE_ERRORS.labels("refused").inc()
         logger.error("session store refused: %s: %s", type(exc).__name__, exc)
     return StoreUnavailable("The session store is unavailable; try again shortly.")
 

@@ -1,0 +1,99 @@
+"""Prometheus metrics: what the service counts, and ``/metrics`` to read them.
+
+The metric objects are process-global (prometheus_client's default
+registry), made once here, so building several apps in one process never
+registers a series twice. Opens, revocations and anomalies are counted from
+the signals, so whatever sends them is counted once. Under gunicorn,
+``PROMETHEUS_MULTIPROC_DIR`` (set up by ``gunicorn.conf.py``) makes every
+worker write its values to files there, and ``/metrics`` sums them: the
+whole service, whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Blueprint, Response, request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from . import openapi
+from .signals import session_anomaly, session_opened, session_revoked
+
+#: Sessions opened (sign-ins).
+SESSIONS_OPENED = Counter("sessionsvc_sessions_opened", "Sessions opened.")
+#: Sessions revoked, by ``reason`` (see :data:`~sessionsvc.signals.session_revoked`).
+SESSIONS_REVOKED = Counter("sessionsvc_sessions_revoked", "Sessions revoked.", ["reason"])
+#: Sessions used from another browser, OS or country than they opened with.
+ANOMALIES = Counter("sessionsvc_anomalies", "Session anomalies detected.")
+#: How long the per-request revocation check takes, store round trip included.
+CHECK_SECONDS = Histogram(
+    "sessionsvc_revocation_check_seconds",
+    "Time to check a token's session against the store.",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05),
+)
+#: Store calls that failed closed with ``StoreUnavailable``; ``kind`` is
+#: ``outage`` (connection, timeout) or ``refused`` (any other Redis error).
+STORE_ERRORS = Counter(
+    "sessionsvc_store_errors", "Session store errors turned into 503s.", ["kind"]
+)
+#: HTTP requests by route template (never the raw path: bounded labels),
+#: method and status.
+REQUESTS = Counter(
+    "sessionsvc_http_requests", "HTTP requests answered.", ["route", "method", "status"]
+)
+
+#: The route label of requests that matched no route (404, 405).
+UNMATCHED = "<unmatched>"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+blueprint = Blueprint("sessionsvc_metrics", __name__)
+
+
+@blueprint.get("/metrics")
+@openapi.spec("metrics")
+def serve() -> Response:
+    # The text format by default; OpenMetrics when the scraper asks for it.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(registry()), content_type=content_type)
+
+
+@blueprint.after_app_request
+def _count_request(response: Response) -> Response:
+    rule = request.url_rule
+    method = request.method if request.method in _METHODS else "other"
+    REQUESTS.labels(
+        rule.rule if rule is not None else UNMATCHED, method, str(response.status_code)
+    ).inc()
+    return response
+
+
+def registry() -> CollectorRegistry:
+    """What to expose: this process's values, or, in multiprocess mode,
+    every worker's summed from ``PROMETHEUS_MULTIPROC_DIR``."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return merged
+    return REGISTRY
+
+
+# Module-level receivers, connected for every sender: held strongly by the
+# module, so blinker's weak references never drop them.
+def _on_opened(sender: Any, **extra: Any) -> None:
+    SESSIONS_OPENED.inc()
+
+
+def _on_revoked(sender: Any, *, reason: str, **extra: Any) -> None:
+    SESSIONS_REVOKED.labels(reason).inc()
+
+
+def _on_anomaly(sender: Any, **extra: Any) -> None:
+    ANOMALIES.inc()
+
+
+session_opened.connect(_on_opened)
+session_revoked.connect(_on_revoked)
+session_anomaly.connect(_on_anomaly)
