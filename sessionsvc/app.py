@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from flasgger import Swagger
 from flask import Blueprint, Flask, Response, jsonify
 
-from . import metrics, openapi
+from . import account, metrics, openapi
 from .extension import EXTENSION_KEY, SessionManager, current_manager
 from .payloads import MAX_BODY
 from .settings import ConfigError
@@ -100,5 +100,6 @@ def create_app(
         # metrics, if any. Switched off, /metrics is the plain 404 problem.
         app.register_blueprint(metrics.blueprint)
     app.register_blueprint(docs_assets)
+    app.register_blueprint(account.blueprint)
     Swagger(app, template=openapi.TEMPLATE, config=openapi.SWAGGER_CONFIG)
     return app

@@ -421,6 +421,14 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "404": _problem("Metrics are switched off (`not_found`)."),
         },
     },
+    "account_page": {
+        "tags": ["service"],
+        "summary": "The account page: where you're signed in (HTML)",
+        "description": "Signs in through `/api/v1/auth` and lists the caller's sessions with "
+        "the sessions API; its script and stylesheet are at `/account/assets/`.",
+        "produces": ["text/html"],
+        "responses": {"200": {"description": "The page."}},
+    },
 }
 
 

@@ -19,6 +19,8 @@ FLASGGER_ENDPOINTS = {
     "flasgger.apidocs",
     "flasgger.apispec",
     "sessionsvc_docs.static",
+    # The account page's script and stylesheet.
+    "sessionsvc_account.static",
 }
 
 

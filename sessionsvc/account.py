@@ -1,0 +1,57 @@
+"""The "Where you're signed in" page: ``GET /account/sessions``.
+
+A plain HTML page with its own script and stylesheet (served from
+``static/account`` at ``/account/assets/<file>``); it signs in through the
+auth routes, keeps its tokens in ``sessionStorage`` and calls the sessions
+API, so it needs nothing from the internet and no inline script or style.
+
+The standalone service mounts it in :func:`~sessionsvc.create_app`. A host
+app mounts it itself, after :class:`~sessionsvc.SessionManager`::
+
+    from sessionsvc import account
+
+    app.register_blueprint(account.blueprint)
+
+The page signs in through ``/api/v1/auth`` (the standalone auth routes,
+``SessionManager(auth_routes=True)``); a host app with its own sign-in
+stores the tokens under the ``sessionStorage`` keys ``sessionsvc.access``
+and ``sessionsvc.refresh`` before sending the user here.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, make_response, render_template, url_for
+
+from . import auth, openapi
+
+#: The page and its assets (``/account/assets/account.js``, ``account.css``).
+blueprint = Blueprint(
+    "sessionsvc_account",
+    __name__,
+    static_folder="static/account",
+    static_url_path="/account/assets",
+    template_folder="templates",
+)
+
+#: The page's Content-Security-Policy: its own script and stylesheet only.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@blueprint.get("/account/sessions")
+@openapi.spec("account_page")
+def sessions_page() -> Response:
+    page = render_template(
+        "sessionsvc_account/sessions.html",
+        # Without the trailing slash: the script appends "/<session_id>".
+        sessions_url=url_for("sessionsvc.list_sessions").rstrip("/"),
+        auth_url=auth.URL_PREFIX,
+    )
+    response = make_response(page)
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,226 @@
+// "Where you're signed in": sign in, list this user's sessions, sign them out.
+(function () {
+  "use strict";
+  var ACCESS = "sessionsvc.access";
+  var REFRESH = "sessionsvc.refresh";
+  var SESSIONS = document.body.dataset.sessionsUrl;
+  var AUTH = document.body.dataset.authUrl;
+  var RISKS = { new_device: "New device", new_country: "New country", anomaly: "Unusual activity" };
+  var SVG = "http://www.w3.org/2000/svg";
+  // One outline per device type: [tag, attributes] pairs on a 24x24 box.
+  var ICONS = {
+    desktop: [["rect", { x: 2, y: 4, width: 20, height: 13, rx: 1 }], ["path", { d: "M8 21h8M12 17v4" }]],
+    mobile: [["rect", { x: 7, y: 2, width: 10, height: 20, rx: 2 }], ["path", { d: "M11 18h2" }]],
+    tablet: [["rect", { x: 4, y: 2, width: 16, height: 20, rx: 2 }], ["path", { d: "M11 18h2" }]],
+    bot: [["rect", { x: 4, y: 8, width: 16, height: 12, rx: 2 }], ["path", { d: "M12 8V4M9 13h.01M15 13h.01" }]],
+    other: [["circle", { cx: 12, cy: 12, r: 9 }], ["path", { d: "M9.5 9.5a2.5 2.5 0 1 1 3.5 2.3c-.6.3-1 .8-1 1.5v.7M12 17h.01" }]],
+  };
+  var $ = function (id) { return document.getElementById(id); };
+  var lastSessions = [];
+  var refreshing = null;
+
+  function SignedOut() {}
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function icon(type) {
+    var span = el("span", { class: "device-icon", "aria-hidden": "true", "data-device-type": type });
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    (ICONS[type] || ICONS.other).forEach(function (part) {
+      var shape = document.createElementNS(SVG, part[0]);
+      Object.keys(part[1]).forEach(function (k) { shape.setAttribute(k, part[1][k]); });
+      svg.appendChild(shape);
+    });
+    span.appendChild(svg);
+    return span;
+  }
+
+  function status(text) { $("status").textContent = text; }
+
+  function showSignin(message) {
+    sessionStorage.removeItem(ACCESS);
+    sessionStorage.removeItem(REFRESH);
+    $("session-list").replaceChildren();
+    $("account").hidden = true;
+    $("signin").hidden = false;
+    $("signin-error").textContent = message || "";
+    $("username").focus();
+  }
+
+  function store(tokens) {
+    sessionStorage.setItem(ACCESS, tokens.access_token);
+    sessionStorage.setItem(REFRESH, tokens.refresh_token);
+  }
+
+  async function problem(response) {
+    try { return await response.json(); } catch (e) { return {}; }
+  }
+
+  function refresh() {
+    // One refresh at a time: a refresh token is good for one use only.
+    refreshing = refreshing || fetch(AUTH + "/refresh", {
+      method: "POST",
+      headers: { Authorization: "Bearer " + sessionStorage.getItem(REFRESH) },
+    }).then(async function (r) {
+      if (!r.ok) return false;
+      store(await r.json());
+      return true;
+    }).catch(function () { return false; }).finally(function () { refreshing = null; });
+    return refreshing;
+  }
+
+  async function api(method, url, body, retried) {
+    var options = { method: method, headers: { Authorization: "Bearer " + sessionStorage.getItem(ACCESS) } };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    var r = await fetch(url, options);
+    if (r.status === 401) {
+      var p = await problem(r);
+      if (p.code === "token_expired" && !retried && (await refresh())) return api(method, url, body, true);
+      showSignin("You were signed out.");
+      throw new SignedOut();
+    }
+    if (!r.ok) {
+      var err = await problem(r);
+      throw new Error(err.detail || err.title || "Request failed (" + r.status + ").");
+    }
+    return r.status === 204 ? null : r.json();
+  }
+
+  function label(s) { return s.name || (s.device && s.device.label) || "Unknown device"; }
+
+  function detail(d) {
+    var browser = [d.browser, d.browser_version].filter(Boolean).join(" ");
+    var os = [d.os, d.os_version].filter(Boolean).join(" ");
+    return [browser || "Unknown browser", os || "unknown system"].join(" on ");
+  }
+
+  function place(loc) {
+    if (!loc || !loc.country) return "Unknown location";
+    return loc.city ? loc.city + ", " + loc.country : loc.country;
+  }
+
+  function ago(timestamp) {
+    var minutes = Math.floor((Date.now() - Date.parse(timestamp)) / 60000);
+    if (!(minutes >= 2)) return "Active now";
+    var unit = minutes < 60 ? [minutes, "minute"] : minutes < 1440 ? [Math.floor(minutes / 60), "hour"] : [Math.floor(minutes / 1440), "day"];
+    return unit[0] + " " + unit[1] + (unit[0] === 1 ? "" : "s") + " ago";
+  }
+
+  function card(s) {
+    var name = label(s);
+    var li = el("li", { class: "session-card", "data-session-id": s.id });
+    var heading = el("h2", { class: "device-label" }, name);
+    li.append(icon((s.device && s.device.type) || "other"), heading);
+    if (s.current) li.appendChild(el("span", { class: "badge-current" }, "This device"));
+    (s.risk || []).forEach(function (flag) { li.appendChild(el("span", { class: "risk", "data-risk": flag }, RISKS[flag] || flag)); });
+    li.append(
+      el("p", { class: "device-detail" }, detail(s.device || {})),
+      el("p", { class: "location" }, place(s.location)),
+      el("p", { class: "activity" }, ago(s.last_seen_at))
+    );
+    var rename = el("button", { class: "rename", type: "button", "aria-label": "Rename " + name }, "Rename");
+    var signout = el("button", { class: "signout", type: "button", "aria-label": "Sign out " + name }, "Sign out");
+    rename.addEventListener("click", function () { renameForm(s, heading); });
+    signout.addEventListener("click", function () { act(function () { return signOut(s, name); }); });
+    var actions = el("div", { class: "actions" });
+    actions.append(rename, signout);
+    li.appendChild(actions);
+    return li;
+  }
+
+  function renameForm(s, heading) {
+    var form = el("form", { class: "rename-form" });
+    var id = "rename-" + s.id;
+    var input = el("input", { id: id, name: "name", maxlength: "64", autocomplete: "off" });
+    input.value = s.name || "";
+    var cancel = el("button", { type: "button", class: "cancel" }, "Cancel");
+    form.append(el("label", { for: id }, "Name for this device"), input, el("button", { type: "submit" }, "Save"), cancel);
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var value = input.value.trim();
+      act(async function () {
+        await api("PATCH", SESSIONS + "/" + encodeURIComponent(s.id), { name: value || null });
+        status(value ? "Renamed to " + value + "." : "Name cleared.");
+      }, s.id);
+    });
+    cancel.addEventListener("click", function () { render(lastSessions, s.id); });
+    heading.replaceWith(form);
+    input.focus();
+  }
+
+  async function signOut(s, name) {
+    if (s.current) {
+      await api("POST", AUTH + "/logout");
+      showSignin("");
+      status("You signed out of this device.");
+      throw new SignedOut();
+    }
+    await api("DELETE", SESSIONS + "/" + encodeURIComponent(s.id));
+    status("Signed out " + name + ".");
+  }
+
+  function render(sessions, focusId) {
+    lastSessions = sessions;
+    var list = $("session-list");
+    list.replaceChildren.apply(list, sessions.map(card));
+    $("signin").hidden = true;
+    $("account").hidden = false;
+    var back = focusId && list.querySelector('[data-session-id="' + CSS.escape(focusId) + '"] .rename');
+    if (back) back.focus();
+  }
+
+  async function load(focusId) {
+    var data = await api("GET", SESSIONS);
+    render(data.sessions, focusId);
+  }
+
+  // Run an action, then reload the list from the API; errors go to #status.
+  async function act(action, focusId) {
+    try {
+      await action();
+      await load(focusId);
+    } catch (e) {
+      if (e instanceof SignedOut) return;
+      status(e.message);
+      await load(focusId).catch(function () {});
+    }
+  }
+
+  $("signin").addEventListener("submit", async function (event) {
+    event.preventDefault();
+    $("signin-error").textContent = "";
+    var r = await fetch(AUTH + "/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+    }).catch(function () { return null; });
+    if (!r || !r.ok) {
+      var p = r ? await problem(r) : {};
+      $("signin-error").textContent = r && r.status === 401 ? "Wrong username or password." : p.detail || "Could not sign in. Try again.";
+      return;
+    }
+    store(await r.json());
+    $("password").value = "";
+    status("");
+    act(function () {});
+  });
+
+  $("signout-others").addEventListener("click", function () {
+    act(async function () {
+      var result = await api("DELETE", SESSIONS);
+      status("Signed out of " + result.revoked + " other session" + (result.revoked === 1 ? "" : "s") + ".");
+    });
+  });
+
+  if (sessionStorage.getItem(ACCESS)) act(function () {});
+  else showSignin("");
+})();

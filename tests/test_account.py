@@ -1,0 +1,149 @@
+"""The "Where you're signed in" page: headers, assets, the DOM contract."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from sessionsvc import SessionManager, account
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+class Page(HTMLParser):
+    """Every start tag with its attributes, and the text inside <script>/<style>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.inline: list[str] = []
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("script", "style"):
+            self._open = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._open:
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open and data.strip():
+            self.inline.append(data)
+
+    def by_id(self, element_id: str) -> tuple[str, dict[str, str | None]]:
+        found = [(tag, attrs) for tag, attrs in self.tags if attrs.get("id") == element_id]
+        assert len(found) == 1, f"#{element_id}: {found}"
+        return found[0]
+
+
+def _page(client: FlaskClient) -> Page:
+    page = Page()
+    page.feed(client.get("/account/sessions").get_data(as_text=True))
+    return page
+
+
+def test_page_is_html_with_strict_headers(client: FlaskClient) -> None:
+    response = client.get("/account/sessions")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    assert response.headers["Content-Security-Policy"] == CSP
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
+    text = client.get("/account/sessions").get_data(as_text=True)
+    page = _page(client)
+    assert not re.search(r"https?://", text)
+    assert page.inline == []
+    assert not any(tag == "style" for tag, _ in page.tags)
+    for tag, attrs in page.tags:
+        assert "style" not in attrs, tag
+        assert not [name for name in attrs if name.startswith("on")], (tag, attrs)
+    assets = sorted(
+        str(attrs.get("src") or attrs.get("href"))
+        for tag, attrs in page.tags
+        if tag in ("script", "link")
+    )
+    assert assets == ["/account/assets/account.css", "/account/assets/account.js"]
+
+
+@pytest.mark.parametrize(
+    ("path", "mimetypes"),
+    [
+        ("/account/assets/account.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/account.css", {"text/css"}),
+    ],
+)
+def test_assets_are_served(client: FlaskClient, path: str, mimetypes: set[str]) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.mimetype in mimetypes
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", response.get_data(as_text=True))
+    response.close()
+
+
+def test_dom_contract(client: FlaskClient) -> None:
+    page = _page(client)
+    assert ("body", {"data-sessions-url": "/api/v1/sessions", "data-auth-url": "/api/v1/auth"}) in (
+        page.tags
+    )
+    assert page.tags[0] == ("html", {"lang": "en"})
+    assert ("meta", {"name": "viewport", "content": "width=device-width, initial-scale=1"}) in (
+        page.tags
+    )
+    assert page.by_id("signin")[0] == "form"
+    assert page.by_id("username") == (
+        "input",
+        {"id": "username", "name": "username", "autocomplete": "username"},
+    )
+    assert page.by_id("password") == (
+        "input",
+        {
+            "id": "password",
+            "name": "password",
+            "type": "password",
+            "autocomplete": "current-password",
+        },
+    )
+    labels = {attrs.get("for") for tag, attrs in page.tags if tag == "label"}
+    assert {"username", "password"} <= labels
+    assert page.by_id("signin-error") == ("p", {"id": "signin-error", "role": "alert"})
+    assert page.by_id("account") == ("main", {"id": "account", "hidden": None})
+    assert page.by_id("session-list")[0] == "ul"
+    assert page.by_id("signout-others") == ("button", {"id": "signout-others", "type": "button"})
+    assert page.by_id("status") == (
+        "p",
+        {"id": "status", "role": "status", "aria-live": "polite"},
+    )
+
+
+def test_script_builds_the_cards(client: FlaskClient) -> None:
+    response = client.get("/account/assets/account.js")
+    script = response.get_data(as_text=True)
+    response.close()
+    for name in ("session-card", "device-label", "badge-current", "risk", "rename", "signout"):
+        assert f'class: "{name}"' in script, name
+    for key in ("sessionsvc.access", "sessionsvc.refresh", "token_expired", "You were signed out."):
+        assert key in script, key
+    assert len(script.splitlines()) < 260
+
+
+def test_host_app_mounts_the_page() -> None:
+    app = Flask("host")
+    app.config["JWT_SECRET_KEY"] = "k" * 32
+    SessionManager(app, url_prefix="/me/sessions")
+    app.register_blueprint(account.blueprint)
+    response = app.test_client().get("/account/sessions")
+    assert response.status_code == 200
+    assert 'data-sessions-url="/me/sessions"' in response.get_data(as_text=True)
