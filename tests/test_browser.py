@@ -1,0 +1,174 @@
+"""The "Where you're signed in" page in a real headless Chromium (Playwright).
+
+The service runs under gunicorn on loopback against the real Redis, as in
+production. Two browser contexts with different user agents stand for a
+laptop and a phone. The screenshots in docs/ are written by these tests.
+
+Chromium is Debian's (``/usr/bin/chromium``, or ``$SESSIONSVC_TEST_CHROMIUM``);
+``.ci/run`` installs it when missing. Without it the tests skip loudly, and
+under ``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from werkzeug.security import generate_password_hash
+
+from sessionsvc.models import User
+from sessionsvc.store import SessionStore
+from tests.support import CHROME, FAST_HASH, IPHONE, JWT_KEY, ROOT, Gunicorn, delete_prefix
+from tests.support import service_env as _service_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+PASSWORD = "correct horse battery staple"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("SESSIONSVC_TEST_CHROMIUM") or shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    path = chromium_path()
+    if path is None:
+        message = "no chromium on PATH: the browser tests cannot run (.ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        from tests.conftest import _skip_reasons
+
+        _skip_reasons.append(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def service(redis_url: str) -> Iterator[str]:
+    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    SessionStore(lambda: client, prefix=prefix).create_user(
+        User("alice", generate_password_hash(PASSWORD, method=FAST_HASH))
+    )
+    env = _service_env(
+        SESSIONSVC_REDIS_URL=redis_url, SESSIONSVC_KEY_PREFIX=prefix, JWT_SECRET_KEY=JWT_KEY
+    )
+    running = Gunicorn(env, workers=2).start()
+    try:
+        yield running.base
+    finally:
+        running.stop()
+        delete_prefix(client, prefix)
+        client.close()
+
+
+def sign_in(page: Any, base: str) -> None:
+    page.goto(f"{base}/account/sessions")
+    page.wait_for_selector("#signin", state="visible")
+    page.fill("#username", "alice")
+    page.fill("#password", PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("#account", state="visible")
+
+
+def cards(page: Any) -> list[dict[str, Any]]:
+    page.wait_for_selector(".session-card")
+    found: list[dict[str, Any]] = page.eval_on_selector_all(
+        ".session-card",
+        """cards => cards.map(card => ({
+            id: card.dataset.sessionId,
+            label: card.querySelector('.device-label').textContent.trim(),
+            current: card.querySelector('.badge-current') !== null,
+            risk: [...card.querySelectorAll('.risk')].map(r => r.textContent.trim()),
+        }))""",
+    )
+    return found
+
+
+def test_two_devices_see_each_other_and_one_signs_the_other_out(browser: Any, service: str) -> None:
+    laptop = browser.new_context(user_agent=CHROME, viewport={"width": 1280, "height": 900})
+    phone = browser.new_context(
+        user_agent=IPHONE, viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True
+    )
+    try:
+        on_laptop, on_phone = laptop.new_page(), phone.new_page()
+        sign_in(on_laptop, service)
+        [only] = cards(on_laptop)
+        assert only["current"] and only["label"] == "Chrome 120 on Windows 10"
+
+        sign_in(on_phone, service)
+        seen_by_phone = cards(on_phone)
+        assert len(seen_by_phone) == 2
+        [phone_card] = [c for c in seen_by_phone if c["current"]]
+        assert phone_card["label"] == "Mobile Safari 17 on iOS 17.1"
+        assert phone_card["risk"] == ["New device"]
+
+        on_laptop.reload()
+        on_laptop.wait_for_selector("#account", state="visible")
+        seen_by_laptop = cards(on_laptop)
+        assert {c["id"] for c in seen_by_laptop} == {c["id"] for c in seen_by_phone}
+        [laptop_card] = [c for c in seen_by_laptop if c["current"]]
+        assert laptop_card["label"] == "Chrome 120 on Windows 10"
+        assert laptop_card["id"] != phone_card["id"]
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        on_laptop.screenshot(path=str(SCREENSHOTS / "account-desktop.png"), full_page=True)
+        on_phone.screenshot(path=str(SCREENSHOTS / "account-phone.png"), full_page=True)
+        # A phone-sized viewport does not scroll sideways.
+        assert on_phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+        # The laptop signs the phone out...
+        phone_row = on_laptop.locator(f'.session-card[data-session-id="{phone_card["id"]}"]')
+        phone_row.locator("button.signout").click()
+        phone_row.wait_for(state="detached")
+        assert [c["id"] for c in cards(on_laptop)] == [laptop_card["id"]]
+
+        # ...and the phone's next action lands on the sign-in form.
+        on_phone.click("#signout-others")
+        on_phone.wait_for_selector("#signin", state="visible")
+        assert on_phone.is_hidden("#account")
+        assert "signed out" in on_phone.inner_text("#signin-error")
+        assert on_phone.evaluate("sessionStorage.length") == 0
+    finally:
+        laptop.close()
+        phone.close()
+
+
+def test_rename_and_keyboard_use(browser: Any, service: str) -> None:
+    context = browser.new_context(user_agent=CHROME)
+    try:
+        page = context.new_page()
+        page.goto(f"{service}/account/sessions")
+        page.wait_for_selector("#signin", state="visible")
+        # Keyboard only: the form is reachable and submits with Enter.
+        page.focus("#username")
+        page.keyboard.type("alice")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "password"
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#account", state="visible")
+        [card] = cards(page)
+        row = page.locator(f'.session-card[data-session-id="{card["id"]}"]')
+        row.locator("button.rename").click()
+        row.locator(".rename-form input[name=name]").fill("Work laptop")
+        row.locator(".rename-form button[type=submit]").click()
+        # (The page's CSP forbids evaluating strings: wait with selectors.)
+        page.wait_for_selector(".session-card .device-label:text-is('Work laptop')")
+        # Signing out this device brings the sign-in form back.
+        row.locator("button.signout").click()
+        page.wait_for_selector("#signin", state="visible")
+    finally:
+        context.close()
