@@ -23,9 +23,17 @@ import shutil
 import tempfile
 from typing import Any
 
+# Sync workers: a request spends its time in one Redis round trip and a JWT
+# decode, both short; one request per worker at a time keeps each worker's
+# connection pool at one connection. Scale with WEB_CONCURRENCY (about two
+# per core). The store's Redis client is made lazily in each worker after
+# the fork (SessionStore.client checks the pid), so no connection is shared
+# across processes, with or without --preload.
 bind = os.environ.get("SESSIONSVC_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "sync"
+# A request waits at most SESSIONSVC_STORE_TIMEOUT (0.5 s) for Redis: 30 s
+# only catches a stuck worker.
 timeout = 30
 graceful_timeout = 10
 keepalive = 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Mapping
@@ -44,12 +45,27 @@ def readyz() -> Response:
     return jsonify({"status": "ok"})
 
 
-def configure_logging() -> None:
-    """Send the service's own log lines to stderr, beside gunicorn's.
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time, level, logger and message."""
 
-    ``sessionsvc.events`` writes one JSON object per line (nothing else on
-    the line, so log shippers can parse it); other ``sessionsvc`` warnings
-    carry their level. Loggers that already have handlers (configured by
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging() -> None:
+    """Send the service's own log lines to stderr as JSON, beside gunicorn's.
+
+    ``sessionsvc.events`` writes its security events as they are (each one
+    JSON object on one line); every other ``sessionsvc`` line is wrapped by
+    :class:`JsonLines`. Loggers that already have handlers (configured by
     the deployment) are left alone.
     """
     events = logging.getLogger("sessionsvc.events")
@@ -61,7 +77,7 @@ def configure_logging() -> None:
         events.propagate = False
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(JsonLines())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
