@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -55,15 +56,19 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture
-def service(redis_url: str) -> Iterator[str]:
+@contextmanager
+def serve(redis_url: str, **settings: str) -> Iterator[str]:
+    """The service under gunicorn on its own key prefix, with user alice."""
     prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     SessionStore(lambda: client, prefix=prefix).create_user(
         User("alice", generate_password_hash(PASSWORD, method=FAST_HASH))
     )
     env = _service_env(
-        SESSIONSVC_REDIS_URL=redis_url, SESSIONSVC_KEY_PREFIX=prefix, JWT_SECRET_KEY=JWT_KEY
+        SESSIONSVC_REDIS_URL=redis_url,
+        SESSIONSVC_KEY_PREFIX=prefix,
+        JWT_SECRET_KEY=JWT_KEY,
+        **settings,
     )
     running = Gunicorn(env, workers=2).start()
     try:
@@ -72,6 +77,12 @@ def service(redis_url: str) -> Iterator[str]:
         running.stop()
         delete_prefix(client, prefix)
         client.close()
+
+
+@pytest.fixture
+def service(redis_url: str) -> Iterator[str]:
+    with serve(redis_url) as base:
+        yield base
 
 
 def sign_in(page: Any, base: str) -> None:
@@ -172,3 +183,29 @@ def test_rename_and_keyboard_use(browser: Any, service: str) -> None:
         page.wait_for_selector("#signin", state="visible")
     finally:
         context.close()
+
+
+def test_an_expired_access_token_is_refreshed_without_signing_out(
+    browser: Any, redis_url: str
+) -> None:
+    with serve(redis_url, JWT_ACCESS_TOKEN_EXPIRES="2") as base:
+        context = browser.new_context(user_agent=CHROME)
+        try:
+            page = context.new_page()
+            sign_in(page, base)
+            first_access = page.evaluate("sessionStorage.getItem('sessionsvc.access')")
+            first_refresh = page.evaluate("sessionStorage.getItem('sessionsvc.refresh')")
+            page.wait_for_timeout(3000)  # the access token has expired
+            [card] = cards(page)
+            row = page.locator(f'.session-card[data-session-id="{card["id"]}"]')
+            row.locator("button.rename").click()
+            row.locator(".rename-form input[name=name]").fill("Still here")
+            row.locator(".rename-form button[type=submit]").click()
+            page.wait_for_selector(".session-card .device-label:text-is('Still here')")
+            assert page.is_hidden("#signin")
+            # It refreshed once: both tokens were rotated, the session is the same.
+            assert page.evaluate("sessionStorage.getItem('sessionsvc.access')") != first_access
+            assert page.evaluate("sessionStorage.getItem('sessionsvc.refresh')") != first_refresh
+            assert [c["id"] for c in cards(page)] == [card["id"]]
+        finally:
+            context.close()
