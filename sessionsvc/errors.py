@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
-from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger("sessionsvc")
@@ -179,13 +178,6 @@ def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
             if host_unexpected:
                 return host_unexpected(error)
             raise error
-        if isinstance(error, StorageError):
-            # The login rate limiter keeps its counters in the session store:
-            # when they cannot be counted, the login fails closed as well.
-            logger.warning("rate-limit store unavailable: %s", type(error.storage_error).__name__)
-            return error_response(
-                StoreUnavailable("The session store is unavailable; try again shortly.")
-            )
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return problem(
             500, "internal_error", "Internal Server Error", "An unexpected error occurred."

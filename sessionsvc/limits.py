@@ -20,6 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 from flask_limiter import Limiter, RequestLimit
+from limits.errors import StorageError
 
 from . import auth, devices
 from .errors import StoreUnavailable
@@ -79,21 +80,27 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
     app.view_functions[LOGIN_ENDPOINT] = _fail_closed(per_address(per_username(view)))
 
 
-def _fail_closed(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Answer 503 when the counters cannot be reached, on Redis Cluster too.
+#: Errors that mean "the counters cannot be reached".
+_COUNTING_ERRORS: tuple[type[Exception], ...] = (StorageError, *UNAVAILABLE_ERRORS)
 
-    limits wraps redis-py's ``RedisError`` in its ``StorageError`` (answered
-    503 by :mod:`sessionsvc.errors`), but not a cluster client's
-    ``RedisClusterException``, raised when no node of the cluster answers.
-    The view itself never lets a Redis error out: the store converts them.
+
+def _fail_closed(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Answer 503 when the counters cannot be reached: the one place for it.
+
+    limits wraps redis-py's ``RedisError`` in its ``StorageError``, but not a
+    cluster client's ``RedisClusterException``, raised when no node of the
+    cluster answers; both mean the login cannot be counted, so it fails
+    closed. The view itself never lets a Redis error out: the store
+    converts them.
     """
 
     @functools.wraps(view)
     def counted(*args: Any, **kwargs: Any) -> Any:
         try:
             return view(*args, **kwargs)
-        except UNAVAILABLE_ERRORS as exc:
-            logger.warning("rate-limit store unavailable: %s", type(exc).__name__)
+        except _COUNTING_ERRORS as exc:
+            cause = exc.storage_error if isinstance(exc, StorageError) else exc
+            logger.warning("rate-limit store unavailable: %s", type(cause).__name__)
             raise StoreUnavailable("The session store is unavailable; try again shortly.") from exc
 
     return counted
