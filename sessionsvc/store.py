@@ -647,7 +647,7 @@ class SessionStore:
                 device is None
                 or (browser is None and system is None)
                 or (browser == device.browser and system == device.os)
-                or (mark is not None and mark == self._signature(device, ip))
+                or (mark is not None and mark == _signature(device, self._country(ip)))
             ):
                 return _ALIVE
         return self._activity(user_id, session_id, now=now, actor=actor)
@@ -692,7 +692,8 @@ class SessionStore:
         policy = self.policy
         actor = actor or Actor()
         device = actor.device
-        location = policy.locate(actor.ip) if policy.locate and actor.ip else None
+        location = self._locate(actor.ip)
+        country = (location.country or "") if location else ""
         keys = [
             self.session_key(user_id, session_id),
             self.index_key(user_id),
@@ -705,9 +706,9 @@ class SessionStore:
             (device.browser or "") if device else "",
             (device.os or "") if device else "",
             "1" if policy.locate else "0",
-            (location.country or "") if location else "",
+            country,
             _short((location.city or "") if location else ""),
-            self._signature(device, actor.ip) if device else "",
+            _signature(device, country) if device else "",
             "1" if policy.revoke_on_anomaly else "0",
             policy.idle_timeout or 0,
             session_id,
@@ -724,17 +725,14 @@ class SessionStore:
             return _GONE if status is CheckStatus.GONE else CheckResult(status)
         return CheckResult(status, int(result[1]))
 
-    def _signature(self, device: Device, ip: str | None) -> str:
-        """What a request's device and country look like, in 12 characters.
-
-        Kept on a session after an anomaly, so the same change is recorded
-        once and then costs no more than a plain read.
-        """
+    def _locate(self, ip: str | None) -> Location | None:
+        """Where an address is, when location lookup is on."""
         locate = self.policy.locate
-        location = locate(ip) if locate and ip else None
-        country = (location.country or "") if location else ""
-        text = f"{device.browser or ''}\0{device.os or ''}\0{country}"
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+        return locate(ip) if locate and ip else None
+
+    def _country(self, ip: str | None) -> str:
+        location = self._locate(ip)
+        return (location.country or "") if location else ""
 
     def _recorded(self, user_id: str, entries: Sequence[str]) -> None:
         """Hand the events a script recorded to the sink, oldest first."""
@@ -1013,6 +1011,16 @@ def _risk(raw: dict[str, str]) -> tuple[str, ...]:
     """A stored session's risk flags: from its sign-in, and ``anomaly`` once seen."""
     flags = tuple(flag for flag in raw.get("rk", "").split(",") if flag)
     return (*flags, "anomaly") if "an" in raw else flags
+
+
+def _signature(device: Device, country: str) -> str:
+    """What a request's device and country look like, in 12 characters.
+
+    Kept on a session after an anomaly, so the same change is recorded once
+    and then costs no more than a plain read.
+    """
+    text = f"{device.browser or ''}\0{device.os or ''}\0{country}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
 
 def _short(text: str) -> str:
