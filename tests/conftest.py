@@ -29,14 +29,14 @@ from sessionsvc import create_app, current_manager
 from tests.geodata import make_geoip_db
 from tests.support import (
     JWT_KEY,
+    SKIP_REASONS,
     Auth,
     ClusterGroup,
     RedisProcess,
+    cannot_run,
     delete_prefix,
     redis_answers,
 )
-
-_skip_reasons: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -51,17 +51,16 @@ def redis_url() -> Iterator[str]:
         yield server.url
         server.stop()
         return
-    message = f"no Redis at {url} and no redis-server on PATH: real-Redis tests cannot run"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    _skip_reasons.append(message)
-    pytest.skip(message)
+    cannot_run(f"no Redis at {url} and no redis-server on PATH: real-Redis tests cannot run")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _skip_reasons:
-        terminalreporter.write_sep("!", "REAL-REDIS TESTS SKIPPED", red=True, bold=True)
-        terminalreporter.write_line(_skip_reasons[0], red=True)
+    if SKIP_REASONS:
+        terminalreporter.write_sep(
+            "!", "TESTS SKIPPED: A REAL PART IS MISSING", red=True, bold=True
+        )
+        for reason in SKIP_REASONS:
+            terminalreporter.write_line(reason, red=True)
 
 
 @dataclass
@@ -98,9 +97,7 @@ class Backend:
 def own_redis() -> Iterator[RedisProcess]:
     """A redis-server of the test's own, which it may kill, pause and restart."""
     if not shutil.which("redis-server"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH: this test needs a server it can stop")
+        cannot_run("redis-server is not on PATH: tests that stop their own server cannot run")
     server = RedisProcess().start()
     yield server
     if server.proc is not None and server.proc.poll() is None:
@@ -185,11 +182,7 @@ def redis_cluster() -> Iterator[ClusterGroup]:
     """A real three-master Redis Cluster of this test run's own (never a shared one)."""
     missing = [tool for tool in ("redis-server", "redis-cli") if not shutil.which(tool)]
     if missing:
-        message = f"{' and '.join(missing)} not on PATH: Redis Cluster tests cannot run"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        _skip_reasons.append(message)
-        pytest.skip(message)
+        cannot_run(f"{' and '.join(missing)} not on PATH: Redis Cluster tests cannot run")
     group = ClusterGroup().start()
     yield group
     group.stop()

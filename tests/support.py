@@ -13,8 +13,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import pytest
 import redis
 from flask import Flask
 from werkzeug.security import generate_password_hash
@@ -37,6 +38,20 @@ IPHONE = (
 #: The same browser and OS as CHROME, one version later: not another device.
 CHROME_121 = CHROME.replace("Chrome/120.0.0.0", "Chrome/121.0.0.0")
 FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
+
+
+#: Why tests that need a real part (Redis, redis-server, chromium) were skipped;
+#: conftest prints them in a red banner at the end of the run.
+SKIP_REASONS: list[str] = []
+
+
+def cannot_run(message: str) -> NoReturn:
+    """A real part this test needs is missing: fail under ``CI=true``, else skip loudly."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    if message not in SKIP_REASONS:
+        SKIP_REASONS.append(message)
+    pytest.skip(message)
 
 
 def free_port() -> int:

@@ -24,7 +24,16 @@ from werkzeug.security import generate_password_hash
 
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore
-from tests.support import CHROME, FAST_HASH, IPHONE, JWT_KEY, ROOT, Gunicorn, delete_prefix
+from tests.support import (
+    CHROME,
+    FAST_HASH,
+    IPHONE,
+    JWT_KEY,
+    ROOT,
+    Gunicorn,
+    cannot_run,
+    delete_prefix,
+)
 from tests.support import service_env as _service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -41,13 +50,7 @@ def chromium_path() -> str | None:
 def browser() -> Iterator[Any]:
     path = chromium_path()
     if path is None:
-        message = "no chromium on PATH: the browser tests cannot run (.ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        from tests.conftest import _skip_reasons
-
-        _skip_reasons.append(message)
-        pytest.skip(message)
+        cannot_run("no chromium on PATH: the browser tests cannot run (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
