@@ -106,6 +106,19 @@ class RedisProcess:
         self.proc = None
 
 
+def record_commands(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every command ``client`` sends from now on (one round trip each, unpipelined)."""
+    sent: list[str] = []
+    original = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return original(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    return sent
+
+
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
     """Delete this test's keys, and only them."""
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))

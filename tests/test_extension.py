@@ -13,7 +13,15 @@ from werkzeug.exceptions import HTTPException
 from sessionsvc import ConfigError, SessionManager, current_manager
 from sessionsvc.extension import EXTENSION_KEY
 from tests.conftest import Backend
-from tests.support import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem, delete_prefix
+from tests.support import (
+    CHROME,
+    FIREFOX_LINUX,
+    JWT_KEY,
+    Auth,
+    assert_problem,
+    delete_prefix,
+    record_commands,
+)
 
 
 def host_app(backend: Backend, **config: Any) -> tuple[Flask, SessionManager]:
@@ -304,15 +312,7 @@ def commands_of(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every command the app's store client sends from now on."""
     with app.app_context():
         client = current_manager().store.client
-    sent: list[str] = []
-    original = client.execute_command
-
-    def counting(*args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]).upper())
-        return original(*args, **options)
-
-    monkeypatch.setattr(client, "execute_command", counting)
-    return sent
+    return record_commands(client, monkeypatch)
 
 
 def test_the_revocation_check_of_a_request_is_one_plain_read(

@@ -42,6 +42,7 @@ from tests.support import (
     IPHONE,
     delete_prefix,
     free_port,
+    record_commands,
 )
 
 EVENTS_MAX = 50
@@ -125,15 +126,7 @@ def slot(key: str) -> int:
 @pytest.fixture
 def commands(rc: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every command the client sends (each is one round trip without a pipeline)."""
-    sent: list[str] = []
-    original = rc.execute_command
-
-    def counting(*args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]).upper())
-        return original(*args, **options)
-
-    monkeypatch.setattr(rc, "execute_command", counting)
-    return sent
+    return record_commands(rc, monkeypatch)
 
 
 def unchanged_keys(watcher: redis.Redis, *keys: str) -> Callable[[], bool]:
