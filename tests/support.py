@@ -12,6 +12,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -69,6 +70,35 @@ def redis_answers(url: str) -> bool:
     return True
 
 
+def wait_until(done: Callable[[], bool], limit: float, failure: Callable[[], str]) -> None:
+    """Poll ``done`` until it holds; after ``limit`` seconds raise with ``failure()``."""
+    deadline = time.monotonic() + limit
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure())
+        time.sleep(0.05)
+
+
+def log_tails(root: Path, paths: Iterable[Path], lines: int = 15) -> str:
+    """The last lines of each existing log, for a failure message."""
+    tails = []
+    for path in paths:
+        if path.exists():
+            last = path.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"== {path.relative_to(root)}\n" + "\n".join(last))
+    return "\n".join(tails)
+
+
+def stop_servers(clients: Iterable[redis.Redis], procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """Close a group's clients and kill its redis-server processes."""
+    for client in clients:
+        client.close()
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 class RedisProcess:
     """A redis-server of the test's own on a free loopback port."""
 
@@ -92,11 +122,11 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not redis_answers(self.url):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)
+        wait_until(
+            lambda: redis_answers(self.url),
+            10,
+            lambda: f"redis-server did not start on port {self.port}",
+        )
         return self
 
     def stop(self) -> None:
@@ -327,11 +357,11 @@ class SentinelGroup:
         )
         # The sentinel learns of replicas from the primary's INFO, every 10 s:
         # started after the replica is in sync, it knows the replica at once.
-        deadline = time.monotonic() + 10
-        while not self._linked(self.replica_port):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the replica did not sync:\n" + self.logs())
-            time.sleep(0.05)
+        wait_until(
+            lambda: self._linked(self.replica_port),
+            10,
+            lambda: "the replica did not sync:\n" + self.logs(),
+        )
         # Sentinel rewrites its config file: it must be a writable file of ours.
         conf = self.dir / "sentinel.conf"
         conf.write_text(
@@ -393,11 +423,9 @@ class SentinelGroup:
 
     def wait_ready(self, limit: float = 15.0) -> None:
         """Until the replica is in sync and the sentinel can fail over to it."""
-        deadline = time.monotonic() + limit
-        while not self._ready():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Sentinel group did not get ready:\n" + self.logs())
-            time.sleep(0.05)
+        wait_until(
+            self._ready, limit, lambda: "the Sentinel group did not get ready:\n" + self.logs()
+        )
 
     def _linked(self, replica: int) -> bool:
         """Whether ``replica`` is in sync with the other data node."""
@@ -447,21 +475,11 @@ class SentinelGroup:
     def logs(self) -> str:
         """The last lines of every server's log, for a failure message."""
         paths = [self.dir / "sentinel.log", *sorted(self.dir.glob("*/redis.log"))]
-        tails = []
-        for path in paths:
-            if path.exists():
-                lines = path.read_text(errors="replace").splitlines()[-15:]
-                tails.append(f"== {path.relative_to(self.dir)}\n" + "\n".join(lines))
-        return "\n".join(tails)
+        return log_tails(self.dir, paths)
 
     def stop(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        stop_servers(self._clients.values(), self.procs.values())
         self._clients.clear()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
         self.procs.clear()
         self._dir.cleanup()
 
@@ -506,11 +524,11 @@ class ClusterGroup:
                     stderr=subprocess.DEVNULL,
                 )
             )
-        deadline = time.monotonic() + 10
-        while not all(redis_answers(f"redis://127.0.0.1:{port}") for port in self.ports):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster's redis-servers did not start:\n" + self.logs())
-            time.sleep(0.05)
+        wait_until(
+            lambda: all(redis_answers(f"redis://127.0.0.1:{port}") for port in self.ports),
+            10,
+            lambda: "the cluster's redis-servers did not start:\n" + self.logs(),
+        )
         created = subprocess.run(
             [
                 *("redis-cli", "--cluster", "create"),
@@ -539,11 +557,9 @@ class ClusterGroup:
 
     def wait_ok(self, limit: float = 30.0) -> None:
         """Until every node says ``cluster_state:ok`` and knows every other."""
-        deadline = time.monotonic() + limit
-        while not self._ok():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not reach cluster_state:ok:\n" + self.logs())
-            time.sleep(0.05)
+        wait_until(
+            self._ok, limit, lambda: "the cluster did not reach cluster_state:ok:\n" + self.logs()
+        )
 
     def _ok(self) -> bool:
         try:
@@ -570,20 +586,11 @@ class ClusterGroup:
 
     def logs(self) -> str:
         """The last lines of every node's log, for a failure message."""
-        tails = []
-        for path in sorted(self.dir.glob("*/redis.log")):
-            lines = path.read_text(errors="replace").splitlines()[-15:]
-            tails.append(f"== {path.relative_to(self.dir)}\n" + "\n".join(lines))
-        return "\n".join(tails)
+        return log_tails(self.dir, sorted(self.dir.glob("*/redis.log")))
 
     def stop(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        stop_servers(self._clients.values(), self.procs)
         self._clients.clear()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
         self.procs.clear()
         self._dir.cleanup()
 
