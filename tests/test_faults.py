@@ -5,12 +5,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
 from flask import Flask
 
-from sessionsvc import create_app
+from sessionsvc import create_app, current_manager
 from tests.support import JWT_KEY, Auth, RedisProcess, assert_problem
 
 pytestmark = pytest.mark.slow
@@ -19,8 +20,8 @@ TIMEOUT = 0.3
 
 
 @pytest.fixture
-def faulty_app(own_redis: RedisProcess) -> Flask:
-    return create_app(
+def faulty_app(own_redis: RedisProcess) -> Iterator[Flask]:
+    app = create_app(
         {
             "TESTING": True,
             "JWT_SECRET_KEY": JWT_KEY,
@@ -29,6 +30,11 @@ def faulty_app(own_redis: RedisProcess) -> Flask:
             "SESSIONSVC_TOUCH_INTERVAL": 1,
         }
     )
+    yield app
+    # Its connections (the limiter's share the pool) would otherwise be
+    # reported unclosed by whichever later test the garbage collector hits.
+    with app.app_context():
+        current_manager().store.close()
 
 
 def wait_ready(app: Flask, limit: float = 10.0) -> float:
