@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from .app import create_app
 from .errors import SessionsvcError, StoreUnavailable
-from .extension import SessionManager, current_manager
+from .extension import SessionManager
 from .models import Device, Location, SecurityEvent, Session, TokenPair
 from .settings import ConfigError, Settings
 from .signals import session_anomaly, session_opened, session_revoked
+from .state import current_manager
 
 __all__ = [
     "ConfigError",

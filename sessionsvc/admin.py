@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import get_jwt
 
 from . import openapi, payloads, tokens
-from .api import no_content
 from .errors import Forbidden, SessionNotFound
-from .extension import current_manager
+from .payloads import no_content
+from .state import current_manager
 
 URL_PREFIX = "/api/v1/admin"
 
@@ -16,11 +16,7 @@ URL_PREFIX = "/api/v1/admin"
 ADMIN_ROLE = "admin"
 
 blueprint = Blueprint("sessionsvc_admin", __name__)
-
-
-@blueprint.before_request
-def _limit_body() -> None:
-    request.max_content_length = payloads.MAX_BODY
+blueprint.before_request(payloads.limit_body)
 
 
 def _require_admin() -> None:

@@ -7,29 +7,12 @@ from flask_jwt_extended import get_jwt
 
 from . import openapi, payloads, tokens
 from .errors import InvalidRequest, SessionNotFound
-from .extension import current_manager
+from .models import MAX_NAME
+from .payloads import no_content
+from .state import current_manager
 
 blueprint = Blueprint("sessionsvc", __name__)
-
-#: Longest session name, in characters.
-MAX_NAME = 64
-
-
-@blueprint.before_request
-def _limit_body() -> None:
-    request.max_content_length = payloads.MAX_BODY
-
-
-def no_content() -> Response:
-    """An empty 204 answer.
-
-    werkzeug labels every response ``text/html`` by default, even one without
-    a body; a 204 has no content, so it has no ``Content-Type`` either (the
-    OpenAPI document promises JSON or problem documents only).
-    """
-    response = Response(status=204)
-    del response.headers["Content-Type"]
-    return response
+blueprint.before_request(payloads.limit_body)
 
 
 def _caller() -> tuple[str, str]:

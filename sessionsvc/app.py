@@ -9,12 +9,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flasgger import Swagger
-from flask import Blueprint, Flask, Response, jsonify
+from flask import Blueprint, Flask, Response, jsonify, request
+from prometheus_client.exposition import choose_encoder
 
 from . import account, metrics, openapi
-from .extension import EXTENSION_KEY, SessionManager, current_manager
+from .extension import SessionManager
 from .payloads import MAX_BODY
 from .settings import ConfigError
+from .state import current_manager, state_of
 
 if TYPE_CHECKING:
     import redis
@@ -43,6 +45,30 @@ def healthz() -> Response:
 def readyz() -> Response:
     current_manager().ping()
     return jsonify({"status": "ok"})
+
+
+#: ``/metrics`` and the request counts behind it (``SESSIONSVC_METRICS``).
+#: Only here: a host app that mounts the extension exposes its own metrics,
+#: if any.
+metrics_view = Blueprint("sessionsvc_metrics", __name__)
+
+
+@metrics_view.get("/metrics")
+@openapi.spec("metrics")
+def serve_metrics() -> Response:
+    # The text format by default; OpenMetrics when the scraper asks for it.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(metrics.registry()), content_type=content_type)
+
+
+@metrics_view.after_app_request
+def _count_request(response: Response) -> Response:
+    rule = request.url_rule
+    method = request.method if request.method in metrics.METHODS else "other"
+    metrics.REQUESTS.labels(
+        rule.rule if rule is not None else metrics.UNMATCHED, method, str(response.status_code)
+    ).inc()
+    return response
 
 
 class JsonLines(logging.Formatter):
@@ -111,10 +137,9 @@ def create_app(
         app.config["JWT_SECRET_KEY"] = secrets.token_urlsafe(32)
     SessionManager(app, redis_client=redis_client, auth_routes=True, problem_paths=("/",))
     app.register_blueprint(health)
-    if app.extensions[EXTENSION_KEY].settings.metrics:
-        # Only here: a host app that mounts the extension exposes its own
-        # metrics, if any. Switched off, /metrics is the plain 404 problem.
-        app.register_blueprint(metrics.blueprint)
+    if state_of(app).settings.metrics:
+        # Switched off, /metrics is the plain 404 problem.
+        app.register_blueprint(metrics_view)
     app.register_blueprint(docs_assets)
     app.register_blueprint(account.blueprint)
     Swagger(app, template=openapi.TEMPLATE, config=openapi.SWAGGER_CONFIG)

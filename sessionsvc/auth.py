@@ -8,10 +8,10 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import openapi, payloads, tokens
-from .api import no_content
 from .errors import InvalidCredentials, InvalidRequest
-from .extension import current_manager
 from .models import User
+from .payloads import no_content
+from .state import current_manager
 
 URL_PREFIX = "/api/v1/auth"
 
@@ -19,15 +19,11 @@ URL_PREFIX = "/api/v1/auth"
 MAX_USERNAME = 256
 
 blueprint = Blueprint("sessionsvc_auth", __name__)
+blueprint.before_request(payloads.limit_body)
 
 # Checked when the user does not exist, so that a login for an unknown name
 # takes as long as one with a wrong password.
 _DUMMY_HASH = generate_password_hash("sessionsvc: no such user")
-
-
-@blueprint.before_request
-def _limit_body() -> None:
-    request.max_content_length = payloads.MAX_BODY
 
 
 def hash_password(password: str) -> str:

@@ -10,9 +10,10 @@ from contextlib import contextmanager
 import click
 from flask.cli import AppGroup
 
+from .auth import new_user
 from .errors import StoreUnavailable
-from .extension import current_manager
 from .models import isotime
+from .state import current_manager
 
 sessions_cli = AppGroup("sessions", help="Manage sessionsvc users and sessions.")
 
@@ -44,8 +45,6 @@ def _store_errors() -> Iterator[None]:
 )
 def create_user(username: str, admin: bool, password_stdin: bool) -> None:
     """Add USERNAME to the standalone service's user store."""
-    from .auth import new_user
-
     if not username or not username.isprintable():
         _fail("USERNAME must be non-empty printable text")
     if password_stdin:

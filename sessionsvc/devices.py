@@ -14,21 +14,17 @@ import ipaddress
 import user_agents
 from flask import Request
 
-from .models import Device
+from .models import Device, clip
 
 #: Longest user agent we keep; longer ones are cut (they are never legitimate).
 MAX_USER_AGENT = 512
 
 
 def _known(value: str | None) -> str | None:
-    # ua-parser names what it cannot identify "Other".
-    return _short(value) if value and value != "Other" else None
-
-
-def _short(value: str) -> str:
-    # Parsed names come from the user agent: at most 64 bytes each, so that
-    # each is one field of the session hash, compared as it is stored.
-    return value.encode("utf-8", "surrogatepass")[:64].decode("utf-8", "ignore")
+    # ua-parser names what it cannot identify "Other". Parsed names come
+    # from the user agent: clipped, so that each is one field of the session
+    # hash, compared as it is stored.
+    return clip(value) if value and value != "Other" else None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -53,11 +49,11 @@ def parse_user_agent(user_agent: str | None) -> Device:
     return Device(
         type=kind,
         browser=browser,
-        browser_version=_short(".".join(str(part) for part in version[:2]))
+        browser_version=clip(".".join(str(part) for part in version[:2]))
         if browser and version
         else None,
         os=system,
-        os_version=(_short(parsed.os.version_string) or None) if system else None,
+        os_version=(clip(parsed.os.version_string) or None) if system else None,
     )
 
 

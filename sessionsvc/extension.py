@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,22 +14,17 @@ from flask import Flask, current_app, has_request_context, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import devices, errors, geo, metrics, tokens
+from . import admin, api, audit, auth, cli, devices, errors, geo, metrics, ratelimit, tokens
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
 from .settings import ConfigError, Settings
-from .signals import session_anomaly, session_opened, session_revoked
+from .state import EXTENSION_KEY, State, current_state
 from .store import Actor, CheckResult, CheckStatus, Policy, SessionStore, store_from_url
 
 if TYPE_CHECKING:
     import redis
 
 logger = logging.getLogger("sessionsvc")
-#: One JSON line per security event (logger ``sessionsvc.events``).
-events_log = logging.getLogger("sessionsvc.events")
-
-#: Key of the per-app state in ``app.extensions``.
-EXTENSION_KEY = "sessionsvc"
 
 # Marks "take it from the current request" in :meth:`SessionManager.open`.
 _FROM_REQUEST: Any = object()
@@ -40,17 +33,6 @@ _FROM_REQUEST: Any = object()
 def new_session_id() -> str:
     """A fresh session id: 128 bits from the OS CSPRNG, meaningless."""
     return secrets.token_urlsafe(16)
-
-
-@dataclass(frozen=True)
-class _State:
-    manager: SessionManager
-    settings: Settings
-    store: SessionStore
-    #: The GeoIP database, when ``SESSIONSVC_GEOIP_DB`` is set.
-    locator: geo.Locator | None
-    #: Path prefixes whose HTTP errors are answered as problem documents.
-    problem_paths: tuple[str, ...]
 
 
 class SessionManager:
@@ -93,8 +75,6 @@ class SessionManager:
 
         :raises ConfigError: naming the first bad configuration key.
         """
-        from . import admin, api, auth, cli, limits
-
         jwt = app.extensions.get("flask-jwt-extended")
         if jwt is None:
             jwt = JWTManager(app)
@@ -133,12 +113,12 @@ class SessionManager:
                 events_ttl=settings.refresh_expires,
             )
         store.policy = policy
-        store.on_events = _report_events
+        store.on_events = audit.recorded
         prefixes = [self._url_prefix, admin.URL_PREFIX]
         if self._auth_routes:
             prefixes.append(auth.URL_PREFIX)
         problem_paths = self._problem_paths or tuple(prefixes)
-        app.extensions[EXTENSION_KEY] = _State(self, settings, store, locator, problem_paths)
+        app.extensions[EXTENSION_KEY] = State(self, settings, store, locator, problem_paths)
 
         tokens.bind(app, jwt, self.is_revoked)
         tokens.guard(app, jwt)
@@ -147,30 +127,20 @@ class SessionManager:
         app.register_blueprint(admin.blueprint, url_prefix=admin.URL_PREFIX)
         if self._auth_routes:
             app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
-            limits.init_app(app, settings, store)
+            ratelimit.init_app(app, settings, store)
         app.cli.add_command(cli.sessions_cli)
         if settings.trusted_proxies:
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
-    @staticmethod
-    def _state() -> _State:
-        try:
-            state: _State = current_app.extensions[EXTENSION_KEY]
-        except KeyError:
-            raise RuntimeError(
-                "SessionManager is not initialised on this app: call init_app(app) first"
-            ) from None
-        return state
-
     @property
     def settings(self) -> Settings:
         """The current app's validated settings."""
-        return self._state().settings
+        return current_state().settings
 
     @property
     def store(self) -> SessionStore:
         """The current app's session store."""
-        return self._state().store
+        return current_state().store
 
     # -- the revocation check ---------------------------------------------------
 
@@ -188,14 +158,14 @@ class SessionManager:
         :raises StoreUnavailable: the store cannot answer (fail closed).
         """
         user_id, session_id = tokens.token_session(jwt_payload)
-        state = self._state()
+        state = current_state()
         tokens.mark_checked()
         now = int(time.time())
         started = time.perf_counter()
         try:
             if jwt_payload.get("type") != "refresh":
                 # The path every authenticated request takes: one plain read.
-                result = state.store.touch(user_id, session_id, now=now, actor=_actor())
+                result = state.store.check_access(user_id, session_id, now=now, actor=_actor())
             else:
                 result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
         finally:
@@ -204,7 +174,7 @@ class SessionManager:
 
     @staticmethod
     def _check_refresh(
-        state: _State,
+        state: State,
         user_id: str,
         session_id: str,
         payload: dict[str, Any],
@@ -217,7 +187,7 @@ class SessionManager:
         :raises RefreshTokenReused: the token was rotated away before; the
             store has revoked the whole session.
         """
-        result = state.store.check(
+        result = state.store.check_refresh(
             user_id,
             session_id,
             now=now,
@@ -251,7 +221,7 @@ class SessionManager:
         """
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
-        state = self._state()
+        state = current_state()
         settings = state.settings
         in_request = has_request_context()
         if ip is _FROM_REQUEST:
@@ -286,11 +256,8 @@ class SessionManager:
                 actor=Actor(ip=ip, user_agent=user_agent),
             )
             if opened is not None:
-                session = dataclasses.replace(session, risk=opened.risk)
-                risk = {"risk": list(opened.risk)} if opened.risk else None
-                _report("session.created", user_id, session.id, None, risk)
-                session_opened.send(_sender(), user_id=user_id, session=session)
-                _report_revoked(user_id, opened.evicted, "evicted", None)
+                audit.opened(user_id, dataclasses.replace(session, risk=opened.risk))
+                audit.revoked(user_id, opened.evicted, "evicted", None)
                 return pair
         raise RuntimeError("could not draw an unused session id")  # pragma: no cover
 
@@ -304,7 +271,7 @@ class SessionManager:
         :raises RefreshTokenReused: the token was already used.
         """
         user_id, session_id = tokens.token_session(refresh_payload)
-        state = self._state()
+        state = current_state()
         now = int(time.time())
         new_jti = secrets.token_urlsafe(16)
         result = self._check_refresh(
@@ -320,7 +287,7 @@ class SessionManager:
         """One of a user's sessions, or ``None`` (also for ids that cannot be ours)."""
         if not tokens.is_session_id(session_id):
             return None
-        state = self._state()
+        state = current_state()
         session = state.store.get(user_id, session_id)
         idle = state.settings.idle_timeout
         if session is not None and idle is not None and time.time() - session.last_seen_at >= idle:
@@ -329,7 +296,7 @@ class SessionManager:
 
     def list_for(self, user_id: str) -> list[Session]:
         """A user's live sessions, most recently active first."""
-        sessions = self._state().store.list(user_id, now=int(time.time()))
+        sessions = current_state().store.list_sessions(user_id, now=int(time.time()))
         sessions.sort(key=lambda s: (-s.last_seen_at, -s.created_at, s.id))
         return sessions
 
@@ -337,7 +304,7 @@ class SessionManager:
         """Label a session (``None`` clears the label); ``None`` if no such session."""
         if self.get(user_id, session_id) is None:
             return None
-        if not self._state().store.rename(user_id, session_id, name):
+        if not current_state().store.rename(user_id, session_id, name):
             return None
         return self.get(user_id, session_id)
 
@@ -357,7 +324,7 @@ class SessionManager:
         """
         if not tokens.is_session_id(session_id):
             return False
-        revoked = self._state().store.revoke(
+        revoked = current_state().store.revoke(
             user_id,
             [session_id],
             now=int(time.time()),
@@ -365,7 +332,7 @@ class SessionManager:
             actor=_actor() or Actor(),
             current=current,
         )
-        _report_revoked(user_id, revoked, reason, current)
+        audit.revoked(user_id, revoked, reason, current)
         return bool(revoked)
 
     def revoke_all(
@@ -382,7 +349,7 @@ class SessionManager:
         :param current: the caller's own session, recorded as ``logout``.
         :returns: how many sessions were revoked.
         """
-        revoked = self._state().store.revoke(
+        revoked = current_state().store.revoke(
             user_id,
             None,
             now=int(time.time()),
@@ -391,90 +358,30 @@ class SessionManager:
             keep=keep,
             current=current,
         )
-        _report_revoked(user_id, revoked, reason, current)
+        audit.revoked(user_id, revoked, reason, current)
         return len(revoked)
 
     def session_json(self, session: Session, *, current: bool = False) -> dict[str, Any]:
         """The API's Session object, with this app's settings (idle timeout)."""
-        return session.to_json(current=current, idle_timeout=self._state().settings.idle_timeout)
+        return session.to_json(current=current, idle_timeout=current_state().settings.idle_timeout)
 
     def events_for(self, user_id: str, *, limit: int = 50) -> list[SecurityEvent]:
         """A user's security events, newest first."""
-        return self._state().store.events(user_id, limit=limit)
+        return current_state().store.events(user_id, limit=limit)
 
     def ping(self) -> None:
         """Raise :class:`~sessionsvc.errors.StoreUnavailable` unless the store answers."""
-        self._state().store.ping()
+        current_state().store.ping()
 
     # -- the standalone service's user store --------------------------------------
 
     def find_user(self, user_id: str) -> User | None:
         """A user of the built-in user store, or ``None``."""
-        return self._state().store.get_user(user_id)
+        return current_state().store.get_user(user_id)
 
     def add_user(self, user: User) -> bool:
         """Add a user to the built-in user store; ``False`` if the id is taken."""
-        return self._state().store.create_user(user)
-
-
-def current_manager() -> SessionManager:
-    """The :class:`SessionManager` of the current app."""
-    return SessionManager._state().manager
-
-
-def _sender() -> Flask:
-    """The app itself (not the proxy): what signals are sent with."""
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    return app
-
-
-def _report(
-    kind: str,
-    user_id: str,
-    session_id: str,
-    reason: str | None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """One structured log line per security event: ids, reason and what
-    changed, never a token or a password."""
-    record: dict[str, Any] = {"event": kind, "user_id": user_id, "session_id": session_id}
-    if reason:
-        record["reason"] = reason
-    if detail:
-        record["detail"] = detail
-    if has_request_context():
-        record["ip"] = devices.client_ip(request)
-    events_log.info(json.dumps(record, ensure_ascii=False))
-
-
-def _report_events(user_id: str, events: list[SecurityEvent]) -> None:
-    """Log and signal the events the store recorded on activity or a listing."""
-    app = _sender()
-    revoked = {e.session_id: e.detail.get("reason") for e in events if e.type == "session.revoked"}
-    for event in events:
-        detail = {k: v for k, v in event.detail.items() if k != "reason"}
-        reason = event.detail.get("reason")
-        _report(event.type, user_id, event.session_id, reason, detail)
-        if event.type == "session.revoked":
-            session_revoked.send(
-                app, user_id=user_id, session_id=event.session_id, reason=str(reason)
-            )
-        elif event.type == "session.anomaly":
-            session_anomaly.send(
-                app,
-                user_id=user_id,
-                session_id=event.session_id,
-                detail=detail,
-                revoked=revoked.get(event.session_id) == "anomaly",
-            )
-
-
-def _report_revoked(user_id: str, session_ids: list[str], reason: str, current: str | None) -> None:
-    app = _sender()
-    for session_id in session_ids:
-        why = "logout" if session_id == current else reason
-        _report("session.revoked", user_id, session_id, why)
-        session_revoked.send(app, user_id=user_id, session_id=session_id, reason=why)
+        return current_state().store.create_user(user)
 
 
 def _actor() -> Actor | None:
@@ -490,7 +397,7 @@ def _actor() -> Actor | None:
 
 
 def _owns_request() -> bool:
-    state: _State | None = current_app.extensions.get(EXTENSION_KEY)
+    state: State | None = current_app.extensions.get(EXTENSION_KEY)
     if state is None:
         return False
     path = request.path

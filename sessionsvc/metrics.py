@@ -1,12 +1,13 @@
-"""Prometheus metrics: what the service counts, and ``/metrics`` to read them.
+"""Prometheus metrics: what the service counts.
 
 The metric objects are process-global (prometheus_client's default
 registry), made once here, so building several apps in one process never
 registers a series twice. Opens, revocations and anomalies are counted from
 the signals, so whatever sends them is counted once. Under gunicorn,
 ``PROMETHEUS_MULTIPROC_DIR`` (set up by ``gunicorn.conf.py``) makes every
-worker write its values to files there, and ``/metrics`` sums them: the
-whole service, whichever worker answers.
+worker write its values to files there, and :func:`registry` sums them:
+the whole service, whichever worker answers. The standalone service serves
+them at ``/metrics`` (:mod:`sessionsvc.app`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Blueprint, Response, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from . import openapi
 from .signals import session_anomaly, session_opened, session_revoked
 
 #: Sessions opened (sign-ins).
@@ -47,27 +45,8 @@ REQUESTS = Counter(
 
 #: The route label of requests that matched no route (404, 405).
 UNMATCHED = "<unmatched>"
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-blueprint = Blueprint("sessionsvc_metrics", __name__)
-
-
-@blueprint.get("/metrics")
-@openapi.spec("metrics")
-def serve() -> Response:
-    # The text format by default; OpenMetrics when the scraper asks for it.
-    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return Response(encode(registry()), content_type=content_type)
-
-
-@blueprint.after_app_request
-def _count_request(response: Response) -> Response:
-    rule = request.url_rule
-    method = request.method if request.method in _METHODS else "other"
-    REQUESTS.labels(
-        rule.rule if rule is not None else UNMATCHED, method, str(response.status_code)
-    ).inc()
-    return response
+#: The method labels; any other method is counted as ``other``.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def registry() -> CollectorRegistry:

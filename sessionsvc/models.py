@@ -6,6 +6,48 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+#: Longest stored text value, in UTF-8 bytes. Redis keeps a hash compact
+#: (listpack) only while every value is at most ``hash-max-listpack-value``
+#: bytes (64 by default): parsed device names are cut to it, longer text
+#: (a user agent, a name) is stored in pieces of it.
+MAX_FIELD_BYTES = 64
+
+#: Why a session was revoked, as ``session.revoked`` events and the
+#: ``session_revoked`` signal say: by the user (``user``, ``others`` for
+#: "sign out the others", ``logout`` for the calling session itself), by an
+#: admin or the CLI (``admin``), over the cap (``evicted``), a refresh token
+#: presented twice (``refresh_reuse``), an anomaly that revokes
+#: (``anomaly``), unused too long (``idle``). A host app may pass reasons of
+#: its own to ``revoke`` and ``revoke_all`` (lowercase letters and ``_``).
+REVOCATION_REASONS = (
+    "user",
+    "logout",
+    "others",
+    "admin",
+    "evicted",
+    "refresh_reuse",
+    "anomaly",
+    "idle",
+)
+
+#: Longest session name, in characters (after trimming).
+MAX_NAME = 64
+
+#: The types of security events.
+EVENT_TYPES = ("session.created", "session.revoked", "session.ip_changed", "session.anomaly")
+
+#: A session's risk flags: a browser/OS family or a country the user never
+#: signed in with before, and an anomaly while in use.
+RISK_FLAGS = ("new_device", "new_country", "anomaly")
+
+#: What kind of device a user agent names.
+DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot", "other")
+
+
+def clip(text: str) -> str:
+    """At most :data:`MAX_FIELD_BYTES` of ``text``, cut at a character boundary."""
+    return text.encode("utf-8", "surrogatepass")[:MAX_FIELD_BYTES].decode("utf-8", "ignore")
+
 
 def isotime(epoch: int | None) -> str | None:
     """UTC, ISO 8601, second precision, ``Z`` suffix."""

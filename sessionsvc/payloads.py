@@ -1,4 +1,5 @@
-"""Reading what a client sent: JSON bodies and query values, strictly.
+"""What clients send and get: JSON bodies and query values, read strictly,
+and the answers every blueprint shares.
 
 Anything that does not parse is :class:`InvalidRequest` (400), so no input
 reaches a view half-understood.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Request
+from flask import Request, Response, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
@@ -17,6 +18,27 @@ from .errors import InvalidRequest
 
 #: Largest request body the service reads (the spec's "64 KiB is plenty").
 MAX_BODY = 64 * 1024
+
+
+def limit_body() -> None:
+    """A blueprint's ``before_request``: bodies over :data:`MAX_BODY` are 413.
+
+    Per blueprint, so that a host app's own routes keep its own limit.
+    """
+    request.max_content_length = MAX_BODY
+
+
+def no_content() -> Response:
+    """An empty 204 answer.
+
+    werkzeug labels every response ``text/html`` by default, even one without
+    a body; a 204 has no content, so it has no ``Content-Type`` either (the
+    OpenAPI document promises JSON or problem documents only).
+    """
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
+
 
 # The WSGI environ key that remembers whether a body sent without a
 # Content-Length went on past the limit.

@@ -11,7 +11,7 @@ from flask_jwt_extended import JWTManager, jwt_required
 from werkzeug.exceptions import HTTPException
 
 from sessionsvc import ConfigError, SessionManager, current_manager
-from sessionsvc.extension import EXTENSION_KEY
+from sessionsvc.state import EXTENSION_KEY
 from tests.conftest import Backend
 from tests.support import (
     CHROME,

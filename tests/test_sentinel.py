@@ -20,7 +20,7 @@ from flask import Flask
 from redis.sentinel import MasterNotFoundError
 
 from sessionsvc import create_app, current_manager
-from sessionsvc import store as store_module
+from sessionsvc.store import connections
 from tests.support import (
     IPHONE,
     JWT_KEY,
@@ -144,7 +144,7 @@ def test_worker_keeps_its_primary_while_no_sentinel_answers(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(store_module, "SENTINEL_CHECK_INTERVAL", 0.0)  # ask on every command
+    monkeypatch.setattr(connections, "SENTINEL_CHECK_INTERVAL", 0.0)  # ask on every command
     app = make_app()
     auth, client = Auth(app), app.test_client()
     tokens = auth.login("alice")

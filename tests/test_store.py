@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-import sessionsvc.store as store_module
+import sessionsvc.store.connections as connections
 from sessionsvc.devices import parse_user_agent
 from sessionsvc.errors import StoreUnavailable
 from sessionsvc.extension import new_session_id
@@ -258,18 +258,18 @@ def test_create_is_one_round_trip(store: SessionStore, commands: list[str], now:
 def test_list_is_one_round_trip(store: SessionStore, commands: list[str], now: int) -> None:
     for _ in range(3):
         create(store, make_session(now=now))
-    store.list("alice", now=now)
+    store.list_sessions("alice", now=now)
     commands.clear()
-    assert len(store.list("alice", now=now)) == 3
+    assert len(store.list_sessions("alice", now=now)) == 3
     assert commands == ["EVALSHA"]
 
 
 def test_check_is_one_round_trip(store: SessionStore, commands: list[str], now: int) -> None:
     session = make_session(now=now)
     create(store, session)
-    store.check("alice", session.id, now=now, actor=Actor(ip=session.ip))
+    store.check_refresh("alice", session.id, now=now, actor=Actor(ip=session.ip))
     commands.clear()
-    result = store.check("alice", session.id, now=now + 61, actor=Actor(ip="203.0.113.9"))
+    result = store.check_refresh("alice", session.id, now=now + 61, actor=Actor(ip="203.0.113.9"))
     assert result.status is CheckStatus.ACTIVE
     assert commands == ["EVALSHA"]
 
@@ -285,7 +285,9 @@ def test_check_in_steady_state_writes_nothing(
         backend.client(), key, store.index_key("alice"), store.events_key("alice")
     )
     for offset in (0, 30, 59):
-        result = store.check("alice", session.id, now=now + offset, actor=Actor(ip=session.ip))
+        result = store.check_refresh(
+            "alice", session.id, now=now + offset, actor=Actor(ip=session.ip)
+        )
         assert result.status is CheckStatus.ACTIVE
     assert untouched()
     assert rc.hgetall(key) == before
@@ -298,7 +300,7 @@ def test_check_with_touch_due_is_seen_as_a_write(
     session = make_session(now=now)
     create(store, session)
     untouched = unchanged_keys(backend.client(), store.session_key("alice", session.id))
-    store.check("alice", session.id, now=now + 60, actor=Actor(ip=session.ip))
+    store.check_refresh("alice", session.id, now=now + 60, actor=Actor(ip=session.ip))
     assert not untouched()
 
 
@@ -306,7 +308,7 @@ def test_check_with_touch_due_is_seen_as_a_write(
 
 
 def test_check_of_missing_session_is_gone(store: SessionStore, now: int) -> None:
-    result = store.check("alice", "no-such-session", now=now, actor=Actor(ip="192.0.2.1"))
+    result = store.check_refresh("alice", "no-such-session", now=now, actor=Actor(ip="192.0.2.1"))
     assert result.status is CheckStatus.GONE
     assert result.expires_at is None
 
@@ -314,7 +316,7 @@ def test_check_of_missing_session_is_gone(store: SessionStore, now: int) -> None
 def test_check_of_live_session_is_active_with_expiry(store: SessionStore, now: int) -> None:
     session = make_session(now=now, ttl=3600)
     create(store, session)
-    result = store.check("alice", session.id, now=now, actor=Actor(ip=session.ip))
+    result = store.check_refresh("alice", session.id, now=now, actor=Actor(ip=session.ip))
     assert result.status is CheckStatus.ACTIVE
     assert result.expires_at == now + 3600
 
@@ -322,25 +324,25 @@ def test_check_of_live_session_is_active_with_expiry(store: SessionStore, now: i
 def test_check_of_another_users_session_is_gone(store: SessionStore, now: int) -> None:
     session = make_session(now=now)
     create(store, session)
-    result = store.check("bob", session.id, now=now, actor=Actor(ip=session.ip))
+    result = store.check_refresh("bob", session.id, now=now, actor=Actor(ip=session.ip))
     assert result.status is CheckStatus.GONE
 
 
 def test_touch_updates_last_seen_only_when_interval_elapsed(store: SessionStore, now: int) -> None:
     session = make_session(now=now)
     create(store, session)
-    store.check("alice", session.id, now=now + 59, actor=Actor(ip=session.ip))
+    store.check_refresh("alice", session.id, now=now + 59, actor=Actor(ip=session.ip))
     assert stored(store, session.id).last_seen_at == now
-    store.check("alice", session.id, now=now + 60, actor=Actor(ip=session.ip))
+    store.check_refresh("alice", session.id, now=now + 60, actor=Actor(ip=session.ip))
     assert stored(store, session.id).last_seen_at == now + 60
-    store.check("alice", session.id, now=now + 100, actor=Actor(ip=session.ip))
+    store.check_refresh("alice", session.id, now=now + 100, actor=Actor(ip=session.ip))
     assert stored(store, session.id).last_seen_at == now + 60
 
 
 def test_check_updates_ip_when_it_changes_even_before_touch(store: SessionStore, now: int) -> None:
     session = make_session(now=now, ip="198.51.100.4")
     create(store, session)
-    store.check("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9"))
+    store.check_refresh("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9"))
     seen = store.get("alice", session.id)
     assert seen is not None
     assert seen.ip == "203.0.113.9"
@@ -350,7 +352,7 @@ def test_check_updates_ip_when_it_changes_even_before_touch(store: SessionStore,
 def test_created_ip_survives_an_ip_change(store: SessionStore, now: int) -> None:
     session = make_session(now=now, ip="198.51.100.4")
     create(store, session)
-    store.check("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9"))
+    store.check_refresh("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9"))
     seen = store.get("alice", session.id)
     assert seen is not None
     assert seen.ip == "203.0.113.9"
@@ -365,7 +367,7 @@ def test_check_never_recreates_a_revoked_session(
     assert len(store.revoke("alice", [session.id], now=now, reason="user", actor=ACTOR)) == 1
     key = store.session_key("alice", session.id)
     for jtis in ({}, {"presented_jti": "jti-1", "new_jti": "jti-2"}):
-        result = store.check(
+        result = store.check_refresh(
             "alice", session.id, now=now + 1000, actor=Actor(ip="203.0.113.9"), **jtis
         )
         assert result.status is CheckStatus.GONE
@@ -378,7 +380,7 @@ def test_refresh_rotates_jti_and_counts_as_activity(
 ) -> None:
     session = make_session(now=now, jti="jti-1")
     create(store, session)
-    result = store.check(
+    result = store.check_refresh(
         "alice",
         session.id,
         now=now + 5,
@@ -393,7 +395,7 @@ def test_refresh_rotates_jti_and_counts_as_activity(
     assert rotated.refresh_jti == "jti-2"
     assert rotated.last_seen_at == now + 5
     assert rotated.expires_at == session.expires_at
-    again = store.check(
+    again = store.check_refresh(
         "alice", session.id, now=now + 6, actor=Actor(ip=session.ip), presented_jti="jti-2"
     )
     assert again.status is CheckStatus.ACTIVE
@@ -404,7 +406,7 @@ def test_reused_refresh_jti_revokes_the_session(
 ) -> None:
     session = make_session(now=now, jti="jti-1")
     create(store, session)
-    store.check(
+    store.check_refresh(
         "alice",
         session.id,
         now=now + 5,
@@ -412,7 +414,7 @@ def test_reused_refresh_jti_revokes_the_session(
         presented_jti="jti-1",
         new_jti="jti-2",
     )
-    reused = store.check(
+    reused = store.check_refresh(
         "alice",
         session.id,
         now=now + 6,
@@ -430,7 +432,7 @@ def test_reused_refresh_jti_revokes_the_session(
         session.id,
         {"reason": "refresh_reuse"},
     )
-    after = store.check(
+    after = store.check_refresh(
         "alice", session.id, now=now + 7, actor=Actor(ip=session.ip), presented_jti="jti-2"
     )
     assert after.status is CheckStatus.GONE
@@ -442,7 +444,9 @@ def test_refresh_reuse_keeps_the_users_other_sessions(
     victim, other = make_session(now=now, jti="a"), make_session(now=now, jti="b")
     create(store, victim)
     create(store, other)
-    result = store.check("alice", victim.id, now=now, actor=Actor(ip=None), presented_jti="stale")
+    result = store.check_refresh(
+        "alice", victim.id, now=now, actor=Actor(ip=None), presented_jti="stale"
+    )
     assert result.status is CheckStatus.REFRESH_REUSED
     assert rc.zrange(store.index_key("alice"), 0, -1) == [other.id]
     assert store.get("alice", other.id) == other
@@ -459,9 +463,9 @@ def test_list_returns_exactly_the_users_live_sessions(store: SessionStore, now: 
     revoked = make_session(now=now)
     create(store, revoked)
     store.revoke("alice", [revoked.id], now=now, reason="user", actor=ACTOR)
-    listed = store.list("alice", now=now)
+    listed = store.list_sessions("alice", now=now)
     assert sorted(listed, key=lambda s: s.id) == sorted(mine, key=lambda s: s.id)
-    assert store.list("nobody", now=now) == []
+    assert store.list_sessions("nobody", now=now) == []
 
 
 def test_list_prunes_index_entries_without_a_session(
@@ -471,7 +475,7 @@ def test_list_prunes_index_entries_without_a_session(
     create(store, live)
     index = store.index_key("alice")
     rc.zadd(index, {"stale-past": now - 10, "stale-future": now + 500})
-    assert [s.id for s in store.list("alice", now=now)] == [live.id]
+    assert [s.id for s in store.list_sessions("alice", now=now)] == [live.id]
     assert rc.zrange(index, 0, -1) == [live.id]
 
 
@@ -516,7 +520,7 @@ def test_expired_session_leaves_the_index_on_list(
     with time_machine.travel(now + 200, tick=False):
         assert rc.exists(store.session_key("alice", short.id)) == 0
         assert rc.zscore(index, short.id) is not None  # nothing has pruned it yet
-        assert [s.id for s in store.list("alice", now=now + 200)] == [long.id]
+        assert [s.id for s in store.list_sessions("alice", now=now + 200)] == [long.id]
         assert rc.zrange(index, 0, -1) == [long.id]
 
 
@@ -545,7 +549,7 @@ def test_index_expires_with_the_users_last_session(
         assert rc.exists(index) == 1
     with time_machine.travel(now + 5001, tick=False):
         assert rc.exists(index) == 0
-        assert store.list("alice", now=now + 5001) == []
+        assert store.list_sessions("alice", now=now + 5001) == []
 
 
 def test_eviction_of_an_expired_session_does_not_count_it(
@@ -578,7 +582,7 @@ def test_revoke_explicit_ids(store: SessionStore, three: list[Session], now: int
     a, b, c = three
     actor = Actor(ip="203.0.113.50", user_agent="curl/8.4.0")
     assert len(store.revoke("alice", [a.id, b.id], now=now, reason="user", actor=actor)) == 2
-    assert [s.id for s in store.list("alice", now=now)] == [c.id]
+    assert [s.id for s in store.list_sessions("alice", now=now)] == [c.id]
     revoked = [e for e in store.events("alice", limit=100) if e.type == "session.revoked"]
     assert sorted(e.session_id for e in revoked) == sorted([a.id, b.id])
     assert {(e.detail["reason"], e.ip, e.user_agent) for e in revoked} == {
@@ -588,7 +592,7 @@ def test_revoke_explicit_ids(store: SessionStore, three: list[Session], now: int
 
 def test_revoke_all(store: SessionStore, rc: redis.Redis, three: list[Session], now: int) -> None:
     assert len(store.revoke("alice", None, now=now, reason="admin", actor=ACTOR)) == 3
-    assert store.list("alice", now=now) == []
+    assert store.list_sessions("alice", now=now) == []
     assert rc.exists(store.index_key("alice")) == 0
     for session in three:
         assert rc.exists(store.session_key("alice", session.id)) == 0
@@ -599,7 +603,7 @@ def test_revoke_all(store: SessionStore, rc: redis.Redis, three: list[Session], 
 def test_revoke_all_but_the_kept_one(store: SessionStore, three: list[Session], now: int) -> None:
     a, b, c = three
     assert len(store.revoke("alice", None, now=now, reason="others", actor=ACTOR, keep=b.id)) == 2
-    assert [s.id for s in store.list("alice", now=now)] == [b.id]
+    assert [s.id for s in store.list_sessions("alice", now=now)] == [b.id]
     revoked = [(sid, r) for t, sid, r in event_summary(store) if t == "session.revoked"]
     assert sorted(revoked) == sorted([(a.id, "others"), (c.id, "others")])
 
@@ -662,7 +666,7 @@ def test_opening_over_the_cap_evicts_the_least_recently_active(
     assert create(store, d, max_sessions=3) == [b.id]
     assert rc.exists(store.session_key("alice", b.id)) == 0
     assert sorted(rc.zrange(store.index_key("alice"), 0, -1)) == sorted([a.id, c.id, d.id])
-    assert sorted(s.id for s in store.list("alice", now=now)) == sorted([a.id, c.id, d.id])
+    assert sorted(s.id for s in store.list_sessions("alice", now=now)) == sorted([a.id, c.id, d.id])
     assert event_summary(store)[:2] == [
         ("session.revoked", b.id, "evicted"),
         ("session.created", d.id, None),
@@ -674,7 +678,7 @@ def test_activity_protects_a_session_from_eviction(store: SessionStore, now: int
     b = make_session(now=now - 400)
     create(store, a, max_sessions=2)
     create(store, b, max_sessions=2)
-    store.check("alice", a.id, now=now, actor=Actor(ip=a.ip))
+    store.check_refresh("alice", a.id, now=now, actor=Actor(ip=a.ip))
     assert create(store, make_session(now=now), max_sessions=2) == [b.id]
 
 
@@ -682,8 +686,8 @@ def test_eviction_is_per_user(store: SessionStore, now: int) -> None:
     for user in ("alice", "bob"):
         for _ in range(2):
             assert create(store, make_session(user, now=now), max_sessions=2) == []
-    assert len(store.list("alice", now=now)) == 2
-    assert len(store.list("bob", now=now)) == 2
+    assert len(store.list_sessions("alice", now=now)) == 2
+    assert len(store.list_sessions("bob", now=now)) == 2
 
 
 # -- user ids and hash tags ----------------------------------------------------------
@@ -722,14 +726,14 @@ def test_odd_user_ids_keep_separate_sessions(store: SessionStore, now: int) -> N
     for session in sessions.values():
         assert create(store, session) == []
     for user_id, session in sessions.items():
-        assert store.list(user_id, now=now) == [session]
+        assert store.list_sessions(user_id, now=now) == [session]
         assert [e.session_id for e in store.events(user_id, limit=10)] == [session.id]
         for other in ODD_USER_IDS:
             if other != user_id:
                 assert store.get(other, session.id) is None
     assert len(store.revoke("a:b", None, now=now, reason="admin", actor=ACTOR)) == 1
-    assert store.list("a", now=now) == [sessions["a"]]
-    assert store.list("a:b:s", now=now) == [sessions["a:b:s"]]
+    assert store.list_sessions("a", now=now) == [sessions["a"]]
+    assert store.list_sessions("a:b:s", now=now) == [sessions["a:b:s"]]
 
 
 def test_user_records_of_odd_ids_are_separate(store: SessionStore) -> None:
@@ -868,8 +872,9 @@ def dead_store(request: pytest.FixtureRequest) -> SessionStore:
 
 DEAD_OPERATIONS: dict[str, Callable[[SessionStore], Any]] = {
     "create": lambda s: create(s, make_session(now=int(time.time()))),
-    "check": lambda s: s.check("alice", "sid", now=0, actor=Actor(ip=None)),
-    "list": lambda s: s.list("alice", now=0),
+    "check_access": lambda s: s.check_access("alice", "sid", now=0, actor=Actor(ip=None)),
+    "check_refresh": lambda s: s.check_refresh("alice", "sid", now=0, actor=Actor(ip=None)),
+    "list_sessions": lambda s: s.list_sessions("alice", now=0),
     "revoke": lambda s: s.revoke("alice", None, now=0, reason="user", actor=ACTOR),
     "revoke_ids": lambda s: s.revoke("alice", ["sid"], now=0, reason="user", actor=ACTOR),
     "ping": lambda s: s.ping(),
@@ -939,7 +944,7 @@ class _Recorder:
 
 def test_cluster_url_lists_its_startup_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = _Recorder()
-    monkeypatch.setattr(store_module, "RedisCluster", recorder)
+    monkeypatch.setattr(connections, "RedisCluster", recorder)
     factory = client_factory_from_url("redis+cluster://:pw@h1:1,h2:2", timeout=0.5)
     assert recorder.calls == []  # nothing connects before first use
     assert factory() is recorder
@@ -952,7 +957,7 @@ def test_cluster_url_lists_its_startup_nodes(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_rediss_cluster_url_uses_tls(monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = _Recorder()
-    monkeypatch.setattr(store_module, "RedisCluster", recorder)
+    monkeypatch.setattr(connections, "RedisCluster", recorder)
     client_factory_from_url("rediss+cluster://h1:7000", timeout=0.5)()
     [(_, kwargs)] = recorder.calls
     assert [(n.host, n.port) for n in kwargs["startup_nodes"]] == [("h1", 7000)]
@@ -971,7 +976,7 @@ def test_sentinel_url_asks_for_the_service_primary(
     monkeypatch: pytest.MonkeyPatch, url: str, service: str, db: int
 ) -> None:
     recorder = _Recorder()
-    monkeypatch.setattr(store_module, "Sentinel", recorder)
+    monkeypatch.setattr(connections, "Sentinel", recorder)
     factory = client_factory_from_url(url, timeout=0.5)
     assert recorder.calls == []
     assert factory() == "primary-client"
@@ -984,8 +989,8 @@ def test_sentinel_url_asks_for_the_service_primary(
 
 def test_cluster_and_sentinel_urls_carry_the_acl_username(monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, sentinel = _Recorder(), _Recorder()
-    monkeypatch.setattr(store_module, "RedisCluster", cluster)
-    monkeypatch.setattr(store_module, "Sentinel", sentinel)
+    monkeypatch.setattr(connections, "RedisCluster", cluster)
+    monkeypatch.setattr(connections, "Sentinel", sentinel)
     client_factory_from_url("redis+cluster://svc:p%40ss@h1:1", timeout=0.5)()
     client_factory_from_url("redis+sentinel://svc:pw@h:1/mymaster", timeout=0.5)()
     [(_, kwargs)] = cluster.calls
@@ -1057,7 +1062,7 @@ def test_store_from_url_without_url_is_the_embedded_store(
     now = int(time.time())
     session = make_session(now=now)
     assert create(store, session, max_sessions=10) == []
-    assert store.list("alice", now=now) == [session]
+    assert store.list_sessions("alice", now=now) == [session]
     assert store.index_key("alice").startswith("dev:{")
 
 
@@ -1106,7 +1111,7 @@ def test_revoke_reasons_that_are_not_words_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match="reason"):
         store.revoke("alice", None, now=now, reason=reason, actor=ACTOR)
-    assert len(store.list("alice", now=now)) == 3
+    assert len(store.list_sessions("alice", now=now)) == 3
 
 
 # -- compact session hashes -------------------------------------------------------
@@ -1156,7 +1161,7 @@ def test_touch_in_steady_state_is_one_plain_read(
     store.load_scripts()
     commands.clear()
     assert (
-        store.touch("alice", session.id, now=now + 5, actor=Actor(ip=session.ip)).status
+        store.check_access("alice", session.id, now=now + 5, actor=Actor(ip=session.ip)).status
         is CheckStatus.ACTIVE
     )
     assert commands == ["HMGET"]
@@ -1171,7 +1176,7 @@ def test_touch_when_due_writes_activity_in_a_second_round_trip(
     store.load_scripts()
     commands.clear()
     assert (
-        store.touch("alice", session.id, now=now + 60, actor=Actor(ip="203.0.113.9")).status
+        store.check_access("alice", session.id, now=now + 60, actor=Actor(ip="203.0.113.9")).status
         is CheckStatus.ACTIVE
     )
     assert commands == ["HMGET", "EVALSHA"]
@@ -1183,7 +1188,7 @@ def test_touch_records_a_new_address_before_the_interval(store: SessionStore, no
     session = make_session(now=now)
     create(store, session)
     assert (
-        store.touch("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9")).status
+        store.check_access("alice", session.id, now=now + 1, actor=Actor(ip="203.0.113.9")).status
         is CheckStatus.ACTIVE
     )
     after = stored(store, session.id)
@@ -1197,7 +1202,7 @@ def test_touch_of_a_revoked_session_is_false_and_recreates_nothing(
     create(store, session)
     store.revoke("alice", [session.id], now=now, reason="user", actor=ACTOR)
     assert (
-        store.touch("alice", session.id, now=now + 3600, actor=Actor(ip="10.0.0.1")).status
+        store.check_access("alice", session.id, now=now + 3600, actor=Actor(ip="10.0.0.1")).status
         is CheckStatus.GONE
     )
     assert rc.exists(store.session_key("alice", session.id)) == 0
@@ -1242,7 +1247,7 @@ def test_a_new_address_records_ip_changed_with_from_and_to(
 ) -> None:
     session = make_session(now=now, ip="198.51.100.4")
     create(store, session)
-    result = store.touch("alice", session.id, now=now + 1, actor=request_from("203.0.113.9"))
+    result = store.check_access("alice", session.id, now=now + 1, actor=request_from("203.0.113.9"))
     assert result.status is CheckStatus.ACTIVE
     [event] = events_of(store, "session.ip_changed")
     assert event.session_id == session.id
@@ -1251,14 +1256,14 @@ def test_a_new_address_records_ip_changed_with_from_and_to(
     assert event.detail == {"from": "198.51.100.4", "to": "203.0.113.9"}
     assert sink == [("alice", [event])]
     # The same address again: nothing more is recorded.
-    store.touch("alice", session.id, now=now + 2, actor=request_from("203.0.113.9"))
+    store.check_access("alice", session.id, now=now + 2, actor=request_from("203.0.113.9"))
     assert len(events_of(store, "session.ip_changed")) == 1
 
 
 def test_a_session_without_an_address_records_its_first_one(store: SessionStore, now: int) -> None:
     session = make_session(now=now, ip=None)
     create(store, session)
-    store.touch("alice", session.id, now=now + 1, actor=request_from("203.0.113.9"))
+    store.check_access("alice", session.id, now=now + 1, actor=request_from("203.0.113.9"))
     [event] = events_of(store, "session.ip_changed")
     assert event.detail == {"from": None, "to": "203.0.113.9"}
 
@@ -1269,7 +1274,7 @@ def test_another_browser_and_os_is_an_anomaly_recorded_once(
     session = make_session(now=now)
     create(store, session)
     firefox = request_from(session.ip, FIREFOX_LINUX)
-    result = store.touch("alice", session.id, now=now + 1, actor=firefox)
+    result = store.check_access("alice", session.id, now=now + 1, actor=firefox)
     assert result.status is CheckStatus.ACTIVE
     [anomaly] = events_of(store, "session.anomaly")
     assert anomaly.detail == {
@@ -1282,11 +1287,14 @@ def test_another_browser_and_os_is_an_anomaly_recorded_once(
     # The same device again is known now: one plain read, nothing recorded.
     store.load_scripts()
     commands.clear()
-    assert store.touch("alice", session.id, now=now + 2, actor=firefox).status is CheckStatus.ACTIVE
+    assert (
+        store.check_access("alice", session.id, now=now + 2, actor=firefox).status
+        is CheckStatus.ACTIVE
+    )
     assert commands == ["HMGET"]
     assert len(events_of(store, "session.anomaly")) == 1
     # The session's own device is no anomaly, and it is still listed as the opener's.
-    store.touch("alice", session.id, now=now + 3, actor=request_from(session.ip))
+    store.check_access("alice", session.id, now=now + 3, actor=request_from(session.ip))
     assert len(events_of(store, "session.anomaly")) == 1
     assert stored(store, session.id).device.browser == "Chrome"
 
@@ -1298,7 +1306,7 @@ def test_a_new_browser_version_is_no_anomaly_and_one_read(
     create(store, session)
     store.load_scripts()
     commands.clear()
-    result = store.touch(
+    result = store.check_access(
         "alice", session.id, now=now + 1, actor=request_from(session.ip, CHROME_121)
     )
     assert result.status is CheckStatus.ACTIVE
@@ -1311,7 +1319,7 @@ def test_a_request_without_user_agent_on_a_browser_session_is_an_anomaly(
 ) -> None:
     session = make_session(now=now)
     create(store, session)
-    store.touch("alice", session.id, now=now + 1, actor=request_from(session.ip, None))
+    store.check_access("alice", session.id, now=now + 1, actor=request_from(session.ip, None))
     [anomaly] = events_of(store, "session.anomaly")
     assert anomaly.detail == {
         "browser": {"from": "Chrome", "to": None},
@@ -1326,7 +1334,10 @@ def test_nothing_to_compare_is_no_anomaly(
     # No request (a check outside one), or a request whose device is not given.
     session = make_session(now=now)
     create(store, session)
-    assert store.touch("alice", session.id, now=now + 61, actor=actor).status is CheckStatus.ACTIVE
+    assert (
+        store.check_access("alice", session.id, now=now + 61, actor=actor).status
+        is CheckStatus.ACTIVE
+    )
     assert events_of(store, "session.anomaly") == []
 
 
@@ -1335,7 +1346,9 @@ def test_a_session_opened_without_a_device_has_nothing_to_compare(
 ) -> None:
     session = dataclasses.replace(make_session(now=now), device=Device(), user_agent=None)
     create(store, session)
-    store.touch("alice", session.id, now=now + 1, actor=request_from(session.ip, FIREFOX_LINUX))
+    store.check_access(
+        "alice", session.id, now=now + 1, actor=request_from(session.ip, FIREFOX_LINUX)
+    )
     assert events_of(store, "session.anomaly") == []
 
 
@@ -1347,19 +1360,19 @@ def test_revoke_on_anomaly_signs_the_session_out(
     other = make_session(now=now)
     create(store, session)
     create(store, other)
-    result = store.touch(
+    result = store.check_access(
         "alice", session.id, now=now + 1, actor=request_from(session.ip, FIREFOX_LINUX)
     )
     assert result.status is CheckStatus.ANOMALY
     assert rc.exists(store.session_key("alice", session.id)) == 0
-    assert [s.id for s in store.list("alice", now=now + 2)] == [other.id]
+    assert [s.id for s in store.list_sessions("alice", now=now + 2)] == [other.id]
     newest_first = [(e.type, e.detail.get("reason")) for e in events_of(store)[:2]]
     assert newest_first == [("session.revoked", "anomaly"), ("session.anomaly", None)]
     [(user, batch)] = sink
     assert user == "alice"
     assert [e.type for e in batch] == ["session.anomaly", "session.revoked"]
     # Gone for good: the next use finds nothing.
-    again = store.touch("alice", session.id, now=now + 2, actor=request_from(session.ip))
+    again = store.check_access("alice", session.id, now=now + 2, actor=request_from(session.ip))
     assert again.status is CheckStatus.GONE
 
 
@@ -1367,7 +1380,7 @@ def test_refresh_check_sees_anomalies_too(store: SessionStore, rc: redis.Redis, 
     store.policy = Policy(revoke_on_anomaly=True)
     session = make_session(now=now, jti="jti-1")
     create(store, session)
-    result = store.check(
+    result = store.check_refresh(
         "alice",
         session.id,
         now=now + 1,
@@ -1387,14 +1400,14 @@ def test_idle_session_is_revoked_on_its_next_use(
     store.policy = Policy(touch_interval=60, idle_timeout=300)
     session = make_session(now=now)
     create(store, session)
-    assert store.touch("alice", session.id, now=now + 299, actor=ACTOR_REQUEST).status is (
+    assert store.check_access("alice", session.id, now=now + 299, actor=ACTOR_REQUEST).status is (
         CheckStatus.ACTIVE
     )
     # Last seen at now + 299: dead at now + 599, not before.
-    assert store.touch("alice", session.id, now=now + 598, actor=ACTOR_REQUEST).status is (
+    assert store.check_access("alice", session.id, now=now + 598, actor=ACTOR_REQUEST).status is (
         CheckStatus.ACTIVE
     )
-    assert store.touch("alice", session.id, now=now + 898, actor=ACTOR_REQUEST).status is (
+    assert store.check_access("alice", session.id, now=now + 898, actor=ACTOR_REQUEST).status is (
         CheckStatus.IDLE
     )
     assert rc.exists(store.session_key("alice", session.id)) == 0
@@ -1412,11 +1425,11 @@ def test_idle_timeout_applies_to_refresh_and_listing(
     active = make_session(now=now + 250, last_seen=now + 250)
     for session in (idle, listed_idle, active):
         create(store, session)
-    refresh = store.check(
+    refresh = store.check_refresh(
         "alice", idle.id, now=now + 300, actor=ACTOR_REQUEST, presented_jti="jti-1"
     )
     assert refresh.status is CheckStatus.IDLE
-    assert [s.id for s in store.list("alice", now=now + 300)] == [active.id]
+    assert [s.id for s in store.list_sessions("alice", now=now + 300)] == [active.id]
     assert rc.exists(store.session_key("alice", listed_idle.id)) == 0
     reasons = {e.session_id: e.detail["reason"] for e in events_of(store, "session.revoked")}
     assert reasons == {idle.id: "idle", listed_idle.id: "idle"}
@@ -1426,7 +1439,7 @@ def test_without_idle_timeout_an_old_session_lives(store: SessionStore, now: int
     session = make_session(now=now, ttl=10 * 86400)
     create(store, session)
     later = now + 5 * 86400
-    assert store.touch("alice", session.id, now=later, actor=ACTOR_REQUEST).status is (
+    assert store.check_access("alice", session.id, now=later, actor=ACTOR_REQUEST).status is (
         CheckStatus.ACTIVE
     )
 
@@ -1496,19 +1509,19 @@ def test_location_follows_the_address_and_a_country_jump_is_an_anomaly(
     store = located
     session = make_session(now=now, ip=BERLIN_IP, location=Location("DE", "Berlin"))
     create(store, session)
-    store.touch("alice", session.id, now=now + 1, actor=request_from(NEW_YORK_IP))
+    store.check_access("alice", session.id, now=now + 1, actor=request_from(NEW_YORK_IP))
     after = stored(store, session.id)
     assert (after.ip, after.location) == (NEW_YORK_IP, Location("US", "New York"))
     assert after.risk == ("anomaly",)
     [anomaly] = events_of(store, "session.anomaly")
     assert anomaly.detail == {"country": {"from": "DE", "to": "US"}}
     # Back home: an address change, no new anomaly (compared with where it began).
-    store.touch("alice", session.id, now=now + 2, actor=request_from(BERLIN_IP))
+    store.check_access("alice", session.id, now=now + 2, actor=request_from(BERLIN_IP))
     assert stored(store, session.id).location == Location("DE", "Berlin")
     assert len(events_of(store, "session.anomaly")) == 1
     assert len(events_of(store, "session.ip_changed")) == 2
     # A private address has no location.
-    store.touch("alice", session.id, now=now + 3, actor=request_from("10.1.2.3"))
+    store.check_access("alice", session.id, now=now + 3, actor=request_from("10.1.2.3"))
     assert stored(store, session.id).location is None
     assert len(events_of(store, "session.anomaly")) == 1
 
@@ -1517,6 +1530,6 @@ def test_a_move_within_a_country_is_no_anomaly(located: SessionStore, now: int) 
     store = located
     session = make_session(now=now, ip="85.214.1.1", location=Location("DE", "Berlin"))
     create(store, session)
-    store.touch("alice", session.id, now=now + 1, actor=request_from(BERLIN_IP))
+    store.check_access("alice", session.id, now=now + 1, actor=request_from(BERLIN_IP))
     assert events_of(store, "session.anomaly") == []
     assert [e.type for e in events_of(store)] == ["session.ip_changed", "session.created"]

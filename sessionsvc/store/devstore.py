@@ -1,0 +1,70 @@
+"""The embedded development store: fakeredis, for a machine without Redis.
+
+Used when ``SESSIONSVC_REDIS_URL`` is unset. ``gunicorn.conf.py`` serves one
+store on loopback from the master (:func:`serve_dev_store`), which every
+worker and ``flask sessions ...`` run beside it reach; a process that finds
+none keeps an in-process store of its own. It keeps nothing across restarts.
+fakeredis comes with the ``embedded`` extra and is imported only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+logger = logging.getLogger("sessionsvc")
+
+#: Where ``gunicorn.conf.py`` serves the embedded store to its workers (and
+#: to ``flask sessions ...`` run beside it).
+DEV_STORE_HOST, DEV_STORE_PORT = "127.0.0.1", 6390
+_DEV_STORE_MARK = "sessionsvc:dev-store"
+
+
+def serve_dev_store(port: int = DEV_STORE_PORT) -> str:
+    """Serve one embedded store on loopback from a daemon thread; returns its URL.
+
+    Every process that builds an app without ``SESSIONSVC_REDIS_URL`` on
+    this machine then shares it, as gunicorn workers must.
+    """
+    import fakeredis  # the "embedded" extra: only the development store needs it
+
+    server = fakeredis.TcpFakeServer((DEV_STORE_HOST, port), server_type="redis")
+    threading.Thread(target=server.serve_forever, name="sessionsvc-dev-store", daemon=True).start()
+    url = f"redis://{DEV_STORE_HOST}:{port}/0"
+    redis.Redis.from_url(url).set(_DEV_STORE_MARK, "1")
+    return url
+
+
+def _dev_store_url() -> str | None:
+    """The URL of a dev store served on this machine, if one answers."""
+    url = f"redis://{DEV_STORE_HOST}:{DEV_STORE_PORT}/0"
+    probe = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
+    try:
+        return url if probe.get(_DEV_STORE_MARK) == b"1" else None
+    except redis.exceptions.RedisError:
+        return None
+    finally:
+        probe.close()
+
+
+def embedded_factory(options: dict[str, Any]) -> Callable[[], redis.Redis]:
+    """Clients of the dev store served on this machine, or of a new in-process one.
+
+    :param options: the client options for the served store.
+    """
+    url = _dev_store_url()
+    if url is not None:
+        logger.warning("using the embedded development store served at %s", url)
+        return lambda: redis.Redis.from_url(url, **options)
+    import fakeredis  # the "embedded" extra: only the development store needs it
+
+    logger.warning(
+        "SESSIONSVC_REDIS_URL is not set: using an in-process embedded development store, "
+        "which keeps nothing across restarts and is not shared with other processes"
+    )
+    server = fakeredis.FakeServer()
+    return lambda: fakeredis.FakeRedis(server=server, decode_responses=True)

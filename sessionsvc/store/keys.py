@@ -1,0 +1,76 @@
+"""Where everything lives in Redis: the key layout.
+
+Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`)::
+
+    P:{T}:s:<sid>   hash    one session; TTL = time left until it expires
+    P:{T}:idx       zset    the user's session ids scored by expiry; pruned
+                            on every write, expires with its last session
+    P:{T}:ev        list    the user's security events (JSON), newest first, capped
+    P:{T}:known     hash    the user's sign-in history (device families,
+                            countries) behind the risk flags; bounded
+    P:{T}:user      hash    a user of the standalone service's user store
+    P:rl:...        string  login rate-limit counters (flask-limiter's keys)
+
+Every key of one user shares the hash tag ``{T}``, so each multi-key
+operation of the store is legal on Redis Cluster.
+
+Scripts that walk a user's index build that user's session keys themselves
+(``ARGV`` holds the key prefix ``P:{T}:s:``) instead of declaring each in
+``KEYS``: the ids are only known inside the script. This is deliberate and
+safe on Cluster because every such key carries the declared keys' hash tag,
+so it lives in the same slot on the same node.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+
+
+@functools.lru_cache(maxsize=4096)
+def user_tag(user_id: str) -> str:
+    """The hash tag of a user: URL-safe base64 of the id's bytes.
+
+    Base64 is injective and has no ``{``, ``}`` or ``:``, so distinct user
+    ids never share keys and the tag is always a whole Cluster hash tag.
+    ``surrogatepass`` keeps ids with lone surrogates (valid JSON strings)
+    encodable, and still injective.
+    """
+    raw = user_id.encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+class Keys:
+    """The keys under one prefix.
+
+    :param prefix: the namespace of every key (``SESSIONSVC_KEY_PREFIX``).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        #: The namespace of every key.
+        self.prefix = prefix
+        #: Where flask-limiter keeps the login counters.
+        self.limiter = f"{prefix}:rl"
+
+    def _user(self, user_id: str, suffix: str) -> str:
+        return f"{self.prefix}:{{{user_tag(user_id)}}}:{suffix}"
+
+    def session(self, user_id: str, session_id: str) -> str:
+        """One session hash; with ``session_id=""``, the prefix of them all."""
+        return self._user(user_id, "s:" + session_id)
+
+    def index(self, user_id: str) -> str:
+        """A user's session index."""
+        return self._user(user_id, "idx")
+
+    def events(self, user_id: str) -> str:
+        """A user's security-event list."""
+        return self._user(user_id, "ev")
+
+    def user(self, user_id: str) -> str:
+        """A user record (standalone user store)."""
+        return self._user(user_id, "user")
+
+    def known(self, user_id: str) -> str:
+        """A user's sign-in history (device families, countries)."""
+        return self._user(user_id, "known")

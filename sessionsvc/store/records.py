@@ -1,0 +1,79 @@
+"""What the store takes and returns besides the models: who acts, the
+policy activity follows, and what a check or an opening found."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..models import Device, Location, SecurityEvent
+
+
+class CheckStatus(enum.Enum):
+    """What the revocation check found."""
+
+    ACTIVE = 1
+    GONE = 0
+    #: The refresh token was used before: the session is now revoked.
+    REFRESH_REUSED = 2
+    #: The session was unused longer than the idle timeout: now revoked.
+    IDLE = 3
+    #: The device or country changed and anomalies revoke: now revoked.
+    ANOMALY = 4
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    status: CheckStatus
+    #: The session's absolute expiry, when it is active (refresh checks only).
+    expires_at: int | None = None
+
+
+#: The answers that carry nothing but their status.
+ALIVE = CheckResult(CheckStatus.ACTIVE)
+GONE = CheckResult(CheckStatus.GONE)
+
+
+class Actor(NamedTuple):
+    """Who caused a change (recorded on the security event), or who uses a session.
+
+    A named tuple: one is made for every authenticated request, and a tuple
+    is the cheapest immutable record to make.
+
+    :param device: the request's parsed user agent, compared with the
+        session's on every use; ``None`` when there is no request to compare.
+    """
+
+    ip: str | None = None
+    user_agent: str | None = None
+    device: Device | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What activity on a session does, from the app's settings."""
+
+    #: At most one last-seen write per session per this many seconds.
+    touch_interval: int = 60
+    #: A session unused this long is revoked on its next use (``idle``).
+    idle_timeout: int | None = None
+    #: Revoke a session on an anomaly instead of only recording it.
+    revoke_on_anomaly: bool = False
+    #: The location of an address, when location lookup is on.
+    locate: Callable[[str], Location | None] | None = None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What opening a session did."""
+
+    #: Risk flags of the new session (``new_device``, ``new_country``).
+    risk: tuple[str, ...]
+    #: Sessions evicted to stay within the cap.
+    evicted: list[str]
+
+
+#: Receives the security events a script recorded: ``(user_id, events)``.
+EventSink = Callable[[str, list[SecurityEvent]], None]

@@ -1,0 +1,25 @@
+"""The store's Lua scripts, shipped as ``*.lua`` files beside this module.
+
+Every operation that must be atomic is one script, which is also one round
+trip. Each file's header says what it does, its ``KEYS`` and ``ARGV`` (by
+position) and what it returns. A line ``--@include NAME`` stands for the
+file ``NAME.lua``: the security-event helpers that several scripts share.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+
+#: The scripts the store runs, by name (``open`` is ``open.lua``).
+NAMES = ("open", "activity", "list", "revoke", "rename", "create_user")
+
+_INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text of script ``name``, its includes expanded."""
+    text = resources.files(__name__).joinpath(f"{name}.lua").read_text("utf-8")
+    return _INCLUDE.sub(lambda match: source(match.group(1)), text)

@@ -1,0 +1,75 @@
+-- Activity on a session: the revocation check's slow path (a write is due,
+-- the address or the device changed, the idle timeout may have passed) and
+-- every refresh-token check, in one atomic round trip. It never recreates a
+-- session that is gone.
+-- KEYS: 1 session, 2 index, 3 events
+-- ARGV: 1 now, 2 touch interval, 3 ip or '', 4 browser, 5 os (the request's
+--       families; both '' when there is no request to compare), 6 '1' when
+--       location is on, 7 the request's country, 8 city, 9 anomaly
+--       signature, 10 '1' to revoke on an anomaly, 11 idle timeout (0: none),
+--       12 sid, 13 events max, 14 events ttl, 15 event head, 16 event id,
+--       17 presented refresh jti or '', 18 new refresh jti or '', 19 '1' when
+--       the request's device is known (compare families)
+-- Returns {status, expires_at, events recorded...}; status 0 gone, 1 alive,
+-- 2 refresh token reused, 3 idle, 4 anomaly (the last three: now revoked).
+local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
+  3, ARGV[1], ARGV[13], ARGV[14], ARGV[15], ARGV[16]
+--@include events
+local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'b', 'o', 'cc', 'oc', 'an', 'x', 'r')
+if not v[1] then return {0, 0} end
+local sid = ARGV[12]
+local function revoke(status, reason)
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], sid)
+  event('session.revoked', sid, reason, '')
+  keep_events()
+  return {status, 0, unpack(recorded)}
+end
+if ARGV[17] ~= '' and v[9] ~= ARGV[17] then return revoke(2, 'refresh_reuse') end
+local idle = tonumber(ARGV[11])
+if idle > 0 and tonumber(NOW) - tonumber(v[1]) >= idle then return revoke(3, 'idle') end
+local write = {}
+-- Anomaly: another browser/OS family than the session opened with, or
+-- another country than it was first seen in. Each distinct change is
+-- recorded once (the signature of the last one is kept in 'an').
+local changed = {}
+if ARGV[19] == '1' and (v[3] or v[4]) then
+  if (v[3] or '') ~= ARGV[4] then
+    changed[#changed+1] = '"browser":' .. from_to(v[3], ARGV[4])
+  end
+  if (v[4] or '') ~= ARGV[5] then
+    changed[#changed+1] = '"os":' .. from_to(v[4], ARGV[5])
+  end
+end
+local origin = v[6] or v[5]
+if ARGV[6] == '1' and ARGV[7] ~= '' and origin and origin ~= ARGV[7] then
+  changed[#changed+1] = '"country":' .. from_to(origin, ARGV[7])
+end
+if #changed > 0 and v[7] ~= ARGV[9] then
+  event('session.anomaly', sid, '', '{' .. table.concat(changed, ',') .. '}')
+  if ARGV[10] == '1' then return revoke(4, 'anomaly') end
+  write[#write+1] = 'an'; write[#write+1] = ARGV[9]
+end
+if ARGV[3] ~= '' and ARGV[3] ~= v[2] then
+  event('session.ip_changed', sid, '', from_to(v[2], ARGV[3]))
+  write[#write+1] = 'ip'; write[#write+1] = ARGV[3]
+  if ARGV[6] == '1' and ARGV[7] ~= v[5] then
+    -- The location follows the address; the first one is kept to compare.
+    if v[5] and not v[6] then write[#write+1] = 'oc'; write[#write+1] = v[5] end
+    local gone = {}
+    if ARGV[7] ~= '' then write[#write+1] = 'cc'; write[#write+1] = ARGV[7]
+    else gone[#gone+1] = 'cc' end
+    if ARGV[8] ~= '' then write[#write+1] = 'cy'; write[#write+1] = ARGV[8]
+    else gone[#gone+1] = 'cy' end
+    if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+  end
+end
+if ARGV[18] ~= '' then
+  write[#write+1] = 'r'; write[#write+1] = ARGV[18]
+  write[#write+1] = 't'; write[#write+1] = NOW
+elseif tonumber(NOW) - tonumber(v[1]) >= tonumber(ARGV[2]) then
+  write[#write+1] = 't'; write[#write+1] = NOW
+end
+if #write > 0 then redis.call('HSET', KEYS[1], unpack(write)) end
+if #recorded > 0 then keep_events() end
+return {1, tonumber(v[8]), unpack(recorded)}

@@ -1,0 +1,38 @@
+-- Security events, shared by every script that records one (the loader puts
+-- this file where such a script includes it). The script defines, before
+-- the include: EV (the KEYS index of the user's event list), NOW,
+-- EVENTS_MAX, EVENTS_TTL, EVENT_HEAD and EVENT_ID (from its ARGV).
+--
+-- An event is one JSON string in the user's capped list, newest first.
+-- Python encodes what it knows (EVENT_HEAD: '{"t":<epoch>,"ip":...,"ua":...,')
+-- and the script appends what only it knows: type, session id, reason
+-- (fixed vocabularies and our own ids, nothing to escape), an id made of
+-- EVENT_ID and a counter, and a detail object it builds with cjson. A list
+-- rather than a stream: a new stream costs Redis 7 a preallocated 4 KiB
+-- node per user, a short list a few hundred bytes. Every event a script
+-- records is also returned (`recorded`), so the caller can log and signal it.
+local event_seq = 0
+local recorded = {}
+local function event(kind, sid, reason, detail)
+  event_seq = event_seq + 1
+  local e = EVENT_HEAD .. '"k":"' .. kind .. '","s":"' .. sid .. '","i":"'
+    .. EVENT_ID .. '-' .. event_seq .. '"'
+  if reason ~= '' then e = e .. ',"r":"' .. reason .. '"' end
+  if detail and detail ~= '' then e = e .. ',"d":' .. detail end
+  e = e .. '}'
+  redis.call('LPUSH', KEYS[EV], e)
+  recorded[#recorded+1] = e
+end
+-- Capped, and kept EVENTS_TTL after the last one: events outlive sessions.
+local function keep_events()
+  redis.call('LTRIM', KEYS[EV], 0, tonumber(EVENTS_MAX) - 1)
+  redis.call('EXPIRE', KEYS[EV], EVENTS_TTL)
+end
+-- A JSON string, or null for a missing or empty value.
+local function json_str(s)
+  if not s or s == '' then return 'null' end
+  return cjson.encode(s)
+end
+local function from_to(before, after)
+  return '{"from":' .. json_str(before) .. ',"to":' .. json_str(after) .. '}'
+end

@@ -1,0 +1,66 @@
+-- Open a session: store it, compare it with the user's sign-in history (its
+-- risk flags), record session.created, evict the least recently active
+-- sessions over the cap.
+-- KEYS: 1 session, 2 index, 3 events, 4 sign-in history ("known")
+-- ARGV: 1 now, 2 expires_at, 3 max sessions, 4 session key prefix,
+--       5 events max, 6 events ttl, 7 event head, 8 event id, 9 sid,
+--       10 device family or '', 11 country or '', 12... field/value pairs
+-- Returns false on an id clash, else {risk flags, evicted session ids...}.
+local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
+  3, ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+-- Fields of the sign-in history: one per device family or country.
+local KNOWN_MAX = 100
+--@include events
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local sid = ARGV[9]
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW)
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+-- Risk: a browser/OS family or a country this user never signed in with
+-- (a user's very first sign-in has nothing to compare with). The history
+-- is small and bounded: one field per family or country.
+local risk = {}
+local history = redis.call('EXISTS', KEYS[4]) == 1
+local function remember(field, flag)
+  if redis.call('HEXISTS', KEYS[4], field) == 1 then return end
+  if history then risk[#risk+1] = flag end
+  if redis.call('HLEN', KEYS[4]) < KNOWN_MAX then redis.call('HSET', KEYS[4], field, NOW) end
+end
+if ARGV[10] ~= '' then remember('d:' .. ARGV[10], 'new_device') end
+if ARGV[11] ~= '' then remember('c:' .. ARGV[11], 'new_country') end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], EVENTS_TTL) end
+local risk_text = table.concat(risk, ',')
+if risk_text ~= '' then redis.call('HSET', KEYS[1], 'rk', risk_text) end
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], sid)
+if risk_text ~= '' then
+  event('session.created', sid, '', '{"risk":["' .. table.concat(risk, '","') .. '"]}')
+else
+  event('session.created', sid, '', '')
+end
+local evicted = {}
+local max = tonumber(ARGV[3])
+if redis.call('ZCARD', KEYS[2]) > max then
+  local live = {}
+  for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if other ~= sid then
+      local seen = redis.call('HGET', ARGV[4] .. other, 't')
+      if seen then live[#live+1] = {tonumber(seen), other}
+      else redis.call('ZREM', KEYS[2], other) end
+    end
+  end
+  table.sort(live, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for i = 1, #live + 1 - max do
+    local victim = live[i][2]
+    redis.call('DEL', ARGV[4] .. victim)
+    redis.call('ZREM', KEYS[2], victim)
+    event('session.revoked', victim, 'evicted', '')
+    evicted[#evicted+1] = victim
+  end
+end
+keep_events()
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[2], last[2])
+return {risk_text, unpack(evicted)}

@@ -1,0 +1,469 @@
+"""``SessionStore``: sessions, indexes, events and users in Redis."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import redis
+
+from ..models import Location, SecurityEvent, Session, User, clip
+from . import scripts
+from .codec import (
+    FIELDS,
+    HOT_FIELDS,
+    event_from_json,
+    event_head,
+    pieces,
+    session_fields,
+    session_from_hash,
+    signature,
+    user_fields,
+    user_from_hash,
+)
+from .connections import (
+    UNAVAILABLE_ERRORS,
+    ClientFactory,
+    client_factory_from_url,
+    limiter_storage,
+    unavailable,
+)
+from .keys import Keys
+from .records import (
+    ALIVE,
+    GONE,
+    Actor,
+    CheckResult,
+    CheckStatus,
+    EventSink,
+    Opened,
+    Policy,
+)
+
+# The scripts write reasons into event JSON as they are: a host app may use
+# reasons of its own (see models.REVOCATION_REASONS), in this alphabet.
+_REASON_RE = re.compile(r"[a-z_]{1,32}")
+
+
+class SessionStore:
+    """Sessions, indexes, events and users in Redis.
+
+    The client is created lazily, on first use in each process, so a
+    gunicorn master can build the app before forking workers.
+
+    :param client_factory: builds the Redis client (``decode_responses=True``).
+    :param prefix: namespace of every key.
+    :param events_max: security events kept per user.
+    :param events_ttl: seconds a user's events (and sign-in history)
+        outlive their last change.
+    :param policy: what activity does (touch interval, idle timeout,
+        anomalies, location).
+    :param on_events: called with the events that activity or a listing
+        recorded (ip changes, anomalies, idle revocations), to log and
+        signal them.
+    """
+
+    def __init__(
+        self,
+        client_factory: ClientFactory,
+        *,
+        prefix: str,
+        events_max: int = 1000,
+        events_ttl: int = 30 * 86400,
+        policy: Policy | None = None,
+        on_events: EventSink | None = None,
+    ) -> None:
+        self._factory = client_factory
+        #: Where everything lives.
+        self.keys = Keys(prefix)
+        self._events_max = events_max
+        self._events_ttl = events_ttl
+        self.policy = policy or Policy()
+        self.on_events = on_events
+        self._client: redis.Redis | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._scripts: dict[str, Any] = {}
+
+    # -- plumbing -----------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        """The process's Redis client, created on first use after a fork."""
+        pid = os.getpid()
+        if self._client is None or self._pid != pid:
+            with self._lock:
+                if self._client is None or self._pid != pid:
+                    client = self._factory()
+                    self._scripts = {
+                        name: client.register_script(scripts.source(name)) for name in scripts.NAMES
+                    }
+                    self._client, self._pid = client, pid
+        assert self._client is not None
+        return self._client
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        client = self.client
+        script = self._scripts[name]
+        try:
+            # EVALSHA straight away: redis-py's Script wrapper costs more than
+            # the script itself on the hot path.
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            # A new, restarted or failed-over server has not cached it yet.
+            client.script_load(script.script)
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        """Turn "the store cannot answer" into :class:`StoreUnavailable`."""
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+    def _hgetall(self, key: str) -> dict[str, str]:
+        # The client decodes responses: every value is a str.
+        return cast(dict[str, str], self.client.hgetall(key))
+
+    def session_key(self, user_id: str, session_id: str) -> str:
+        """The key of one session hash."""
+        return self.keys.session(user_id, session_id)
+
+    def index_key(self, user_id: str) -> str:
+        """The key of a user's session index."""
+        return self.keys.index(user_id)
+
+    def events_key(self, user_id: str) -> str:
+        """The key of a user's security-event list."""
+        return self.keys.events(user_id)
+
+    def user_key(self, user_id: str) -> str:
+        """The key of a user record (standalone user store)."""
+        return self.keys.user(user_id)
+
+    def known_key(self, user_id: str) -> str:
+        """The key of a user's sign-in history (device families, countries)."""
+        return self.keys.known(user_id)
+
+    def _event_args(self, now: int, actor: Actor) -> list[Any]:
+        head = event_head(now, actor.ip, actor.user_agent)
+        return [self._events_max, self._events_ttl, *head]
+
+    # -- sessions -----------------------------------------------------------
+
+    def create(self, session: Session, *, max_sessions: int, actor: Actor) -> Opened | None:
+        """Store a new session, record ``session.created``, evict over the cap.
+
+        One atomic round trip, which also compares the session's device and
+        country with the user's sign-in history (its risk flags). Returns
+        ``None`` when the id is already taken (the caller draws a new one).
+        """
+        keys, args = self._open_call(session, max_sessions=max_sessions, actor=actor)
+        with self._available():
+            result = self._run("open", keys, args)
+        if result is None:
+            return None
+        risk = tuple(flag for flag in str(result[0]).split(",") if flag)
+        return Opened(risk, [str(victim) for victim in result[1:]])
+
+    def _open_call(
+        self, session: Session, *, max_sessions: int, actor: Actor
+    ) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of the open script for one session."""
+        fields: list[Any] = []
+        for name, value in session_fields(session).items():
+            fields += [name, value]
+        uid, sid = session.user_id, session.id
+        keys = [
+            self.session_key(uid, sid),
+            self.index_key(uid),
+            self.events_key(uid),
+            self.known_key(uid),
+        ]
+        device = session.device
+        family = f"{device.browser or ''}|{device.os or ''}" if device.browser or device.os else ""
+        args = [
+            session.created_at,
+            session.expires_at,
+            max_sessions,
+            self.session_key(uid, ""),
+            *self._event_args(session.created_at, actor),
+            sid,
+            family,
+            (session.location.country or "") if session.location else "",
+            *fields,
+        ]
+        return keys, args
+
+    def check_access(
+        self, user_id: str, session_id: str, *, now: int, actor: Actor | None = None
+    ) -> CheckResult:
+        """The access-token check: is the session alive? Records activity.
+
+        Steady state is one plain ``HMGET``, as cheap as a blocklist ``GET``,
+        which also reads what the request is compared with. Only when
+        something is to be written or judged (the touch interval passed, a
+        new address, another browser/OS family, the idle timeout) a second
+        round trip runs the activity script, which decides atomically and
+        never recreates a session that is gone.
+        """
+        key = self.session_key(user_id, session_id)
+        client = self._client if self._pid == os.getpid() else None
+        try:
+            # The steady state, kept free of context managers: it runs on
+            # every authenticated request.
+            # execute_command straight away: hmget() only adds argument juggling.
+            seen, last_ip, browser, system, mark = (client or self.client).execute_command(  # type: ignore[no-untyped-call]
+                "HMGET", key, *HOT_FIELDS
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
+        if seen is None:
+            return GONE
+        policy = self.policy
+        elapsed = now - int(seen)
+        ip = actor.ip if actor is not None else None
+        if (
+            elapsed < policy.touch_interval
+            and (policy.idle_timeout is None or elapsed < policy.idle_timeout)
+            and (not ip or ip == last_ip)
+        ):
+            device = actor.device if actor is not None else None
+            if (
+                device is None
+                or (browser is None and system is None)
+                or (browser == device.browser and system == device.os)
+                or (mark is not None and mark == signature(device, self._country(ip)))
+            ):
+                return ALIVE
+        return self._activity(user_id, session_id, now=now, actor=actor)
+
+    def check_refresh(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        now: int,
+        actor: Actor | None = None,
+        presented_jti: str | None = None,
+        new_jti: str | None = None,
+    ) -> CheckResult:
+        """The refresh-token check: :meth:`check_access` in one atomic round trip.
+
+        :param presented_jti: the refresh token's ``jti``: if it is not the
+            session's current one, the token was used before, and the whole
+            session is revoked (reason ``refresh_reuse``).
+        :param new_jti: rotate the session's refresh token to this ``jti``
+            (atomically with the check above).
+        """
+        return self._activity(
+            user_id,
+            session_id,
+            now=now,
+            actor=actor,
+            presented_jti=presented_jti or "",
+            new_jti=new_jti or "",
+        )
+
+    def _activity(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        now: int,
+        actor: Actor | None,
+        presented_jti: str = "",
+        new_jti: str = "",
+    ) -> CheckResult:
+        policy = self.policy
+        actor = actor or Actor()
+        device = actor.device
+        location = self._locate(actor.ip)
+        country = (location.country or "") if location else ""
+        keys = [
+            self.session_key(user_id, session_id),
+            self.index_key(user_id),
+            self.events_key(user_id),
+        ]
+        args = [
+            now,
+            policy.touch_interval,
+            actor.ip or "",
+            (device.browser or "") if device else "",
+            (device.os or "") if device else "",
+            "1" if policy.locate else "0",
+            country,
+            clip((location.city or "") if location else ""),
+            signature(device, country) if device else "",
+            "1" if policy.revoke_on_anomaly else "0",
+            policy.idle_timeout or 0,
+            session_id,
+            *self._event_args(now, actor),
+            presented_jti,
+            new_jti,
+            "1" if device else "0",
+        ]
+        with self._available():
+            result = self._run("activity", keys, args)
+        status = CheckStatus(int(result[0]))
+        self._recorded(user_id, result[2:])
+        if status is not CheckStatus.ACTIVE:
+            return GONE if status is CheckStatus.GONE else CheckResult(status)
+        return CheckResult(status, int(result[1]))
+
+    def _locate(self, ip: str | None) -> Location | None:
+        """Where an address is, when location lookup is on."""
+        locate = self.policy.locate
+        return locate(ip) if locate and ip else None
+
+    def _country(self, ip: str | None) -> str:
+        location = self._locate(ip)
+        return (location.country or "") if location else ""
+
+    def _recorded(self, user_id: str, entries: Sequence[str]) -> None:
+        """Hand the events a script recorded to the sink, oldest first."""
+        if entries and self.on_events is not None:
+            self.on_events(user_id, [event_from_json(entry) for entry in entries])
+
+    def get(self, user_id: str, session_id: str) -> Session | None:
+        """One session of one user, or ``None``."""
+        with self._available():
+            raw = self._hgetall(self.session_key(user_id, session_id))
+        return session_from_hash(user_id, session_id, raw) if raw else None
+
+    def list_sessions(self, user_id: str, *, now: int) -> list[Session]:
+        """Every live session of a user (unordered); one round trip.
+
+        With an idle timeout, sessions found idle too long are revoked
+        (reason ``idle``) instead of listed.
+        """
+        args = [
+            now,
+            self.session_key(user_id, ""),
+            self.policy.idle_timeout or 0,
+            *self._event_args(now, Actor()),
+        ]
+        with self._available():
+            flat, recorded = self._run(
+                "list", [self.index_key(user_id), self.events_key(user_id)], args
+            )
+        self._recorded(user_id, recorded)
+        sessions = []
+        for i in range(0, len(flat), 2):
+            values = flat[i + 1]
+            raw = dict(zip(values[::2], values[1::2], strict=True))
+            sessions.append(session_from_hash(user_id, str(flat[i]), raw))
+        return sessions
+
+    def rename(self, user_id: str, session_id: str, name: str | None) -> bool:
+        """Set or clear a session's name; ``False`` when there is no such session."""
+        with self._available():
+            named = pieces(FIELDS["name"], name) if name is not None else {}
+            args = [item for pair in named.items() for item in pair]
+            found = self._run("rename", [self.session_key(user_id, session_id)], args)
+        return bool(found)
+
+    def revoke(
+        self,
+        user_id: str,
+        session_ids: Sequence[str] | None,
+        *,
+        now: int,
+        reason: str,
+        actor: Actor,
+        keep: str | None = None,
+        current: str | None = None,
+        current_reason: str = "logout",
+    ) -> list[str]:
+        """Delete sessions and record ``session.revoked`` for each; atomic.
+
+        :param session_ids: the sessions to revoke; ``None`` for all of them.
+        :param keep: a session id to spare (revoke "all others").
+        :param current: the caller's own session, recorded with
+            ``current_reason`` instead of ``reason``.
+        :returns: the ids of the sessions revoked.
+        """
+        for why in (reason, current_reason):
+            # The script writes reasons into event JSON as they are.
+            if not _REASON_RE.fullmatch(why):
+                raise ValueError(f"a revoke reason is lowercase letters and '_', got {why!r}")
+        keys = [self.index_key(user_id), self.events_key(user_id)]
+        args = [
+            now,
+            self.session_key(user_id, ""),
+            *self._event_args(now, actor),
+            reason,
+            keep or "",
+            current or "",
+            current_reason,
+            *(session_ids or ()),
+        ]
+        if session_ids is not None and not session_ids:
+            return []
+        with self._available():
+            return [str(sid) for sid in self._run("revoke", keys, args)]
+
+    # -- events -------------------------------------------------------------
+
+    def events(self, user_id: str, *, limit: int) -> list[SecurityEvent]:
+        """A user's security events, newest first."""
+        with self._available():
+            entries = cast(list[str], self.client.lrange(self.events_key(user_id), 0, limit - 1))
+        return [event_from_json(entry) for entry in entries]
+
+    # -- users (standalone service) -------------------------------------------
+
+    def get_user(self, user_id: str) -> User | None:
+        """A user of the standalone user store, or ``None``."""
+        with self._available():
+            raw = self._hgetall(self.user_key(user_id))
+        return user_from_hash(user_id, raw)
+
+    def create_user(self, user: User) -> bool:
+        """Add a user; ``False`` (and nothing changed) when the id is taken."""
+        with self._available():
+            return bool(self._run("create_user", [self.user_key(user.id)], user_fields(user)))
+
+    # -- rate-limit counters ---------------------------------------------------
+
+    def limiter_storage(self) -> tuple[str, dict[str, Any]]:
+        """Flask-Limiter's ``storage_uri`` and ``storage_options`` for counters
+        beside the sessions (see :func:`.connections.limiter_storage`)."""
+        return limiter_storage(self.client, self.keys.limiter)
+
+    # -- health -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close this process's connections, if any were made."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def load_scripts(self) -> None:
+        """Cache every script on the server now (otherwise done on first use)."""
+        client = self.client
+        with self._available():
+            for script in self._scripts.values():
+                client.script_load(script.script)
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        with self._available():
+            self.client.ping()
+
+
+def store_from_url(
+    url: str | None, *, prefix: str, timeout: float, events_max: int, events_ttl: int
+) -> SessionStore:
+    """Build the store for a ``SESSIONSVC_REDIS_URL`` (``None``: embedded)."""
+    return SessionStore(
+        client_factory_from_url(url, timeout=timeout),
+        prefix=prefix,
+        events_max=events_max,
+        events_ttl=events_ttl,
+    )
