@@ -6,8 +6,8 @@ from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import get_jwt
 
 from . import openapi, payloads, tokens
-from .errors import InvalidRequest, SessionNotFound
-from .models import MAX_NAME
+from .errors import SessionNotFound
+from .models import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, Session
 from .payloads import no_content
 from .state import current_manager
 
@@ -18,6 +18,13 @@ blueprint.before_request(payloads.limit_body)
 def _caller() -> tuple[str, str]:
     """The calling token's user id and session id."""
     return tokens.token_session(get_jwt())
+
+
+def _session_answer(session: Session | None, current: str) -> Response:
+    """A session of the caller's as the API's Session object; ``None`` is 404."""
+    if session is None:
+        raise SessionNotFound("No such session.")
+    return jsonify(current_manager().session_json(session, current=session.id == current))
 
 
 @blueprint.get("")
@@ -39,7 +46,9 @@ def list_sessions() -> Response:
 def list_events() -> Response:
     user_id, _ = _caller()
     manager = current_manager()
-    limit = payloads.query_int(request, "limit", 50, minimum=1, maximum=200)
+    limit = payloads.query_int(
+        request, "limit", EVENTS_LIMIT_DEFAULT, minimum=1, maximum=EVENTS_LIMIT_MAX
+    )
     return jsonify({"events": [e.to_json() for e in manager.events_for(user_id, limit=limit)]})
 
 
@@ -48,11 +57,7 @@ def list_events() -> Response:
 @openapi.spec("get_session")
 def get_session(session_id: str) -> Response:
     user_id, current = _caller()
-    manager = current_manager()
-    session = manager.get(user_id, session_id)
-    if session is None:
-        raise SessionNotFound("No such session.")
-    return jsonify(manager.session_json(session, current=session.id == current))
+    return _session_answer(current_manager().get(user_id, session_id), current)
 
 
 @blueprint.patch("/<session_id>")
@@ -60,21 +65,8 @@ def get_session(session_id: str) -> Response:
 @openapi.spec("rename_session")
 def rename_session(session_id: str) -> Response:
     user_id, current = _caller()
-    manager = current_manager()
-    body = payloads.json_object(request)
-    if "name" not in body:
-        raise InvalidRequest("'name' is required (a string, or null to clear it).")
-    name = body["name"]
-    if name is not None:
-        if not isinstance(name, str):
-            raise InvalidRequest("'name' must be a string or null.")
-        name = name.strip()
-        if not 1 <= len(name) <= MAX_NAME or not name.isprintable():
-            raise InvalidRequest(f"'name' must be 1 to {MAX_NAME} printable characters.")
-    session = manager.rename(user_id, session_id, name)
-    if session is None:
-        raise SessionNotFound("No such session.")
-    return jsonify(manager.session_json(session, current=session.id == current))
+    name = payloads.session_name(payloads.json_object(request))
+    return _session_answer(current_manager().rename(user_id, session_id, name), current)
 
 
 @blueprint.delete("/<session_id>")

@@ -33,6 +33,9 @@ REVOCATION_REASONS = (
 #: Longest session name, in characters (after trimming).
 MAX_NAME = 64
 
+#: How many security events one page lists: by default, and at most.
+EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 50, 200
+
 #: The types of security events.
 EVENT_TYPES = ("session.created", "session.revoked", "session.ip_changed", "session.anomaly")
 

@@ -2,7 +2,9 @@
 
 Views carry their operation with :func:`spec`; flasgger builds
 ``/apispec.json`` from the real routes, so a route without a spec shows up
-as undocumented rather than silently missing.
+as undocumented rather than silently missing. Every number and vocabulary
+the code enforces (name length, body limit, page sizes, reasons, event
+types, risk flags) comes from the code's own constants.
 """
 
 from __future__ import annotations
@@ -12,6 +14,17 @@ from typing import Any, TypeVar
 
 from flasgger import swag_from
 
+from .models import (
+    DEVICE_TYPES,
+    EVENT_TYPES,
+    EVENTS_LIMIT_DEFAULT,
+    EVENTS_LIMIT_MAX,
+    MAX_NAME,
+    REVOCATION_REASONS,
+    RISK_FLAGS,
+)
+from .payloads import BOOLEAN_VALUES, MAX_BODY
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TIMESTAMP = {"type": "string", "format": "date-time", "example": "2026-11-26T22:15:12Z"}
@@ -19,6 +32,18 @@ _TIMESTAMP = {"type": "string", "format": "date-time", "example": "2026-11-26T22
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "x-nullable": True}
+
+
+def _record(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An object whose every member is always present (``null`` where it may be)."""
+    return {"type": "object", "required": list(properties), "properties": properties, **extra}
+
+
+def _code_list(values: tuple[str, ...]) -> str:
+    return ", ".join(f"`{value}`" for value in values)
+
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "example": "Work laptop"}
 
 
 DEFINITIONS: dict[str, Any] = {
@@ -34,18 +59,16 @@ DEFINITIONS: dict[str, Any] = {
             "code": {"type": "string", "example": "session_not_found"},
         },
     },
-    "Device": {
-        "type": "object",
-        "required": ["type", "browser", "browser_version", "os", "os_version", "label"],
-        "properties": {
-            "type": {"type": "string", "enum": ["desktop", "mobile", "tablet", "bot", "other"]},
+    "Device": _record(
+        {
+            "type": {"type": "string", "enum": list(DEVICE_TYPES)},
             "browser": _nullable({"type": "string", "example": "Chrome"}),
             "browser_version": _nullable({"type": "string", "example": "120.0"}),
             "os": _nullable({"type": "string", "example": "Windows"}),
             "os_version": _nullable({"type": "string", "example": "10"}),
             "label": _nullable({"type": "string", "example": "Chrome 120 on Windows 10"}),
-        },
-    },
+        }
+    ),
     "Location": {
         "type": "object",
         "x-nullable": True,
@@ -54,24 +77,8 @@ DEFINITIONS: dict[str, Any] = {
             "city": _nullable({"type": "string", "example": "Berlin"}),
         },
     },
-    "Session": {
-        "type": "object",
-        "required": [
-            "id",
-            "current",
-            "created_at",
-            "last_seen_at",
-            "expires_at",
-            "ip",
-            "created_ip",
-            "user_agent",
-            "device",
-            "location",
-            "name",
-            "idle_expires_at",
-            "risk",
-        ],
-        "properties": {
+    "Session": _record(
+        {
             "id": {"type": "string", "description": "Opaque, >= 128 bits of randomness."},
             "current": {"type": "boolean", "description": "The session of the calling token."},
             "created_at": _TIMESTAMP,
@@ -82,34 +89,20 @@ DEFINITIONS: dict[str, Any] = {
             "user_agent": _nullable({"type": "string"}),
             "device": {"$ref": "#/definitions/Device"},
             "location": {"$ref": "#/definitions/Location"},
-            "name": _nullable({"type": "string", "maxLength": 64, "example": "Work laptop"}),
+            "name": _nullable(_NAME),
             "idle_expires_at": _nullable(_TIMESTAMP),
-            "risk": {
-                "type": "array",
-                "items": {"type": "string", "enum": ["new_device", "new_country", "anomaly"]},
-            },
-        },
-    },
+            "risk": {"type": "array", "items": {"type": "string", "enum": list(RISK_FLAGS)}},
+        }
+    ),
     "SessionList": {
         "type": "object",
         "required": ["sessions"],
         "properties": {"sessions": {"type": "array", "items": {"$ref": "#/definitions/Session"}}},
     },
-    "Event": {
-        "type": "object",
-        "required": ["id", "type", "at", "session_id", "ip", "user_agent", "detail"],
-        "properties": {
+    "Event": _record(
+        {
             "id": {"type": "string"},
-            "type": {
-                "type": "string",
-                "enum": [
-                    "session.created",
-                    "session.revoked",
-                    "session.ip_changed",
-                    "session.anomaly",
-                ],
-                "example": "session.revoked",
-            },
+            "type": {"type": "string", "enum": list(EVENT_TYPES), "example": "session.revoked"},
             "at": _TIMESTAMP,
             "session_id": {"type": "string"},
             "ip": _nullable({"type": "string", "description": "The address of the request."}),
@@ -117,24 +110,11 @@ DEFINITIONS: dict[str, Any] = {
             "detail": {
                 "type": "object",
                 "description": "By type. `session.created`: `risk` (flags) when any. "
-                "`session.revoked`: `reason`, one of `user`, `logout`, `others`, `admin`, "
-                "`evicted`, `refresh_reuse`, `anomaly`, `idle`. `session.ip_changed`: "
-                "`from`, `to` (addresses). `session.anomaly`: what changed, each of "
-                "`browser`, `os`, `country` as `{from, to}`.",
+                f"`session.revoked`: `reason`, one of {_code_list(REVOCATION_REASONS)}. "
+                "`session.ip_changed`: `from`, `to` (addresses). `session.anomaly`: what "
+                "changed, each of `browser`, `os`, `country` as `{from, to}`.",
                 "properties": {
-                    "reason": {
-                        "type": "string",
-                        "enum": [
-                            "user",
-                            "logout",
-                            "others",
-                            "admin",
-                            "evicted",
-                            "refresh_reuse",
-                            "anomaly",
-                            "idle",
-                        ],
-                    },
+                    "reason": {"type": "string", "enum": list(REVOCATION_REASONS)},
                     "risk": {"type": "array", "items": {"type": "string"}},
                     "from": _nullable({"type": "string"}),
                     "to": _nullable({"type": "string"}),
@@ -144,8 +124,8 @@ DEFINITIONS: dict[str, Any] = {
                 },
                 "example": {"browser": {"from": "Chrome", "to": "Firefox"}},
             },
-        },
-    },
+        }
+    ),
     "Change": {
         "type": "object",
         "required": ["from", "to"],
@@ -161,17 +141,15 @@ DEFINITIONS: dict[str, Any] = {
         "required": ["revoked"],
         "properties": {"revoked": {"type": "integer", "minimum": 0}},
     },
-    "TokenPair": {
-        "type": "object",
-        "required": ["access_token", "refresh_token", "token_type", "expires_in", "session_id"],
-        "properties": {
+    "TokenPair": _record(
+        {
             "access_token": {"type": "string"},
             "refresh_token": {"type": "string"},
             "token_type": {"type": "string", "enum": ["Bearer"]},
             "expires_in": {"type": "integer", "description": "Access-token lifetime, seconds."},
             "session_id": {"type": "string"},
-        },
-    },
+        }
+    ),
     "Credentials": {
         "type": "object",
         "required": ["username", "password"],
@@ -183,11 +161,7 @@ DEFINITIONS: dict[str, Any] = {
     "SessionName": {
         "type": "object",
         "required": ["name"],
-        "properties": {
-            "name": _nullable(
-                {"type": "string", "minLength": 1, "maxLength": 64, "example": "Work laptop"}
-            )
-        },
+        "properties": {"name": _nullable(_NAME)},
     },
     "Status": {
         "type": "object",
@@ -217,7 +191,7 @@ _AUTH_ERRORS = {
 }
 _BAD_REQUEST = {"400": _problem("Bad body or query value (`invalid_request`).")}
 _NOT_FOUND = {"404": _problem("No such session of yours (`session_not_found`).")}
-_TOO_LARGE = {"413": _problem("Body over 64 KiB (`payload_too_large`).")}
+_TOO_LARGE = {"413": _problem(f"Body over {MAX_BODY // 1024} KiB (`payload_too_large`).")}
 _SESSION_ID = {
     "name": "session_id",
     "in": "path",
@@ -289,7 +263,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "name": "include_current",
                 "in": "query",
                 "type": "string",
-                "enum": ["true", "false", "1", "0"],
+                "enum": list(BOOLEAN_VALUES),
                 "required": False,
                 "description": "Also sign out the calling session.",
             }
@@ -310,8 +284,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "in": "query",
                 "type": "integer",
                 "minimum": 1,
-                "maximum": 200,
-                "default": 50,
+                "maximum": EVENTS_LIMIT_MAX,
+                "default": EVENTS_LIMIT_DEFAULT,
                 "required": False,
             }
         ],

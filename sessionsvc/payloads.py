@@ -15,6 +15,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .errors import InvalidRequest
+from .models import MAX_NAME
 
 #: Largest request body the service reads (the spec's "64 KiB is plenty").
 MAX_BODY = 64 * 1024
@@ -124,6 +125,22 @@ def string_field(body: dict[str, Any], name: str, *, max_length: int = 1024) -> 
     return value
 
 
+def session_name(body: dict[str, Any]) -> str | None:
+    """The ``name`` member of a rename: trimmed, 1 to MAX_NAME printable
+    characters, or ``null`` to clear it."""
+    if "name" not in body:
+        raise InvalidRequest("'name' is required (a string, or null to clear it).")
+    name = body["name"]
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise InvalidRequest("'name' must be a string or null.")
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_NAME or not name.isprintable():
+        raise InvalidRequest(f"'name' must be 1 to {MAX_NAME} printable characters.")
+    return name
+
+
 def _args(request: Request) -> MultiDict[str, str]:
     """The query values; a query string that is not UTF-8 is a bad query value.
 
@@ -144,14 +161,19 @@ def _single(request: Request, name: str) -> str:
     return values[0]
 
 
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+#: What a boolean query value may be.
+BOOLEAN_VALUES = (*_TRUE, *_FALSE)
+
+
 def query_bool(request: Request, name: str, default: bool) -> bool:
     """A boolean query value: ``true``/``false``/``1``/``0``; anything else is 400."""
     if name not in _args(request):
         return default
     value = _single(request, name)
-    if value in ("true", "1"):
+    if value in _TRUE:
         return True
-    if value in ("false", "0"):
+    if value in _FALSE:
         return False
     raise InvalidRequest(f"{name!r} must be true, false, 1 or 0.")
 

@@ -20,8 +20,8 @@ _signals = Namespace()
 session_opened = _signals.signal("session-opened")
 
 #: A session was revoked, once per session. Sender: the app. Keyword
-#: arguments: ``user_id``, ``session_id`` and ``reason`` (``user``, ``logout``,
-#: ``others``, ``admin``, ``evicted``, ``refresh_reuse``, ``anomaly``, ``idle``).
+#: arguments: ``user_id``, ``session_id`` and ``reason`` (one of
+#: :data:`~sessionsvc.models.REVOCATION_REASONS`, or a host app's own).
 session_revoked = _signals.signal("session-revoked")
 
 #: A session was used from another browser/OS family than it opened with, or

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from sessionsvc.models import Device, Location, SecurityEvent, Session, TokenPair, isotime
+import sessionsvc
+from sessionsvc.models import (
+    EVENT_TYPES,
+    MAX_NAME,
+    REVOCATION_REASONS,
+    RISK_FLAGS,
+    Device,
+    Location,
+    SecurityEvent,
+    Session,
+    TokenPair,
+    isotime,
+)
+from sessionsvc.openapi import DEFINITIONS
 
 CREATED = int(datetime(2026, 11, 26, 22, 15, 12, tzinfo=UTC).timestamp())
 SEEN = int(datetime(2026, 11, 26, 22, 40, 3, tzinfo=UTC).timestamp())
@@ -173,3 +188,27 @@ def test_token_pair_to_json() -> None:
         "expires_in": 900,
         "session_id": "s-1",
     }
+
+
+def test_every_revocation_reason_the_code_records_is_listed() -> None:
+    package = Path(sessionsvc.__file__).parent
+    recorded: set[str] = set()
+    for script in (package / "store" / "scripts").glob("*.lua"):
+        recorded |= set(re.findall(r"'session\.revoked', \w+, '([a-z_]+)'", script.read_text()))
+        # revoke(status, reason) calls in the activity script
+        recorded |= set(re.findall(r"revoke\(\d, '([a-z_]+)'\)", script.read_text()))
+    for module in package.rglob("*.py"):
+        recorded |= set(re.findall(r'reason="([a-z_]+)"', module.read_text()))
+    assert {"evicted", "idle", "refresh_reuse", "anomaly", "logout", "others", "admin"} <= recorded
+    assert recorded <= set(REVOCATION_REASONS)
+
+
+def test_the_openapi_document_takes_its_vocabularies_from_the_models() -> None:
+    event = DEFINITIONS["Event"]["properties"]
+    assert event["type"]["enum"] == list(EVENT_TYPES)
+    assert event["detail"]["properties"]["reason"]["enum"] == list(REVOCATION_REASONS)
+    assert all(f"`{reason}`" in event["detail"]["description"] for reason in REVOCATION_REASONS)
+    session = DEFINITIONS["Session"]
+    assert session["properties"]["risk"]["items"]["enum"] == list(RISK_FLAGS)
+    assert session["properties"]["name"]["maxLength"] == MAX_NAME
+    assert session["required"] == list(Session("s", "u", 0, 0, 0, None, None, None).to_json())
