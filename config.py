@@ -1,8 +1,12 @@
 """Configuration of the standalone service, read from the environment.
 
-Each variable has the name of the Flask config key it sets (see the README's
-configuration table); unset variables keep the defaults. Durations are whole
-seconds, booleans ``true``/``false``/``1``/``0``.
+Each variable has the name of the Flask config key it sets; which keys there
+are, and what kind of value each takes, is
+:data:`sessionsvc.settings.KEYS` (the README's configuration table lists
+them). Unset variables keep the defaults. Durations are whole seconds,
+booleans ``true``/``false``/``1``/``0``; an empty variable is unset, except
+for text, where it is the empty string (``SESSIONSVC_LOGIN_RATE_LIMIT=''``
+turns the limit off).
 """
 
 from __future__ import annotations
@@ -12,59 +16,49 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-STRINGS = (
-    "SESSIONSVC_REDIS_URL",
-    "SESSIONSVC_KEY_PREFIX",
-    "SESSIONSVC_GEOIP_DB",
-    "SESSIONSVC_LOGIN_RATE_LIMIT",
-    "JWT_SECRET_KEY",
-)
-INTEGERS = (
-    "SESSIONSVC_MAX_SESSIONS_PER_USER",
-    "SESSIONSVC_TRUSTED_PROXIES",
-    "SESSIONSVC_EVENTS_MAX",
-)
-DURATIONS = (
-    "JWT_ACCESS_TOKEN_EXPIRES",
-    "JWT_REFRESH_TOKEN_EXPIRES",
-    "SESSIONSVC_TOUCH_INTERVAL",
-    "SESSIONSVC_IDLE_TIMEOUT",
-)
-BOOLEANS = ("SESSIONSVC_REVOKE_ON_ANOMALY", "SESSIONSVC_METRICS")
-FLOATS = ("SESSIONSVC_STORE_TIMEOUT",)
+from sessionsvc.settings import KEYS
 
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
 
 
-def _integer(key: str, value: str) -> int:
+def _integer(name: str, value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise SystemExit(f"{key} must be a whole number, got {value!r}") from None
+        raise SystemExit(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {value!r}") from None
+
+
+def _boolean(name: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise SystemExit(f"{name} must be true, false, 1 or 0, got {value!r}")
+    return word in _TRUE
+
+
+_PARSERS = {
+    "integer": _integer,
+    "number": _number,
+    "seconds": lambda name, value: timedelta(seconds=_integer(name, value)),
+    "boolean": _boolean,
+}
 
 
 def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """The Flask config values set in ``environ``."""
     config: dict[str, Any] = {}
-    for key in STRINGS:
-        if key in environ:
-            config[key] = environ[key]
-    for key in INTEGERS:
-        if environ.get(key):
-            config[key] = _integer(key, environ[key])
-    for key in DURATIONS:
-        if environ.get(key):
-            config[key] = timedelta(seconds=_integer(key, environ[key]))
-    for key in BOOLEANS:
-        if key in environ:
-            value = environ[key].strip().lower()
-            if value not in _TRUE + _FALSE:
-                raise SystemExit(f"{key} must be true, false, 1 or 0, got {environ[key]!r}")
-            config[key] = value in _TRUE
-    for key in FLOATS:
-        if environ.get(key):
-            try:
-                config[key] = float(environ[key])
-            except ValueError:
-                raise SystemExit(f"{key} must be a number, got {environ[key]!r}") from None
+    for key in KEYS:
+        value = environ.get(key.name)
+        if value is None:
+            continue
+        if key.kind == "text":
+            config[key.name] = value
+        elif value or key.kind == "boolean":
+            config[key.name] = _PARSERS[key.kind](key.name, value)
     return config

@@ -1,7 +1,9 @@
 """Typed, validated settings read once from ``app.config``.
 
-Every ``SESSIONSVC_*`` key and its default lives in :data:`DEFAULTS`; a bad
-value fails at ``init_app`` with an error that names the key.
+Every configuration key, its default and its kind of value live in
+:data:`KEYS`; ``config.py`` reads the environment by it, and the README's
+configuration table is checked against it. A bad value fails at
+``init_app`` with an error that names the key.
 """
 
 from __future__ import annotations
@@ -13,27 +15,43 @@ from typing import Any
 
 from limits import parse_many
 
-#: Every key this extension reads, with its default.
-DEFAULTS: dict[str, Any] = {
-    "SESSIONSVC_REDIS_URL": None,
-    "SESSIONSVC_KEY_PREFIX": "sessionsvc",
-    "SESSIONSVC_MAX_SESSIONS_PER_USER": 100,
-    "SESSIONSVC_TOUCH_INTERVAL": 60,
-    "SESSIONSVC_TRUSTED_PROXIES": 0,
-    "SESSIONSVC_GEOIP_DB": None,
-    "SESSIONSVC_IDLE_TIMEOUT": None,
-    "SESSIONSVC_REVOKE_ON_ANOMALY": False,
-    "SESSIONSVC_LOGIN_RATE_LIMIT": "10/minute",
-    "SESSIONSVC_METRICS": True,
-    "SESSIONSVC_EVENTS_MAX": 1000,
-    "SESSIONSVC_STORE_TIMEOUT": 0.5,
-}
 
-#: flask-jwt-extended's lifetimes, with the defaults of the spec.
-JWT_DEFAULTS: dict[str, Any] = {
-    "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=15),
-    "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=30),
-}
+@dataclass(frozen=True)
+class Key:
+    """One configuration key."""
+
+    name: str
+    #: Its value when the app's config does not set it (``None``: unset).
+    default: Any
+    #: How the environment writes it: ``text``, ``integer``, ``number``,
+    #: ``seconds`` (whole seconds; a ``timedelta`` or an int in Python) or
+    #: ``boolean`` (``true``/``false``/``1``/``0``).
+    kind: str
+
+
+#: Every configuration key the service reads, in the README's order: the
+#: extension's ``SESSIONSVC_*`` keys, and the flask-jwt-extended keys whose
+#: defaults the service sets (lifetimes) or needs (the signing key).
+KEYS: tuple[Key, ...] = (
+    Key("SESSIONSVC_REDIS_URL", None, "text"),
+    Key("JWT_SECRET_KEY", None, "text"),
+    Key("JWT_ACCESS_TOKEN_EXPIRES", timedelta(minutes=15), "seconds"),
+    Key("JWT_REFRESH_TOKEN_EXPIRES", timedelta(days=30), "seconds"),
+    Key("SESSIONSVC_KEY_PREFIX", "sessionsvc", "text"),
+    Key("SESSIONSVC_MAX_SESSIONS_PER_USER", 100, "integer"),
+    Key("SESSIONSVC_TOUCH_INTERVAL", 60, "seconds"),
+    Key("SESSIONSVC_TRUSTED_PROXIES", 0, "integer"),
+    Key("SESSIONSVC_GEOIP_DB", None, "text"),
+    Key("SESSIONSVC_IDLE_TIMEOUT", None, "seconds"),
+    Key("SESSIONSVC_REVOKE_ON_ANOMALY", False, "boolean"),
+    Key("SESSIONSVC_LOGIN_RATE_LIMIT", "10/minute", "text"),
+    Key("SESSIONSVC_METRICS", True, "boolean"),
+    Key("SESSIONSVC_EVENTS_MAX", 1000, "integer"),
+    Key("SESSIONSVC_STORE_TIMEOUT", 0.5, "number"),
+)
+
+#: Each key's default, by name.
+DEFAULTS: dict[str, Any] = {key.name: key.default for key in KEYS}
 
 
 class ConfigError(ValueError):
@@ -125,7 +143,7 @@ class Settings:
         """Build settings from a Flask config, raising :class:`ConfigError` on bad values."""
 
         def get(key: str) -> Any:
-            return config.get(key, DEFAULTS.get(key, JWT_DEFAULTS.get(key)))
+            return config.get(key, DEFAULTS[key])
 
         prefix = get("SESSIONSVC_KEY_PREFIX")
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:

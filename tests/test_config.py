@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 import config
 from sessionsvc import Settings
+from sessionsvc.settings import KEYS
 
 
 def test_unset_environment_gives_no_values() -> None:
@@ -63,3 +66,36 @@ def test_each_kind_of_value_is_parsed() -> None:
 def test_bad_value_stops_naming_the_key(key: str, value: str) -> None:
     with pytest.raises(SystemExit, match=key):
         config.from_env({key: value})
+
+
+def test_every_key_is_read_from_the_environment_by_its_kind() -> None:
+    samples = {"text": "x", "integer": "7", "number": "0.25", "seconds": "30", "boolean": "1"}
+    values = config.from_env({key.name: samples[key.kind] for key in KEYS})
+    assert set(values) == {key.name for key in KEYS}
+    for key in KEYS:
+        # The parsed value is of the default's type (durations as timedelta).
+        expected = {"text": str, "integer": int, "number": float, "seconds": timedelta}
+        assert isinstance(values[key.name], expected.get(key.kind, bool)), key.name
+
+
+def _readme_default(default: object) -> str:
+    """How the README's configuration table writes a default (as the environment would)."""
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, timedelta):
+        return str(int(default.total_seconds()))
+    if isinstance(default, str):
+        return f"`{default}`"
+    return str(default)
+
+
+def test_the_readme_configuration_table_lists_every_key_with_its_default() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([A-Z_]+)` \| ([^|]*) \|", section, re.MULTILINE)
+    assert [name for name, _ in rows] == [key.name for key in KEYS]
+    for (name, shown), key in zip(rows, KEYS, strict=True):
+        if key.default is None:
+            assert shown.startswith(("unset", "required")), name
+        else:
+            assert shown.split(" (")[0] == _readme_default(key.default), name
