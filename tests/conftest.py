@@ -26,17 +26,11 @@ from flask.testing import FlaskClient
 from redis.cluster import ClusterNode, RedisCluster
 
 from sessionsvc import create_app, current_manager
+from tests.backends import delete_prefix
+from tests.clients import JWT_KEY, Auth
 from tests.geodata import make_geoip_db
-from tests.support import (
-    JWT_KEY,
-    SKIP_REASONS,
-    Auth,
-    ClusterGroup,
-    RedisProcess,
-    cannot_run,
-    delete_prefix,
-    redis_answers,
-)
+from tests.servers import ClusterGroup, RedisProcess, redis_answers
+from tests.skips import SKIP_REASONS, cannot_run
 
 
 @pytest.fixture(scope="session")

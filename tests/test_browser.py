@@ -24,17 +24,11 @@ from werkzeug.security import generate_password_hash
 
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore
-from tests.support import (
-    CHROME,
-    FAST_HASH,
-    IPHONE,
-    JWT_KEY,
-    ROOT,
-    Gunicorn,
-    cannot_run,
-    delete_prefix,
-)
-from tests.support import service_env as _service_env
+from tests.backends import delete_prefix
+from tests.clients import CHROME, FAST_HASH, IPHONE, JWT_KEY
+from tests.servers import ROOT, Gunicorn
+from tests.servers import service_env as _service_env
+from tests.skips import cannot_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -12,16 +12,9 @@ from werkzeug.exceptions import HTTPException
 
 from sessionsvc import ConfigError, SessionManager, current_manager
 from sessionsvc.extension import EXTENSION_KEY
+from tests.backends import delete_prefix, record_commands
+from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem
 from tests.conftest import Backend
-from tests.support import (
-    CHROME,
-    FIREFOX_LINUX,
-    JWT_KEY,
-    Auth,
-    assert_problem,
-    delete_prefix,
-    record_commands,
-)
 
 
 def host_app(backend: Backend, **config: Any) -> tuple[Flask, SessionManager]:
