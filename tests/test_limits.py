@@ -20,9 +20,8 @@ from redis.sentinel import SentinelConnectionPool
 
 from sessionsvc import ConfigError, SessionManager, create_app, current_manager
 from sessionsvc.store import store_from_url, user_tag
-from tests.backends import delete_prefix
+from tests.backends import AppFactory, Backend, delete_prefix
 from tests.clients import JWT_KEY, Auth, assert_problem, http
-from tests.conftest import AppFactory, Backend
 from tests.servers import Gunicorn, RedisProcess, service_env
 
 LOGIN = "/api/v1/auth/login"
