@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-micro clean
+.PHONY: run test screenshots lint bench bench-micro clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(VENV)/.server
 ## Install and run the whole test suite.
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Retake the README's screenshots into docs/screenshots/ (browser tests; chromium required).
+screenshots: $(VENV)/.dev
+	CI=true SESSIONSVC_TEST_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
 ## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/.
 bench: $(VENV)/.dev

@@ -13,30 +13,22 @@ import os
 import secrets
 import shutil
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import fakeredis
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from redis.cluster import ClusterNode, RedisCluster
 
 from sessionsvc import create_app, current_manager
+from tests.backends import AppFactory, Backend, ClusterBackend, delete_prefix
+from tests.clients import JWT_KEY, Auth
 from tests.geodata import make_geoip_db
-from tests.support import (
-    JWT_KEY,
-    SKIP_REASONS,
-    Auth,
-    ClusterGroup,
-    RedisProcess,
-    cannot_run,
-    delete_prefix,
-    redis_answers,
-)
+from tests.servers import ClusterGroup, RedisProcess, redis_answers
+from tests.skips import SKIP_REASONS, cannot_run
 
 
 @pytest.fixture(scope="session")
@@ -61,36 +53,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
         for reason in SKIP_REASONS:
             terminalreporter.write_line(reason, red=True)
-
-
-@dataclass
-class Backend:
-    """One store shared by every app a test builds."""
-
-    name: str
-    prefix: str
-    url: str | None = None
-    server: Any = None
-    clients: list[redis.Redis] = field(default_factory=list)
-
-    def client(self) -> redis.Redis:
-        """A new client of this store (what another process would have)."""
-        if self.url is not None:
-            made: redis.Redis = redis.Redis.from_url(self.url, decode_responses=True)
-        else:
-            made = fakeredis.FakeRedis(server=self.server, decode_responses=True)
-        self.clients.append(made)
-        return made
-
-    def app_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"SESSIONSVC_KEY_PREFIX": self.prefix}
-        if self.url is not None:
-            config["SESSIONSVC_REDIS_URL"] = self.url
-        return config
-
-    def app_kwargs(self) -> dict[str, Any]:
-        # fakeredis has no URL: hand its client in, as a host app would.
-        return {} if self.url is not None else {"redis_client": self.client()}
 
 
 @pytest.fixture
@@ -129,9 +91,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     cleaner.close()
     for client in made.clients:
         client.close()
-
-
-AppFactory = Callable[..., Flask]
 
 
 @pytest.fixture
@@ -186,21 +145,6 @@ def redis_cluster() -> Iterator[ClusterGroup]:
     group = ClusterGroup().start()
     yield group
     group.stop()
-
-
-@dataclass
-class ClusterBackend(Backend):
-    """The store on :func:`redis_cluster`: its clients are cluster clients."""
-
-    ports: list[int] = field(default_factory=list)
-
-    def client(self) -> redis.Redis:
-        made = RedisCluster(
-            startup_nodes=[ClusterNode("127.0.0.1", port) for port in self.ports],
-            decode_responses=True,
-        )
-        self.clients.append(cast(redis.Redis, made))
-        return cast(redis.Redis, made)
 
 
 def cluster_backend(request: pytest.FixtureRequest, prefix: str) -> Iterator[Backend]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.support import IPHONE, Auth, assert_problem
+from tests.clients import IPHONE, Auth, assert_problem
 
 ADMIN = "/api/v1/admin/users"
 

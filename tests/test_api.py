@@ -16,8 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import current_manager
+from tests.clients import CHROME, FIREFOX_LINUX, IPHONE, Auth, assert_problem
 from tests.geodata import BERLIN_IP, NEW_YORK_IP
-from tests.support import CHROME, FIREFOX_LINUX, IPHONE, Auth, assert_problem
 
 SESSIONS = "/api/v1/sessions"
 EVENTS = "/api/v1/sessions/events"

@@ -10,7 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import ConfigError, create_app
-from tests.support import JWT_KEY, assert_problem, free_port
+from tests.clients import JWT_KEY, assert_problem
+from tests.servers import free_port
 
 # Routes of the docs page itself (flasgger's, and the Swagger UI assets we
 # ship); everything else must be documented.

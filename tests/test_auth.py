@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 
-from tests.support import CHROME, JWT_KEY, Auth, assert_problem
+from tests.clients import CHROME, JWT_KEY, Auth, assert_problem
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"

@@ -25,7 +25,7 @@ from flask import Flask
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 
 from sessionsvc import current_manager
-from tests.support import CHROME, JWT_KEY, Auth, assert_problem
+from tests.clients import CHROME, JWT_KEY, Auth, assert_problem
 
 SESSIONS = "/api/v1/sessions"
 EVENTS = "/api/v1/sessions/events"

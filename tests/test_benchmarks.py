@@ -16,7 +16,7 @@ from flask_jwt_extended import decode_token
 
 from sessionsvc import current_manager
 from sessionsvc.store import Actor, CheckStatus
-from tests.support import CHROME
+from tests.clients import CHROME
 
 
 @pytest.fixture

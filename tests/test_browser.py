@@ -2,7 +2,9 @@
 
 The service runs under gunicorn on loopback against the real Redis, as in
 production. Two browser contexts with different user agents stand for a
-laptop and a phone. The screenshots in docs/ are written by these tests.
+laptop and a phone. The README's screenshots are taken by these tests: into
+a temporary folder on every run, and into docs/screenshots/ only when
+``$SESSIONSVC_TEST_SCREENSHOTS`` names that folder (``make screenshots``).
 
 Chromium is Debian's (``/usr/bin/chromium``, or ``$SESSIONSVC_TEST_CHROMIUM``);
 ``.ci/run`` installs it when missing. Without it the tests skip loudly, and
@@ -16,6 +18,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,26 +27,37 @@ from werkzeug.security import generate_password_hash
 
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore
-from tests.support import (
-    CHROME,
-    FAST_HASH,
-    IPHONE,
-    JWT_KEY,
-    ROOT,
-    Gunicorn,
-    cannot_run,
-    delete_prefix,
-)
-from tests.support import service_env as _service_env
+from tests.backends import delete_prefix
+from tests.clients import CHROME, FAST_HASH, IPHONE, JWT_KEY
+from tests.servers import ROOT, Gunicorn
+from tests.servers import service_env as _service_env
+from tests.skips import cannot_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 PASSWORD = "correct horse battery staple"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
 def chromium_path() -> str | None:
     return os.environ.get("SESSIONSVC_TEST_CHROMIUM") or shutil.which("chromium")
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where the screenshots go: a temporary folder, or the folder (relative to
+    the checkout) that ``$SESSIONSVC_TEST_SCREENSHOTS`` names, as ``make
+    screenshots`` does to refresh the README's pictures on purpose."""
+    chosen = os.environ.get("SESSIONSVC_TEST_SCREENSHOTS")
+    return ROOT / chosen if chosen else tmp_path
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    """A screenshot was written there: a PNG with more than its signature."""
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > len(PNG_SIGNATURE), path
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +125,9 @@ def cards(page: Any) -> list[dict[str, Any]]:
     return found
 
 
-def test_two_devices_see_each_other_and_one_signs_the_other_out(browser: Any, service: str) -> None:
+def test_two_devices_see_each_other_and_one_signs_the_other_out(
+    browser: Any, service: str, screenshots: Path
+) -> None:
     laptop = browser.new_context(user_agent=CHROME, viewport={"width": 1280, "height": 900})
     phone = browser.new_context(
         user_agent=IPHONE, viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True
@@ -137,9 +153,10 @@ def test_two_devices_see_each_other_and_one_signs_the_other_out(browser: Any, se
         assert laptop_card["label"] == "Chrome 120 on Windows 10"
         assert laptop_card["id"] != phone_card["id"]
 
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        on_laptop.screenshot(path=str(SCREENSHOTS / "account-desktop.png"), full_page=True)
-        on_phone.screenshot(path=str(SCREENSHOTS / "account-phone.png"), full_page=True)
+        screenshots.mkdir(parents=True, exist_ok=True)
+        for page, name in ((on_laptop, "account-desktop.png"), (on_phone, "account-phone.png")):
+            page.screenshot(path=str(screenshots / name), full_page=True)
+            assert_png(screenshots / name)
         # A phone-sized viewport does not scroll sideways.
         assert on_phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 

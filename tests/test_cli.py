@@ -8,7 +8,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import create_app, current_manager
-from tests.support import JWT_KEY, Auth, free_port
+from tests.clients import JWT_KEY, Auth
+from tests.servers import free_port
 
 
 def run(app: Flask, *args: str, input: str | None = None):

@@ -27,16 +27,9 @@ from sessionsvc import create_app, current_manager
 from sessionsvc.errors import StoreUnavailable
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore, client_factory_from_url, store_from_url, user_tag
-from tests.conftest import AppFactory, Backend
-from tests.support import (
-    CHROME,
-    FIREFOX_LINUX,
-    JWT_KEY,
-    Auth,
-    ClusterGroup,
-    assert_problem,
-    free_port,
-)
+from tests.backends import AppFactory, Backend
+from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem
+from tests.servers import ClusterGroup, free_port
 
 pytestmark = [
     pytest.mark.cluster,

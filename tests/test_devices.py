@@ -7,7 +7,7 @@ from flask import Flask, request
 
 from sessionsvc.devices import MAX_USER_AGENT, client_ip, parse_user_agent, user_agent_of
 from sessionsvc.models import Device
-from tests.support import CHROME, IPHONE
+from tests.clients import CHROME, IPHONE
 
 IPAD = (
     "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 "

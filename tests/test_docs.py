@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.support import ROOT
+from tests.servers import ROOT
 
 SECURITY = ROOT / "docs" / "security.md"
 

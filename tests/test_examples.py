@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import Flask
 
-from tests.support import CHROME, IPHONE, JWT_KEY, ROOT, assert_problem
+from tests.clients import CHROME, IPHONE, JWT_KEY, assert_problem
+from tests.servers import ROOT
 
 
 def host_module() -> ModuleType:

@@ -12,39 +12,8 @@ from werkzeug.exceptions import HTTPException
 
 from sessionsvc import ConfigError, SessionManager, current_manager
 from sessionsvc.state import EXTENSION_KEY
-from tests.conftest import Backend
-from tests.support import (
-    CHROME,
-    FIREFOX_LINUX,
-    JWT_KEY,
-    Auth,
-    assert_problem,
-    delete_prefix,
-    record_commands,
-)
-
-
-def host_app(backend: Backend, **config: Any) -> tuple[Flask, SessionManager]:
-    """A host app with its own login view and a protected route."""
-    app = Flask("host")
-    app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY, **backend.app_config(), **config)
-    sessions = SessionManager(**backend.app_kwargs())
-    sessions.init_app(app)
-
-    @app.post("/login/<user>")
-    def login(user: str) -> Any:
-        return jsonify(sessions.open(user, claims={"roles": ["reader"]}).to_json())
-
-    @app.get("/things")
-    @jwt_required()
-    def things() -> Any:
-        return jsonify(["a", "b"])
-
-    @app.get("/boom")
-    def boom() -> Any:
-        raise RuntimeError("host bug")
-
-    return app, sessions
+from tests.backends import Backend, delete_prefix, host_app, record_commands
+from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem
 
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:

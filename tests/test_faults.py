@@ -12,7 +12,8 @@ import redis
 from flask import Flask
 
 from sessionsvc import create_app, current_manager
-from tests.support import JWT_KEY, Auth, RedisProcess, assert_problem
+from tests.clients import JWT_KEY, Auth, assert_problem
+from tests.servers import RedisProcess
 
 pytestmark = pytest.mark.slow
 

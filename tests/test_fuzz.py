@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sessionsvc import create_app
-from tests.support import JWT_KEY, Auth
+from tests.clients import JWT_KEY, Auth
 
 USER, ADMIN = "alice", "root"
 

@@ -20,17 +20,9 @@ from redis.sentinel import SentinelConnectionPool
 
 from sessionsvc import ConfigError, SessionManager, create_app, current_manager
 from sessionsvc.store import store_from_url, user_tag
-from tests.conftest import AppFactory, Backend
-from tests.support import (
-    JWT_KEY,
-    Auth,
-    Gunicorn,
-    RedisProcess,
-    assert_problem,
-    delete_prefix,
-    http,
-    service_env,
-)
+from tests.backends import AppFactory, Backend, delete_prefix
+from tests.clients import JWT_KEY, Auth, assert_problem, http
+from tests.servers import Gunicorn, RedisProcess, service_env
 
 LOGIN = "/api/v1/auth/login"
 SESSIONS = "/api/v1/sessions"

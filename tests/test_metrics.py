@@ -9,9 +9,9 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from sessionsvc import create_app
-from tests.conftest import AppFactory, Backend
-from tests.support import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem, free_port
-from tests.test_extension import host_app
+from tests.backends import AppFactory, Backend, host_app
+from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem
+from tests.servers import free_port
 
 SESSIONS = "/api/v1/sessions"
 

@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 
 import config
 from sessionsvc import create_app, current_manager
-from tests.conftest import AppFactory, Backend
-from tests.support import CHROME, JWT_KEY, Auth, assert_problem
+from tests.backends import AppFactory, Backend
+from tests.clients import CHROME, JWT_KEY, Auth, assert_problem
 
 LOGIN = "/api/v1/auth/login"
 SESSIONS = "/api/v1/sessions"

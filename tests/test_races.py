@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask
 
 from sessionsvc import current_manager
-from tests.support import Auth, assert_problem
+from tests.clients import Auth, assert_problem
 
 SESSIONS = "/api/v1/sessions"
 REFRESH = "/api/v1/auth/refresh"

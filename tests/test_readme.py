@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, Gunicorn, free_port, service_env
+from tests.servers import ROOT, Gunicorn, free_port, service_env
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from flask import Flask
 from sessionsvc import ConfigError, SessionManager, create_app, current_manager
 from sessionsvc.extension import new_session_id
 from sessionsvc.tokens import check_signing
-from tests.support import JWT_KEY, Auth, assert_problem
+from tests.clients import JWT_KEY, Auth, assert_problem
 
 SESSIONS = "/api/v1/sessions"
 

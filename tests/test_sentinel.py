@@ -21,15 +21,9 @@ from redis.sentinel import MasterNotFoundError
 
 from sessionsvc import create_app, current_manager
 from sessionsvc.store import connections
-from tests.support import (
-    IPHONE,
-    JWT_KEY,
-    Auth,
-    SentinelGroup,
-    assert_problem,
-    cannot_run,
-    free_port,
-)
+from tests.clients import IPHONE, JWT_KEY, Auth, assert_problem
+from tests.servers import SentinelGroup, free_port
+from tests.skips import cannot_run
 
 pytestmark = [pytest.mark.sentinel, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import session_anomaly, session_opened, session_revoked
-from tests.support import CHROME, FIREFOX_LINUX, IPHONE, Auth
+from tests.clients import CHROME, FIREFOX_LINUX, IPHONE, Auth
 
 
 @pytest.fixture

@@ -34,16 +34,10 @@ from sessionsvc.store import (
     store_from_url,
     user_tag,
 )
+from tests.backends import delete_prefix, record_commands
+from tests.clients import CHROME, CHROME_121, FIREFOX_LINUX, IPHONE
 from tests.geodata import BERLIN_IP, NEW_YORK_IP
-from tests.support import (
-    CHROME,
-    CHROME_121,
-    FIREFOX_LINUX,
-    IPHONE,
-    delete_prefix,
-    free_port,
-    record_commands,
-)
+from tests.servers import free_port
 
 EVENTS_MAX = 50
 EVENTS_TTL = 7 * 86400

@@ -19,17 +19,9 @@ from werkzeug.security import generate_password_hash
 
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore
-from tests.support import (
-    CHROME,
-    FAST_HASH,
-    IPHONE,
-    JWT_KEY,
-    ROOT,
-    Gunicorn,
-    delete_prefix,
-    http,
-    service_env,
-)
+from tests.backends import delete_prefix
+from tests.clients import CHROME, FAST_HASH, IPHONE, JWT_KEY, http
+from tests.servers import ROOT, Gunicorn, service_env
 
 pytestmark = pytest.mark.slow
 

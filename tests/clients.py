@@ -1,0 +1,130 @@
+"""What the tests send to the service: user agents, the signing key, users and
+logins (``Auth``), one HTTP request over the wire, and the check of the
+spec's problem documents."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from flask import Flask
+from werkzeug.security import generate_password_hash
+
+from sessionsvc import current_manager
+from sessionsvc.models import User
+
+# A cheap hash keeps the suite fast; the service itself uses werkzeug's default.
+FAST_HASH = "pbkdf2:sha256:1000"
+JWT_KEY = "test-secret-key-that-is-long-enough-for-hs256"
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"
+)
+#: The same browser and OS as CHROME, one version later: not another device.
+CHROME_121 = CHROME.replace("Chrome/120.0.0.0", "Chrome/121.0.0.0")
+FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
+
+
+class Auth:
+    """Users and logins for tests: ``auth.login("alice")`` returns the token pair."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.client = app.test_client()
+
+    def create_user(
+        self, username: str = "alice", password: str = "pw", *, admin: bool = False
+    ) -> None:
+        user = User(
+            id=username,
+            password_hash=generate_password_hash(password, method=FAST_HASH),
+            roles=("admin",) if admin else (),
+        )
+        with self.app.app_context():
+            current_manager().store.create_user(user)
+
+    def login(
+        self,
+        username: str = "alice",
+        password: str = "pw",
+        *,
+        user_agent: str | None = CHROME,
+        ip: str = "127.0.0.1",
+        create: bool = True,
+    ) -> dict[str, Any]:
+        if create:
+            with self.app.app_context():
+                exists = current_manager().store.get_user(username) is not None
+            if not exists:
+                self.create_user(username, password)
+        headers = {"User-Agent": user_agent} if user_agent is not None else {}
+        response = self.client.post(
+            "/api/v1/auth/login",
+            json={"username": username, "password": password},
+            headers=headers,
+            environ_base={"REMOTE_ADDR": ip},
+        )
+        assert response.status_code == 200, response.get_json()
+        tokens: dict[str, Any] = response.get_json()
+        _AGENTS[tokens["access_token"]] = _AGENTS[tokens["refresh_token"]] = user_agent
+        return tokens
+
+    @staticmethod
+    def headers(token: str | dict[str, Any], kind: str = "access_token") -> dict[str, str]:
+        """The headers of the device that signed in: the token, and the same
+        ``User-Agent`` (another browser would be an anomaly)."""
+        value = token[kind] if isinstance(token, dict) else token
+        headers = {"Authorization": f"Bearer {value}"}
+        user_agent = _AGENTS.get(value, CHROME)
+        if user_agent is not None:
+            headers["User-Agent"] = user_agent
+        return headers
+
+
+#: The user agent each token was signed in with (tokens of later refreshes:
+#: CHROME, the default).
+_AGENTS: dict[str, str | None] = {}
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the spec's problem document with this status and code."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body: dict[str, Any] = response.get_json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == "about:blank"
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str)
+    return body
+
+
+def http(
+    method: str, url: str, *, token: str | None = None, body: dict[str, Any] | None = None,
+    user_agent: str | None = None,
+) -> tuple[int, Any]:  # fmt: skip
+    """One HTTP request over a new connection; returns (status, parsed JSON or None)."""
+    headers = {}
+    data = None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if user_agent:
+        headers["User-Agent"] = user_agent
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, json.loads(raw) if raw else None
