@@ -19,6 +19,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 import sessionsvc.store.connections as connections
+import sessionsvc.store.devstore as devstore
 from sessionsvc.devices import parse_user_agent
 from sessionsvc.errors import StoreUnavailable
 from sessionsvc.extension import new_session_id
@@ -1047,8 +1048,11 @@ def test_bad_redis_urls_raise_config_error(url: str) -> None:
 
 
 def test_store_from_url_without_url_is_the_embedded_store(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Not the port a `make run` on this machine may be serving its store on:
+    # this test's sessions stay in this process.
+    monkeypatch.setattr(devstore, "DEV_STORE_PORT", free_port())
     with caplog.at_level("WARNING", logger="sessionsvc"):
         store = store_from_url(None, prefix="dev", timeout=0.5, events_max=3, events_ttl=60)
     assert "SESSIONSVC_REDIS_URL" in caplog.text
