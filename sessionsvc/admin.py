@@ -17,6 +17,7 @@ ADMIN_ROLE = "admin"
 
 blueprint = Blueprint("sessionsvc_admin", __name__)
 blueprint.before_request(payloads.limit_body)
+blueprint.after_request(payloads.no_store)
 
 
 def _require_admin() -> None:

@@ -13,6 +13,7 @@ from .state import current_manager
 
 blueprint = Blueprint("sessionsvc", __name__)
 blueprint.before_request(payloads.limit_body)
+blueprint.after_request(payloads.no_store)
 
 
 def _caller() -> tuple[str, str]:

@@ -20,6 +20,7 @@ MAX_USERNAME = 256
 
 blueprint = Blueprint("sessionsvc_auth", __name__)
 blueprint.before_request(payloads.limit_body)
+blueprint.after_request(payloads.no_store)
 
 # Checked when the user does not exist, so that a login for an unknown name
 # takes as long as one with a wrong password.

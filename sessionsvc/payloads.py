@@ -29,6 +29,17 @@ def limit_body() -> None:
     request.max_content_length = MAX_BODY
 
 
+def no_store(response: Response) -> Response:
+    """A blueprint's ``after_request``: its answers are never cached.
+
+    Tokens and session data (RFC 6749, section 5.1), problem documents
+    included; ``Pragma`` for HTTP/1.0 caches.
+    """
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
 def no_content() -> Response:
     """An empty 204 answer.
 

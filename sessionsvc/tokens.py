@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 from flask_jwt_extended import JWTManager, jwt_required
 from flask_jwt_extended.default_callbacks import default_blocklist_callback
 from flask_jwt_extended.exceptions import InvalidHeaderError, WrongTokenError
@@ -158,6 +158,31 @@ def guard(app: Flask, jwt: JWTManager) -> None:
             )
 
 
+def _case_insensitive_scheme(app: Flask) -> None:
+    """Accept the header's scheme name in any case (RFC 9110, section 11.1).
+
+    flask-jwt-extended compares ``JWT_HEADER_TYPE`` (``Bearer``) exactly; a
+    client that sends ``bearer`` gets its scheme rewritten before any view
+    (or ``jwt_required``) reads the header.
+    """
+    scheme = app.config.get("JWT_HEADER_TYPE", "Bearer")
+    if not scheme:
+        return
+    environ_key = "HTTP_" + app.config.get("JWT_HEADER_NAME", "Authorization").upper().replace(
+        "-", "_"
+    )
+    exact = scheme + " "
+    # Each comma-separated credential, as flask-jwt-extended splits them.
+    other_case = re.compile(rf"(^\s*|,\s*){re.escape(scheme)}(?=\s)", re.IGNORECASE)
+
+    @app.before_request
+    def _scheme_in_any_case() -> None:
+        environ = request.environ
+        value = environ.get(environ_key)
+        if value and not value.startswith(exact):
+            environ[environ_key] = other_case.sub(lambda m: m.group(1) + scheme, value)
+
+
 def bind(
     app: Flask,
     jwt: JWTManager,
@@ -169,6 +194,7 @@ def bind(
     and malformed headers replace the ones it registered.
     """
     jwt.token_in_blocklist_loader(is_revoked)
+    _case_insensitive_scheme(app)
 
     @jwt.unauthorized_loader
     def _missing(reason: str) -> Response:

@@ -21,6 +21,7 @@ def admin_tokens(auth: Auth) -> dict[str, Any]:
 def listed(client: FlaskClient, tokens: dict[str, Any], user: str) -> list[dict[str, Any]]:
     response = client.get(f"{ADMIN}/{user}/sessions", headers=Auth.headers(tokens))
     assert response.status_code == 200, response.get_json()
+    assert response.headers["Cache-Control"] == "no-store"  # session data
     sessions: list[dict[str, Any]] = response.get_json()["sessions"]
     return sessions
 

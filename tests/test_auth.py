@@ -436,3 +436,57 @@ def test_standalone_tokens_are_lean(app: Flask, auth: Auth):
     assert "csrf" not in access
     assert len(access["jti"]) == 22
     assert set(access) == {"fresh", "iat", "jti", "type", "sub", "nbf", "exp", "sid"}
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR", "  bearer"])
+def test_the_bearer_scheme_name_is_case_insensitive(
+    auth: Auth, client: FlaskClient, scheme: str
+) -> None:
+    tokens = auth.login("alice")
+    headers = {**Auth.headers(tokens), "Authorization": f"{scheme} {tokens['access_token']}"}
+    response = client.get("/api/v1/sessions", headers=headers)
+    assert response.status_code == 200
+    assert [s["current"] for s in response.get_json()["sessions"]] == [True]
+    refresh = {"Authorization": f"{scheme} {tokens['refresh_token']}"}
+    assert client.post("/api/v1/auth/refresh", headers=refresh).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["bearerx {token}", "Basic {token}", "bear {token}"])
+def test_other_schemes_are_still_refused(auth: Auth, client: FlaskClient, value: str) -> None:
+    token = auth.login("alice")["access_token"]
+    response = client.get("/api/v1/sessions", headers={"Authorization": value.format(token=token)})
+    assert_problem(response, 401, "authorization_required")
+
+
+def test_token_answers_are_never_cached(auth: Auth, client: FlaskClient) -> None:
+    tokens = auth.login("alice")
+    headers = Auth.headers(tokens)
+    sid = tokens["session_id"]
+    answers = {
+        "login": client.post("/api/v1/auth/login", json={"username": "alice", "password": "pw"}),
+        "refresh": client.post(
+            "/api/v1/auth/refresh", headers=Auth.headers(tokens, "refresh_token")
+        ),
+        "list": client.get("/api/v1/sessions", headers=headers),
+        "one": client.get(f"/api/v1/sessions/{sid}", headers=headers),
+        "events": client.get("/api/v1/sessions/events", headers=headers),
+        "a problem": client.get("/api/v1/sessions/events?limit=0", headers=headers),
+        "bad login": client.post("/api/v1/auth/login", json={"username": "alice", "password": "x"}),
+        "logout": client.post("/api/v1/auth/logout", headers=headers),
+    }
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {
+        "login": 200,
+        "refresh": 200,
+        "list": 200,
+        "one": 200,
+        "events": 200,
+        "a problem": 400,
+        "bad login": 401,
+        "logout": 204,
+    }
+    for name, answer in answers.items():
+        assert answer.headers["Cache-Control"] == "no-store", name
+        assert answer.headers["Pragma"] == "no-cache", name
+    # The service's other answers keep their own caching.
+    assert "Cache-Control" not in client.get("/healthz").headers
