@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, make_response, render_template, url_for
 
-from . import auth, openapi
+from . import auth, openapi, payloads
 
 #: The page and its assets (``/account/assets/account.js``, ``account.css``).
 blueprint = Blueprint(
@@ -49,9 +49,6 @@ def sessions_page() -> Response:
         sessions_url=url_for("sessionsvc.list_sessions").rstrip("/"),
         auth_url=auth.URL_PREFIX,
     )
-    response = make_response(page)
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response = payloads.page_headers(make_response(page), CSP)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -12,7 +12,7 @@ from flasgger import Swagger
 from flask import Blueprint, Flask, Response, jsonify, request
 from prometheus_client.exposition import choose_encoder
 
-from . import account, metrics, openapi
+from . import account, metrics, openapi, payloads
 from .extension import SessionManager
 from .payloads import MAX_BODY
 from .settings import ConfigError
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sessionsvc")
 
 health = Blueprint("sessionsvc_health", __name__)
-
-#: The Swagger UI release shipped in the package, for ``/docs``.
-docs_assets = Blueprint(
-    "sessionsvc_docs",
-    __name__,
-    static_folder="static/swagger-ui",
-    static_url_path=openapi.DOCS_ASSETS,
-)
 
 
 @health.get("/healthz")
@@ -140,7 +132,17 @@ def create_app(
     if state_of(app).settings.metrics:
         # Switched off, /metrics is the plain 404 problem.
         app.register_blueprint(metrics_view)
-    app.register_blueprint(docs_assets)
     app.register_blueprint(account.blueprint)
     Swagger(app, template=openapi.TEMPLATE, config=openapi.SWAGGER_CONFIG)
+    app.after_request(_protect_docs)
     return app
+
+
+#: flasgger's HTML pages: Swagger UI at /docs, and its OAuth redirect page.
+_DOCS_PAGES = frozenset({"flasgger.apidocs", "flasgger.oauth_redirect"})
+
+
+def _protect_docs(response: Response) -> Response:
+    if request.endpoint in _DOCS_PAGES:
+        payloads.page_headers(response, openapi.DOCS_CSP)
+    return response

@@ -10,6 +10,7 @@ types, risk flags) comes from the code's own constants.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flasgger import swag_from
@@ -440,10 +441,20 @@ TEMPLATE: dict[str, Any] = {
     "definitions": DEFINITIONS,
 }
 
-#: flasgger's config: Swagger UI at ``/docs``, the document at ``/apispec.json``.
-#: Where the standalone app serves the Swagger UI assets shipped in the package.
+#: Where the /docs page's own files and the Swagger UI release shipped in the
+#: package (``static/docs/``: ``init.js``, ``docs.css``, ``swagger-ui/``) are served.
 DOCS_ASSETS = "/docs/assets"
+_UI = f"{DOCS_ASSETS}/swagger-ui"
 
+#: The /docs page's Content-Security-Policy: its own files only. Swagger UI
+#: sets styles through the DOM, which a policy does not restrict, and fetches
+#: the document and "Try it out" requests from this origin.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+#: flasgger's config: Swagger UI at ``/docs``, the document at ``/apispec.json``.
 SWAGGER_CONFIG: dict[str, Any] = {
     "headers": [],
     "specs": [
@@ -454,16 +465,20 @@ SWAGGER_CONFIG: dict[str, Any] = {
             "model_filter": lambda tag: True,
         }
     ],
-    "static_url_path": "/flasgger_static",
+    # flasgger's own static folder (Swagger UI 3.28.0, in a known XSS range,
+    # and jQuery 2.2.4) is replaced by ours: only the UI we ship is served.
+    "static_folder": str(Path(__file__).parent / "static" / "docs"),
+    "static_url_path": DOCS_ASSETS,
     "swagger_ui": True,
     "specs_route": "/docs",
-    # A current Swagger UI shipped in the package (sessionsvc/static/swagger-ui,
-    # served at DOCS_ASSETS), not the 3.28.0 flasgger bundles, which is in a
-    # known XSS range; nothing is fetched from the internet.
-    "swagger_ui_bundle_js": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-    "swagger_ui_standalone_preset_js": f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
-    "swagger_ui_css": f"{DOCS_ASSETS}/swagger-ui.css",
-    "favicon": f"{DOCS_ASSETS}/favicon-32x32.png",
+    "title": "sessionsvc API",
+    "swagger_ui_bundle_js": f"{_UI}/swagger-ui-bundle.js",
+    "swagger_ui_standalone_preset_js": f"{_UI}/swagger-ui-standalone-preset.js",
+    "swagger_ui_css": f"{_UI}/swagger-ui.css",
+    "favicon": f"{_UI}/favicon-32x32.png",
+    # Read by the page's templates (templates/flasgger/).
+    "docs_init_js": f"{DOCS_ASSETS}/init.js",
+    "docs_css": f"{DOCS_ASSETS}/docs.css",
     # The top bar is the only part of flasgger's page that needs jQuery.
     "hide_top_bar": True,
 }

@@ -40,6 +40,16 @@ def no_store(response: Response) -> Response:
     return response
 
 
+def page_headers(response: Response, csp: str) -> Response:
+    """The headers of an HTML page of ours: its Content-Security-Policy, and
+    no framing, no content sniffing, no referrer."""
+    response.headers["Content-Security-Policy"] = csp
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
 def no_content() -> Response:
     """An empty 204 answer.
 

@@ -60,18 +60,22 @@ def test_swagger_ui_is_the_current_release_shipped_in_the_package(client: FlaskC
     # What the browser fetches: scripts, stylesheets, icons (not plain links).
     assets = re.findall(r'src="([^"]+)"', page) + re.findall(r'<link[^>]+href="([^"]+)"', page)
     assert sorted(assets) == [
-        "/docs/assets/favicon-32x32.png",
-        "/docs/assets/swagger-ui-bundle.js",
-        "/docs/assets/swagger-ui-standalone-preset.js",
-        "/docs/assets/swagger-ui.css",
+        "/docs/assets/docs.css",
+        "/docs/assets/init.js",
+        "/docs/assets/swagger-ui/favicon-32x32.png",
+        "/docs/assets/swagger-ui/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui/swagger-ui-standalone-preset.js",
+        "/docs/assets/swagger-ui/swagger-ui.css",
     ]
-    # Nothing from the internet, not flasgger's Swagger UI 3.28.0 or jQuery 2.2.4.
+    # Nothing from the internet, not flasgger's Swagger UI 3.28.0 or jQuery 2.2.4,
+    # and no inline script or style (the page's CSP allows none).
     assert "googleapis" not in page and "flasgger_static" not in page
-    bundle = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert "<script>" not in page and "<style" not in page and "style=" not in page
+    bundle = client.get("/docs/assets/swagger-ui/swagger-ui-bundle.js")
     assert bundle.status_code == 200
     assert bundle.mimetype in ("text/javascript", "application/javascript")
     assert '"5.35.0"' in bundle.get_data(as_text=True)
-    css = client.get("/docs/assets/swagger-ui.css")
+    css = client.get("/docs/assets/swagger-ui/swagger-ui.css")
     assert (css.status_code, css.mimetype) == (200, "text/css")
     for response in (bundle, css):
         response.close()
@@ -194,3 +198,31 @@ def test_service_log_lines_are_json() -> None:
     assert line["logger"] == "sessionsvc"
     assert line["message"] == 'store down: "x"'
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", line["time"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/flasgger_static/swagger-ui-bundle.js",
+        "/flasgger_static/lib/jquery.min.js",
+        "/flasgger_static/swagger-ui-bundle.js.map",
+        "/docs/assets/lib/jquery.min.js",
+    ],
+)
+def test_flasggers_own_swagger_ui_and_jquery_are_not_served(client: FlaskClient, path: str) -> None:
+    assert_problem(client.get(path), 404, "not_found")
+
+
+def test_the_docs_pages_carry_a_csp_and_refuse_framing(client: FlaskClient) -> None:
+    for path in ("/docs", "/oauth2-redirect.html"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        policy = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy, path
+        assert "frame-ancestors 'none'" in policy, path
+        assert response.headers["X-Frame-Options"] == "DENY", path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+    # The account page has the same protection.
+    page = client.get("/account/sessions")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]

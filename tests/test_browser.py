@@ -229,3 +229,28 @@ def test_an_expired_access_token_is_refreshed_without_signing_out(
             assert [c["id"] for c in cards(page)] == [card["id"]]
         finally:
             context.close()
+
+
+def test_the_api_docs_render_every_operation_under_their_csp(browser: Any, service: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: problems.append(f"error: {error}"))
+    response = page.goto(f"{service}/docs")
+    assert response is not None
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    page.wait_for_selector(".opblock")
+    spec = page.request.get(f"{service}/apispec.json").json()
+    operations = sum(
+        method in ("get", "post", "patch", "delete")
+        for path in spec["paths"].values()
+        for method in path
+    )
+    assert page.locator(".opblock").count() == operations > 15
+    tags = [tag.split("\n")[0] for tag in page.locator(".opblock-tag").all_inner_texts()]
+    assert tags == ["sessions", "auth", "admin", "service"]
+    # A blocked script, style or fetch shows up here as a CSP violation.
+    assert problems == []
+    context.close()
