@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -12,11 +14,12 @@ from flasgger import Swagger
 from flask import Blueprint, Flask, Response, jsonify, request
 from prometheus_client.exposition import choose_encoder
 
-from . import account, metrics, openapi, payloads
+from . import account, devices, metrics, openapi, payloads
+from .errors import NotFound
 from .extension import SessionManager
 from .payloads import MAX_BODY
 from .settings import ConfigError
-from .state import current_manager, state_of
+from .state import current_manager, current_state, state_of
 
 if TYPE_CHECKING:
     import redis
@@ -48,9 +51,25 @@ metrics_view = Blueprint("sessionsvc_metrics", __name__)
 @metrics_view.get("/metrics")
 @openapi.spec("metrics")
 def serve_metrics() -> Response:
+    if not _may_read_metrics(current_state().settings.metrics_token):
+        # As if there were none: the counts say who signs in and when.
+        raise NotFound("The requested URL was not found on the server.")
     # The text format by default; OpenMetrics when the scraper asks for it.
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encode(metrics.registry()), content_type=content_type)
+
+
+def _may_read_metrics(token: str | None) -> bool:
+    """With a token, whoever presents it; without one, clients on loopback only.
+
+    The client's address as the sessions see it: behind trusted proxies, the
+    address they forwarded.
+    """
+    if token is not None:
+        presented = request.headers.get("Authorization", "")
+        return hmac.compare_digest(presented.encode(), f"Bearer {token}".encode())
+    address = devices.client_ip(request)
+    return address is not None and ipaddress.ip_address(address).is_loopback
 
 
 @metrics_view.after_app_request

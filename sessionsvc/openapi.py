@@ -387,13 +387,15 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "metrics": {
         "tags": ["service"],
         "summary": "Prometheus metrics (text exposition format)",
-        "description": "Served unless `SESSIONSVC_METRICS` is off; then 404 (`not_found`).",
+        "description": "Served unless `SESSIONSVC_METRICS` is off, and only to clients on "
+        "loopback, or to any client that sends `Authorization: Bearer <SESSIONSVC_METRICS_TOKEN>` "
+        "when that is set; otherwise 404 (`not_found`).",
         "produces": ["text/plain"],
         "responses": {
             "200": {
                 "description": "Prometheus text format; OpenMetrics when `Accept` asks for it."
             },
-            "404": _problem("Metrics are switched off (`not_found`)."),
+            "404": _problem("Metrics are off, or not for this client (`not_found`)."),
         },
     },
     "account_page": {

@@ -46,6 +46,7 @@ KEYS: tuple[Key, ...] = (
     Key("SESSIONSVC_REVOKE_ON_ANOMALY", False, "boolean"),
     Key("SESSIONSVC_LOGIN_RATE_LIMIT", "10/minute", "text"),
     Key("SESSIONSVC_METRICS", True, "boolean"),
+    Key("SESSIONSVC_METRICS_TOKEN", None, "text"),
     Key("SESSIONSVC_EVENTS_MAX", 1000, "integer"),
     Key("SESSIONSVC_STORE_TIMEOUT", 0.5, "number"),
 )
@@ -92,6 +93,14 @@ def _optional_str(key: str, value: Any) -> str | None:
     return value
 
 
+def _secret(key: str, value: Any, *, minimum: int) -> str | None:
+    text = _optional_str(key, value)
+    if text is not None and (len(text) < minimum or not text.isascii() or not text.isprintable()):
+        # Never echo the value: it is a secret.
+        raise ConfigError(f"{key} must be at least {minimum} printable ASCII characters")
+    return text
+
+
 def _rate_limit(key: str, value: Any) -> str | None:
     text = _optional_str(key, value)
     if text is not None:
@@ -129,6 +138,9 @@ class Settings:
     login_rate_limit: str | None
     #: Serve Prometheus metrics at ``/metrics`` (standalone service).
     metrics: bool
+    #: The bearer token that opens ``/metrics`` to any address; ``None``:
+    #: only to clients on loopback.
+    metrics_token: str | None
     #: Security events kept per user (older ones are trimmed).
     events_max: int
     #: Seconds to wait for the store before answering 503.
@@ -192,6 +204,9 @@ class Settings:
                 "SESSIONSVC_LOGIN_RATE_LIMIT", get("SESSIONSVC_LOGIN_RATE_LIMIT")
             ),
             metrics=_bool("SESSIONSVC_METRICS", get("SESSIONSVC_METRICS")),
+            metrics_token=_secret(
+                "SESSIONSVC_METRICS_TOKEN", get("SESSIONSVC_METRICS_TOKEN"), minimum=16
+            ),
             events_max=_int("SESSIONSVC_EVENTS_MAX", get("SESSIONSVC_EVENTS_MAX"), minimum=1),
             store_timeout=float(timeout),
             access_expires=access,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from sessionsvc import create_app
+from sessionsvc import ConfigError, create_app
 from tests.backends import AppFactory, Backend, host_app
 from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem
 from tests.servers import free_port
@@ -132,3 +133,43 @@ def test_a_host_app_mounting_the_extension_has_no_metrics_route(backend: Backend
     assert isinstance(app, Flask)
     assert not any(rule.rule == "/metrics" for rule in app.url_map.iter_rules())
     assert app.test_client().get("/metrics").status_code == 404
+
+
+REMOTE = {"REMOTE_ADDR": "203.0.113.7"}
+TOKEN = "scrape-me-with-this-0123456789"
+
+
+def test_metrics_are_served_to_loopback_only_by_default(client: FlaskClient) -> None:
+    assert client.get("/metrics").status_code == 200  # the test client is 127.0.0.1
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+    assert_problem(client.get("/metrics", environ_base=REMOTE), 404, "not_found")
+    assert_problem(
+        client.get("/metrics", environ_base={"REMOTE_ADDR": "10.0.0.8"}), 404, "not_found"
+    )
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_decides(make_app: AppFactory) -> None:
+    client = make_app(SESSIONSVC_TRUSTED_PROXIES=1).test_client()
+    forwarded = {"X-Forwarded-For": "198.51.100.9"}
+    assert_problem(client.get("/metrics", headers=forwarded), 404, "not_found")
+    local = {"X-Forwarded-For": "127.0.0.1"}
+    assert client.get("/metrics", headers=local, environ_base=REMOTE).status_code == 200
+
+
+def test_a_metrics_token_opens_them_to_any_address_that_presents_it(
+    make_app: AppFactory,
+) -> None:
+    client = make_app(SESSIONSVC_METRICS_TOKEN=TOKEN).test_client()
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/metrics", headers=right, environ_base=REMOTE).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+    for headers in ({}, {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": TOKEN}):
+        # With a token, loopback needs it too.
+        assert_problem(client.get("/metrics", headers=headers), 404, "not_found")
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 15, "é" * 20, "tab\there-0123456789"])
+def test_a_weak_metrics_token_stops_the_start_naming_the_key(token: str) -> None:
+    with pytest.raises(ConfigError, match="SESSIONSVC_METRICS_TOKEN") as raised:
+        create_app({"JWT_SECRET_KEY": JWT_KEY, "SESSIONSVC_METRICS_TOKEN": token})
+    assert token not in str(raised.value)
