@@ -23,21 +23,36 @@ import shutil
 import tempfile
 from typing import Any
 
-# Sync workers: a request spends its time in one Redis round trip and a JWT
-# decode, both short; one request per worker at a time keeps each worker's
-# connection pool at one connection. Scale with WEB_CONCURRENCY (about two
-# per core). The store's Redis client is made lazily in each worker after
-# the fork (SessionStore.client checks the pid), so no connection is shared
-# across processes, with or without --preload.
+# Threaded workers (gunicorn's gthread, see sessionsvc.serving.Worker): a
+# request spends its time in one Redis round trip and a JWT decode, both
+# short, so threads cost little; what they buy is that a client sending its
+# request slowly holds one thread, not a whole worker. With sync workers two
+# such clients stopped the service. A request gets 10 s for its headers and
+# 30 s for its body (408 / 400 after that), and each worker has THREADS
+# threads, so slow clients delay nobody until they hold THREADS threads in
+# one worker. A proxy in front must still buffer requests (README,
+# "Operations"). Scale with WEB_CONCURRENCY (about two per core). The
+# store's Redis client is made lazily in each worker after the fork
+# (SessionStore.client checks the pid), so no connection is shared across
+# processes, with or without --preload; a worker's pool holds at most one
+# connection per thread.
 bind = os.environ.get("SESSIONSVC_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "sync"
+worker_class = "sessionsvc.serving.Worker"
+threads = int(os.environ.get("SESSIONSVC_THREADS", "16"))
 # A request waits at most SESSIONSVC_STORE_TIMEOUT (0.5 s) for Redis: 30 s
 # only catches a stuck worker.
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
+# gunicorn's request-line and header limits are kept (4094 bytes, 100
+# headers of 8190 bytes); what it refuses is answered as a problem document.
+# Access-log lines and gunicorn's own are JSON (sessionsvc.serving.Logger).
 accesslog = "-"
+logger_class = "sessionsvc.serving.Logger"
+# No control socket: gunicorn's default is one per user (~/.gunicorn/
+# gunicorn.ctl), which two services on one host would share.
+control_socket_disable = True
 
 
 #: The metrics directory this master made, to remove on exit.

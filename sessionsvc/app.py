@@ -6,6 +6,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sessionsvc")
 
 health = Blueprint("sessionsvc_health", __name__)
+
+#: Where a request's id and route pattern wait in the WSGI environ for the
+#: access log (:class:`sessionsvc.serving.Logger`).
+REQUEST_ID, ROUTE = "sessionsvc.request_id", "sessionsvc.route"
+#: A request id a client (or the proxy in front) may choose: short, plain.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @health.get("/healthz")
@@ -154,7 +161,26 @@ def create_app(
     app.register_blueprint(account.blueprint)
     Swagger(app, template=openapi.TEMPLATE, config=openapi.SWAGGER_CONFIG)
     app.after_request(_protect_docs)
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
     return app
+
+
+def _start_request() -> None:
+    """Give the request an id: the ``X-Request-Id`` it came with, if plain, or a new one."""
+    environ = request.environ
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    environ[REQUEST_ID] = given if _REQUEST_ID_RE.fullmatch(given) else secrets.token_hex(8)
+
+
+def _finish_request(response: Response) -> Response:
+    environ = request.environ
+    rule = request.url_rule
+    environ[ROUTE] = rule.rule if rule is not None else None
+    request_id = environ.get(REQUEST_ID)
+    if request_id:  # not set when an earlier before_request refused the request
+        response.headers["X-Request-Id"] = request_id
+    return response
 
 
 #: flasgger's HTML pages: Swagger UI at /docs, and its OAuth redirect page.

@@ -390,7 +390,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "description": "Served unless `SESSIONSVC_METRICS` is off, and only to clients on "
         "loopback, or to any client that sends `Authorization: Bearer <SESSIONSVC_METRICS_TOKEN>` "
         "when that is set; otherwise 404 (`not_found`).",
-        "produces": ["text/plain"],
+        "produces": ["text/plain", "application/problem+json"],
         "responses": {
             "200": {
                 "description": "Prometheus text format; OpenMetrics when `Accept` asks for it."

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import secrets
 import signal
 import socket
@@ -370,8 +370,14 @@ def half_a_request(port: int) -> socket.socket:
     return sock
 
 
-#: An access-log line of a login, with the answering worker's pid.
-ANSWERED = r"<(\d+)> /api/v1/auth/login (?:401|429)"
+def answering_workers(output: str) -> list[int]:
+    """The pid of the worker that answered each login, from the JSON access lines."""
+    lines = [json.loads(line) for line in output.splitlines()]
+    return [
+        line["pid"]
+        for line in lines
+        if line.get("logger") == "access" and line["path"] == LOGIN and line["status"] in (401, 429)
+    ]
 
 
 @pytest.mark.slow
@@ -382,9 +388,10 @@ def test_two_gunicorn_workers_share_the_counters(redis_url: str) -> None:
         SESSIONSVC_KEY_PREFIX=prefix,
         JWT_SECRET_KEY=JWT_KEY,
         SESSIONSVC_LOGIN_RATE_LIMIT="4/minute",
-        # The app is built once in the master, before the workers fork; the
-        # access log names the worker that answered.
-        GUNICORN_CMD_ARGS="--preload --access-logformat '%(p)s %(U)s %(s)s'",
+        # The app is built once in the master, before the workers fork. Sync
+        # workers (one request at a time), so that a half-sent request holds
+        # one worker and the other answers; the access log names the worker.
+        GUNICORN_CMD_ARGS="--preload --worker-class sync --threads 1",
     )
     service = Gunicorn(env, workers=2).start()
     url = f"{service.base}{LOGIN}"
@@ -403,14 +410,14 @@ def test_two_gunicorn_workers_share_the_counters(redis_url: str) -> None:
         second.close()
         # Each worker writes its access-log line after answering: wait for all five.
         deadline = time.monotonic() + 10
-        while len(re.findall(ANSWERED, service.output())) < 5 and time.monotonic() < deadline:
+        while len(answering_workers(service.output())) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
         output = service.output()
     finally:
         service.stop()
     try:
         assert statuses == [401, 401, 401, 401, 429]
-        workers = re.findall(ANSWERED, output)
+        workers = answering_workers(output)
         assert len(workers) == 5
         assert len(set(workers[:2])) == 1
         assert len(set(workers)) == 2, output  # both workers counted into one counter
