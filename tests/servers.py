@@ -117,10 +117,13 @@ def service_env(**values: str) -> dict[str, str]:
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app``, as ``make run`` starts it."""
 
-    def __init__(self, env: dict[str, str], *, port: int | None = None, workers: int = 4) -> None:
+    def __init__(
+        self, env: dict[str, str], *, port: int | None = None, workers: int | None = 4
+    ) -> None:
         self.port = port or free_port()
         self.env = {**env, "SESSIONSVC_BIND": f"127.0.0.1:{self.port}"}
-        self.env["WEB_CONCURRENCY"] = str(workers)
+        if workers is not None:  # None: the shipped default
+            self.env["WEB_CONCURRENCY"] = str(workers)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
 

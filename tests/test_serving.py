@@ -1,0 +1,357 @@
+"""The standalone service as shipped: gunicorn with gunicorn.conf.py, over real sockets.
+
+One test (or one table) per serving rule: slow clients, what gunicorn
+refuses, uncached token answers, JSON access lines that no client byte can
+break, only our Swagger UI, the Bearer scheme in any case, /metrics only for
+whom it is meant, and no shared control socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from werkzeug.security import generate_password_hash
+
+from sessionsvc.models import User
+from sessionsvc.serving import HEAD_TIMEOUT
+from sessionsvc.store import SessionStore
+from tests.backends import delete_prefix
+from tests.clients import CHROME, FAST_HASH, JWT_KEY, http
+from tests.servers import Gunicorn, service_env
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery staple"
+METRICS_TOKEN = "scrape-" + secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="module")
+def shipped(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """The service as ``make run`` starts it (default worker count), on the real
+    Redis under a key prefix of its own, with user alice; HOME is a fresh folder."""
+    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    SessionStore(lambda: client, prefix=prefix).create_user(
+        User("alice", generate_password_hash(PASSWORD, method=FAST_HASH))
+    )
+    home = tmp_path_factory.mktemp("home")
+    env = service_env(
+        SESSIONSVC_REDIS_URL=redis_url,
+        SESSIONSVC_KEY_PREFIX=prefix,
+        SESSIONSVC_LOGIN_RATE_LIMIT="",
+        JWT_SECRET_KEY=JWT_KEY,
+        HOME=str(home),
+    )
+    service = Gunicorn(env, workers=None).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        delete_prefix(client, prefix)
+        client.close()
+
+
+def raw(port: int, data: bytes, *, timeout: float = 10) -> bytes:
+    """Send bytes as they are; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def parse(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def login(base: str) -> dict[str, Any]:
+    status, tokens = http(
+        "POST",
+        f"{base}/api/v1/auth/login",
+        body={"username": "alice", "password": PASSWORD},
+        user_agent=CHROME,
+    )
+    assert status == 200, tokens
+    return tokens
+
+
+def get_healthz(port: int) -> float:
+    started = time.perf_counter()
+    status, _, _ = parse(
+        raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    )
+    assert status == 200
+    return time.perf_counter() - started
+
+
+# -- 1. slow clients -------------------------------------------------------------
+
+
+def test_eight_slow_clients_delay_nobody_and_are_cut_off(shipped: Gunicorn) -> None:
+    stop = threading.Event()
+    answers: list[bytes] = []
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200
+
+    def slow() -> None:
+        with socket.create_connection(("127.0.0.1", shipped.port), timeout=30) as sock:
+            for byte in head:
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    break  # cut off
+                if stop.wait(1.0):
+                    return
+            answers.append(sock.recv(65536))
+
+    clients = [threading.Thread(target=slow, daemon=True) for _ in range(8)]
+    started = time.monotonic()
+    for client in clients:
+        client.start()
+    time.sleep(1.5)  # all eight are sending
+    delays = []
+    while time.monotonic() - started < HEAD_TIMEOUT - 2:
+        delays.append(get_healthz(shipped.port))
+        time.sleep(0.2)
+    assert len(delays) > 20
+    assert max(delays) < 1.0, delays
+    # Past the deadline for their headers, each is answered 408 and closed.
+    for client in clients:
+        client.join(HEAD_TIMEOUT + 10)
+    stop.set()
+    assert len(answers) == 8
+    for answer in answers:
+        status, headers, body = parse(answer)
+        assert status == 408
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["code"] == "request_timeout"
+    assert time.monotonic() - started < HEAD_TIMEOUT + 5
+
+
+# -- 2. what gunicorn refuses is a problem document too -------------------------------
+
+REFUSED = {
+    "header too large": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    "request line too long": (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "control byte in a header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n", 400),
+    "Content-Length with Transfer-Encoding": (
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "too many headers": (
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+        + b"\r\n",
+        431,
+    ),
+    "not HTTP at all": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+    "bad method": (b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "space before the colon": (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_what_gunicorn_refuses_is_a_problem_document(shipped: Gunicorn, case: str) -> None:
+    request, expected = REFUSED[case]
+    status, headers, body = parse(raw(shipped.port, request))
+    assert status == expected
+    assert headers["content-type"] == "application/problem+json"
+    assert int(headers["content-length"]) == len(body)
+    problem = json.loads(body)
+    assert problem["status"] == expected
+    assert (
+        problem["code"]
+        in {
+            400: ("invalid_request",),
+            414: ("request_uri_too_long",),
+            431: ("request_header_fields_too_large",),
+        }[expected]
+    )
+    assert b"<html" not in body.lower()
+    # The service is still there.
+    assert get_healthz(shipped.port) < 1.0
+
+
+# -- 3. token answers are not cached -------------------------------------------------
+
+
+def test_token_and_session_answers_say_no_store(shipped: Gunicorn) -> None:
+    tokens = login(shipped.base)
+    request = (
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\nContent-Length: {n}\r\n\r\n{body}"
+    )
+    body = json.dumps({"username": "alice", "password": PASSWORD})
+    status, headers, _ = parse(raw(shipped.port, request.format(n=len(body), body=body).encode()))
+    assert (status, headers["cache-control"]) == (200, "no-store")
+    listing = (
+        "GET /api/v1/sessions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: Bearer {tokens['access_token']}\r\nUser-Agent: {CHROME}\r\n\r\n"
+    )
+    status, headers, _ = parse(raw(shipped.port, listing.encode()))
+    assert (status, headers["cache-control"]) == (200, "no-store")
+
+
+# -- 4. access lines are JSON, and no client byte breaks them -----------------------------
+
+
+def test_access_lines_are_json_and_client_bytes_cannot_forge_or_color_them(
+    shipped: Gunicorn,
+) -> None:
+    marker = secrets.token_hex(6)
+    user = f'{marker}\n{{"forged": true}}\x1b[31mred\r\x00'
+    basic = base64.b64encode(f"{user}:pw".encode()).decode()
+    request = (
+        f"GET /healthz/%0a%1b%5b31m%e2%80%a8{marker}?q=%0a HTTP/1.1\r\n"
+        "Host: x\r\nConnection: close\r\n"
+        f"Authorization: Basic {basic}\r\nX-Request-Id: {marker}\r\n"
+        f"User-Agent: {marker}\u00e9\u2028\r\n\r\n"
+    )
+    status, headers, _ = parse(raw(shipped.port, request.encode("utf-8")))
+    assert status == 404
+    assert headers["x-request-id"] == marker
+    deadline = time.monotonic() + 10
+    while marker not in shipped.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    output = shipped.output()
+    for byte in ("\x1b", "\x00", "\r", "\u2028", "\u0085"):
+        assert byte not in output, repr(byte)
+    lines = output.splitlines()
+    records = [json.loads(line) for line in lines]  # every line, the service's and gunicorn's
+    assert all(isinstance(record, dict) for record in records)
+    [access] = [r for r in records if r.get("request_id") == marker]
+    assert access["logger"] == "access"
+    assert access["method"] == "GET"
+    assert access["status"] == 404
+    assert access["route"] is None  # matched no route: the path is logged instead
+    assert access["path"] == f"/healthz/\n\x1b[31m\u2028{marker}"  # JSON-escaped on the line
+    assert access["client"] == "127.0.0.1"
+    assert isinstance(access["duration_ms"], float) and access["bytes"] > 0
+    assert not any("forged" in record for record in records)
+    login(shipped.base)
+    routed = [json.loads(line) for line in shipped.output().splitlines()]
+    assert any(r.get("route") == "/api/v1/auth/login" and r["status"] == 200 for r in routed)
+
+
+def test_a_refused_request_is_logged_as_json_without_what_it_sent(shipped: Gunicorn) -> None:
+    marker = secrets.token_hex(6)
+    status, _, _ = parse(
+        raw(shipped.port, f"GET / HTTP/1.1\r\nHost: x\r\nX-{marker}: \x1b[31m\x01\r\n\r\n".encode())
+    )
+    assert status == 400
+    time.sleep(0.5)
+    output = shipped.output()
+    assert marker not in output and "\x1b" not in output
+    assert all(isinstance(json.loads(line), dict) for line in output.splitlines())
+
+
+# -- 5. only our Swagger UI, and /docs protected ---------------------------------------
+
+
+def test_only_the_shipped_swagger_ui_is_served(shipped: Gunicorn) -> None:
+    for path in ("/flasgger_static/swagger-ui-bundle.js", "/flasgger_static/lib/jquery.min.js"):
+        status, body = http("GET", shipped.base + path)
+        assert (status, body["code"]) == (404, "not_found")
+    status, headers, page = parse(
+        raw(shipped.port, b"GET /docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    )
+    assert status == 200
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+    assert b"/docs/assets/swagger-ui/swagger-ui-bundle.js" in page
+
+
+# -- 6. the Bearer scheme in any case ----------------------------------------------------
+
+
+def test_bearer_in_lower_case_is_accepted(shipped: Gunicorn) -> None:
+    tokens = login(shipped.base)
+    request = (
+        "GET /api/v1/sessions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: bearer {tokens['access_token']}\r\nUser-Agent: {CHROME}\r\n\r\n"
+    )
+    status, _, body = parse(raw(shipped.port, request.encode()))
+    assert status == 200
+    assert tokens["session_id"] in {s["id"] for s in json.loads(body)["sessions"]}
+
+
+# -- 7. /metrics only for whom it is meant ---------------------------------------------
+
+
+@pytest.fixture
+def behind_a_proxy(redis_url: str) -> Iterator[Gunicorn]:
+    """The service behind one trusted proxy, with a metrics token."""
+    env = service_env(
+        SESSIONSVC_REDIS_URL=redis_url,
+        SESSIONSVC_KEY_PREFIX=f"sessionsvc-test-{secrets.token_hex(6)}",
+        SESSIONSVC_TRUSTED_PROXIES="1",
+        JWT_SECRET_KEY=JWT_KEY,
+    )
+    service = Gunicorn(env, workers=1).start()
+    yield service
+    service.stop()
+
+
+def metrics_status(port: int, *headers: str) -> int:
+    head = "".join(f"{header}\r\n" for header in headers)
+    request = f"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{head}\r\n"
+    return parse(raw(port, request.encode()))[0]
+
+
+def test_metrics_are_for_loopback_or_a_token(shipped: Gunicorn, behind_a_proxy: Gunicorn) -> None:
+    assert metrics_status(shipped.port) == 200  # we are on loopback
+    # Behind a trusted proxy, the forwarded client decides.
+    assert metrics_status(behind_a_proxy.port, "X-Forwarded-For: 203.0.113.9") == 404
+    assert metrics_status(behind_a_proxy.port, "X-Forwarded-For: 127.0.0.1") == 200
+
+
+def test_a_metrics_token_opens_them_to_other_addresses(redis_url: str) -> None:
+    env = service_env(
+        SESSIONSVC_REDIS_URL=redis_url,
+        SESSIONSVC_KEY_PREFIX=f"sessionsvc-test-{secrets.token_hex(6)}",
+        SESSIONSVC_TRUSTED_PROXIES="1",
+        SESSIONSVC_METRICS_TOKEN=METRICS_TOKEN,
+        JWT_SECRET_KEY=JWT_KEY,
+    )
+    service = Gunicorn(env, workers=1).start()
+    try:
+        remote = "X-Forwarded-For: 203.0.113.9"
+        assert metrics_status(service.port, remote) == 404
+        assert metrics_status(service.port, remote, "Authorization: Bearer wrong-token") == 404
+        assert metrics_status(service.port, remote, f"Authorization: Bearer {METRICS_TOKEN}") == 200
+        assert METRICS_TOKEN not in service.output()
+    finally:
+        service.stop()
+
+
+# -- 8. no control socket shared between services ------------------------------------------
+
+
+def test_two_services_on_one_host_share_no_control_socket(
+    shipped: Gunicorn, redis_url: str
+) -> None:
+    home = Path(shipped.env["HOME"])
+    second = Gunicorn({**shipped.env}, workers=1).start()
+    try:
+        assert get_healthz(second.port) < 1.0
+        assert get_healthz(shipped.port) < 1.0
+        # gunicorn's default would be ~/.gunicorn/gunicorn.ctl for both.
+        assert not (home / ".gunicorn").exists()
+        assert "control" not in (shipped.output() + second.output()).lower()
+    finally:
+        second.stop()
