@@ -30,9 +30,11 @@ test: $(VENV)/.dev
 screenshots: $(VENV)/.dev
 	CI=true SESSIONSVC_TEST_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
-## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/.
+## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/;
+## then the shipped gunicorn.conf.py against slow clients and plain sync workers.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.serving
 
 ## Time the check and list paths for real with pytest-benchmark.
 bench-micro: $(VENV)/.dev

@@ -1,0 +1,197 @@
+"""The shipped gunicorn.conf.py against slow clients, and what it costs in throughput.
+
+``python -m bench.serving`` (part of ``make bench``) starts its own
+redis-server and serves the standalone service with ``gunicorn -c
+gunicorn.conf.py wsgi:app`` twice: as shipped, and with plain sync workers
+(``-k sync``, the configuration before the threaded worker). For each it
+measures
+
+1. how long ``GET /healthz`` takes while N clients send their request
+   headers a byte a second (slowloris), sampled every 0.25 s;
+2. the throughput of an authenticated ``GET /api/v1/sessions`` under
+   ``wrk -c8``, in alternating pairs (the ratio is only meaningful side by
+   side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+from werkzeug.security import generate_password_hash
+
+from bench.__main__ import ensure_wrk, wrk
+from bench.commands import CHROME, free_port, redis_server
+from sessionsvc.models import User
+from sessionsvc.store import SessionStore
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = {"shipped": [], "sync": ["--worker-class", "sync", "--threads", "1"]}
+PASSWORD = "bench-" + secrets.token_urlsafe(12)
+
+
+@contextmanager
+def service(redis_url: str, extra: list[str]) -> Iterator[tuple[str, int]]:
+    """``gunicorn -c gunicorn.conf.py wsgi:app`` (plus ``extra``) on a free port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SESSIONSVC_REDIS_URL": redis_url,
+        "SESSIONSVC_KEY_PREFIX": "bench-serving",
+        "SESSIONSVC_BIND": f"127.0.0.1:{port}",
+        "SESSIONSVC_LOGIN_RATE_LIMIT": "",
+        "JWT_SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
+    }
+    env.pop("WEB_CONCURRENCY", None)  # the shipped default worker count
+    log = tempfile.NamedTemporaryFile(prefix="bench-serving-", suffix=".log", delete=False)
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *extra]
+    command += ["--access-logfile", "/dev/null", "wsgi:app"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while get("127.0.0.1", port, "/healthz", timeout=1) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit("gunicorn did not start:\n" + Path(log.name).read_text())
+            time.sleep(0.1)
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+        os.unlink(log.name)
+
+
+def get(host: str, port: int, path: str, *, timeout: float) -> float | None:
+    """Seconds one GET took, or None when it failed or took longer than ``timeout``."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return time.perf_counter() - started if response.status == 200 else None
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def slow_client(host: str, port: int, stop: threading.Event) -> None:
+    """Send a request's headers a byte a second until told to stop."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 4000
+    try:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            for byte in head:
+                if stop.wait(1.0):
+                    return
+                sock.sendall(bytes([byte]))
+    except OSError:
+        return  # cut off by the server: the point of the exercise
+
+
+def under_slow_clients(host: str, port: int, clients: int, seconds: float) -> dict[str, Any]:
+    """GET /healthz every 0.25 s while ``clients`` slow clients hold connections."""
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=slow_client, args=(host, port, stop), daemon=True)
+        for _ in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)  # every slow client is connected and sending
+    times: list[float | None] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        times.append(get(host, port, "/healthz", timeout=10))
+        time.sleep(0.25)
+    stop.set()
+    done = [t for t in times if t is not None]
+    return {
+        "samples": len(times),
+        "failed": len(times) - len(done),
+        "median_ms": round(statistics.median(done) * 1000, 1) if done else None,
+        "max_ms": round(max(done) * 1000, 1) if done else None,
+    }
+
+
+def token(host: str, port: int) -> str:
+    connection = http.client.HTTPConnection(host, port, timeout=5)
+    body = f'{{"username": "bench", "password": "{PASSWORD}"}}'
+    connection.request(
+        "POST",
+        "/api/v1/auth/login",
+        body=body,
+        headers={"Content-Type": "application/json", "User-Agent": CHROME},
+    )
+    response = connection.getresponse()
+    access: str = json.loads(response.read())["access_token"]
+    connection.close()
+    return access
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__)
+    parser.add_argument("--slow", type=int, default=8, help="slow clients")
+    parser.add_argument("--seconds", type=float, default=5, help="seconds per measurement")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating throughput pairs")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    args = parser.parse_args(argv)
+    wrk_bin = ensure_wrk()
+    results: dict[str, dict[str, Any]] = {name: {"rps": []} for name in CONFIGS}
+    with redis_server() as url:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        SessionStore(lambda: client, prefix="bench-serving").create_user(
+            User("bench", generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000"))
+        )
+        for name, extra in CONFIGS.items():
+            print(f"{name}: /healthz under {args.slow} slow clients", flush=True)
+            with service(url, extra) as (host, port):
+                results[name]["slow"] = under_slow_clients(host, port, args.slow, args.seconds)
+        for pair in range(args.pairs):
+            for name, extra in CONFIGS.items():
+                with service(url, extra) as (host, port):
+                    summary = wrk(
+                        wrk_bin,
+                        f"http://{host}:{port}/api/v1/sessions",
+                        token(host, port),
+                        args.seconds,
+                        connections=args.connections,
+                    )
+                    results[name]["rps"].append(round(summary["rps"]))
+            print(f"throughput pair {pair + 1}/{args.pairs} done", flush=True)
+    print()
+    print(
+        f"{'configuration':<14} {f'healthz under {args.slow} slow clients':<44} "
+        f"GET /api/v1/sessions, req/s (wrk -c{args.connections})"
+    )
+    for name, figures in results.items():
+        slow = figures["slow"]
+        shown = (
+            f"median {slow['median_ms']} ms, max {slow['max_ms']} ms, "
+            f"{slow['failed']}/{slow['samples']} failed"
+        )
+        print(
+            f"{name:<14} {shown:<44} {figures['rps']} (median {statistics.median(figures['rps'])})"
+        )
+    ratios = [s / b for s, b in zip(results["shipped"]["rps"], results["sync"]["rps"], strict=True)]
+    print(f"\nshipped / sync throughput, by pair: {[round(r, 3) for r in ratios]}")
+    print(f"median ratio: {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
