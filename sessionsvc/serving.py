@@ -28,6 +28,7 @@ from typing import Any
 
 from gunicorn import glogging, util
 from gunicorn.http import errors as http_errors
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 from werkzeug import exceptions as http
 
@@ -89,6 +90,11 @@ class Worker(ThreadWorker):
     """gunicorn's ``gthread`` worker with read deadlines and problem-document refusals."""
 
     def handle(self, conn: Any) -> Any:
+        if not conn.initialized and not conn.wait_for_data(0):
+            # A new connection that has sent nothing yet waits in the poller,
+            # holding no thread (gthread would hold one for 5 s), and is
+            # closed after the keep-alive timeout if it stays silent.
+            return gthread._DEFER  # gthread's own "back to the poller" answer
         # Each call reads one request head (a new or a kept-alive connection).
         if not self.cfg.is_ssl:  # TLS ends at the proxy; the wrapper is for plain sockets
             if not isinstance(conn.sock, _TimedSocket):

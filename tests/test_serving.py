@@ -141,6 +141,22 @@ def test_eight_slow_clients_delay_nobody_and_are_cut_off(shipped: Gunicorn) -> N
     assert time.monotonic() - started < HEAD_TIMEOUT + 5
 
 
+def test_forty_silent_connections_hold_no_thread_and_are_closed(shipped: Gunicorn) -> None:
+    # More than both workers' threads together (2 x 16).
+    silent = [socket.create_connection(("127.0.0.1", shipped.port)) for _ in range(40)]
+    try:
+        time.sleep(0.5)
+        delays = [get_healthz(shipped.port) for _ in range(10)]
+        assert max(delays) < 1.0, delays
+        # The keep-alive timeout (5 s) closes them, answered with nothing.
+        for sock in silent:
+            sock.settimeout(10)
+            assert sock.recv(1) == b""
+    finally:
+        for sock in silent:
+            sock.close()
+
+
 # -- 2. what gunicorn refuses is a problem document too -------------------------------
 
 REFUSED = {
