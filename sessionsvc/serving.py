@@ -48,10 +48,11 @@ class HeadTimeout(http_errors.ParseException):
 class _TimedSocket:
     """A connection's socket whose reads end at a deadline.
 
-    Reading the head past :attr:`head_deadline` raises :class:`HeadTimeout`
-    (answered 408 by :meth:`Worker.handle_error`); reading the body past its
-    deadline raises ``TimeoutError``, which the app takes as a client gone
-    (400). Everything else is the socket's own.
+    The worker starts a deadline for each request's head and then for its
+    body. Reading the head past it raises :class:`HeadTimeout` (answered 408
+    by :meth:`Worker.handle_error`); reading the body past it raises
+    ``TimeoutError``, which the app takes as a client gone (400). Everything
+    else is the socket's own.
     """
 
     def __init__(self, sock: socket.socket) -> None:
