@@ -31,10 +31,11 @@ screenshots: $(VENV)/.dev
 	CI=true SESSIONSVC_TEST_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
 ## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/;
-## then the shipped gunicorn.conf.py against slow clients and plain sync workers.
+## then the shipped gunicorn.conf.py against slow clients and sync workers, and logins per second.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.logins
 
 ## Time the check and list paths for real with pytest-benchmark.
 bench-micro: $(VENV)/.dev

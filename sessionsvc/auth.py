@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Request, Response, jsonify, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import openapi, payloads, tokens
+from . import openapi, passwords, payloads, tokens
 from .errors import InvalidCredentials, InvalidRequest
 from .models import User
 from .payloads import no_content
@@ -22,20 +21,17 @@ blueprint = Blueprint("sessionsvc_auth", __name__)
 blueprint.before_request(payloads.limit_body)
 blueprint.after_request(payloads.no_store)
 
-# Checked when the user does not exist, so that a login for an unknown name
-# takes as long as one with a wrong password.
-_DUMMY_HASH = generate_password_hash("sessionsvc: no such user")
-
-
-def hash_password(password: str) -> str:
-    """The stored form of a password (werkzeug's default, scrypt)."""
-    return generate_password_hash(password)
-
 
 def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
-    """A user record for the user store."""
+    """A user record for the user store.
+
+    :raises WeakPassword: the password breaks the policy.
+    """
+    passwords.check_policy(user_id, password)
     return User(
-        id=user_id, password_hash=hash_password(password), roles=("admin",) if admin else ()
+        id=user_id,
+        password_hash=passwords.hash_password(password),
+        roles=("admin",) if admin else (),
     )
 
 
@@ -62,10 +58,14 @@ def login() -> Response:
     manager = current_manager()
     user = manager.find_user(username) if username else None
     if user is None:
-        check_password_hash(_DUMMY_HASH, password)
+        passwords.waste_time(password)
         raise InvalidCredentials("Wrong username or password.")
-    if not check_password_hash(user.password_hash, password):
+    matches, upgraded = passwords.verify(user.password_hash, password)
+    if not matches:
         raise InvalidCredentials("Wrong username or password.")
+    if upgraded is not None:
+        # A hash of an older scheme: argon2id from now on (if no change came first).
+        manager.set_password_hash(user.id, upgraded, expected=user.password_hash)
     claims = {"roles": list(user.roles)} if user.roles else None
     return jsonify(manager.open(user.id, claims=claims).to_json())
 

@@ -11,7 +11,7 @@ import click
 from flask.cli import AppGroup
 
 from .auth import new_user
-from .errors import StoreUnavailable
+from .errors import StoreUnavailable, WeakPassword
 from .models import isotime
 from .state import current_manager
 
@@ -55,10 +55,12 @@ def create_user(username: str, admin: bool, password_stdin: bool) -> None:
             password = password[:-1]
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        _fail("the password must not be empty")
+    try:
+        user = new_user(username, password, admin=admin)
+    except WeakPassword as exc:
+        raise click.ClickException(exc.detail) from None
     with _store_errors():
-        created = current_manager().add_user(new_user(username, password, admin=admin))
+        created = current_manager().add_user(user)
     if not created:
         _fail(f"user {username!r} already exists")
     click.echo(f"created user {username!r}" + (" (admin)" if admin else ""))

@@ -61,6 +61,10 @@ class InvalidRequest(SessionsvcError):
     status, code, title = 400, "invalid_request", "Bad Request"
 
 
+class WeakPassword(SessionsvcError):
+    status, code, title = 400, "weak_password", "Bad Request"
+
+
 class PayloadTooLarge(SessionsvcError):
     status, code, title = 413, "payload_too_large", "Content Too Large"
 

@@ -383,6 +383,14 @@ class SessionManager:
         """Add a user to the built-in user store; ``False`` if the id is taken."""
         return current_state().store.create_user(user)
 
+    def set_password_hash(
+        self, user_id: str, new: str, *, expected: str, changed_at: int | None = None
+    ) -> bool:
+        """Replace a user's password hash if it is still ``expected`` (see the store)."""
+        return current_state().store.set_password_hash(
+            user_id, new, expected=expected, changed_at=changed_at
+        )
+
 
 def _actor() -> Actor | None:
     """The current request as the actor of a change, with its device."""

@@ -23,12 +23,11 @@ from typing import Any
 
 import pytest
 import redis
-from werkzeug.security import generate_password_hash
 
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore
 from tests.backends import delete_prefix
-from tests.clients import CHROME, FAST_HASH, IPHONE, JWT_KEY
+from tests.clients import CHROME, IPHONE, JWT_KEY, fast_hash
 from tests.servers import ROOT, Gunicorn
 from tests.servers import service_env as _service_env
 from tests.skips import cannot_run
@@ -78,9 +77,7 @@ def serve(redis_url: str, **settings: str) -> Iterator[str]:
     """The service under gunicorn on its own key prefix, with user alice."""
     prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    SessionStore(lambda: client, prefix=prefix).create_user(
-        User("alice", generate_password_hash(PASSWORD, method=FAST_HASH))
-    )
+    SessionStore(lambda: client, prefix=prefix).create_user(User("alice", fast_hash(PASSWORD)))
     env = _service_env(
         SESSIONSVC_REDIS_URL=redis_url,
         SESSIONSVC_KEY_PREFIX=prefix,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -22,26 +23,26 @@ def login_status(client: FlaskClient, username: str, password: str) -> int:
 
 
 def test_create_user_from_stdin_strips_one_newline(app: Flask, client: FlaskClient) -> None:
-    result = run(app, "create-user", "alice", "--password-stdin", input="s3cret\n")
+    result = run(app, "create-user", "alice", "--password-stdin", input="s3cret-horse\n")
     assert result.exit_code == 0, result.output
     assert "created user 'alice'" in result.output
-    assert login_status(client, "alice", "s3cret") == 200
-    assert login_status(client, "alice", "s3cret\n") == 401
+    assert login_status(client, "alice", "s3cret-horse") == 200
+    assert login_status(client, "alice", "s3cret-horse\n") == 401
 
-    result = run(app, "create-user", "bob", "--password-stdin", input="two\n\n")
+    result = run(app, "create-user", "bob", "--password-stdin", input="two-lines\n\n")
     assert result.exit_code == 0
-    assert login_status(client, "bob", "two\n") == 200
-    assert login_status(client, "bob", "two") == 401
+    assert login_status(client, "bob", "two-lines\n") == 200
+    assert login_status(client, "bob", "two-lines") == 401
 
 
 def test_create_user_prompts_with_confirmation(app: Flask, client: FlaskClient) -> None:
-    result = run(app, "create-user", "carol", input="pw-1\npw-1\n")
+    result = run(app, "create-user", "carol", input="pw-1-long\npw-1-long\n")
     assert result.exit_code == 0, result.output
-    assert login_status(client, "carol", "pw-1") == 200
+    assert login_status(client, "carol", "pw-1-long") == 200
 
 
 def test_create_admin_grants_the_role(app: Flask) -> None:
-    result = run(app, "create-user", "root", "--admin", "--password-stdin", input="pw\n")
+    result = run(app, "create-user", "root", "--admin", "--password-stdin", input="root-password\n")
     assert result.exit_code == 0
     assert "(admin)" in result.output
     with app.app_context():
@@ -51,20 +52,43 @@ def test_create_admin_grants_the_role(app: Flask) -> None:
 
 
 def test_create_existing_user_fails_and_keeps_the_password(app: Flask, client: FlaskClient) -> None:
-    run(app, "create-user", "alice", "--password-stdin", input="first\n")
-    result = run(app, "create-user", "alice", "--password-stdin", input="second\n")
+    run(app, "create-user", "alice", "--password-stdin", input="first-password\n")
+    result = run(app, "create-user", "alice", "--password-stdin", input="second-password\n")
     assert result.exit_code == 1
     assert "already exists" in result.output
-    assert login_status(client, "alice", "first") == 200
-    assert login_status(client, "alice", "second") == 401
+    assert login_status(client, "alice", "first-password") == 200
+    assert login_status(client, "alice", "second-password") == 401
 
 
-def test_empty_password_is_refused(app: Flask) -> None:
-    result = run(app, "create-user", "alice", "--password-stdin", input="\n")
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("", "at least 8 characters"),
+        ("seven77", "at least 8 characters"),
+        ("x" * 1025, "at most 1024 characters"),
+        ("alice-the-user", "not be the username"),
+    ],
+)
+def test_a_password_the_policy_refuses_creates_no_user(
+    app: Flask, password: str, rule: str
+) -> None:
+    result = run(app, "create-user", "alice-the-user", "--password-stdin", input=password + "\n")
     assert result.exit_code == 1
-    assert "must not be empty" in result.output
+    assert rule in result.output
+    assert len(result.output.strip().splitlines()) == 1
     with app.app_context():
-        assert current_manager().store.get_user("alice") is None
+        assert current_manager().store.get_user("alice-the-user") is None
+
+
+def test_created_users_get_argon2id_hashes_at_owasp_parameters(app: Flask) -> None:
+    assert (
+        run(app, "create-user", "alice", "--password-stdin", input="a long password\n").exit_code
+        == 0
+    )
+    with app.app_context():
+        user = current_manager().store.get_user("alice")
+    assert user is not None
+    assert user.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
 
 
 def test_list_revoke_and_revoke_all(app: Flask, auth: Auth) -> None:
@@ -99,7 +123,7 @@ def test_list_revoke_and_revoke_all(app: Flask, auth: Auth) -> None:
 
 
 def test_ids_starting_with_a_dash_are_arguments(app: Flask, auth: Auth) -> None:
-    run(app, "create-user", "-dash", "--password-stdin", input="pw\n")
+    run(app, "create-user", "-dash", "--password-stdin", input="dash-password\n")
     with app.app_context():
         assert current_manager().store.get_user("-dash") is not None
         pair = current_manager().open("-dash")

@@ -27,6 +27,7 @@ from sessionsvc import create_app, current_manager
 from sessionsvc.errors import StoreUnavailable
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore, client_factory_from_url, store_from_url, user_tag
+from sessionsvc.store.scripts import NAMES
 from tests.backends import AppFactory, Backend
 from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem
 from tests.servers import ClusterGroup, free_port
@@ -285,10 +286,10 @@ def test_load_scripts_caches_every_script_on_every_master(
     sent = record_commands(cluster_store, monkeypatch)
     cluster_store.load_scripts()
     scripts = [args[1] for args in sent]
-    assert [args[0].upper() for args in sent] == ["SCRIPT LOAD"] * 6
+    assert [args[0].upper() for args in sent] == ["SCRIPT LOAD"] * len(NAMES)
     assert all(cached_everywhere(redis_cluster, script) for script in scripts)
     for port in redis_cluster.ports:
-        assert redis_cluster.node(port).info("memory")["number_of_cached_scripts"] == 6
+        assert redis_cluster.node(port).info("memory")["number_of_cached_scripts"] == len(NAMES)
 
 
 # -- revocation across app instances ----------------------------------------------

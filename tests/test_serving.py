@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 import redis
-from werkzeug.security import generate_password_hash
 
 from sessionsvc.models import User
 from sessionsvc.serving import HEAD_TIMEOUT
 from sessionsvc.store import SessionStore
 from tests.backends import delete_prefix
-from tests.clients import CHROME, FAST_HASH, JWT_KEY, http
+from tests.clients import CHROME, JWT_KEY, fast_hash, http
 from tests.servers import Gunicorn, service_env
 
 pytestmark = pytest.mark.slow
@@ -41,9 +40,7 @@ def shipped(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     Redis under a key prefix of its own, with user alice; HOME is a fresh folder."""
     prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    SessionStore(lambda: client, prefix=prefix).create_user(
-        User("alice", generate_password_hash(PASSWORD, method=FAST_HASH))
-    )
+    SessionStore(lambda: client, prefix=prefix).create_user(User("alice", fast_hash(PASSWORD)))
     home = tmp_path_factory.mktemp("home")
     env = service_env(
         SESSIONSVC_REDIS_URL=redis_url,

@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 import redis
-from werkzeug.security import generate_password_hash
 
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore
 from tests.backends import delete_prefix
-from tests.clients import CHROME, FAST_HASH, IPHONE, JWT_KEY, http
+from tests.clients import CHROME, IPHONE, JWT_KEY, fast_hash, http
 from tests.servers import ROOT, Gunicorn, service_env
 
 pytestmark = pytest.mark.slow
@@ -72,9 +71,7 @@ def sign_in_twice_and_revoke(base: str) -> tuple[dict[str, Any], dict[str, Any]]
 def real_redis_service(redis_url: str) -> Iterator[tuple[Gunicorn, str]]:
     prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    SessionStore(lambda: client, prefix=prefix).create_user(
-        User("alice", generate_password_hash(PASSWORD, method=FAST_HASH))
-    )
+    SessionStore(lambda: client, prefix=prefix).create_user(User("alice", fast_hash(PASSWORD)))
     env = service_env(
         SESSIONSVC_REDIS_URL=redis_url, SESSIONSVC_KEY_PREFIX=prefix, JWT_SECRET_KEY=JWT_KEY
     )

@@ -424,6 +424,20 @@ class SessionStore:
             raw = self._hgetall(self.user_key(user_id))
         return user_from_hash(user_id, raw)
 
+    def set_password_hash(
+        self, user_id: str, new: str, *, expected: str, changed_at: int | None = None
+    ) -> bool:
+        """Replace a user's password hash if it is still ``expected``; atomic.
+
+        :param changed_at: when the password changed; ``None`` when the same
+            password is only stored anew (an older scheme upgraded).
+        :returns: ``False`` (nothing changed) when the user is gone or the
+            hash is no longer ``expected``.
+        """
+        args = [expected, new, "" if changed_at is None else changed_at]
+        with self._available():
+            return bool(self._run("set_password", [self.user_key(user_id)], args))
+
     def create_user(self, user: User) -> bool:
         """Add a user; ``False`` (and nothing changed) when the id is taken."""
         with self._available():

@@ -13,7 +13,7 @@ import re
 from importlib import resources
 
 #: The scripts the store runs, by name (``open`` is ``open.lua``).
-NAMES = ("open", "activity", "list", "revoke", "rename", "create_user")
+NAMES = ("open", "activity", "list", "revoke", "rename", "create_user", "set_password")
 
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
 
