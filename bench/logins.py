@@ -22,7 +22,7 @@ import redis
 from bench.__main__ import REPORT_LUA, ensure_wrk
 from bench.commands import redis_server
 from bench.serving import service
-from sessionsvc.auth import new_user
+from sessionsvc.accounts import new_user
 from sessionsvc.passwords import hash_password
 from sessionsvc.store import SessionStore
 

@@ -1,11 +1,12 @@
-"""The admin blueprint: any user's sessions, for tokens with the ``admin`` role."""
+"""The admin blueprints, for tokens with the ``admin`` role: any user's
+sessions, and (standalone service) the users of the user store."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import get_jwt
 
-from . import openapi, payloads, tokens
+from . import accounts, openapi, payloads, tokens
 from .errors import Forbidden, SessionNotFound
 from .payloads import no_content
 from .state import current_manager
@@ -16,8 +17,11 @@ URL_PREFIX = "/api/v1/admin"
 ADMIN_ROLE = "admin"
 
 blueprint = Blueprint("sessionsvc_admin", __name__)
-blueprint.before_request(payloads.limit_body)
-blueprint.after_request(payloads.no_store)
+#: The user store's users (the standalone service mounts it).
+users = Blueprint("sessionsvc_admin_users", __name__)
+for _admin in (blueprint, users):
+    _admin.before_request(payloads.limit_body)
+    _admin.after_request(payloads.no_store)
 
 
 def _require_admin() -> None:
@@ -50,4 +54,30 @@ def revoke_user_session(user_id: str, session_id: str) -> Response:
     _require_admin()
     if not current_manager().revoke(user_id, session_id, reason="admin"):
         raise SessionNotFound("No such session.")
+    return no_content()
+
+
+@users.get("/users/<user_id>")
+@tokens.token_required
+@openapi.spec("admin_get_user")
+def get_user(user_id: str) -> Response:
+    _require_admin()
+    return jsonify(accounts.get(user_id).to_json())
+
+
+@users.patch("/users/<user_id>")
+@tokens.token_required
+@openapi.spec("admin_update_user")
+def update_user(user_id: str) -> Response:
+    _require_admin()
+    disabled, roles = payloads.user_changes(payloads.json_object(request))
+    return jsonify(accounts.update(user_id, disabled=disabled, roles=roles).to_json())
+
+
+@users.delete("/users/<user_id>")
+@tokens.token_required
+@openapi.spec("admin_delete_user")
+def delete_user(user_id: str) -> Response:
+    _require_admin()
+    accounts.delete(user_id)
     return no_content()

@@ -61,6 +61,11 @@ def revoked(user_id: str, session_ids: list[str], reason: str, current: str | No
         session_revoked.send(app, user_id=user_id, session_id=session_id, reason=why)
 
 
+def password_changed(user_id: str, session_id: str | None, revoked: int) -> None:
+    """Report a password change (``password.changed``): a log line."""
+    _log("password.changed", user_id, session_id or "", None, {"revoked": revoked})
+
+
 def recorded(user_id: str, events: list[SecurityEvent]) -> None:
     """Report the events the store recorded on activity or a listing."""
     app = _sender()

@@ -6,9 +6,8 @@ from flask import Blueprint, Request, Response, jsonify, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from . import openapi, passwords, payloads, tokens
-from .errors import InvalidCredentials, InvalidRequest
-from .models import User
+from . import accounts, openapi, passwords, payloads, tokens
+from .errors import InvalidRequest, UserDisabled
 from .payloads import no_content
 from .state import current_manager
 
@@ -20,19 +19,6 @@ MAX_USERNAME = 256
 blueprint = Blueprint("sessionsvc_auth", __name__)
 blueprint.before_request(payloads.limit_body)
 blueprint.after_request(payloads.no_store)
-
-
-def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
-    """A user record for the user store.
-
-    :raises WeakPassword: the password breaks the policy.
-    """
-    passwords.check_policy(user_id, password)
-    return User(
-        id=user_id,
-        password_hash=passwords.hash_password(password),
-        roles=("admin",) if admin else (),
-    )
 
 
 def attempted_username(request: Request) -> str | None:
@@ -56,18 +42,15 @@ def login() -> Response:
     username = payloads.string_field(body, "username", max_length=MAX_USERNAME)
     password = payloads.string_field(body, "password", max_length=1024)
     manager = current_manager()
-    user = manager.find_user(username) if username else None
-    if user is None:
-        passwords.waste_time(password)
-        raise InvalidCredentials("Wrong username or password.")
-    matches, upgraded = passwords.verify(user.password_hash, password)
-    if not matches:
-        raise InvalidCredentials("Wrong username or password.")
+    user, upgraded = accounts.authenticate(username, password)
+    if user.disabled:
+        # Only with the right password: a wrong one discloses nothing.
+        raise UserDisabled("This user is disabled.")
     if upgraded is not None:
         # A hash of an older scheme: argon2id from now on (if no change came first).
         manager.set_password_hash(user.id, upgraded, expected=user.password_hash)
     claims = {"roles": list(user.roles)} if user.roles else None
-    return jsonify(manager.open(user.id, claims=claims).to_json())
+    return jsonify(manager.open(user.id, claims=claims, account=user.account).to_json())
 
 
 @blueprint.post("/refresh")
@@ -77,6 +60,17 @@ def refresh() -> Response:
     # atomically with the rotation: two refreshes with one token cannot both win.
     verify_jwt_in_request(refresh=True, skip_revocation_check=True)
     return jsonify(current_manager().rotate(get_jwt()).to_json())
+
+
+@blueprint.post("/password")
+@tokens.token_required
+@openapi.spec("change_password")
+def change_password() -> Response:
+    user_id, session_id = tokens.token_session(get_jwt())
+    body = payloads.json_object(request)
+    current = payloads.string_field(body, "current_password", max_length=passwords.MAX_LENGTH)
+    new = payloads.string_field(body, "new_password", max_length=passwords.MAX_LENGTH * 4)
+    return jsonify({"revoked": accounts.change_password(user_id, current, new, keep=session_id)})
 
 
 @blueprint.post("/logout")

@@ -12,9 +12,10 @@ import functools
 import ipaddress
 
 import user_agents
-from flask import Request
+from flask import Request, has_request_context, request
 
 from .models import Device, clip
+from .store import Actor
 
 #: Longest user agent we keep; longer ones are cut (they are never legitimate).
 MAX_USER_AGENT = 512
@@ -64,6 +65,15 @@ def user_agent_of(request: Request) -> str | None:
     if not value:
         return None
     return value[:MAX_USER_AGENT]
+
+
+def request_actor() -> Actor | None:
+    """The current request as the actor of a change, with its device; ``None``
+    outside a request (the CLI)."""
+    if not has_request_context():
+        return None
+    user_agent = user_agent_of(request)
+    return Actor(ip=client_ip(request), user_agent=user_agent, device=parse_user_agent(user_agent))
 
 
 def client_ip(request: Request) -> str | None:

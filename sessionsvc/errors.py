@@ -73,6 +73,14 @@ class Forbidden(SessionsvcError):
     status, code, title = 403, "forbidden", "Forbidden"
 
 
+class UserDisabled(SessionsvcError):
+    status, code, title = 403, "user_disabled", "Forbidden"
+
+
+class UserNotFound(SessionsvcError):
+    status, code, title = 404, "user_not_found", "Not Found"
+
+
 class SessionNotFound(SessionsvcError):
     status, code, title = 404, "session_not_found", "Not Found"
 

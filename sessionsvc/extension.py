@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     import redis
 
 logger = logging.getLogger("sessionsvc")
+
+#: ``callback(user_id, claims) -> claims``: see :meth:`SessionManager.refresh_claims_loader`.
+ClaimsLoader = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 # Marks "take it from the current request" in :meth:`SessionManager.open`.
 _FROM_REQUEST: Any = object()
@@ -65,6 +68,7 @@ class SessionManager:
         self._url_prefix = url_prefix
         self._auth_routes = auth_routes
         self._problem_paths = tuple(problem_paths) if problem_paths is not None else None
+        self._refresh_claims: ClaimsLoader | None = None
         if app is not None:
             self.init_app(app)
 
@@ -127,6 +131,7 @@ class SessionManager:
         app.register_blueprint(admin.blueprint, url_prefix=admin.URL_PREFIX)
         if self._auth_routes:
             app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
+            app.register_blueprint(admin.users, url_prefix=admin.URL_PREFIX)
             ratelimit.init_app(app, settings, store)
         app.cli.add_command(cli.sessions_cli)
         if settings.trusted_proxies:
@@ -165,15 +170,17 @@ class SessionManager:
         try:
             if jwt_payload.get("type") != "refresh":
                 # The path every authenticated request takes: one plain read.
-                result = state.store.check_access(user_id, session_id, now=now, actor=_actor())
+                result = state.store.check_access(
+                    user_id, session_id, now=now, actor=devices.request_actor()
+                )
             else:
                 result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
         finally:
             metrics.CHECK_SECONDS.observe(time.perf_counter() - started)
         return result.status is not CheckStatus.ACTIVE
 
-    @staticmethod
     def _check_refresh(
+        self,
         state: State,
         user_id: str,
         session_id: str,
@@ -191,13 +198,28 @@ class SessionManager:
             user_id,
             session_id,
             now=now,
-            actor=_actor(),
+            actor=devices.request_actor(),
             presented_jti=str(payload.get("jti") or "-"),
             new_jti=new_jti,
+            # The standalone service's user must still be the session's
+            # account, and not disabled; its roles come from the store.
+            with_user=self._auth_routes,
         )
         if result.status is CheckStatus.REFRESH_REUSED:
             raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
         return result
+
+    def refresh_claims_loader(self, callback: ClaimsLoader) -> ClaimsLoader:
+        """Decorate the function that gives a refresh's new tokens their claims.
+
+        Called as ``callback(user_id, claims)`` with the claims the refresh
+        token carried (``roles``, say; not ``sub``, ``sid`` or the JWT's own),
+        it returns the claims for the new pair: a host app reads its user's
+        roles as they are now, so a demoted user is not an admin for the rest
+        of the session. Without one, the claims are handed on as they are.
+        """
+        self._refresh_claims = callback
+        return callback
 
     # -- the Python API -----------------------------------------------------------
 
@@ -208,6 +230,7 @@ class SessionManager:
         ip: str | None = _FROM_REQUEST,
         user_agent: str | None = _FROM_REQUEST,
         claims: dict[str, Any] | None = None,
+        account: str | None = None,
     ) -> TokenPair:
         """Open a session for a user whose credentials the caller checked.
 
@@ -216,7 +239,10 @@ class SessionManager:
 
         :param user_id: the ``sub`` of the tokens; any non-empty string.
         :param claims: extra JWT claims (``roles``, say) for both tokens;
-            a refresh hands them on to the new tokens.
+            a refresh hands them on to the new tokens (through the
+            :meth:`refresh_claims_loader`, if there is one).
+        :param account: the account the session belongs to (the standalone
+            service's user store; see :attr:`User.account`).
         :returns: the token pair of the new session.
         """
         if not isinstance(user_id, str) or not user_id:
@@ -245,6 +271,7 @@ class SessionManager:
                 device=devices.parse_user_agent(user_agent),
                 location=location,
                 refresh_jti=secrets.token_urlsafe(16),
+                account=account,
             )
             # Sign first: a token that cannot be made leaves no session behind.
             pair = _token_pair(
@@ -280,6 +307,13 @@ class SessionManager:
         if result.status is CheckStatus.GONE or result.expires_at is None:
             raise SessionRevoked("The token's session was signed out or has expired.")
         extra = {k: v for k, v in refresh_payload.items() if k not in tokens.RESERVED_CLAIMS}
+        if result.roles is not None:
+            # The standalone service: the roles as stored now, not as copied.
+            extra.pop("roles", None)
+            if result.roles:
+                extra["roles"] = list(result.roles)
+        if self._refresh_claims is not None:
+            extra = self._refresh_claims(user_id, extra)
         lifetime = max(result.expires_at - now, 1)
         return _token_pair(user_id, session_id, new_jti, state.settings, extra, lifetime)
 
@@ -329,7 +363,7 @@ class SessionManager:
             [session_id],
             now=int(time.time()),
             reason=reason,
-            actor=_actor() or Actor(),
+            actor=devices.request_actor() or Actor(),
             current=current,
         )
         audit.revoked(user_id, revoked, reason, current)
@@ -354,7 +388,7 @@ class SessionManager:
             None,
             now=int(time.time()),
             reason=reason,
-            actor=_actor() or Actor(),
+            actor=devices.request_actor() or Actor(),
             keep=keep,
             current=current,
         )
@@ -390,18 +424,6 @@ class SessionManager:
         return current_state().store.set_password_hash(
             user_id, new, expected=expected, changed_at=changed_at
         )
-
-
-def _actor() -> Actor | None:
-    """The current request as the actor of a change, with its device."""
-    if not has_request_context():
-        return None
-    user_agent = devices.user_agent_of(request)
-    return Actor(
-        ip=devices.client_ip(request),
-        user_agent=user_agent,
-        device=devices.parse_user_agent(user_agent),
-    )
 
 
 def _owns_request() -> bool:

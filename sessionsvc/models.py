@@ -17,8 +17,10 @@ MAX_FIELD_BYTES = 64
 #: "sign out the others", ``logout`` for the calling session itself), by an
 #: admin or the CLI (``admin``), over the cap (``evicted``), a refresh token
 #: presented twice (``refresh_reuse``), an anomaly that revokes
-#: (``anomaly``), unused too long (``idle``). A host app may pass reasons of
-#: its own to ``revoke`` and ``revoke_all`` (lowercase letters and ``_``).
+#: (``anomaly``), unused too long (``idle``); and, in the standalone
+#: service, a password change, a disabled or deleted user, changed roles.
+#: A host app may pass reasons of its own to ``revoke`` and ``revoke_all``
+#: (lowercase letters and ``_``).
 REVOCATION_REASONS = (
     "user",
     "logout",
@@ -28,6 +30,10 @@ REVOCATION_REASONS = (
     "refresh_reuse",
     "anomaly",
     "idle",
+    "password_changed",
+    "user_disabled",
+    "user_deleted",
+    "roles_changed",
 )
 
 #: Longest session name, in characters (after trimming).
@@ -37,7 +43,13 @@ MAX_NAME = 64
 EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 50, 200
 
 #: The types of security events.
-EVENT_TYPES = ("session.created", "session.revoked", "session.ip_changed", "session.anomaly")
+EVENT_TYPES = (
+    "session.created",
+    "session.revoked",
+    "session.ip_changed",
+    "session.anomaly",
+    "password.changed",
+)
 
 #: A session's risk flags: a browser/OS family or a country the user never
 #: signed in with before, and an anomaly while in use.
@@ -123,6 +135,8 @@ class Session:
     refresh_jti: str | None = None
     #: ``new_device``, ``new_country`` (from the sign-in), ``anomaly``.
     risk: tuple[str, ...] = ()
+    #: The account it was opened for (standalone service; see ``User.account``).
+    account: str | None = None
 
     def to_json(self, *, current: bool = False, idle_timeout: int | None = None) -> dict[str, Any]:
         """The Session object of the API.
@@ -200,3 +214,20 @@ class User:
     id: str
     password_hash: str
     roles: tuple[str, ...] = ()
+    #: The account behind the name: random, made when the user is created.
+    #: Sessions carry it, so a name deleted and created again is another
+    #: account, and nothing of the old one's reaches it.
+    account: str = ""
+    disabled: bool = False
+    created_at: int | None = None
+    password_changed_at: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's User object."""
+        return {
+            "id": self.id,
+            "roles": list(self.roles),
+            "disabled": self.disabled,
+            "created_at": isotime(self.created_at),
+            "password_changed_at": isotime(self.password_changed_at),
+        }

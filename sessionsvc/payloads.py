@@ -8,6 +8,7 @@ reaches a view half-understood.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Request, Response, request
@@ -160,6 +161,30 @@ def session_name(body: dict[str, Any]) -> str | None:
     if not 1 <= len(name) <= MAX_NAME or not name.isprintable():
         raise InvalidRequest(f"'name' must be 1 to {MAX_NAME} printable characters.")
     return name
+
+
+#: What a role may be: a short word (no comma: roles are stored comma-separated).
+ROLE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: Most roles a user may have.
+MAX_ROLES = 32
+
+
+def user_changes(body: dict[str, Any]) -> tuple[bool | None, tuple[str, ...] | None]:
+    """The ``disabled`` and ``roles`` of an admin's change to a user (each may be absent)."""
+    unknown = set(body) - {"disabled", "roles"}
+    if unknown or not body:
+        raise InvalidRequest("The body takes 'disabled' (a boolean) and/or 'roles' (a list).")
+    disabled = body.get("disabled")
+    if "disabled" in body and not isinstance(disabled, bool):
+        raise InvalidRequest("'disabled' must be true or false.")
+    if "roles" not in body:
+        return disabled, None
+    roles = body["roles"]
+    if not isinstance(roles, list) or len(roles) > MAX_ROLES:
+        raise InvalidRequest(f"'roles' must be a list of at most {MAX_ROLES} roles.")
+    if not all(isinstance(role, str) and ROLE_RE.fullmatch(role) for role in roles):
+        raise InvalidRequest("Each role is 1 to 64 letters, digits or '_.:-'.")
+    return disabled, tuple(dict.fromkeys(roles))
 
 
 def _args(request: Request) -> MultiDict[str, str]:

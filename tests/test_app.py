@@ -130,11 +130,13 @@ def test_apispec_documents_events_and_the_login_limit(client: FlaskClient) -> No
     spec = client.get("/apispec.json").get_json()
     event = spec["definitions"]["Event"]["properties"]
     assert event["type"]["enum"] == [
-        "session.created", "session.revoked", "session.ip_changed", "session.anomaly"
+        "session.created", "session.revoked", "session.ip_changed", "session.anomaly",
+        "password.changed",
     ]  # fmt: skip
     reasons = event["detail"]["properties"]["reason"]["enum"]
     assert reasons == [
-        "user", "logout", "others", "admin", "evicted", "refresh_reuse", "anomaly", "idle"
+        "user", "logout", "others", "admin", "evicted", "refresh_reuse", "anomaly", "idle",
+        "password_changed", "user_disabled", "user_deleted", "roles_changed",
     ]  # fmt: skip
     risk = spec["definitions"]["Session"]["properties"]["risk"]["items"]["enum"]
     assert risk == ["new_device", "new_country", "anomaly"]

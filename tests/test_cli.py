@@ -149,3 +149,77 @@ def test_store_down_is_a_clean_error() -> None:
     assert result.exit_code == 1
     assert "session store is unavailable" in result.output
     assert "Traceback" not in result.output
+
+
+# -- the user lifecycle ----------------------------------------------------------------
+
+
+def test_set_password_changes_it_and_ends_every_session(
+    app: Flask, client: FlaskClient, auth: Auth
+) -> None:
+    tokens = [auth.login("alice", "alice-password") for _ in range(2)]
+    result = run(app, "set-password", "alice", "--password-stdin", input="a new password\n")
+    assert result.exit_code == 0, result.output
+    assert "revoked 2 session(s)" in result.output
+    for pair in tokens:
+        response = client.get("/api/v1/sessions", headers=Auth.headers(pair))
+        assert response.get_json()["code"] == "session_revoked"
+    assert login_status(client, "alice", "alice-password") == 401
+    assert login_status(client, "alice", "a new password") == 200
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("set-password", "nobody", "--password-stdin"),
+        ("delete-user", "nobody"),
+        ("disable-user", "nobody"),
+        ("enable-user", "nobody"),
+    ],
+)
+def test_an_unknown_user_is_one_line_and_exit_1(app: Flask, command: tuple[str, ...]) -> None:
+    result = run(app, *command, input="a new password\n")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == ["Error: No such user."]
+    with app.app_context():
+        assert current_manager().store.get_user("nobody") is None
+
+
+def test_set_password_applies_the_policy(app: Flask, client: FlaskClient, auth: Auth) -> None:
+    auth.create_user("alice", "alice-password")
+    result = run(app, "set-password", "alice", "--password-stdin", input="alice\n")
+    assert result.exit_code == 1
+    assert "at least 8 characters" in result.output
+    assert login_status(client, "alice", "alice-password") == 200
+
+
+def test_disable_enable_and_delete_a_user(app: Flask, client: FlaskClient, auth: Auth) -> None:
+    tokens = auth.login("alice", "alice-password")
+    assert run(app, "disable-user", "alice").exit_code == 0
+    assert client.get("/api/v1/sessions", headers=Auth.headers(tokens)).status_code == 401
+    assert login_status(client, "alice", "alice-password") == 403
+    assert run(app, "enable-user", "alice").exit_code == 0
+    tokens = auth.login("alice", "alice-password")
+    result = run(app, "delete-user", "alice")
+    assert result.exit_code == 0
+    assert "revoked 1 session(s)" in result.output
+    assert client.get("/api/v1/sessions", headers=Auth.headers(tokens)).status_code == 401
+    assert login_status(client, "alice", "alice-password") == 401
+
+
+def test_list_users_in_text_and_json(app: Flask, auth: Auth) -> None:
+    auth.create_user("bob", "bob-password")
+    auth.create_user("alice", "alice-password", admin=True)
+    auth.create_user("a:{odd} name", "odd-password")
+    assert run(app, "disable-user", "bob").exit_code == 0
+    listed = run(app, "list-users", "--json")
+    assert listed.exit_code == 0
+    users = json.loads(listed.output)["users"]
+    assert [(u["id"], u["roles"], u["disabled"]) for u in users] == [
+        ("a:{odd} name", [], False),
+        ("alice", ["admin"], False),
+        ("bob", [], True),
+    ]
+    text = run(app, "list-users").output.splitlines()
+    assert [line.split("  ")[0] for line in text] == ["a:{odd} name", "alice", "bob"]
+    assert text[1].endswith("(admin)") and text[2].endswith("(disabled)")

@@ -307,3 +307,22 @@ def test_the_revocation_check_of_a_request_is_one_plain_read(
         headers = {**auth.headers(tokens), "User-Agent": user_agent}
         assert client.get(path, headers=headers).status_code == 200
         assert sent == expected, user_agent
+
+
+def test_a_host_app_supplies_the_claims_of_a_refresh(backend: Backend) -> None:
+    from flask_jwt_extended import decode_token
+
+    app, sessions = host_app(backend)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    @sessions.refresh_claims_loader
+    def roles_now(user_id: str, claims: dict[str, Any]) -> dict[str, Any]:
+        seen.append((user_id, dict(claims)))
+        return {**claims, "roles": ["viewer"]}
+
+    pair = app.test_client().post("/login/alice", headers={"User-Agent": CHROME}).get_json()
+    with app.test_request_context(headers={"User-Agent": CHROME}):
+        new = sessions.rotate(decode_token(pair["refresh_token"]))
+        assert decode_token(new.access_token)["roles"] == ["viewer"]
+        assert decode_token(new.refresh_token)["roles"] == ["viewer"]
+    assert seen == [("alice", {"roles": ["reader"]})]

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from sessionsvc import create_app
+from sessionsvc import create_app, current_manager
 from tests.clients import JWT_KEY, Auth
 
 USER, ADMIN = "alice", "root"
@@ -53,7 +53,7 @@ FUZZ = settings(
 
 #: The codes section 7 allows for each status.
 CODES = {
-    400: {"invalid_request"},
+    400: {"invalid_request", "weak_password"},
     401: {
         "authorization_required",
         "invalid_token",
@@ -63,8 +63,8 @@ CODES = {
         "refresh_token_reused",
         "invalid_credentials",
     },
-    403: {"forbidden"},
-    404: {"session_not_found", "not_found"},
+    403: {"forbidden", "user_disabled"},
+    404: {"session_not_found", "not_found", "user_not_found"},
     405: {"method_not_allowed"},
     413: {"payload_too_large"},
     429: {"rate_limited"},
@@ -84,10 +84,20 @@ def _app(**config: Any) -> Flask:
     }
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     app = create_app(values, redis_client=client)
+    reset_users(app)
+    return app
+
+
+def reset_users(app: Flask) -> Auth:
+    """The user and the admin as a case expects them: a case may have deleted
+    or disabled one, changed its password or its roles."""
     auth = Auth(app)
+    with app.app_context():
+        for name in (USER, ADMIN):
+            current_manager().store.delete_user(name)
     auth.create_user(USER)
     auth.create_user(ADMIN, admin=True)
-    return app
+    return auth
 
 
 APP = _app()
@@ -111,7 +121,8 @@ class FreshSession:
     """
 
     def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> dict[str, Any]:
-        return Auth(ctx.app).login(ADMIN if _is_admin(ctx.operation) else USER, create=False)
+        auth = reset_users(ctx.app)
+        return auth.login(ADMIN if _is_admin(ctx.operation) else USER, create=False)
 
     def set(
         self, case: schemathesis.Case, data: dict[str, Any], ctx: schemathesis.AuthContext
@@ -193,7 +204,7 @@ def test_own_and_others_ids(case: schemathesis.Case, data: st.DataObject) -> Non
     another user's session must be 404 too, never 403. Admin routes get an
     admin token or, sometimes, a plain user's (403).
     """
-    auth = Auth(APP)
+    auth = reset_users(APP)
     admin = _is_admin(case.operation) and data.draw(st.booleans(), label="admin token")
     tokens = auth.login(ADMIN if admin else USER, create=False)
     other = auth.login(USER if admin else ADMIN, create=False)
@@ -233,7 +244,7 @@ def test_login_with_the_rate_limiter_on() -> None:
 
 def test_a_204_has_no_content_type() -> None:
     """Found by the fuzzer: werkzeug labelled every empty 204 ``text/html``."""
-    auth, client = Auth(APP), APP.test_client()
+    auth, client = reset_users(APP), APP.test_client()
     mine, theirs = auth.login(USER, create=False), auth.login(USER, create=False)
     admin = auth.login(ADMIN, create=False)
     answers = [

@@ -39,6 +39,7 @@ FIELDS: dict[str, str] = {
     "city": "cy",
     "name": "n",
     "refresh_jti": "r",
+    "account": "a",
 }
 
 
@@ -60,6 +61,7 @@ def session_fields(session: Session) -> dict[str, Any]:
         "city": session.location.city if session.location else None,
         "name": session.name,
         "refresh_jti": session.refresh_jti,
+        "account": session.account,
     }
     fields: dict[str, Any] = {}
     for name, value in values.items():
@@ -127,6 +129,7 @@ def session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Ses
         name=get("name"),
         refresh_jti=get("refresh_jti"),
         risk=_risk(raw),
+        account=get("account"),
     )
 
 
@@ -176,17 +179,39 @@ def event_from_json(entry: str) -> SecurityEvent:
     )
 
 
-def user_fields(user: User) -> list[str]:
-    """A user record as field/value pairs."""
-    fields = ["p", user.password_hash]
+def user_fields(user: User) -> list[Any]:
+    """A user record as field/value pairs: hash, roles, account, times, disabled."""
+    fields: list[Any] = ["p", user.password_hash, "a", user.account]
     if user.roles:
-        fields += ["roles", ",".join(user.roles)]
+        fields += ["roles", roles_text(user.roles)]
+    if user.created_at is not None:
+        fields += ["c", user.created_at]
+    if user.password_changed_at is not None:
+        fields += ["pc", user.password_changed_at]
+    if user.disabled:
+        fields += ["d", "1"]
     return fields
+
+
+def roles_text(roles: tuple[str, ...] | list[str]) -> str:
+    """Roles as stored: comma-separated."""
+    return ",".join(roles)
+
+
+def roles_of(text: str) -> tuple[str, ...]:
+    return tuple(role for role in text.split(",") if role)
 
 
 def user_from_hash(user_id: str, raw: dict[str, str]) -> User | None:
     """The user stored in hash ``raw``; ``None`` for no (or no whole) record."""
     if not raw or "p" not in raw:
         return None
-    roles = tuple(role for role in raw.get("roles", "").split(",") if role)
-    return User(id=user_id, password_hash=raw["p"], roles=roles)
+    return User(
+        id=user_id,
+        password_hash=raw["p"],
+        roles=roles_of(raw.get("roles", "")),
+        account=raw.get("a", ""),
+        disabled=raw.get("d") == "1",
+        created_at=int(raw["c"]) if "c" in raw else None,
+        password_changed_at=int(raw["pc"]) if "pc" in raw else None,
+    )

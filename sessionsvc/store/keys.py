@@ -24,7 +24,9 @@ so it lives in the same slot on the same node.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
+import re
 
 
 @functools.lru_cache(maxsize=4096)
@@ -74,3 +76,19 @@ class Keys:
     def known(self, user_id: str) -> str:
         """A user's sign-in history (device families, countries)."""
         return self._user(user_id, "known")
+
+    def user_pattern(self) -> str:
+        """A ``SCAN`` pattern that matches every user record under the prefix."""
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + ":{*}:user"
+
+    def user_id_of(self, key: str) -> str | None:
+        """The user id of a user record's key; ``None`` for any other key."""
+        head, tail = self.prefix + ":{", "}:user"
+        if not key.startswith(head) or not key.endswith(tail):
+            return None
+        tag = key[len(head) : -len(tail)]
+        try:
+            raw = base64.urlsafe_b64decode(tag + "=" * (-len(tag) % 4))
+            return raw.decode("utf-8", "surrogatepass")
+        except (binascii.Error, UnicodeDecodeError):
+            return None

@@ -22,6 +22,9 @@ class CheckStatus(enum.Enum):
     IDLE = 3
     #: The device or country changed and anomalies revoke: now revoked.
     ANOMALY = 4
+    #: The session's user was deleted (or the name is another account now),
+    #: or disabled: now revoked (refresh checks of the standalone service).
+    USER_GONE = 5
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class CheckResult:
     status: CheckStatus
     #: The session's absolute expiry, when it is active (refresh checks only).
     expires_at: int | None = None
+    #: The user's roles as stored now (refresh checks with the user record).
+    roles: tuple[str, ...] | None = None
 
 
 #: The answers that carry nothing but their status.

@@ -4,155 +4,42 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, cast
 
-import redis
-
-from ..models import Location, SecurityEvent, Session, User, clip
-from . import scripts
+from ..models import Location, SecurityEvent, Session, clip
 from .codec import (
     FIELDS,
     HOT_FIELDS,
     event_from_json,
-    event_head,
     pieces,
+    roles_of,
     session_fields,
     session_from_hash,
     signature,
-    user_fields,
-    user_from_hash,
 )
 from .connections import (
     UNAVAILABLE_ERRORS,
-    ClientFactory,
     client_factory_from_url,
-    limiter_storage,
     unavailable,
 )
-from .keys import Keys
 from .records import (
     ALIVE,
     GONE,
     Actor,
     CheckResult,
     CheckStatus,
-    EventSink,
     Opened,
-    Policy,
 )
+from .users import UserStore
 
 # The scripts write reasons into event JSON as they are: a host app may use
 # reasons of its own (see models.REVOCATION_REASONS), in this alphabet.
 _REASON_RE = re.compile(r"[a-z_]{1,32}")
 
 
-class SessionStore:
-    """Sessions, indexes, events and users in Redis.
-
-    The client is created lazily, on first use in each process, so a
-    gunicorn master can build the app before forking workers.
-
-    :param client_factory: builds the Redis client (``decode_responses=True``).
-    :param prefix: namespace of every key.
-    :param events_max: security events kept per user.
-    :param events_ttl: seconds a user's events (and sign-in history)
-        outlive their last change.
-    :param policy: what activity does (touch interval, idle timeout,
-        anomalies, location).
-    :param on_events: called with the events that activity or a listing
-        recorded (ip changes, anomalies, idle revocations), to log and
-        signal them.
-    """
-
-    def __init__(
-        self,
-        client_factory: ClientFactory,
-        *,
-        prefix: str,
-        events_max: int = 1000,
-        events_ttl: int = 30 * 86400,
-        policy: Policy | None = None,
-        on_events: EventSink | None = None,
-    ) -> None:
-        self._factory = client_factory
-        #: Where everything lives.
-        self.keys = Keys(prefix)
-        self._events_max = events_max
-        self._events_ttl = events_ttl
-        self.policy = policy or Policy()
-        self.on_events = on_events
-        self._client: redis.Redis | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-        self._scripts: dict[str, Any] = {}
-
-    # -- plumbing -----------------------------------------------------------
-
-    @property
-    def client(self) -> redis.Redis:
-        """The process's Redis client, created on first use after a fork."""
-        pid = os.getpid()
-        if self._client is None or self._pid != pid:
-            with self._lock:
-                if self._client is None or self._pid != pid:
-                    client = self._factory()
-                    self._scripts = {
-                        name: client.register_script(scripts.source(name)) for name in scripts.NAMES
-                    }
-                    self._client, self._pid = client, pid
-        assert self._client is not None
-        return self._client
-
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        client = self.client
-        script = self._scripts[name]
-        try:
-            # EVALSHA straight away: redis-py's Script wrapper costs more than
-            # the script itself on the hot path.
-            return client.evalsha(script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            # A new, restarted or failed-over server has not cached it yet.
-            client.script_load(script.script)
-            return client.evalsha(script.sha, len(keys), *keys, *args)
-
-    @contextmanager
-    def _available(self) -> Iterator[None]:
-        """Turn "the store cannot answer" into :class:`StoreUnavailable`."""
-        try:
-            yield
-        except UNAVAILABLE_ERRORS as exc:
-            raise unavailable(exc) from exc
-
-    def _hgetall(self, key: str) -> dict[str, str]:
-        # The client decodes responses: every value is a str.
-        return cast(dict[str, str], self.client.hgetall(key))
-
-    def session_key(self, user_id: str, session_id: str) -> str:
-        """The key of one session hash."""
-        return self.keys.session(user_id, session_id)
-
-    def index_key(self, user_id: str) -> str:
-        """The key of a user's session index."""
-        return self.keys.index(user_id)
-
-    def events_key(self, user_id: str) -> str:
-        """The key of a user's security-event list."""
-        return self.keys.events(user_id)
-
-    def user_key(self, user_id: str) -> str:
-        """The key of a user record (standalone user store)."""
-        return self.keys.user(user_id)
-
-    def known_key(self, user_id: str) -> str:
-        """The key of a user's sign-in history (device families, countries)."""
-        return self.keys.known(user_id)
-
-    def _event_args(self, now: int, actor: Actor) -> list[Any]:
-        head = event_head(now, actor.ip, actor.user_agent)
-        return [self._events_max, self._events_ttl, *head]
+class SessionStore(UserStore):
+    """Sessions, indexes, events and users in Redis (see :class:`StoreBase`)."""
 
     # -- sessions -----------------------------------------------------------
 
@@ -252,6 +139,7 @@ class SessionStore:
         actor: Actor | None = None,
         presented_jti: str | None = None,
         new_jti: str | None = None,
+        with_user: bool = False,
     ) -> CheckResult:
         """The refresh-token check: :meth:`check_access` in one atomic round trip.
 
@@ -260,6 +148,9 @@ class SessionStore:
             session is revoked (reason ``refresh_reuse``).
         :param new_jti: rotate the session's refresh token to this ``jti``
             (atomically with the check above).
+        :param with_user: the user store's record must still be the session's
+            account and not disabled (else the session is revoked:
+            ``user_deleted``, ``user_disabled``); the result has its roles.
         """
         return self._activity(
             user_id,
@@ -268,6 +159,7 @@ class SessionStore:
             actor=actor,
             presented_jti=presented_jti or "",
             new_jti=new_jti or "",
+            with_user=with_user,
         )
 
     def _activity(
@@ -279,6 +171,7 @@ class SessionStore:
         actor: Actor | None,
         presented_jti: str = "",
         new_jti: str = "",
+        with_user: bool = False,
     ) -> CheckResult:
         policy = self.policy
         actor = actor or Actor()
@@ -289,6 +182,7 @@ class SessionStore:
             self.session_key(user_id, session_id),
             self.index_key(user_id),
             self.events_key(user_id),
+            *([self.user_key(user_id)] if with_user else []),
         ]
         args = [
             now,
@@ -311,10 +205,11 @@ class SessionStore:
         with self._available():
             result = self._run("activity", keys, args)
         status = CheckStatus(int(result[0]))
-        self._recorded(user_id, result[2:])
+        self._recorded(user_id, result[3:])
         if status is not CheckStatus.ACTIVE:
             return GONE if status is CheckStatus.GONE else CheckResult(status)
-        return CheckResult(status, int(result[1]))
+        roles = roles_of(str(result[2])) if with_user else None
+        return CheckResult(status, int(result[1]), roles)
 
     def _locate(self, ip: str | None) -> Location | None:
         """Where an address is, when location lookup is on."""
@@ -324,11 +219,6 @@ class SessionStore:
     def _country(self, ip: str | None) -> str:
         location = self._locate(ip)
         return (location.country or "") if location else ""
-
-    def _recorded(self, user_id: str, entries: Sequence[str]) -> None:
-        """Hand the events a script recorded to the sink, oldest first."""
-        if entries and self.on_events is not None:
-            self.on_events(user_id, [event_from_json(entry) for entry in entries])
 
     def get(self, user_id: str, session_id: str) -> Session | None:
         """One session of one user, or ``None``."""
@@ -415,60 +305,6 @@ class SessionStore:
         with self._available():
             entries = cast(list[str], self.client.lrange(self.events_key(user_id), 0, limit - 1))
         return [event_from_json(entry) for entry in entries]
-
-    # -- users (standalone service) -------------------------------------------
-
-    def get_user(self, user_id: str) -> User | None:
-        """A user of the standalone user store, or ``None``."""
-        with self._available():
-            raw = self._hgetall(self.user_key(user_id))
-        return user_from_hash(user_id, raw)
-
-    def set_password_hash(
-        self, user_id: str, new: str, *, expected: str, changed_at: int | None = None
-    ) -> bool:
-        """Replace a user's password hash if it is still ``expected``; atomic.
-
-        :param changed_at: when the password changed; ``None`` when the same
-            password is only stored anew (an older scheme upgraded).
-        :returns: ``False`` (nothing changed) when the user is gone or the
-            hash is no longer ``expected``.
-        """
-        args = [expected, new, "" if changed_at is None else changed_at]
-        with self._available():
-            return bool(self._run("set_password", [self.user_key(user_id)], args))
-
-    def create_user(self, user: User) -> bool:
-        """Add a user; ``False`` (and nothing changed) when the id is taken."""
-        with self._available():
-            return bool(self._run("create_user", [self.user_key(user.id)], user_fields(user)))
-
-    # -- rate-limit counters ---------------------------------------------------
-
-    def limiter_storage(self) -> tuple[str, dict[str, Any]]:
-        """Flask-Limiter's ``storage_uri`` and ``storage_options`` for counters
-        beside the sessions (see :func:`.connections.limiter_storage`)."""
-        return limiter_storage(self.client, self.keys.limiter)
-
-    # -- health -------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close this process's connections, if any were made."""
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def load_scripts(self) -> None:
-        """Cache every script on the server now (otherwise done on first use)."""
-        client = self.client
-        with self._available():
-            for script in self._scripts.values():
-                client.script_load(script.script)
-
-    def ping(self) -> None:
-        """Raise :class:`StoreUnavailable` unless the store answers."""
-        with self._available():
-            self.client.ping()
 
 
 def store_from_url(

@@ -13,7 +13,18 @@ import re
 from importlib import resources
 
 #: The scripts the store runs, by name (``open`` is ``open.lua``).
-NAMES = ("open", "activity", "list", "revoke", "rename", "create_user", "set_password")
+NAMES = (
+    "open",
+    "activity",
+    "list",
+    "revoke",
+    "rename",
+    "create_user",
+    "delete_user",
+    "update_user",
+    "set_password",
+    "change_password",
+)
 
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
 

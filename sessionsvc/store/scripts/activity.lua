@@ -2,7 +2,9 @@
 -- the address or the device changed, the idle timeout may have passed) and
 -- every refresh-token check, in one atomic round trip. It never recreates a
 -- session that is gone.
--- KEYS: 1 session, 2 index, 3 events
+-- KEYS: 1 session, 2 index, 3 events, and for a refresh in the standalone
+--       service 4 the user record (the session's account must still be the
+--       user's, not disabled; its roles are returned)
 -- ARGV: 1 now, 2 touch interval, 3 ip or '', 4 browser, 5 os (the request's
 --       families; both '' when there is no request to compare), 6 '1' when
 --       location is on, 7 the request's country, 8 city, 9 anomaly
@@ -10,20 +12,30 @@
 --       12 sid, 13 events max, 14 events ttl, 15 event head, 16 event id,
 --       17 presented refresh jti or '', 18 new refresh jti or '', 19 '1' when
 --       the request's device is known (compare families)
--- Returns {status, expires_at, events recorded...}; status 0 gone, 1 alive,
--- 2 refresh token reused, 3 idle, 4 anomaly (the last three: now revoked).
+-- Returns {status, expires_at, the user's roles or '', events recorded...};
+-- status 0 gone, 1 alive, 2 refresh token reused, 3 idle, 4 anomaly, 5 the
+-- user deleted or disabled (the last four: now revoked).
 local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   3, ARGV[1], ARGV[13], ARGV[14], ARGV[15], ARGV[16]
 --@include events
-local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'b', 'o', 'cc', 'oc', 'an', 'x', 'r')
-if not v[1] then return {0, 0} end
+local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'b', 'o', 'cc', 'oc', 'an', 'x', 'r', 'a')
+if not v[1] then return {0, 0, ''} end
 local sid = ARGV[12]
 local function revoke(status, reason)
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], sid)
   event('session.revoked', sid, reason, '')
   keep_events()
-  return {status, 0, unpack(recorded)}
+  return {status, 0, '', unpack(recorded)}
+end
+local roles = ''
+if #KEYS >= 4 then
+  -- The account the session was opened for must still be the user's: a name
+  -- deleted and created again is another account.
+  local u = redis.call('HMGET', KEYS[4], 'p', 'a', 'd', 'roles')
+  if not u[1] or (u[2] or '') ~= (v[10] or '') then return revoke(5, 'user_deleted') end
+  if u[3] == '1' then return revoke(5, 'user_disabled') end
+  roles = u[4] or ''
 end
 if ARGV[17] ~= '' and v[9] ~= ARGV[17] then return revoke(2, 'refresh_reuse') end
 local idle = tonumber(ARGV[11])
@@ -72,4 +84,4 @@ elseif tonumber(NOW) - tonumber(v[1]) >= tonumber(ARGV[2]) then
 end
 if #write > 0 then redis.call('HSET', KEYS[1], unpack(write)) end
 if #recorded > 0 then keep_events() end
-return {1, tonumber(v[8]), unpack(recorded)}
+return {1, tonumber(v[8]), roles, unpack(recorded)}

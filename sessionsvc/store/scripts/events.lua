@@ -36,3 +36,19 @@ end
 local function from_to(before, after)
   return '{"from":' .. json_str(before) .. ',"to":' .. json_str(after) .. '}'
 end
+-- Revoke every session in the index KEYS[IDX] (session keys start with
+-- PREFIX) but `keep`, recording session.revoked with `reason` for each.
+-- The including script defines IDX and PREFIX. Returns the ids revoked.
+local function revoke_all(reason, keep)
+  local revoked = {}
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[IDX], 0, -1)) do
+    if sid ~= keep then
+      redis.call('ZREM', KEYS[IDX], sid)
+      if redis.call('DEL', PREFIX .. sid) == 1 then
+        revoked[#revoked+1] = sid
+        event('session.revoked', sid, reason, '')
+      end
+    end
+  end
+  return revoked
+end

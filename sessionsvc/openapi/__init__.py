@@ -1,0 +1,98 @@
+"""The OpenAPI (Swagger 2.0) document: flasgger template and per-operation specs.
+
+Views carry their operation with :func:`spec`; flasgger builds
+``/apispec.json`` from the real routes, so a route without a spec shows up
+as undocumented rather than silently missing. Every number and vocabulary
+the code enforces (name length, body limit, page sizes, reasons, event
+types, risk flags) comes from the code's own constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flasgger import swag_from
+
+from .operations import OPERATIONS
+from .schemas import DEFINITIONS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def spec(operation: str) -> Callable[[F], F]:
+    """Attach the named operation's OpenAPI spec to a view."""
+    decorate: Callable[[F], F] = swag_from(OPERATIONS[operation])
+    return decorate
+
+
+#: flasgger's template: everything but the paths.
+TEMPLATE: dict[str, Any] = {
+    "swagger": "2.0",
+    "info": {
+        "title": "sessionsvc",
+        "description": "See every device you are signed in on, and sign any of them out: "
+        "revocation bites on the very next request.",
+        "version": "1",
+    },
+    "consumes": ["application/json"],
+    "produces": ["application/json", "application/problem+json"],
+    "securityDefinitions": {
+        "bearer": {
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header",
+            "description": "`Bearer <access_token>` (or the refresh token for /auth/refresh).",
+        }
+    },
+    "tags": [
+        {"name": "sessions", "description": "Your own sessions and security events"},
+        {"name": "auth", "description": "Sign in, refresh and sign out (standalone service)"},
+        {"name": "admin", "description": "Any user's sessions, for tokens with the admin role"},
+        {"name": "service", "description": "Health, readiness and metrics"},
+    ],
+    "definitions": DEFINITIONS,
+}
+
+#: Where the /docs page's own files and the Swagger UI release shipped in the
+#: package (``static/docs/``: ``init.js``, ``docs.css``, ``swagger-ui/``) are served.
+DOCS_ASSETS = "/docs/assets"
+_UI = f"{DOCS_ASSETS}/swagger-ui"
+
+#: The /docs page's Content-Security-Policy: its own files only. Swagger UI
+#: sets styles through the DOM, which a policy does not restrict, and fetches
+#: the document and "Try it out" requests from this origin.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+#: flasgger's config: Swagger UI at ``/docs``, the document at ``/apispec.json``.
+SWAGGER_CONFIG: dict[str, Any] = {
+    "headers": [],
+    "specs": [
+        {
+            "endpoint": "apispec",
+            "route": "/apispec.json",
+            "rule_filter": lambda rule: True,
+            "model_filter": lambda tag: True,
+        }
+    ],
+    # flasgger's own static folder (Swagger UI 3.28.0, in a known XSS range,
+    # and jQuery 2.2.4) is replaced by ours: only the UI we ship is served.
+    "static_folder": str(Path(__file__).parent.parent / "static" / "docs"),
+    "static_url_path": DOCS_ASSETS,
+    "swagger_ui": True,
+    "specs_route": "/docs",
+    "title": "sessionsvc API",
+    "swagger_ui_bundle_js": f"{_UI}/swagger-ui-bundle.js",
+    "swagger_ui_standalone_preset_js": f"{_UI}/swagger-ui-standalone-preset.js",
+    "swagger_ui_css": f"{_UI}/swagger-ui.css",
+    "favicon": f"{_UI}/favicon-32x32.png",
+    # Read by the page's templates (templates/flasgger/).
+    "docs_init_js": f"{DOCS_ASSETS}/init.js",
+    "docs_css": f"{DOCS_ASSETS}/docs.css",
+    # The top bar is the only part of flasgger's page that needs jQuery.
+    "hide_top_bar": True,
+}

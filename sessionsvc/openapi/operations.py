@@ -1,0 +1,319 @@
+"""The OpenAPI document's operations by name, one per view (see ``openapi.spec``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX
+from ..payloads import BOOLEAN_VALUES, MAX_BODY
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"$ref": "#/definitions/Problem"}}
+
+
+def _ok(description: str, definition: str | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if definition:
+        response["schema"] = {"$ref": f"#/definitions/{definition}"}
+    return response
+
+
+_AUTH_ERRORS = {
+    "401": _problem(
+        "No or bad token: `authorization_required`, `invalid_token`, `token_expired`, "
+        "`session_revoked`, `wrong_token_type`."
+    ),
+    "503": _problem("The session store is unreachable (`store_unavailable`); fails closed."),
+}
+_BAD_REQUEST = {"400": _problem("Bad body or query value (`invalid_request`).")}
+_NOT_FOUND = {"404": _problem("No such session of yours (`session_not_found`).")}
+_TOO_LARGE = {"413": _problem(f"Body over {MAX_BODY // 1024} KiB (`payload_too_large`).")}
+_SESSION_ID = {
+    "name": "session_id",
+    "in": "path",
+    "type": "string",
+    "required": True,
+    "description": "A session id from the list.",
+}
+_BEARER: list[dict[str, Any]] = [{"bearer": []}]
+_USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "type": "string",
+    "required": True,
+    "description": "The user's id (`sub`); the username in the standalone service.",
+}
+_FORBIDDEN = {"403": _problem("The token has no admin role (`forbidden`).")}
+_ADMIN_ERRORS = {**_FORBIDDEN, **_AUTH_ERRORS}
+_USER_NOT_FOUND = {"404": _problem("No such user (`user_not_found`).")}
+
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "list_sessions": {
+        "tags": ["sessions"],
+        "summary": "List my sessions, most recently active first",
+        "security": _BEARER,
+        "responses": {"200": _ok("The caller's active sessions.", "SessionList"), **_AUTH_ERRORS},
+    },
+    "get_session": {
+        "tags": ["sessions"],
+        "summary": "One of my sessions",
+        "security": _BEARER,
+        "parameters": [_SESSION_ID],
+        "responses": {"200": _ok("The session.", "Session"), **_NOT_FOUND, **_AUTH_ERRORS},
+    },
+    "rename_session": {
+        "tags": ["sessions"],
+        "summary": "Name one of my sessions",
+        "security": _BEARER,
+        "consumes": ["application/json"],
+        "parameters": [
+            _SESSION_ID,
+            {
+                "name": "body",
+                "in": "body",
+                "required": True,
+                "schema": {"$ref": "#/definitions/SessionName"},
+            },
+        ],
+        "responses": {
+            "200": _ok("The renamed session.", "Session"),
+            **_BAD_REQUEST,
+            **_NOT_FOUND,
+            **_TOO_LARGE,
+            **_AUTH_ERRORS,
+        },
+    },
+    "revoke_session": {
+        "tags": ["sessions"],
+        "summary": "Sign one of my sessions out",
+        "description": "Its tokens fail on their very next use. Revoking the current "
+        "session is a logout.",
+        "security": _BEARER,
+        "parameters": [_SESSION_ID],
+        "responses": {"204": _ok("Revoked."), **_NOT_FOUND, **_AUTH_ERRORS},
+    },
+    "revoke_sessions": {
+        "tags": ["sessions"],
+        "summary": "Sign out all my other sessions",
+        "security": _BEARER,
+        "parameters": [
+            {
+                "name": "include_current",
+                "in": "query",
+                "type": "string",
+                "enum": list(BOOLEAN_VALUES),
+                "required": False,
+                "description": "Also sign out the calling session.",
+            }
+        ],
+        "responses": {
+            "200": _ok("How many sessions were revoked.", "Revoked"),
+            **_BAD_REQUEST,
+            **_AUTH_ERRORS,
+        },
+    },
+    "list_events": {
+        "tags": ["sessions"],
+        "summary": "My security events, newest first",
+        "security": _BEARER,
+        "parameters": [
+            {
+                "name": "limit",
+                "in": "query",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": EVENTS_LIMIT_MAX,
+                "default": EVENTS_LIMIT_DEFAULT,
+                "required": False,
+            }
+        ],
+        "responses": {"200": _ok("Events.", "EventList"), **_BAD_REQUEST, **_AUTH_ERRORS},
+    },
+    "login": {
+        "tags": ["auth"],
+        "summary": "Sign in: opens a session and returns its token pair",
+        "consumes": ["application/json"],
+        "parameters": [
+            {
+                "name": "body",
+                "in": "body",
+                "required": True,
+                "schema": {"$ref": "#/definitions/Credentials"},
+            }
+        ],
+        "responses": {
+            "200": _ok("The new session's tokens.", "TokenPair"),
+            **_BAD_REQUEST,
+            "401": _problem("Wrong username or password (`invalid_credentials`)."),
+            "403": _problem("The user is disabled (`user_disabled`; right password only)."),
+            **_TOO_LARGE,
+            "429": _problem(
+                "Too many sign-in attempts from this address or for this username "
+                "(`rate_limited`); `Retry-After` says when to try again."
+            ),
+            "503": _AUTH_ERRORS["503"],
+        },
+    },
+    "refresh": {
+        "tags": ["auth"],
+        "summary": "Rotate the refresh token (send the refresh token as Bearer)",
+        "description": "The previous refresh token stops working; presenting it again "
+        "revokes the whole session (`refresh_token_reused`).",
+        "security": _BEARER,
+        "responses": {
+            "200": _ok("A new token pair for the same session.", "TokenPair"),
+            "401": _problem(
+                "`refresh_token_reused`, `session_revoked`, `wrong_token_type`, "
+                "`token_expired`, `invalid_token`, `authorization_required`."
+            ),
+            "503": _AUTH_ERRORS["503"],
+        },
+    },
+    "logout": {
+        "tags": ["auth"],
+        "summary": "Sign out the calling session",
+        "security": _BEARER,
+        "responses": {"204": _ok("Signed out."), **_AUTH_ERRORS},
+    },
+    "change_password": {
+        "tags": ["auth"],
+        "summary": "Change my password: every other session is signed out",
+        "description": "Records `password.changed`; the calling session stays. A wrong "
+        "current password counts like a failed sign-in.",
+        "security": _BEARER,
+        "consumes": ["application/json"],
+        "parameters": [
+            {
+                "name": "body",
+                "in": "body",
+                "required": True,
+                "schema": {"$ref": "#/definitions/PasswordChange"},
+            }
+        ],
+        "responses": {
+            "200": _ok("How many other sessions were revoked.", "Revoked"),
+            "400": _problem(
+                "Bad body (`invalid_request`), or a new password the policy refuses "
+                "(`weak_password`, with the rule in `detail`)."
+            ),
+            **_TOO_LARGE,
+            "401": _problem(
+                "Wrong current password (`invalid_credentials`); no or bad token: "
+                "`authorization_required`, `invalid_token`, `token_expired`, "
+                "`session_revoked`, `wrong_token_type`."
+            ),
+            "429": _problem("Too many wrong passwords (`rate_limited`)."),
+            "503": _AUTH_ERRORS["503"],
+        },
+    },
+    "admin_get_user": {
+        "tags": ["admin"],
+        "summary": "A user of the user store (admin role; standalone service)",
+        "security": _BEARER,
+        "parameters": [_USER_ID],
+        "responses": {"200": _ok("The user.", "User"), **_USER_NOT_FOUND, **_ADMIN_ERRORS},
+    },
+    "admin_update_user": {
+        "tags": ["admin"],
+        "summary": "Disable or enable a user, or set its roles (admin role)",
+        "description": "Disabling revokes every session of the user (`user_disabled`); "
+        "other roles revoke them too (`roles_changed`).",
+        "security": _BEARER,
+        "consumes": ["application/json"],
+        "parameters": [
+            _USER_ID,
+            {
+                "name": "body",
+                "in": "body",
+                "required": True,
+                "schema": {"$ref": "#/definitions/UserChanges"},
+            },
+        ],
+        "responses": {
+            "200": _ok("The user as it is now.", "User"),
+            **_BAD_REQUEST,
+            **_USER_NOT_FOUND,
+            **_TOO_LARGE,
+            **_ADMIN_ERRORS,
+        },
+    },
+    "admin_delete_user": {
+        "tags": ["admin"],
+        "summary": "Delete a user and every session of it (admin role)",
+        "description": "Sessions are revoked with reason `user_deleted`; a user created "
+        "again with the same name is another account and inherits nothing.",
+        "security": _BEARER,
+        "parameters": [_USER_ID],
+        "responses": {"204": _ok("Deleted."), **_USER_NOT_FOUND, **_ADMIN_ERRORS},
+    },
+    "admin_list_sessions": {
+        "tags": ["admin"],
+        "summary": "List a user's sessions (admin role)",
+        "security": _BEARER,
+        "parameters": [_USER_ID],
+        "responses": {
+            "200": _ok("The user's active sessions; `current` is false for all.", "SessionList"),
+            **_FORBIDDEN,
+            **_AUTH_ERRORS,
+        },
+    },
+    "admin_revoke_sessions": {
+        "tags": ["admin"],
+        "summary": "Sign a user out everywhere (admin role)",
+        "security": _BEARER,
+        "parameters": [_USER_ID],
+        "responses": {
+            "200": _ok("How many sessions were revoked.", "Revoked"),
+            **_FORBIDDEN,
+            **_AUTH_ERRORS,
+        },
+    },
+    "admin_revoke_session": {
+        "tags": ["admin"],
+        "summary": "Sign out one session of a user (admin role)",
+        "security": _BEARER,
+        "parameters": [_USER_ID, _SESSION_ID],
+        "responses": {
+            "204": _ok("Revoked."),
+            **_FORBIDDEN,
+            "404": _problem("The user has no such session (`session_not_found`)."),
+            **_AUTH_ERRORS,
+        },
+    },
+    "healthz": {
+        "tags": ["service"],
+        "summary": "Liveness: the process answers",
+        "responses": {"200": _ok("Alive.", "Status")},
+    },
+    "readyz": {
+        "tags": ["service"],
+        "summary": "Readiness: the session store answers",
+        "responses": {
+            "200": _ok("Ready.", "Status"),
+            "503": _problem("The store is unreachable (`store_unavailable`)."),
+        },
+    },
+    "metrics": {
+        "tags": ["service"],
+        "summary": "Prometheus metrics (text exposition format)",
+        "description": "Served unless `SESSIONSVC_METRICS` is off, and only to clients on "
+        "loopback, or to any client that sends `Authorization: Bearer <SESSIONSVC_METRICS_TOKEN>` "
+        "when that is set; otherwise 404 (`not_found`).",
+        "produces": ["text/plain", "application/problem+json"],
+        "responses": {
+            "200": {
+                "description": "Prometheus text format; OpenMetrics when `Accept` asks for it."
+            },
+            "404": _problem("Metrics are off, or not for this client (`not_found`)."),
+        },
+    },
+    "account_page": {
+        "tags": ["service"],
+        "summary": "The account page: where you're signed in (HTML)",
+        "description": "Signs in through `/api/v1/auth` and lists the caller's sessions with "
+        "the sessions API; its script and stylesheet are at `/account/assets/`.",
+        "produces": ["text/html"],
+        "responses": {"200": {"description": "The page."}},
+    },
+}

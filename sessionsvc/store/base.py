@@ -1,0 +1,155 @@
+"""The plumbing every part of the store shares: the client, scripts, keys, errors."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import redis
+
+from . import scripts
+from .codec import event_from_json, event_head
+from .connections import UNAVAILABLE_ERRORS, ClientFactory, limiter_storage, unavailable
+from .keys import Keys
+from .records import Actor, EventSink, Policy
+
+
+class StoreBase:
+    """What every part of the store shares (:class:`SessionStore` is the whole).
+
+    The client is created lazily, on first use in each process, so a
+    gunicorn master can build the app before forking workers.
+
+    :param client_factory: builds the Redis client (``decode_responses=True``).
+    :param prefix: namespace of every key.
+    :param events_max: security events kept per user.
+    :param events_ttl: seconds a user's events (and sign-in history)
+        outlive their last change.
+    :param policy: what activity does (touch interval, idle timeout,
+        anomalies, location).
+    :param on_events: called with the events that activity or a listing
+        recorded (ip changes, anomalies, idle revocations), to log and
+        signal them.
+    """
+
+    def __init__(
+        self,
+        client_factory: ClientFactory,
+        *,
+        prefix: str,
+        events_max: int = 1000,
+        events_ttl: int = 30 * 86400,
+        policy: Policy | None = None,
+        on_events: EventSink | None = None,
+    ) -> None:
+        self._factory = client_factory
+        #: Where everything lives.
+        self.keys = Keys(prefix)
+        self._events_max = events_max
+        self._events_ttl = events_ttl
+        self.policy = policy or Policy()
+        self.on_events = on_events
+        self._client: redis.Redis | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._scripts: dict[str, Any] = {}
+
+    # -- plumbing -----------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        """The process's Redis client, created on first use after a fork."""
+        pid = os.getpid()
+        if self._client is None or self._pid != pid:
+            with self._lock:
+                if self._client is None or self._pid != pid:
+                    client = self._factory()
+                    self._scripts = {
+                        name: client.register_script(scripts.source(name)) for name in scripts.NAMES
+                    }
+                    self._client, self._pid = client, pid
+        assert self._client is not None
+        return self._client
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        client = self.client
+        script = self._scripts[name]
+        try:
+            # EVALSHA straight away: redis-py's Script wrapper costs more than
+            # the script itself on the hot path.
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            # A new, restarted or failed-over server has not cached it yet.
+            client.script_load(script.script)
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        """Turn "the store cannot answer" into :class:`StoreUnavailable`."""
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+    def _hgetall(self, key: str) -> dict[str, str]:
+        # The client decodes responses: every value is a str.
+        return cast(dict[str, str], self.client.hgetall(key))
+
+    def session_key(self, user_id: str, session_id: str) -> str:
+        """The key of one session hash."""
+        return self.keys.session(user_id, session_id)
+
+    def index_key(self, user_id: str) -> str:
+        """The key of a user's session index."""
+        return self.keys.index(user_id)
+
+    def events_key(self, user_id: str) -> str:
+        """The key of a user's security-event list."""
+        return self.keys.events(user_id)
+
+    def user_key(self, user_id: str) -> str:
+        """The key of a user record (standalone user store)."""
+        return self.keys.user(user_id)
+
+    def known_key(self, user_id: str) -> str:
+        """The key of a user's sign-in history (device families, countries)."""
+        return self.keys.known(user_id)
+
+    def _event_args(self, now: int, actor: Actor) -> list[Any]:
+        head = event_head(now, actor.ip, actor.user_agent)
+        return [self._events_max, self._events_ttl, *head]
+
+    def _recorded(self, user_id: str, entries: Sequence[str]) -> None:
+        """Hand the events a script recorded to the sink, oldest first."""
+        if entries and self.on_events is not None:
+            self.on_events(user_id, [event_from_json(entry) for entry in entries])
+
+    # -- rate-limit counters ---------------------------------------------------
+
+    def limiter_storage(self) -> tuple[str, dict[str, Any]]:
+        """Flask-Limiter's ``storage_uri`` and ``storage_options`` for counters
+        beside the sessions (see :func:`.connections.limiter_storage`)."""
+        return limiter_storage(self.client, self.keys.limiter)
+
+    # -- health -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close this process's connections, if any were made."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def load_scripts(self) -> None:
+        """Cache every script on the server now (otherwise done on first use)."""
+        client = self.client
+        with self._available():
+            for script in self._scripts.values():
+                client.script_load(script.script)
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        with self._available():
+            self.client.ping()

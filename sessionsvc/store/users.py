@@ -1,0 +1,131 @@
+"""The standalone service's user store: each user beside its sessions, under one hash tag.
+
+Every change that ends a user's sessions (delete, disable, new roles, new
+password) is one script with the revocation, so it happens whole or not at
+all, and re-running it finishes the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from ..models import User
+from .base import StoreBase
+from .codec import roles_text, user_fields, user_from_hash
+from .records import Actor
+
+
+class UserStore(StoreBase):
+    """Users of the standalone service (``P:{T}:user``), each beside its sessions."""
+
+    def _user_keys(self, user_id: str) -> list[str]:
+        return [
+            self.user_key(user_id),
+            self.index_key(user_id),
+            self.events_key(user_id),
+            self.known_key(user_id),
+        ]
+
+    def get_user(self, user_id: str) -> User | None:
+        """A user of the standalone user store, or ``None``."""
+        with self._available():
+            raw = self._hgetall(self.user_key(user_id))
+        return user_from_hash(user_id, raw)
+
+    def create_user(self, user: User) -> bool:
+        """Add a user; ``False`` (and nothing changed) when the id is taken.
+
+        Whatever an earlier account of the same name left (sessions of a
+        record deleted by hand, events, sign-in history) is deleted with it.
+        """
+        args = [self.session_key(user.id, ""), *user_fields(user)]
+        with self._available():
+            return bool(self._run("create_user", self._user_keys(user.id), args))
+
+    def delete_user(self, user_id: str) -> list[str] | None:
+        """Delete a user with every session, its events and history; atomic.
+
+        :returns: the ids of the sessions revoked; ``None`` for no such user.
+        """
+        with self._available():
+            revoked = self._run(
+                "delete_user", self._user_keys(user_id), [self.session_key(user_id, "")]
+            )
+        return None if revoked is None else [str(sid) for sid in revoked]
+
+    def update_user(
+        self,
+        user_id: str,
+        *,
+        now: int,
+        actor: Actor,
+        disabled: bool | None = None,
+        roles: tuple[str, ...] | None = None,
+    ) -> tuple[str, list[str]] | None:
+        """Disable, enable or set the roles of a user; atomic with the revocations.
+
+        Disabling revokes every session (``user_disabled``); so does a change
+        of roles (``roles_changed``).
+
+        :returns: the reason sessions were revoked (``""`` for none) and their
+            ids; ``None`` for no such user.
+        """
+        args = [
+            now,
+            self.session_key(user_id, ""),
+            *self._event_args(now, actor),
+            "" if disabled is None else "1" if disabled else "0",
+            "0" if roles is None else "1",
+            roles_text(roles or ()),
+        ]
+        keys = [self.user_key(user_id), self.index_key(user_id), self.events_key(user_id)]
+        with self._available():
+            result = self._run("update_user", keys, args)
+        if result is None:
+            return None
+        return str(result[0]), [str(sid) for sid in result[1:]]
+
+    def set_password_hash(
+        self, user_id: str, new: str, *, expected: str, changed_at: int | None = None
+    ) -> bool:
+        """Replace a user's password hash if it is still ``expected``; atomic.
+
+        :param changed_at: when the password changed; ``None`` when the same
+            password is only stored anew (an older scheme upgraded).
+        :returns: ``False`` (nothing changed) when the user is gone or the
+            hash is no longer ``expected``.
+        """
+        args = [expected, new, "" if changed_at is None else changed_at]
+        with self._available():
+            return bool(self._run("set_password", [self.user_key(user_id)], args))
+
+    def change_password(
+        self, user_id: str, new: str, *, expected: str, now: int, actor: Actor, keep: str | None
+    ) -> list[str] | None:
+        """A new password hash, and every session but ``keep`` revoked; atomic.
+
+        Records ``password.changed`` (detail ``revoked``) and a
+        ``session.revoked`` (``password_changed``) per session.
+
+        :returns: the ids revoked; ``None`` (nothing changed) when the user is
+            gone or the hash is no longer ``expected`` (another change won).
+        """
+        args = [
+            now,
+            self.session_key(user_id, ""),
+            *self._event_args(now, actor),
+            expected,
+            new,
+            keep or "",
+        ]
+        keys = [self.user_key(user_id), self.index_key(user_id), self.events_key(user_id)]
+        with self._available():
+            revoked = self._run("change_password", keys, args)
+        return None if revoked is None else [str(sid) for sid in revoked]
+
+    def user_ids(self) -> list[str]:
+        """Every user id of the user store, sorted (a ``SCAN``: for the CLI, not requests)."""
+        with self._available():
+            found = cast(Any, self.client).scan_iter(match=self.keys.user_pattern(), count=1000)
+            ids = {self.keys.user_id_of(key) for key in found}
+        return sorted(user_id for user_id in ids if user_id is not None)
