@@ -25,7 +25,7 @@ from limits.errors import StorageError
 from . import auth, devices
 from .errors import StoreUnavailable
 from .settings import Settings
-from .store import UNAVAILABLE_ERRORS, SessionStore, user_tag
+from .store import UNAVAILABLE_ERRORS, SessionStore, address_group, user_tag
 
 logger = logging.getLogger("sessionsvc")
 
@@ -70,8 +70,11 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
         limit,
         "login:user",
         key_func=_username,
-        # A body the view will refuse names no account: only its address counts.
-        exempt_when=lambda: auth.attempted_username(request) is None,
+        # A body the view will refuse names no account: only its address
+        # counts. And a stranger must not lock a user out: an address the
+        # user signed in from within a session lifetime passes this limit
+        # (its own per-address limit still holds).
+        exempt_when=lambda: _no_account_named() or _known_address(store, settings),
         error_message=_DETAIL,
     )
     # Decorated here rather than in auth.py: the blueprint and its view are
@@ -107,7 +110,21 @@ def _fail_closed(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client_address() -> str:
-    return devices.client_ip(request) or UNKNOWN_ADDRESS
+    address = devices.client_ip(request)
+    return address_group(address) if address else UNKNOWN_ADDRESS
+
+
+def _no_account_named() -> bool:
+    return auth.attempted_username(request) is None
+
+
+def _known_address(store: SessionStore, settings: Settings) -> bool:
+    """Whether the named user signed in from this client's address group before."""
+    username, address = auth.attempted_username(request), devices.client_ip(request)
+    if username is None or address is None:
+        return False
+    since = int(time.time()) - settings.refresh_expires
+    return store.signed_in_from(username, address_group(address), since=since)
 
 
 def _username() -> str:

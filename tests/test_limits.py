@@ -426,3 +426,65 @@ def test_two_gunicorn_workers_share_the_counters(redis_url: str) -> None:
         cleaner = redis.Redis.from_url(redis_url, decode_responses=True)
         delete_prefix(cleaner, prefix)
         cleaner.close()
+
+
+# -- no lockout by strangers -----------------------------------------------------------------
+
+
+def test_a_stranger_cannot_lock_a_user_out_of_an_address_it_signed_in_from(
+    limited: Flask,
+) -> None:
+    client = limited.test_client()
+    home = "198.51.100.7"
+    assert attempt(client, password="pw", ip=home).status_code == 200
+    # A stranger spends the rest of alice's per-username attempts (her sign-in
+    # counted as one) from elsewhere.
+    statuses = [attempt(client, ip=f"203.0.113.{i}").status_code for i in range(1, 4)]
+    assert statuses == [401, 401, 429]
+    # Another new address is refused too: the per-username limit holds...
+    assert_problem(attempt(client, password="pw", ip="192.0.2.44"), 429, "rate_limited")
+    # ...but alice, from where she signed in before, is let in.
+    assert attempt(client, password="pw", ip=home).status_code == 200
+    # Her address's own limit still holds (3 a minute).
+    assert attempt(client, ip=home).status_code == 401
+    assert_problem(attempt(client, ip=home), 429, "rate_limited")
+
+
+def test_an_address_known_too_long_ago_is_a_stranger_again(
+    limited: Flask, backend: Backend
+) -> None:
+    client = limited.test_client()
+    assert attempt(client, password="pw", ip="198.51.100.7").status_code == 200
+    with limited.app_context():
+        store = current_manager().store
+        key, lifetime = store.known_key("alice"), current_manager().settings.refresh_expires
+    backend.client().hset(key, "a:198.51.100.7", int(time.time()) - lifetime - 1)
+    for i in range(1, 4):
+        attempt(client, ip=f"203.0.113.{i}")
+    assert_problem(attempt(client, password="pw", ip="198.51.100.7"), 429, "rate_limited")
+
+
+def test_ipv6_clients_are_counted_and_known_per_64(limited: Flask) -> None:
+    client = limited.test_client()
+    # One /64: three addresses share one per-address counter.
+    statuses = [
+        attempt(client, f"user{i}", ip=f"2001:db8:1:2::{i}").status_code for i in range(1, 5)
+    ]
+    assert statuses == [401, 401, 401, 429]
+    assert attempt(client, "user9", ip="2001:db8:1:3::1").status_code == 401  # another /64
+    # Signed in from one address of a /64, alice is known from all of it.
+    assert attempt(client, password="pw", ip="2001:db8:aa:bb::1").status_code == 200
+    for i in range(1, 4):
+        attempt(client, ip=f"203.0.113.{i}")
+    assert attempt(client, password="pw", ip="2001:db8:aa:bb:ffff::9").status_code == 200
+
+
+def test_the_addresses_a_user_signed_in_from_are_bounded(limited: Flask, backend: Backend) -> None:
+    with limited.app_context():
+        manager = current_manager()
+        for i in range(130):
+            manager.open("alice", ip=f"10.0.{i // 250}.{i % 250}", user_agent=None)
+        key = manager.store.known_key("alice")
+    fields = backend.client().hkeys(key)
+    assert len(fields) == 100
+    assert sum(field.startswith("a:") for field in fields) == 100

@@ -24,7 +24,7 @@ from .connections import (
     client_factory_from_url,
 )
 from .devstore import DEV_STORE_HOST, DEV_STORE_PORT, serve_dev_store
-from .keys import Keys, user_tag
+from .keys import Keys, address_group, user_tag
 from .records import Actor, CheckResult, CheckStatus, EventSink, Opened, Policy
 from .sessions import SessionStore, store_from_url
 
@@ -42,6 +42,7 @@ __all__ = [
     "Opened",
     "Policy",
     "SessionStore",
+    "address_group",
     "client_factory_from_url",
     "serve_dev_store",
     "store_from_url",

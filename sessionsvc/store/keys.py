@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
 import re
 
 
@@ -40,6 +41,17 @@ def user_tag(user_id: str) -> str:
     """
     raw = user_id.encode("utf-8", "surrogatepass")
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)
+def address_group(address: str) -> str:
+    """One client, for counting login attempts and for the addresses a user
+    signed in from: an IPv4 address, or the /64 network of an IPv6 one (one
+    subscriber's; a client picks any address in it)."""
+    parsed = ipaddress.ip_address(address)
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 class Keys:

@@ -23,6 +23,7 @@ from .connections import (
     client_factory_from_url,
     unavailable,
 )
+from .keys import address_group
 from .records import (
     ALIVE,
     GONE,
@@ -83,9 +84,16 @@ class SessionStore(UserStore):
             sid,
             family,
             (session.location.country or "") if session.location else "",
+            address_group(session.ip) if session.ip else "",
             *fields,
         ]
         return keys, args
+
+    def signed_in_from(self, user_id: str, group: str, *, since: int) -> bool:
+        """Whether the user signed in from ``group`` (see :func:`address_group`) since then."""
+        with self._available():
+            seen = self.client.hget(self.known_key(user_id), "a:" + group)
+        return seen is not None and int(cast(str, seen)) >= since
 
     def check_access(
         self, user_id: str, session_id: str, *, now: int, actor: Actor | None = None

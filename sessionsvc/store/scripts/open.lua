@@ -4,7 +4,9 @@
 -- KEYS: 1 session, 2 index, 3 events, 4 sign-in history ("known")
 -- ARGV: 1 now, 2 expires_at, 3 max sessions, 4 session key prefix,
 --       5 events max, 6 events ttl, 7 event head, 8 event id, 9 sid,
---       10 device family or '', 11 country or '', 12... field/value pairs
+--       10 device family or '', 11 country or '', 12 the client's address
+--       group or '' (sign-ins from it pass the per-username login limit),
+--       13... field/value pairs
 -- Returns false on an id clash, else {risk flags, evicted session ids...}.
 local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   3, ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -14,7 +16,7 @@ local KNOWN_MAX = 100
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local sid = ARGV[9]
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW)
-redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+redis.call('HSET', KEYS[1], unpack(ARGV, 13))
 -- Risk: a browser/OS family or a country this user never signed in with
 -- (a user's very first sign-in has nothing to compare with). The history
 -- is small and bounded: one field per family or country.
@@ -27,6 +29,13 @@ local function remember(field, flag)
 end
 if ARGV[10] ~= '' then remember('d:' .. ARGV[10], 'new_device') end
 if ARGV[11] ~= '' then remember('c:' .. ARGV[11], 'new_country') end
+-- Where the user signs in from, kept fresh within the same bound.
+if ARGV[12] ~= '' then
+  local field = 'a:' .. ARGV[12]
+  if redis.call('HEXISTS', KEYS[4], field) == 1 or redis.call('HLEN', KEYS[4]) < KNOWN_MAX then
+    redis.call('HSET', KEYS[4], field, NOW)
+  end
+end
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], EVENTS_TTL) end
 local risk_text = table.concat(risk, ',')
 if risk_text ~= '' then redis.call('HSET', KEYS[1], 'rk', risk_text) end
