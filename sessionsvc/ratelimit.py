@@ -19,10 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_limiter import Limiter, RequestLimit
 from limits.errors import StorageError
 
-from . import auth, devices
+from . import auth, devices, tokens
 from .errors import StoreUnavailable
 from .settings import Settings
 from .store import UNAVAILABLE_ERRORS, SessionStore, address_group, user_tag
@@ -31,6 +32,8 @@ logger = logging.getLogger("sessionsvc")
 
 #: The view the limits apply to.
 LOGIN_ENDPOINT = "sessionsvc_auth.login"
+#: A password change: a wrong current password counts as a failed login.
+PASSWORD_ENDPOINT = "sessionsvc_auth.change_password"  # noqa: S105 (an endpoint name)
 
 #: The per-address key of a request whose address is not a valid IP address:
 #: such requests share one counter rather than escape the limit.
@@ -64,7 +67,7 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
     limiter.init_app(app)
     # The limiter sees every request of the app: all but the login skip it
     # at once (and with it any RATELIMIT_DEFAULT of the host's config).
-    limiter.request_filter(lambda: request.endpoint != LOGIN_ENDPOINT)
+    limiter.request_filter(lambda: request.endpoint not in (LOGIN_ENDPOINT, PASSWORD_ENDPOINT))
     per_address = limiter.shared_limit(limit, "login:ip", error_message=_DETAIL)
     per_username = limiter.shared_limit(
         limit,
@@ -74,13 +77,28 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
         # counts. And a stranger must not lock a user out: an address the
         # user signed in from within a session lifetime passes this limit
         # (its own per-address limit still holds).
-        exempt_when=lambda: _no_account_named() or _known_address(store, settings),
+        exempt_when=lambda: _known_address(store, settings, auth.attempted_username(request)),
         error_message=_DETAIL,
     )
     # Decorated here rather than in auth.py: the blueprint and its view are
     # shared by every app, the limiter is this app's.
     view: Callable[..., Any] = app.view_functions[LOGIN_ENDPOINT]
     app.view_functions[LOGIN_ENDPOINT] = _fail_closed(per_address(per_username(view)))
+    # The same counters for a password change, but only a wrong current
+    # password counts: the user is the token's.
+    wrong_address = limiter.shared_limit(
+        limit, "login:ip", deduct_when=_wrong_password, error_message=_DETAIL
+    )
+    wrong_username = limiter.shared_limit(
+        limit,
+        "login:user",
+        key_func=lambda: user_tag(_token_user()),
+        deduct_when=_wrong_password,
+        exempt_when=lambda: _known_address(store, settings, _token_user()),
+        error_message=_DETAIL,
+    )
+    change: Callable[..., Any] = app.view_functions[PASSWORD_ENDPOINT]
+    app.view_functions[PASSWORD_ENDPOINT] = _fail_closed(wrong_address(wrong_username(change)))
 
 
 #: Errors that mean "the counters cannot be reached".
@@ -114,17 +132,32 @@ def _client_address() -> str:
     return address_group(address) if address else UNKNOWN_ADDRESS
 
 
-def _no_account_named() -> bool:
-    return auth.attempted_username(request) is None
+def _known_address(store: SessionStore, settings: Settings, username: str | None) -> bool:
+    """Whether the user signed in from this client's address group before.
 
-
-def _known_address(store: SessionStore, settings: Settings) -> bool:
-    """Whether the named user signed in from this client's address group before."""
-    username, address = auth.attempted_username(request), devices.client_ip(request)
-    if username is None or address is None:
+    ``None`` (a body the view will refuse names no account) is exempt too:
+    only its address counts.
+    """
+    address = devices.client_ip(request)
+    if username is None:
+        return True
+    if address is None:
         return False
     since = int(time.time()) - settings.refresh_expires
     return store.signed_in_from(username, address_group(address), since=since)
+
+
+def _token_user() -> str:
+    """The user of the request's access token, verified (a bad token is its usual 401)."""
+    verify_jwt_in_request()
+    return tokens.token_session(get_jwt())[0]
+
+
+def _wrong_password(response: Response) -> bool:
+    if response.status_code != 401 or not response.is_json:
+        return False
+    body = response.get_json(silent=True)
+    return isinstance(body, dict) and body.get("code") == "invalid_credentials"
 
 
 def _username() -> str:

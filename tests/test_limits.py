@@ -488,3 +488,37 @@ def test_the_addresses_a_user_signed_in_from_are_bounded(limited: Flask, backend
     fields = backend.client().hkeys(key)
     assert len(fields) == 100
     assert sum(field.startswith("a:") for field in fields) == 100
+
+
+def test_a_wrong_current_password_counts_as_a_failed_login(limited: Flask) -> None:
+    client = limited.test_client()
+    auth = Auth(limited)
+    tokens = auth.login("alice", "pw", ip="198.51.100.7")  # 1 of 3 for her name
+
+    def change(current: str, ip: str) -> Any:
+        body = {"current_password": current, "new_password": "a brand new one"}
+        return client.post(
+            "/api/v1/auth/password",
+            json=body,
+            headers=Auth.headers(tokens),
+            environ_base={"REMOTE_ADDR": ip},
+        )
+
+    # A thief with her token guesses from elsewhere: both counters count.
+    assert change("wrong", "203.0.113.50").status_code == 401
+    assert change("wrong", "203.0.113.50").status_code == 401
+    assert_problem(change("pw", "203.0.113.50"), 429, "rate_limited")
+    assert_problem(attempt(client, password="pw", ip="192.0.2.9"), 429, "rate_limited")
+    # From where alice signed in, she still gets in (and may change it).
+    assert attempt(client, password="pw", ip="198.51.100.7").status_code == 200
+    assert change("pw", "198.51.100.7").status_code == 200
+    # Right passwords do not count: bob changes his twice.
+    bob = auth.login("bob", "pw", ip="192.0.2.1")
+    for current, new in (("pw", "bob-password-1"), ("bob-password-1", "bob-password-2")):
+        response = client.post(
+            "/api/v1/auth/password",
+            json={"current_password": current, "new_password": new},
+            headers=Auth.headers(bob),
+            environ_base={"REMOTE_ADDR": "192.0.2.1"},
+        )
+        assert response.status_code == 200, response.get_json()
