@@ -251,3 +251,39 @@ def test_the_api_docs_render_every_operation_under_their_csp(browser: Any, servi
     # A blocked script, style or fetch shows up here as a CSP violation.
     assert problems == []
     context.close()
+
+
+def test_change_password_from_the_page_signs_the_other_devices_out(
+    browser: Any, service: str
+) -> None:
+    laptop = browser.new_context(user_agent=CHROME)
+    phone = browser.new_context(user_agent=IPHONE)
+    try:
+        on_laptop, on_phone = laptop.new_page(), phone.new_page()
+        sign_in(on_laptop, service)
+        sign_in(on_phone, service)
+        assert len(cards(on_phone)) == 2
+        # A wrong current password is said on the form; nobody is signed out.
+        on_laptop.fill("#current-password", "not it at all")
+        on_laptop.fill("#new-password", "a brand new password")
+        on_laptop.click("#password-form button[type=submit]")
+        # (The page's CSP allows no eval: wait with selectors, not functions.)
+        on_laptop.locator("#password-error", has_text="not your current password").wait_for()
+        assert on_laptop.is_visible("#account")
+        # The right one: one other session ends.
+        on_laptop.fill("#current-password", PASSWORD)
+        on_laptop.fill("#new-password", "a brand new password")
+        on_laptop.click("#password-form button[type=submit]")
+        on_laptop.locator("#status", has_text="Signed out of 1 other session.").wait_for()
+        assert len(cards(on_laptop)) == 1
+        # The phone's next action lands on sign-in; the new password works there.
+        on_phone.click("#signout-others")
+        on_phone.wait_for_selector("#signin", state="visible")
+        on_phone.fill("#username", "alice")
+        on_phone.fill("#password", "a brand new password")
+        on_phone.click("#signin button[type=submit]")
+        on_phone.wait_for_selector("#account", state="visible")
+        assert len(cards(on_phone)) == 2
+    finally:
+        laptop.close()
+        phone.close()

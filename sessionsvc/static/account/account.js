@@ -85,6 +85,8 @@
     if (r.status === 401) {
       var p = await problem(r);
       if (p.code === "token_expired" && !retried && (await refresh())) return api(method, url, body, true);
+      // A wrong current password is a wrong password, not a signed-out session.
+      if (p.code === "invalid_credentials") throw new Error("That is not your current password.");
       showSignin("You were signed out.");
       throw new SignedOut();
     }
@@ -219,6 +221,23 @@
       var result = await api("DELETE", SESSIONS);
       status("Signed out of " + result.revoked + " other session" + (result.revoked === 1 ? "" : "s") + ".");
     });
+  });
+
+  $("password-form").addEventListener("submit", async function (event) {
+    event.preventDefault();
+    $("password-error").textContent = "";
+    try {
+      var result = await api("POST", AUTH + "/password", {
+        current_password: $("current-password").value,
+        new_password: $("new-password").value,
+      });
+      $("current-password").value = "";
+      $("new-password").value = "";
+      await load();
+      status("Password changed. Signed out of " + result.revoked + " other session" + (result.revoked === 1 ? "" : "s") + ".");
+    } catch (e) {
+      if (!(e instanceof SignedOut)) $("password-error").textContent = e.message;
+    }
   });
 
   if (sessionStorage.getItem(ACCESS)) act(function () {});
