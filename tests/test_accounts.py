@@ -276,3 +276,47 @@ def test_a_password_change_needs_an_access_token(client: FlaskClient, auth: Auth
     response = client.post(PASSWORD, headers=Auth.headers(tokens, "refresh_token"), json=body)
     assert_problem(response, 401, "wrong_token_type")
     assert_problem(client.post(PASSWORD, json=body), 401, "authorization_required")
+
+
+ROUTES = [
+    ("get", SESSIONS, "access_token"),
+    ("get", SESSIONS + "/{sid}", "access_token"),
+    ("patch", SESSIONS + "/{sid}", "access_token"),
+    ("delete", SESSIONS + "/{sid}", "access_token"),
+    ("delete", SESSIONS, "access_token"),
+    ("get", EVENTS, "access_token"),
+    ("post", "/api/v1/auth/logout", "access_token"),
+    ("post", PASSWORD, "access_token"),
+    ("post", REFRESH, "refresh_token"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kind"), ROUTES)
+def test_an_old_token_works_on_no_route_of_a_name_created_again(
+    client: FlaskClient, auth: Auth, admin: dict[str, str], method: str, path: str, kind: str
+) -> None:
+    old = auth.login("alice", "alice-password")
+    assert client.delete(f"{USERS}/alice", headers=admin).status_code == 204
+    auth.create_user("alice", "new-alice-password")
+    new = auth.login("alice", "new-alice-password")
+    bodies = {"patch": {"name": "mine now"}, "post": {"current_password": "x", "new_password": "y"}}
+    response = getattr(client, method)(
+        path.format(sid=new["session_id"]),
+        headers=Auth.headers(old, kind),
+        json=bodies.get(method) if path != REFRESH else None,
+    )
+    assert_problem(response, 401, "session_revoked")
+    assert listed(client, new) == [new["session_id"]]
+
+
+def test_a_user_disabled_by_hand_cannot_refresh(
+    app: Flask, client: FlaskClient, auth: Auth
+) -> None:
+    tokens = auth.login("alice", "alice-password")
+    with app.app_context():
+        store = current_manager().store
+        store.client.hset(store.user_key("alice"), "d", "1")
+    refresh = client.post(REFRESH, headers=Auth.headers(tokens, "refresh_token"))
+    assert_problem(refresh, 401, "session_revoked")
+    assert reasons(app, "alice")[0] == "user_disabled"
+    assert_problem(client.get(SESSIONS, headers=Auth.headers(tokens)), 401, "session_revoked")

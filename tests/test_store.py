@@ -878,6 +878,13 @@ DEAD_OPERATIONS: dict[str, Callable[[SessionStore], Any]] = {
     "events": lambda s: s.events("alice", limit=10),
     "get_user": lambda s: s.get_user("alice"),
     "create_user": lambda s: s.create_user(User(id="alice", password_hash="h")),
+    "delete_user": lambda s: s.delete_user("alice"),
+    "update_user": lambda s: s.update_user("alice", now=0, actor=ACTOR, disabled=True),
+    "change_password": lambda s: s.change_password(
+        "alice", "new", expected="old", now=0, actor=ACTOR, keep=None
+    ),
+    "set_password_hash": lambda s: s.set_password_hash("alice", "new", expected="old"),
+    "user_ids": lambda s: s.user_ids(),
 }
 
 
