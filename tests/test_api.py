@@ -1,4 +1,4 @@
-"""The sessions blueprint: /api/v1/sessions (spec sections 2, 4, 7, 10)."""
+"""The sessions blueprint: /api/v1/sessions (docs/api.md sections 2, 4, 7, 10)."""
 
 from __future__ import annotations
 

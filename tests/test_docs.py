@@ -22,3 +22,44 @@ def test_every_test_the_threat_model_cites_exists() -> None:
         source = (ROOT / path).read_text()
         if name:
             assert re.search(rf"^def {name}\(", source, re.M), f"{path}::{name} is gone"
+
+
+API = ROOT / "docs" / "api.md"
+
+
+def test_the_reference_names_every_route_error_key_command_and_reason() -> None:
+    from sessionsvc import create_app
+    from sessionsvc import errors as error_classes
+    from sessionsvc.cli import sessions_cli
+    from sessionsvc.models import EVENT_TYPES, REVOCATION_REASONS
+    from sessionsvc.settings import KEYS
+    from tests.clients import JWT_KEY
+
+    text = API.read_text()
+    app = create_app({"TESTING": True, "JWT_SECRET_KEY": JWT_KEY})
+    internal = ("static", "flasgger.", "sessionsvc_account.static")
+    routes = {
+        rule.rule.replace("<", "{").replace(">", "}").rstrip("/") or "/"
+        for rule in app.url_map.iter_rules()
+        if not rule.endpoint.startswith(internal) and rule.rule != "/apidocs/index.html"
+    }
+    assert "/api/v1/admin/users/{user_id}" in routes
+    missing = {route for route in routes if f"`{route}" not in text and route not in text}
+    assert missing <= {"/oauth2-redirect.html"}, missing
+    codes = {
+        cls.code
+        for cls in vars(error_classes).values()
+        if isinstance(cls, type) and issubclass(cls, error_classes.SessionsvcError)
+    } - {"internal_error"}
+    assert {code for code in codes if f"`{code}`" not in text} == set()
+    assert {key.name for key in KEYS if f"`{key.name}`" not in text} == set()
+    assert {name for name in sessions_cli.commands if f"`{name}" not in text} == set()
+    assert {r for r in (*REVOCATION_REASONS, *EVENT_TYPES) if f"`{r}`" not in text} == set()
+
+
+def test_nothing_in_the_repository_links_outside_it() -> None:
+    for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        assert "../shared" not in path.read_text(), path
+        for target in re.findall(r"\]\(([^)#]+)\)", path.read_text()):
+            if not target.startswith(("http://", "https://")):
+                assert (path.parent / target).exists(), (path, target)
