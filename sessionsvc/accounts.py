@@ -12,7 +12,7 @@ import secrets
 import time
 
 from . import audit, devices, passwords
-from .errors import InvalidCredentials, UserNotFound
+from .errors import InvalidCredentials, UserDisabled, UserNotFound
 from .models import User
 from .state import current_state
 from .store import Actor
@@ -61,6 +61,21 @@ def authenticate(user_id: str, password: str) -> tuple[User, str | None]:
     if not matches:
         raise InvalidCredentials("Wrong username or password.")
     return user, upgraded
+
+
+def sign_in(user_id: str, password: str) -> User:
+    """The user a sign-in with this password is for, its hash upgraded when of
+    an older scheme (argon2id from now on, unless a change came first).
+
+    :raises InvalidCredentials: no such user, or not its password.
+    :raises UserDisabled: the user is disabled (said only with the right password).
+    """
+    user, upgraded = authenticate(user_id, password)
+    if user.disabled:
+        raise UserDisabled("This user is disabled.")
+    if upgraded is not None:
+        current_state().store.set_password_hash(user.id, upgraded, expected=user.password_hash)
+    return user
 
 
 def all_users() -> list[User]:

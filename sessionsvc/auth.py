@@ -7,7 +7,7 @@ from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from . import accounts, openapi, passwords, payloads, tokens
-from .errors import InvalidRequest, UserDisabled
+from .errors import InvalidRequest
 from .payloads import no_content
 from .state import current_manager
 
@@ -41,16 +41,9 @@ def login() -> Response:
     body = payloads.json_object(request)
     username = payloads.string_field(body, "username", max_length=MAX_USERNAME)
     password = payloads.string_field(body, "password", max_length=1024)
-    manager = current_manager()
-    user, upgraded = accounts.authenticate(username, password)
-    if user.disabled:
-        # Only with the right password: a wrong one discloses nothing.
-        raise UserDisabled("This user is disabled.")
-    if upgraded is not None:
-        # A hash of an older scheme: argon2id from now on (if no change came first).
-        manager.set_password_hash(user.id, upgraded, expected=user.password_hash)
+    user = accounts.sign_in(username, password)
     claims = {"roles": list(user.roles)} if user.roles else None
-    return jsonify(manager.open(user.id, claims=claims, account=user.account).to_json())
+    return jsonify(current_manager().open(user.id, claims=claims, account=user.account).to_json())
 
 
 @blueprint.post("/refresh")

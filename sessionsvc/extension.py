@@ -417,14 +417,6 @@ class SessionManager:
         """Add a user to the built-in user store; ``False`` if the id is taken."""
         return current_state().store.create_user(user)
 
-    def set_password_hash(
-        self, user_id: str, new: str, *, expected: str, changed_at: int | None = None
-    ) -> bool:
-        """Replace a user's password hash if it is still ``expected`` (see the store)."""
-        return current_state().store.set_password_hash(
-            user_id, new, expected=expected, changed_at=changed_at
-        )
-
 
 def _owns_request() -> bool:
     state: State | None = current_app.extensions.get(EXTENSION_KEY)

@@ -85,17 +85,14 @@ class UserStore(StoreBase):
             return None
         return str(result[0]), [str(sid) for sid in result[1:]]
 
-    def set_password_hash(
-        self, user_id: str, new: str, *, expected: str, changed_at: int | None = None
-    ) -> bool:
-        """Replace a user's password hash if it is still ``expected``; atomic.
+    def set_password_hash(self, user_id: str, new: str, *, expected: str) -> bool:
+        """Store the same password's hash anew (an older scheme upgraded), if the
+        hash is still ``expected``; atomic. A new password is :meth:`change_password`.
 
-        :param changed_at: when the password changed; ``None`` when the same
-            password is only stored anew (an older scheme upgraded).
         :returns: ``False`` (nothing changed) when the user is gone or the
             hash is no longer ``expected``.
         """
-        args = [expected, new, "" if changed_at is None else changed_at]
+        args = [expected, new]
         with self._available():
             return bool(self._run("set_password", [self.user_key(user_id)], args))
 
