@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_limiter import Limiter, RequestLimit
 from limits.errors import StorageError
@@ -148,9 +148,16 @@ def _known_address(store: SessionStore, settings: Settings, username: str | None
 
 
 def _token_user() -> str:
-    """The user of the request's access token, verified (a bad token is its usual 401)."""
-    verify_jwt_in_request()
-    return tokens.token_session(get_jwt())[0]
+    """The user of the request's access token, verified (a bad token is its usual 401).
+
+    Asked by the key and the exemption of each limit: verified (and checked
+    against the store) once per request.
+    """
+    if "_sessionsvc_token_user" not in g:
+        verify_jwt_in_request()
+        g._sessionsvc_token_user = tokens.token_session(get_jwt())[0]
+    user: str = g._sessionsvc_token_user
+    return user
 
 
 def _wrong_password(response: Response) -> bool:
