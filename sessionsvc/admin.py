@@ -32,7 +32,7 @@ def _require_admin() -> None:
 
 @blueprint.get("/users/<user_id>/sessions")
 @tokens.token_required
-@openapi.spec("admin_list_sessions")
+@openapi.spec("admin_list_user_sessions")
 def list_user_sessions(user_id: str) -> Response:
     _require_admin()
     manager = current_manager()
@@ -41,7 +41,7 @@ def list_user_sessions(user_id: str) -> Response:
 
 @blueprint.delete("/users/<user_id>/sessions")
 @tokens.token_required
-@openapi.spec("admin_revoke_sessions")
+@openapi.spec("admin_revoke_user_sessions")
 def revoke_user_sessions(user_id: str) -> Response:
     _require_admin()
     return jsonify({"revoked": current_manager().revoke_all(user_id, reason="admin")})
@@ -49,7 +49,7 @@ def revoke_user_sessions(user_id: str) -> Response:
 
 @blueprint.delete("/users/<user_id>/sessions/<session_id>")
 @tokens.token_required
-@openapi.spec("admin_revoke_session")
+@openapi.spec("admin_revoke_user_session")
 def revoke_user_session(user_id: str, session_id: str) -> Response:
     _require_admin()
     if not current_manager().revoke(user_id, session_id, reason="admin"):

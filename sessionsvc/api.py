@@ -84,7 +84,7 @@ def revoke_session(session_id: str) -> Response:
 @blueprint.delete("")
 @blueprint.delete("/")
 @tokens.token_required
-@openapi.spec("revoke_sessions")
+@openapi.spec("revoke_other_sessions")
 def revoke_sessions() -> Response:
     user_id, current = _caller()
     manager = current_manager()

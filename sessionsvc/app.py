@@ -37,13 +37,13 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @health.get("/healthz")
-@openapi.spec("healthz")
+@openapi.spec("health")
 def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
 @health.get("/readyz")
-@openapi.spec("readyz")
+@openapi.spec("readiness")
 def readyz() -> Response:
     current_manager().ping()
     return jsonify({"status": "ok"})

@@ -1,10 +1,12 @@
-"""The OpenAPI (Swagger 2.0) document: flasgger template and per-operation specs.
+"""The OpenAPI 3.1 document: flasgger template and per-operation specs.
 
 Views carry their operation with :func:`spec`; flasgger builds
 ``/apispec.json`` from the real routes, so a route without a spec shows up
 as undocumented rather than silently missing. Every number and vocabulary
 the code enforces (name length, body limit, page sizes, reasons, event
-types, risk flags) comes from the code's own constants.
+types, risk flags) comes from the code's own constants. A route's
+trailing-slash alias (``/api/v1/sessions/``) is served but not documented:
+each operation appears once, under one ``operationId``.
 """
 
 from __future__ import annotations
@@ -14,37 +16,39 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flasgger import swag_from
+from werkzeug.routing import Rule
 
 from .operations import OPERATIONS
-from .schemas import DEFINITIONS
+from .schemas import SCHEMAS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def spec(operation: str) -> Callable[[F], F]:
-    """Attach the named operation's OpenAPI spec to a view."""
-    decorate: Callable[[F], F] = swag_from(OPERATIONS[operation])
+    """Attach the named operation's OpenAPI spec to a view; the name is its ``operationId``."""
+    decorate: Callable[[F], F] = swag_from({"operationId": operation, **OPERATIONS[operation]})
     return decorate
 
 
+def documented(rule: Rule) -> bool:
+    """Whether flasgger documents a URL rule: not a trailing-slash alias of
+    another rule of the same view."""
+    if not rule.rule.endswith("/") or rule.map is None:
+        return True
+    bare = rule.rule.rstrip("/")
+    return not any(other.rule == bare for other in rule.map.iter_rules(rule.endpoint))
+
+
+#: The OpenAPI version served; flasgger writes it into the document.
+OPENAPI_VERSION = "3.1.0"
+
 #: flasgger's template: everything but the paths.
 TEMPLATE: dict[str, Any] = {
-    "swagger": "2.0",
     "info": {
         "title": "sessionsvc",
         "description": "See every device you are signed in on, and sign any of them out: "
         "revocation bites on the very next request.",
         "version": "1",
-    },
-    "consumes": ["application/json"],
-    "produces": ["application/json", "application/problem+json"],
-    "securityDefinitions": {
-        "bearer": {
-            "type": "apiKey",
-            "name": "Authorization",
-            "in": "header",
-            "description": "`Bearer <access_token>` (or the refresh token for /auth/refresh).",
-        }
     },
     "tags": [
         {"name": "sessions", "description": "Your own sessions and security events"},
@@ -52,7 +56,17 @@ TEMPLATE: dict[str, Any] = {
         {"name": "admin", "description": "Any user's sessions, for tokens with the admin role"},
         {"name": "service", "description": "Health, readiness and metrics"},
     ],
-    "definitions": DEFINITIONS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "The access token (the refresh token for `/api/v1/auth/refresh`).",
+            }
+        },
+    },
 }
 
 #: Where the /docs page's own files and the Swagger UI release shipped in the
@@ -70,12 +84,13 @@ DOCS_CSP = (
 
 #: flasgger's config: Swagger UI at ``/docs``, the document at ``/apispec.json``.
 SWAGGER_CONFIG: dict[str, Any] = {
+    "openapi": OPENAPI_VERSION,
     "headers": [],
     "specs": [
         {
             "endpoint": "apispec",
             "route": "/apispec.json",
-            "rule_filter": lambda rule: True,
+            "rule_filter": documented,
             "model_filter": lambda tag: True,
         }
     ],

@@ -1,4 +1,8 @@
-"""The OpenAPI document's operations by name, one per view (see ``openapi.spec``)."""
+"""The OpenAPI document's operations by name, one per view (see ``openapi.spec``).
+
+The name is the operation's ``operationId``: generated clients call it by
+that name (``list_sessions``, ``login``...), so a name is never changed.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,32 @@ from typing import Any
 
 from ..models import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX
 from ..payloads import BOOLEAN_VALUES, MAX_BODY
+from .schemas import ref
+
+#: The media type of every error (RFC 9457).
+PROBLEM_TYPE = "application/problem+json"
 
 
 def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "schema": {"$ref": "#/definitions/Problem"}}
+    return {"description": description, "content": {PROBLEM_TYPE: {"schema": ref("Problem")}}}
 
 
-def _ok(description: str, definition: str | None = None) -> dict[str, Any]:
+def _ok(description: str, schema: str | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description}
-    if definition:
-        response["schema"] = {"$ref": f"#/definitions/{definition}"}
+    if schema:
+        response["content"] = {"application/json": {"schema": ref(schema)}}
     return response
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": ref(schema)}}}
+
+
+def _text(description: str, *media_types: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {media_type: {"schema": {"type": "string"}} for media_type in media_types},
+    }
 
 
 _AUTH_ERRORS = {
@@ -32,16 +51,16 @@ _TOO_LARGE = {"413": _problem(f"Body over {MAX_BODY // 1024} KiB (`payload_too_l
 _SESSION_ID = {
     "name": "session_id",
     "in": "path",
-    "type": "string",
     "required": True,
+    "schema": {"type": "string"},
     "description": "A session id from the list.",
 }
 _BEARER: list[dict[str, Any]] = [{"bearer": []}]
 _USER_ID = {
     "name": "user_id",
     "in": "path",
-    "type": "string",
     "required": True,
+    "schema": {"type": "string"},
     "description": "The user's id (`sub`); the username in the standalone service.",
 }
 _FORBIDDEN = {"403": _problem("The token has no admin role (`forbidden`).")}
@@ -66,16 +85,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "tags": ["sessions"],
         "summary": "Name one of my sessions",
         "security": _BEARER,
-        "consumes": ["application/json"],
-        "parameters": [
-            _SESSION_ID,
-            {
-                "name": "body",
-                "in": "body",
-                "required": True,
-                "schema": {"$ref": "#/definitions/SessionName"},
-            },
-        ],
+        "parameters": [_SESSION_ID],
+        "requestBody": _body("SessionName"),
         "responses": {
             "200": _ok("The renamed session.", "Session"),
             **_BAD_REQUEST,
@@ -93,7 +104,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [_SESSION_ID],
         "responses": {"204": _ok("Revoked."), **_NOT_FOUND, **_AUTH_ERRORS},
     },
-    "revoke_sessions": {
+    "revoke_other_sessions": {
         "tags": ["sessions"],
         "summary": "Sign out all my other sessions",
         "security": _BEARER,
@@ -101,9 +112,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             {
                 "name": "include_current",
                 "in": "query",
-                "type": "string",
-                "enum": list(BOOLEAN_VALUES),
                 "required": False,
+                "schema": {"type": "string", "enum": list(BOOLEAN_VALUES)},
                 "description": "Also sign out the calling session.",
             }
         ],
@@ -121,11 +131,13 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             {
                 "name": "limit",
                 "in": "query",
-                "type": "integer",
-                "minimum": 1,
-                "maximum": EVENTS_LIMIT_MAX,
-                "default": EVENTS_LIMIT_DEFAULT,
                 "required": False,
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": EVENTS_LIMIT_MAX,
+                    "default": EVENTS_LIMIT_DEFAULT,
+                },
             }
         ],
         "responses": {"200": _ok("Events.", "EventList"), **_BAD_REQUEST, **_AUTH_ERRORS},
@@ -133,15 +145,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "login": {
         "tags": ["auth"],
         "summary": "Sign in: opens a session and returns its token pair",
-        "consumes": ["application/json"],
-        "parameters": [
-            {
-                "name": "body",
-                "in": "body",
-                "required": True,
-                "schema": {"$ref": "#/definitions/Credentials"},
-            }
-        ],
+        "requestBody": _body("Credentials"),
         "responses": {
             "200": _ok("The new session's tokens.", "TokenPair"),
             **_BAD_REQUEST,
@@ -182,15 +186,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "description": "Records `password.changed`; the calling session stays. A wrong "
         "current password counts like a failed sign-in.",
         "security": _BEARER,
-        "consumes": ["application/json"],
-        "parameters": [
-            {
-                "name": "body",
-                "in": "body",
-                "required": True,
-                "schema": {"$ref": "#/definitions/PasswordChange"},
-            }
-        ],
+        "requestBody": _body("PasswordChange"),
         "responses": {
             "200": _ok("How many other sessions were revoked.", "Revoked"),
             "400": _problem(
@@ -220,16 +216,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "description": "Disabling revokes every session of the user (`user_disabled`); "
         "other roles revoke them too (`roles_changed`).",
         "security": _BEARER,
-        "consumes": ["application/json"],
-        "parameters": [
-            _USER_ID,
-            {
-                "name": "body",
-                "in": "body",
-                "required": True,
-                "schema": {"$ref": "#/definitions/UserChanges"},
-            },
-        ],
+        "parameters": [_USER_ID],
+        "requestBody": _body("UserChanges"),
         "responses": {
             "200": _ok("The user as it is now.", "User"),
             **_BAD_REQUEST,
@@ -247,7 +235,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [_USER_ID],
         "responses": {"204": _ok("Deleted."), **_USER_NOT_FOUND, **_ADMIN_ERRORS},
     },
-    "admin_list_sessions": {
+    "admin_list_user_sessions": {
         "tags": ["admin"],
         "summary": "List a user's sessions (admin role)",
         "security": _BEARER,
@@ -258,7 +246,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             **_AUTH_ERRORS,
         },
     },
-    "admin_revoke_sessions": {
+    "admin_revoke_user_sessions": {
         "tags": ["admin"],
         "summary": "Sign a user out everywhere (admin role)",
         "security": _BEARER,
@@ -269,7 +257,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             **_AUTH_ERRORS,
         },
     },
-    "admin_revoke_session": {
+    "admin_revoke_user_session": {
         "tags": ["admin"],
         "summary": "Sign out one session of a user (admin role)",
         "security": _BEARER,
@@ -281,12 +269,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             **_AUTH_ERRORS,
         },
     },
-    "healthz": {
+    "health": {
         "tags": ["service"],
         "summary": "Liveness: the process answers",
         "responses": {"200": _ok("Alive.", "Status")},
     },
-    "readyz": {
+    "readiness": {
         "tags": ["service"],
         "summary": "Readiness: the session store answers",
         "responses": {
@@ -300,11 +288,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "description": "Served unless `SESSIONSVC_METRICS` is off, and only to clients on "
         "loopback, or to any client that sends `Authorization: Bearer <SESSIONSVC_METRICS_TOKEN>` "
         "when that is set; otherwise 404 (`not_found`).",
-        "produces": ["text/plain", "application/problem+json"],
         "responses": {
-            "200": {
-                "description": "Prometheus text format; OpenMetrics when `Accept` asks for it."
-            },
+            "200": _text(
+                "Prometheus text format; OpenMetrics when `Accept` asks for it.",
+                "text/plain",
+                "application/openmetrics-text",
+            ),
             "404": _problem("Metrics are off, or not for this client (`not_found`)."),
         },
     },
@@ -313,7 +302,6 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "summary": "The account page: where you're signed in (HTML)",
         "description": "Signs in through `/api/v1/auth` and lists the caller's sessions with "
         "the sessions API; its script and stylesheet are at `/account/assets/`.",
-        "produces": ["text/html"],
-        "responses": {"200": {"description": "The page."}},
+        "responses": {"200": _text("The page.", "text/html")},
     },
 }

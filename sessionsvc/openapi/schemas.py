@@ -1,4 +1,9 @@
-"""The OpenAPI document's schemas (``definitions``), from the code's own constants."""
+"""The OpenAPI document's schemas (``components/schemas``), from the code's own constants.
+
+OpenAPI 3.1 schemas are JSON Schema 2020-12: a member that may be ``null``
+says so in its ``type`` (``["string", "null"]``), or with ``anyOf`` where it
+refers to another schema.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,27 @@ from typing import Any
 from ..models import DEVICE_TYPES, EVENT_TYPES, MAX_NAME, REVOCATION_REASONS, RISK_FLAGS
 from ..passwords import MAX_LENGTH as MAX_PASSWORD
 from ..passwords import MIN_LENGTH as MIN_PASSWORD
-from ..payloads import MAX_ROLES
+from ..payloads import MAX_ROLES, ROLE_RE
 
-_TIMESTAMP = {"type": "string", "format": "date-time", "example": "2026-11-26T22:15:12Z"}
+_TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-11-26T22:15:12Z"]}
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to one of :data:`SCHEMAS`."""
+    if name not in SCHEMAS:
+        raise KeyError(f"no schema {name!r}")
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "x-nullable": True}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _string(example: str | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", **extra}
+    if example is not None:
+        schema["examples"] = [example]
+    return schema
 
 
 def _record(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -21,139 +40,116 @@ def _record(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"type": "object", "required": list(properties), "properties": properties, **extra}
 
 
+def _list_of(member: str, name: str) -> dict[str, Any]:
+    return _record({member: {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}})
+
+
 def _code_list(values: tuple[str, ...]) -> str:
     return ", ".join(f"`{value}`" for value in values)
 
 
-_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "example": "Work laptop"}
+_NAME = _string("Work laptop", minLength=1, maxLength=MAX_NAME)
+_CHANGE = {"$ref": "#/components/schemas/Change"}
 
 
-DEFINITIONS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "description": "RFC 9457 problem document with the extra member `code`.",
-        "required": ["type", "title", "status", "detail", "code"],
-        "properties": {
-            "type": {"type": "string", "example": "about:blank"},
-            "title": {"type": "string", "example": "Not Found"},
-            "status": {"type": "integer", "example": 404},
-            "detail": {"type": "string"},
-            "code": {"type": "string", "example": "session_not_found"},
+SCHEMAS: dict[str, Any] = {
+    "Problem": _record(
+        {
+            "type": _string("about:blank"),
+            "title": _string("Not Found"),
+            "status": {"type": "integer", "examples": [404]},
+            "detail": _string(),
+            "code": _string("session_not_found", description="Stable, for programs."),
         },
-    },
+        description="RFC 9457 problem document with the extra member `code`.",
+    ),
     "Device": _record(
         {
             "type": {"type": "string", "enum": list(DEVICE_TYPES)},
-            "browser": _nullable({"type": "string", "example": "Chrome"}),
-            "browser_version": _nullable({"type": "string", "example": "120.0"}),
-            "os": _nullable({"type": "string", "example": "Windows"}),
-            "os_version": _nullable({"type": "string", "example": "10"}),
-            "label": _nullable({"type": "string", "example": "Chrome 120 on Windows 10"}),
+            "browser": _nullable(_string("Chrome")),
+            "browser_version": _nullable(_string("120.0")),
+            "os": _nullable(_string("Windows")),
+            "os_version": _nullable(_string("10")),
+            "label": _nullable(_string("Chrome 120 on Windows 10")),
         }
     ),
-    "Location": {
-        "type": "object",
-        "x-nullable": True,
-        "properties": {
-            "country": _nullable({"type": "string", "example": "DE"}),
-            "city": _nullable({"type": "string", "example": "Berlin"}),
-        },
-    },
+    "Location": _record(
+        {"country": _nullable(_string("DE")), "city": _nullable(_string("Berlin"))},
+        description="Where the address is, by the GeoIP database.",
+    ),
     "Session": _record(
         {
-            "id": {"type": "string", "description": "Opaque, >= 128 bits of randomness."},
+            "id": _string(description="Opaque, >= 128 bits of randomness."),
             "current": {"type": "boolean", "description": "The session of the calling token."},
             "created_at": _TIMESTAMP,
             "last_seen_at": _TIMESTAMP,
             "expires_at": _TIMESTAMP,
-            "ip": _nullable({"type": "string", "example": "203.0.113.7"}),
-            "created_ip": _nullable({"type": "string", "example": "198.51.100.4"}),
-            "user_agent": _nullable({"type": "string"}),
-            "device": {"$ref": "#/definitions/Device"},
-            "location": {"$ref": "#/definitions/Location"},
+            "ip": _nullable(_string("203.0.113.7", description="The last address seen.")),
+            "created_ip": _nullable(_string("198.51.100.4")),
+            "user_agent": _nullable(_string()),
+            "device": {"$ref": "#/components/schemas/Device"},
+            "location": {
+                "anyOf": [{"$ref": "#/components/schemas/Location"}, {"type": "null"}],
+                "description": "`null` without a GeoIP database, or for a private or "
+                "unknown address.",
+            },
             "name": _nullable(_NAME),
             "idle_expires_at": _nullable(_TIMESTAMP),
             "risk": {"type": "array", "items": {"type": "string", "enum": list(RISK_FLAGS)}},
         }
     ),
-    "SessionList": {
+    "SessionList": _list_of("sessions", "Session"),
+    "EventDetail": {
         "type": "object",
-        "required": ["sessions"],
-        "properties": {"sessions": {"type": "array", "items": {"$ref": "#/definitions/Session"}}},
+        "description": "By type. `session.created`: `risk` (flags) when any. "
+        f"`session.revoked`: `reason`, one of {_code_list(REVOCATION_REASONS)}. "
+        "`session.ip_changed`: `from`, `to` (addresses). `session.anomaly`: what "
+        "changed, each of `browser`, `os`, `country` as `{from, to}`. "
+        "`password.changed`: `revoked` (how many other sessions ended).",
+        "properties": {
+            "reason": {"type": "string", "enum": list(REVOCATION_REASONS)},
+            "risk": {"type": "array", "items": {"type": "string", "enum": list(RISK_FLAGS)}},
+            "from": _nullable(_string()),
+            "to": _nullable(_string()),
+            "browser": _CHANGE,
+            "os": _CHANGE,
+            "country": _CHANGE,
+            "revoked": {"type": "integer", "minimum": 0},
+        },
+        "examples": [{"browser": {"from": "Chrome", "to": "Firefox"}}],
     },
     "Event": _record(
         {
-            "id": {"type": "string"},
-            "type": {"type": "string", "enum": list(EVENT_TYPES), "example": "session.revoked"},
+            "id": _string(),
+            "type": {"type": "string", "enum": list(EVENT_TYPES), "examples": ["session.revoked"]},
             "at": _TIMESTAMP,
-            "session_id": {"type": "string"},
-            "ip": _nullable({"type": "string", "description": "The address of the request."}),
-            "user_agent": _nullable({"type": "string"}),
-            "detail": {
-                "type": "object",
-                "description": "By type. `session.created`: `risk` (flags) when any. "
-                f"`session.revoked`: `reason`, one of {_code_list(REVOCATION_REASONS)}. "
-                "`session.ip_changed`: `from`, `to` (addresses). `session.anomaly`: what "
-                "changed, each of `browser`, `os`, `country` as `{from, to}`.",
-                "properties": {
-                    "reason": {"type": "string", "enum": list(REVOCATION_REASONS)},
-                    "risk": {"type": "array", "items": {"type": "string"}},
-                    "from": _nullable({"type": "string"}),
-                    "to": _nullable({"type": "string"}),
-                    "browser": {"$ref": "#/definitions/Change"},
-                    "os": {"$ref": "#/definitions/Change"},
-                    "country": {"$ref": "#/definitions/Change"},
-                },
-                "example": {"browser": {"from": "Chrome", "to": "Firefox"}},
-            },
+            "session_id": _string(),
+            "ip": _nullable(_string(description="The address of the request.")),
+            "user_agent": _nullable(_string()),
+            "detail": {"$ref": "#/components/schemas/EventDetail"},
         }
     ),
-    "Change": {
-        "type": "object",
-        "required": ["from", "to"],
-        "properties": {"from": _nullable({"type": "string"}), "to": _nullable({"type": "string"})},
-    },
-    "EventList": {
-        "type": "object",
-        "required": ["events"],
-        "properties": {"events": {"type": "array", "items": {"$ref": "#/definitions/Event"}}},
-    },
-    "Revoked": {
-        "type": "object",
-        "required": ["revoked"],
-        "properties": {"revoked": {"type": "integer", "minimum": 0}},
-    },
+    "Change": _record({"from": _nullable(_string()), "to": _nullable(_string())}),
+    "EventList": _list_of("events", "Event"),
+    "Revoked": _record({"revoked": {"type": "integer", "minimum": 0}}),
     "TokenPair": _record(
         {
-            "access_token": {"type": "string"},
-            "refresh_token": {"type": "string"},
+            "access_token": _string(),
+            "refresh_token": _string(),
             "token_type": {"type": "string", "enum": ["Bearer"]},
             "expires_in": {"type": "integer", "description": "Access-token lifetime, seconds."},
-            "session_id": {"type": "string"},
+            "session_id": _string(),
         }
     ),
-    "Credentials": {
-        "type": "object",
-        "required": ["username", "password"],
-        "properties": {
-            "username": {"type": "string", "example": "alice"},
-            "password": {"type": "string", "format": "password"},
-        },
-    },
-    "SessionName": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {"name": _nullable(_NAME)},
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string", "example": "ok"}},
-    },
+    "Credentials": _record({"username": _string("alice"), "password": _string(format="password")}),
+    "SessionName": _record(
+        {"name": {**_nullable(_NAME), "description": "Trimmed; `null` clears the name."}}
+    ),
+    "Status": _record({"status": _string("ok")}),
     "User": _record(
         {
-            "id": {"type": "string", "example": "alice"},
-            "roles": {"type": "array", "items": {"type": "string"}},
+            "id": _string("alice"),
+            "roles": {"type": "array", "items": _string()},
             "disabled": {"type": "boolean"},
             "created_at": _nullable(_TIMESTAMP),
             "password_changed_at": _nullable(_TIMESTAMP),
@@ -162,6 +158,7 @@ DEFINITIONS: dict[str, Any] = {
     "UserChanges": {
         "type": "object",
         "description": "At least one of the two.",
+        "minProperties": 1,
         "properties": {
             "disabled": {
                 "type": "boolean",
@@ -169,24 +166,21 @@ DEFINITIONS: dict[str, Any] = {
             },
             "roles": {
                 "type": "array",
-                "items": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
+                "items": {"type": "string", "pattern": f"^{ROLE_RE.pattern}$"},
                 "maxItems": MAX_ROLES,
                 "description": "Another set of roles revokes every session (`roles_changed`).",
             },
         },
     },
-    "PasswordChange": {
-        "type": "object",
-        "required": ["current_password", "new_password"],
-        "properties": {
-            "current_password": {"type": "string", "format": "password"},
-            "new_password": {
-                "type": "string",
-                "format": "password",
-                "minLength": MIN_PASSWORD,
-                "maxLength": MAX_PASSWORD,
-                "description": "Not the username; no composition rules.",
-            },
-        },
-    },
+    "PasswordChange": _record(
+        {
+            "current_password": _string(format="password"),
+            "new_password": _string(
+                format="password",
+                minLength=MIN_PASSWORD,
+                maxLength=MAX_PASSWORD,
+                description="Not the username; no composition rules.",
+            ),
+        }
+    ),
 }

@@ -1,0 +1,259 @@
+"""The OpenAPI 3.1 document served at ``/apispec.json`` (sessionsvc/openapi/).
+
+It is what generated clients are built from (tests/test_generated_clients.py)
+and what schemathesis fuzzes (tests/test_fuzz.py); here it is held to the
+rules those rely on: valid 3.1, one stable ``operationId`` per operation,
+every operation once under one of four tags, every response with its
+schema, the bearer scheme where the service asks for a token, and numbers
+taken from the code.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import fakeredis
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+from sessionsvc import create_app
+from sessionsvc.models import (
+    EVENT_TYPES,
+    EVENTS_LIMIT_DEFAULT,
+    EVENTS_LIMIT_MAX,
+    MAX_NAME,
+    REVOCATION_REASONS,
+    RISK_FLAGS,
+    Session,
+)
+from sessionsvc.openapi import SCHEMAS
+from sessionsvc.passwords import MAX_LENGTH, MIN_LENGTH
+from sessionsvc.payloads import BOOLEAN_VALUES, MAX_BODY, MAX_ROLES
+from tests.clients import JWT_KEY, Auth, assert_problem
+
+#: Routes of the docs page itself (flasgger's, and the Swagger UI assets we
+#: ship); everything else must be documented.
+DOCS_ENDPOINTS = {
+    "flasgger.static",
+    "flasgger.apidocs",
+    "flasgger.apispec",
+    "sessionsvc_docs.static",
+    # The account page's script and stylesheet.
+    "sessionsvc_account.static",
+}
+
+#: Every operation, by its operationId: what generated clients call. Changing
+#: one breaks every client built before, so this list only ever grows.
+OPERATION_IDS = {
+    ("GET", "/api/v1/sessions"): "list_sessions",
+    ("DELETE", "/api/v1/sessions"): "revoke_other_sessions",
+    ("GET", "/api/v1/sessions/events"): "list_events",
+    ("GET", "/api/v1/sessions/{session_id}"): "get_session",
+    ("PATCH", "/api/v1/sessions/{session_id}"): "rename_session",
+    ("DELETE", "/api/v1/sessions/{session_id}"): "revoke_session",
+    ("POST", "/api/v1/auth/login"): "login",
+    ("POST", "/api/v1/auth/refresh"): "refresh",
+    ("POST", "/api/v1/auth/logout"): "logout",
+    ("POST", "/api/v1/auth/password"): "change_password",
+    ("GET", "/api/v1/admin/users/{user_id}"): "admin_get_user",
+    ("PATCH", "/api/v1/admin/users/{user_id}"): "admin_update_user",
+    ("DELETE", "/api/v1/admin/users/{user_id}"): "admin_delete_user",
+    ("GET", "/api/v1/admin/users/{user_id}/sessions"): "admin_list_user_sessions",
+    ("DELETE", "/api/v1/admin/users/{user_id}/sessions"): "admin_revoke_user_sessions",
+    ("DELETE", "/api/v1/admin/users/{user_id}/sessions/{session_id}"): "admin_revoke_user_session",
+    ("GET", "/healthz"): "health",
+    ("GET", "/readyz"): "readiness",
+    ("GET", "/metrics"): "metrics",
+    ("GET", "/account/sessions"): "account_page",
+}
+
+TAGS = ["sessions", "auth", "admin", "service"]
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+@pytest.fixture(scope="module")
+def service() -> Flask:
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    return create_app({"TESTING": True, "JWT_SECRET_KEY": JWT_KEY}, redis_client=client)
+
+
+@pytest.fixture(scope="module")
+def spec(service: Flask) -> dict[str, Any]:
+    response = service.test_client().get("/apispec.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.get_json()
+    return document
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+def test_the_document_is_valid_openapi_3_1(spec: dict[str, Any]) -> None:
+    assert spec["openapi"] == "3.1.0"
+    assert "swagger" not in spec
+    assert "definitions" not in spec
+    validate(spec)
+    # The validator does check what matters: a response without its
+    # description, or a reference to no schema, is refused.
+    broken = copy.deepcopy(spec)
+    del broken["paths"]["/api/v1/sessions"]["get"]["responses"]["200"]["description"]
+    with pytest.raises(OpenAPIValidationError):
+        validate(broken)
+    dangling = copy.deepcopy(spec)
+    del dangling["components"]["schemas"]["Problem"]
+    with pytest.raises(Exception, match="Problem"):
+        validate(dangling)
+
+
+def test_every_route_is_documented_once(service: Flask, spec: dict[str, Any]) -> None:
+    documented = {(method, path) for method, path, _ in operations(spec)}
+    served = set()
+    for rule in service.url_map.iter_rules():
+        if rule.endpoint in DOCS_ENDPOINTS or rule.rule == "/oauth2-redirect.html":
+            continue
+        if rule.rule.startswith("/apidocs"):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        assert rule.methods is not None
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            served.add((method, path))
+    # The collection's trailing-slash alias is served, not documented.
+    aliases = {(method, "/api/v1/sessions/") for method in ("GET", "DELETE")}
+    assert aliases <= served
+    assert documented == served - aliases
+    assert set(OPERATION_IDS) == documented
+
+
+def test_the_trailing_slash_alias_still_answers(service: Flask) -> None:
+    auth = Auth(service)
+    auth.create_user("alias-user")
+    token = auth.login("alias-user")
+    client = service.test_client()
+    listed = client.get("/api/v1/sessions/", headers=auth.headers(token))
+    assert listed.status_code == 200
+    assert [s["id"] for s in listed.get_json()["sessions"]] == [token["session_id"]]
+    revoked = client.delete("/api/v1/sessions/", headers=auth.headers(token))
+    assert revoked.get_json() == {"revoked": 0}
+
+
+def test_every_operation_has_its_stable_operation_id(spec: dict[str, Any]) -> None:
+    found = {(method, path): op["operationId"] for method, path, op in operations(spec)}
+    assert found == OPERATION_IDS
+    assert len(set(found.values())) == len(found)
+    assert all(re.fullmatch(r"[a-z][a-z_]*[a-z]", name) for name in found.values())
+
+
+def test_every_operation_is_under_one_of_four_tags(spec: dict[str, Any]) -> None:
+    assert [tag["name"] for tag in spec["tags"]] == TAGS
+    by_tag: dict[str, set[str]] = {tag: set() for tag in TAGS}
+    for _, path, operation in operations(spec):
+        (tag,) = operation["tags"]
+        by_tag[tag].add(path)
+    assert all(path.startswith("/api/v1/sessions") for path in by_tag["sessions"])
+    assert all(path.startswith("/api/v1/auth/") for path in by_tag["auth"])
+    assert all(path.startswith("/api/v1/admin/") for path in by_tag["admin"])
+    assert by_tag["service"] == {"/healthz", "/readyz", "/metrics", "/account/sessions"}
+
+
+def test_every_response_has_its_schema(spec: dict[str, Any]) -> None:
+    for method, path, operation in operations(spec):
+        where = f"{method} {path}"
+        for status, response in operation["responses"].items():
+            assert response["description"], where
+            if status == "204":
+                assert "content" not in response, where
+                continue
+            content = response["content"]
+            if status.startswith(("4", "5")):
+                assert content == {"application/problem+json": {"schema": PROBLEM}}, where
+                continue
+            assert content, where
+            for media_type in content.values():
+                assert media_type["schema"], where
+        assert any(status.startswith("2") for status in operation["responses"]), where
+
+
+def test_errors_are_documented_per_operation(spec: dict[str, Any]) -> None:
+    paths = spec["paths"]
+    delete = paths["/api/v1/sessions/{session_id}"]["delete"]["responses"]
+    assert delete["404"]["description"] == "No such session of yours (`session_not_found`)."
+    assert set(delete) == {"204", "401", "404", "503"}
+    assert set(paths["/api/v1/auth/login"]["post"]["responses"]) == {
+        "200", "400", "401", "403", "413", "429", "503",
+    }  # fmt: skip
+    assert "rate_limited" in paths["/api/v1/auth/login"]["post"]["responses"]["429"]["description"]
+    update = paths["/api/v1/admin/users/{user_id}"]["patch"]["responses"]
+    assert set(update) == {"200", "400", "401", "403", "404", "413", "503"}
+    listed = paths["/api/v1/sessions"]["get"]["responses"]["200"]
+    assert listed["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SessionList"
+    }
+
+
+def test_the_bearer_scheme_is_declared_where_a_token_is_asked_for(
+    service: Flask, spec: dict[str, Any]
+) -> None:
+    assert spec["components"]["securitySchemes"] == {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "The access token (the refresh token for `/api/v1/auth/refresh`).",
+        }
+    }
+    client = service.test_client()
+    for method, path, operation in operations(spec):
+        url = path.replace("{session_id}", "s1").replace("{user_id}", "u1")
+        response = client.open(url, method=method, json={})
+        if operation.get("security"):
+            assert operation["security"] == [{"bearer": []}], path
+            assert_problem(response, 401, "authorization_required")
+        else:
+            assert response.status_code != 401, f"{method} {path}"
+
+
+def test_numbers_and_vocabularies_come_from_the_code(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    assert schemas == SCHEMAS
+    session = schemas["Session"]
+    assert session["required"] == list(Session("s", "u", 0, 0, 0, None, None, None).to_json())
+    assert session["properties"]["name"]["maxLength"] == MAX_NAME
+    assert session["properties"]["risk"]["items"]["enum"] == list(RISK_FLAGS)
+    assert schemas["SessionName"]["properties"]["name"]["type"] == ["string", "null"]
+    assert schemas["Event"]["properties"]["type"]["enum"] == list(EVENT_TYPES)
+    detail = schemas["EventDetail"]
+    assert detail["properties"]["reason"]["enum"] == list(REVOCATION_REASONS)
+    assert all(f"`{reason}`" in detail["description"] for reason in REVOCATION_REASONS)
+    assert schemas["UserChanges"]["properties"]["roles"]["maxItems"] == MAX_ROLES
+    new_password = schemas["PasswordChange"]["properties"]["new_password"]
+    assert (new_password["minLength"], new_password["maxLength"]) == (MIN_LENGTH, MAX_LENGTH)
+    events = spec["paths"]["/api/v1/sessions/events"]["get"]["parameters"][0]["schema"]
+    assert (events["maximum"], events["default"]) == (EVENTS_LIMIT_MAX, EVENTS_LIMIT_DEFAULT)
+    include = spec["paths"]["/api/v1/sessions"]["delete"]["parameters"][0]["schema"]
+    assert include["enum"] == list(BOOLEAN_VALUES)
+    rename = spec["paths"]["/api/v1/sessions/{session_id}"]["patch"]["responses"]
+    assert f"{MAX_BODY // 1024} KiB" in rename["413"]["description"]
+
+
+def test_every_schema_is_used(spec: dict[str, Any]) -> None:
+    text = repr(spec["paths"]) + repr(spec["components"]["schemas"])
+    for name in spec["components"]["schemas"]:
+        assert f"#/components/schemas/{name}'" in text, name
+
+
+def test_the_document_is_the_same_on_every_request(service: Flask, client: FlaskClient) -> None:
+    first = service.test_client().get("/apispec.json").get_json()
+    again = service.test_client().get("/apispec.json").get_json()
+    assert first == again
+    # Another app (another backend) serves the same document.
+    assert client.get("/apispec.json").get_json() == first
