@@ -1,12 +1,15 @@
 """The store under a test and the apps built on it: ``Backend`` (what the
 ``backend`` fixture gives: fakeredis, a real Redis or a Redis Cluster),
 ``AppFactory`` (what ``make_app`` gives), ``host_app()`` (the extension
-mounted in a host app), counting the commands a client sends, and deleting
+mounted in a host app), the standalone service under gunicorn on a key prefix
+of its own (``served``), counting the commands a client sends, and deleting
 a test's own keys (never flushing a shared server)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -18,7 +21,10 @@ from flask_jwt_extended import jwt_required
 from redis.cluster import ClusterNode, RedisCluster
 
 from sessionsvc import SessionManager
-from tests.clients import JWT_KEY
+from sessionsvc.models import User
+from sessionsvc.store import SessionStore
+from tests.clients import JWT_KEY, fast_hash
+from tests.servers import Gunicorn, service_env
 
 
 def record_commands(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -39,6 +45,32 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@contextmanager
+def served(
+    redis_url: str, users: dict[str, str], *, workers: int | None = 2, **settings: str
+) -> Iterator[Gunicorn]:
+    """The standalone service under gunicorn on the real Redis, under a key
+    prefix of its own with these users (name: password); its keys go after."""
+    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = SessionStore(lambda: client, prefix=prefix)
+    for name, password in users.items():
+        store.create_user(User(name, fast_hash(password)))
+    env = service_env(
+        SESSIONSVC_REDIS_URL=redis_url,
+        SESSIONSVC_KEY_PREFIX=prefix,
+        JWT_SECRET_KEY=JWT_KEY,
+        **settings,
+    )
+    service = Gunicorn(env, workers=workers).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        delete_prefix(client, prefix)
+        client.close()
 
 
 @dataclass

@@ -20,10 +20,9 @@ from redis.connection import SSLConnection, UnixDomainSocketConnection
 from redis.sentinel import SentinelConnectionPool
 
 from sessionsvc import ConfigError, SessionManager, create_app, current_manager
-from sessionsvc.models import User
-from sessionsvc.store import SessionStore, store_from_url, user_tag
-from tests.backends import AppFactory, Backend, delete_prefix
-from tests.clients import JWT_KEY, Auth, assert_problem, fast_hash, http
+from sessionsvc.store import store_from_url, user_tag
+from tests.backends import AppFactory, Backend, delete_prefix, served
+from tests.clients import JWT_KEY, Auth, assert_problem, http
 from tests.servers import Gunicorn, RedisProcess, service_env
 
 LOGIN = "/api/v1/auth/login"
@@ -528,36 +527,22 @@ def test_a_wrong_current_password_counts_as_a_failed_login(limited: Flask) -> No
 
 @pytest.mark.slow
 def test_no_lockout_by_strangers_over_real_source_addresses(redis_url: str) -> None:
-    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    SessionStore(lambda: client, prefix=prefix).create_user(
-        User("alice", fast_hash("alice-password"))
-    )
-    env = service_env(
-        SESSIONSVC_REDIS_URL=redis_url,
-        SESSIONSVC_KEY_PREFIX=prefix,
-        SESSIONSVC_LOGIN_RATE_LIMIT="3/minute",
-        JWT_SECRET_KEY=JWT_KEY,
-    )
-    service = Gunicorn(env, workers=2).start()
+    with served(
+        redis_url, {"alice": "alice-password"}, SESSIONSVC_LOGIN_RATE_LIMIT="3/minute"
+    ) as service:
 
-    def login_from(source: str, password: str = "wrong") -> int:
-        connection = http_client.HTTPConnection(
-            "127.0.0.1", service.port, timeout=10, source_address=(source, 0)
-        )
-        try:
-            body = json.dumps({"username": "alice", "password": password})
-            connection.request("POST", LOGIN, body, {"Content-Type": "application/json"})
-            return connection.getresponse().status
-        finally:
-            connection.close()
+        def login_from(source: str, password: str = "wrong") -> int:
+            connection = http_client.HTTPConnection(
+                "127.0.0.1", service.port, timeout=10, source_address=(source, 0)
+            )
+            try:
+                body = json.dumps({"username": "alice", "password": password})
+                connection.request("POST", LOGIN, body, {"Content-Type": "application/json"})
+                return connection.getresponse().status
+            finally:
+                connection.close()
 
-    try:
         assert login_from("127.0.0.2", "alice-password") == 200  # alice, at home
         assert [login_from(f"127.0.0.{i}") for i in (3, 4, 5)] == [401, 401, 429]
         assert login_from("127.0.0.6", "alice-password") == 429  # a new address: refused
         assert login_from("127.0.0.2", "alice-password") == 200  # home: let in
-    finally:
-        service.stop()
-        delete_prefix(client, prefix)
-        client.close()

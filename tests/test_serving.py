@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from sessionsvc.models import User
 from sessionsvc.serving import HEAD_TIMEOUT
-from sessionsvc.store import SessionStore
-from tests.backends import delete_prefix
-from tests.clients import CHROME, JWT_KEY, fast_hash, http
-from tests.servers import Gunicorn, service_env
+from tests.backends import served
+from tests.clients import CHROME, http
+from tests.servers import Gunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -38,24 +35,15 @@ METRICS_TOKEN = "scrape-" + secrets.token_urlsafe(16)
 def shipped(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     """The service as ``make run`` starts it (default worker count), on the real
     Redis under a key prefix of its own, with user alice; HOME is a fresh folder."""
-    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    SessionStore(lambda: client, prefix=prefix).create_user(User("alice", fast_hash(PASSWORD)))
     home = tmp_path_factory.mktemp("home")
-    env = service_env(
-        SESSIONSVC_REDIS_URL=redis_url,
-        SESSIONSVC_KEY_PREFIX=prefix,
+    with served(
+        redis_url,
+        {"alice": PASSWORD},
+        workers=None,
         SESSIONSVC_LOGIN_RATE_LIMIT="",
-        JWT_SECRET_KEY=JWT_KEY,
         HOME=str(home),
-    )
-    service = Gunicorn(env, workers=None).start()
-    try:
+    ) as service:
         yield service
-    finally:
-        service.stop()
-        delete_prefix(client, prefix)
-        client.close()
 
 
 def raw(port: int, data: bytes, *, timeout: float = 10) -> bytes:
@@ -309,15 +297,8 @@ def test_bearer_in_lower_case_is_accepted(shipped: Gunicorn) -> None:
 @pytest.fixture
 def behind_a_proxy(redis_url: str) -> Iterator[Gunicorn]:
     """The service behind one trusted proxy, with a metrics token."""
-    env = service_env(
-        SESSIONSVC_REDIS_URL=redis_url,
-        SESSIONSVC_KEY_PREFIX=f"sessionsvc-test-{secrets.token_hex(6)}",
-        SESSIONSVC_TRUSTED_PROXIES="1",
-        JWT_SECRET_KEY=JWT_KEY,
-    )
-    service = Gunicorn(env, workers=1).start()
-    yield service
-    service.stop()
+    with served(redis_url, {}, workers=1, SESSIONSVC_TRUSTED_PROXIES="1") as service:
+        yield service
 
 
 def metrics_status(port: int, *headers: str) -> int:
@@ -334,22 +315,18 @@ def test_metrics_are_for_loopback_or_a_token(shipped: Gunicorn, behind_a_proxy: 
 
 
 def test_a_metrics_token_opens_them_to_other_addresses(redis_url: str) -> None:
-    env = service_env(
-        SESSIONSVC_REDIS_URL=redis_url,
-        SESSIONSVC_KEY_PREFIX=f"sessionsvc-test-{secrets.token_hex(6)}",
+    with served(
+        redis_url,
+        {},
+        workers=1,
         SESSIONSVC_TRUSTED_PROXIES="1",
         SESSIONSVC_METRICS_TOKEN=METRICS_TOKEN,
-        JWT_SECRET_KEY=JWT_KEY,
-    )
-    service = Gunicorn(env, workers=1).start()
-    try:
+    ) as service:
         remote = "X-Forwarded-For: 203.0.113.9"
         assert metrics_status(service.port, remote) == 404
         assert metrics_status(service.port, remote, "Authorization: Bearer wrong-token") == 404
         assert metrics_status(service.port, remote, f"Authorization: Bearer {METRICS_TOKEN}") == 200
         assert METRICS_TOKEN not in service.output()
-    finally:
-        service.stop()
 
 
 # -- 8. no control socket shared between services ------------------------------------------
