@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test screenshots lint bench bench-micro clean
+.PHONY: run test client screenshots lint bench bench-micro clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,25 @@ $(VENV)/.dev: setup.cfg pyproject.toml | $(BIN)/python
 run: $(VENV)/.server
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# The TypeScript client check's packages (tests/test_generated_clients.py);
+# without npm the check skips, loudly (and fails under CI=true).
+NODE_STAMP := examples/typescript/node_modules/.package-lock.json
+
 ## Install and run the whole test suite.
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(NODE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(NODE_STAMP): examples/typescript/package-lock.json examples/typescript/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix examples/typescript --no-audit --no-fund --loglevel=error; \
+	else echo "npm is missing: the TypeScript client check will not run" >&2; fi
+
+## Generate a Python client from a running service's OpenAPI document (make run first):
+## clients/python/sessionsvc_client; examples/generated_client.py drives it.
+CLIENT_URL ?= http://127.0.0.1:8000
+CLIENT_DIR ?= clients/python
+client: $(VENV)/.dev
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/openapi-python-client generate --url $(CLIENT_URL)/apispec.json --meta none --output-path $(CLIENT_DIR)/sessionsvc_client --overwrite
 
 ## Retake the README's screenshots into docs/screenshots/ (browser tests; chromium required).
 screenshots: $(VENV)/.dev
