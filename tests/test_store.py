@@ -6,6 +6,7 @@ import dataclasses
 import random
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -1069,6 +1070,24 @@ def test_store_from_url_without_url_is_the_embedded_store(
     assert create(store, session, max_sessions=10) == []
     assert store.list_sessions("alice", now=now) == [session]
     assert store.index_key("alice").startswith("dev:{")
+
+
+def test_without_url_or_fakeredis_one_line_names_both_ways_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(devstore, "DEV_STORE_PORT", free_port())
+    monkeypatch.setitem(sys.modules, "fakeredis", None)  # as if not installed
+    for attempt in (
+        lambda: store_from_url(None, prefix="dev", timeout=0.5, events_max=3, events_ttl=60),
+        devstore.serve_dev_store,
+    ):
+        with pytest.raises(ConfigError) as raised:
+            attempt()
+        assert str(raised.value) == devstore.NOT_INSTALLED
+        assert "\n" not in str(raised.value)
+        assert raised.value.__suppress_context__
+    assert "SESSIONSVC_REDIS_URL" in devstore.NOT_INSTALLED
+    assert "sessionsvc[embedded]" in devstore.NOT_INSTALLED
 
 
 def test_store_from_url_uses_prefix_and_url(redis_url: str) -> None:

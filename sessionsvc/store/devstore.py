@@ -16,7 +16,25 @@ from typing import Any
 
 import redis
 
+from ..settings import ConfigError
+
 logger = logging.getLogger("sessionsvc")
+
+#: What a process without a Redis URL and without fakeredis is told: one
+#: line that names both ways out.
+NOT_INSTALLED = (
+    "SESSIONSVC_REDIS_URL is not set and the embedded development store is not installed: "
+    "set SESSIONSVC_REDIS_URL to your Redis, or install sessionsvc[embedded]"
+)
+
+
+def _fakeredis() -> Any:
+    """fakeredis, which the ``embedded`` extra installs; only the development store needs it."""
+    try:
+        import fakeredis
+    except ImportError:
+        raise ConfigError(NOT_INSTALLED) from None
+    return fakeredis
 
 #: Where ``gunicorn.conf.py`` serves the embedded store to its workers (and
 #: to ``flask sessions ...`` run beside it).
@@ -30,8 +48,7 @@ def serve_dev_store(port: int = DEV_STORE_PORT) -> str:
     Every process that builds an app without ``SESSIONSVC_REDIS_URL`` on
     this machine then shares it, as gunicorn workers must.
     """
-    import fakeredis  # the "embedded" extra: only the development store needs it
-
+    fakeredis = _fakeredis()
     server = fakeredis.TcpFakeServer((DEV_STORE_HOST, port), server_type="redis")
     threading.Thread(target=server.serve_forever, name="sessionsvc-dev-store", daemon=True).start()
     url = f"redis://{DEV_STORE_HOST}:{port}/0"
@@ -60,8 +77,7 @@ def embedded_factory(options: dict[str, Any]) -> Callable[[], redis.Redis]:
     if url is not None:
         logger.warning("using the embedded development store served at %s", url)
         return lambda: redis.Redis.from_url(url, **options)
-    import fakeredis  # the "embedded" extra: only the development store needs it
-
+    fakeredis = _fakeredis()
     logger.warning(
         "SESSIONSVC_REDIS_URL is not set: using an in-process embedded development store, "
         "which keeps nothing across restarts and is not shared with other processes"
