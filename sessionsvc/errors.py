@@ -121,13 +121,13 @@ def error_response(error: SessionsvcError) -> Response:
     return problem(error.status, error.code, error.title, error.detail, error.headers)
 
 
-#: How werkzeug's HTTP errors map onto the spec's codes.
+#: How werkzeug's HTTP errors map onto the codes of docs/api.md.
 _HTTP_CODES: dict[int, type[SessionsvcError]] = {
     400: InvalidRequest,
     404: NotFound,
     405: MethodNotAllowed,
     413: PayloadTooLarge,
-    # A wrong Content-Type is a body that is not JSON, as far as the spec goes.
+    # A wrong Content-Type is a body that is not JSON, as far as docs/api.md goes.
     415: InvalidRequest,
     # Flask-Limiter's RateLimitExceeded is werkzeug's 429.
     429: RateLimited,

@@ -18,7 +18,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from .errors import InvalidRequest
 from .models import MAX_NAME
 
-#: Largest request body the service reads (the spec's "64 KiB is plenty").
+#: Largest request body the service reads (docs/api.md, section 7: 64 KiB).
 MAX_BODY = 64 * 1024
 
 

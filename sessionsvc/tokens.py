@@ -213,7 +213,7 @@ def bind(
         return error_response(SessionRevoked("The token's session was signed out or has expired."))
 
     # flask-jwt-extended sends these to the invalid-token callback as a bare
-    # string; the spec gives each its own code.
+    # string; docs/api.md gives each its own code.
     @app.errorhandler(WrongTokenError)
     def _wrong_type(error: WrongTokenError) -> Response:
         return error_response(WrongTokenType(str(error)))

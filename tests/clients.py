@@ -1,6 +1,6 @@
 """What the tests send to the service: user agents, the signing key, users and
 logins (``Auth``), one HTTP request over the wire, and the check of the
-spec's problem documents."""
+problem documents of docs/api.md (section 7)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ _AGENTS: dict[str, str | None] = {}
 
 
 def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The response is the spec's problem document with this status and code."""
+    """The response is the problem document (docs/api.md, section 7) with this status and code."""
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/problem+json"
     body: dict[str, Any] = response.get_json()

@@ -1,12 +1,12 @@
-"""Bad input, one table: each request with the status and code the spec gives.
+"""Bad input, one table: each request with the status and code docs/api.md gives.
 
 Run against the standalone app over fakeredis. A row's credential is made
 when the row needs it (:class:`World`); paths may name ``{sid}``, the
 session of the caller's access token. After every refused request the
 caller's sessions are exactly what they were: a bad request changes nothing.
 
-Where the spec names no status for an input (oversized headers, a deleted
-user), the row says which rule of the spec decides it.
+Where docs/api.md names no status for an input (oversized headers, a deleted
+user), the row says which rule of docs/api.md decides it.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class World:
 
 @dataclass(frozen=True)
 class Row:
-    """One request and what the spec says it gets."""
+    """One request and what docs/api.md says it gets."""
 
     id: str
     method: str
@@ -198,7 +198,7 @@ TABLE = [
         authorization="Bearer {access} {access}",
     ),
     Row("basic", "GET", SESSIONS, 401, "authorization_required", authorization="Basic YTpi"),
-    # Oversized headers: the spec names no limit. (Behind gunicorn a header
+    # Oversized headers: docs/api.md names no limit. (Behind gunicorn a header
     # line over 8190 bytes never reaches the app.) In the app, a 100 kB token
     # is just a token that does not parse...
     Row(
@@ -240,7 +240,7 @@ TABLE = [
     # revoke-all; their tokens then fail like any revoked session's...
     Row("deleted-user", "GET", SESSIONS, 401, "session_revoked", token="deleted_user_revoked"),
     # ...while the user record alone decides nothing but sign-in: a token is
-    # accepted while its session exists (section 2), and no new one is given.
+    # accepted while its session exists (docs/api.md, section 2), and no new one is given.
     Row("deleted-user-record-only", "GET", SESSIONS, 200, None, token="deleted_user"),
     Row(
         "deleted-user-signs-in",

@@ -1,4 +1,6 @@
-"""docs/security.md stays true: every test it cites exists."""
+"""The project's documents stay true: docs/security.md cites tests that
+exist, docs/api.md names every route, error, key, command, reason and
+operationId, and nothing in the repository points outside it."""
 
 from __future__ import annotations
 
@@ -63,3 +65,28 @@ def test_nothing_in_the_repository_links_outside_it() -> None:
         for target in re.findall(r"\]\(([^)#]+)\)", path.read_text()):
             if not target.startswith(("http://", "https://")):
                 assert (path.parent / target).exists(), (path, target)
+
+
+def test_the_reference_lists_every_operation_id() -> None:
+    from sessionsvc.openapi import OPERATIONS
+
+    section = API.read_text().split("### 6.1 The OpenAPI document")[1].split("\n## ")[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| `")]
+    assert [row[1].strip() for row in rows] == ["`sessions`", "`auth`", "`admin`", "`service`"]
+    listed = [name for row in rows for name in re.findall(r"`([a-z_]+)`", row[2])]
+    assert sorted(listed) == sorted(OPERATIONS)
+
+
+def test_no_code_or_test_cites_a_spec_outside_the_repository() -> None:
+    # (This file is left out: it has to spell the phrases it looks for.)
+    cites = re.compile(r"\bthe spec\b|\bspec's\b|\bspec section\b", re.I)
+    for folder in ("sessionsvc", "tests", "examples", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "node_modules" in path.parts or path.name == "test_docs.py":
+                continue
+            text = path.read_text()
+            found = cites.search(text)
+            assert found is None, f"{path.relative_to(ROOT)}: {found and found.group()}"
+            assert "API.md" not in text, path
+    for path in (ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "docs").glob("*.md"))):
+        assert "API.md" not in path.read_text(), path

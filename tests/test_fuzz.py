@@ -4,7 +4,7 @@ The standalone app runs over fakeredis and is called through its WSGI
 interface; the document it serves (flasgger, built from the real routes) is
 the only description of the API the fuzzer gets. Every response must be
 documented (status, media type, body schema), no input may produce a 5xx,
-and every error must be the spec's problem document (section 7).
+and every error must be the problem document of docs/api.md (section 7).
 
 Each case signs in afresh (:class:`FreshSession`), so a case that revokes
 its own session or all of them leaves the next one a working token.
@@ -51,7 +51,7 @@ FUZZ = settings(
     suppress_health_check=list(HealthCheck),
 )
 
-#: The codes section 7 allows for each status.
+#: The codes docs/api.md, section 7, allows for each status.
 CODES = {
     400: {"invalid_request", "weak_password"},
     401: {
@@ -132,7 +132,7 @@ class FreshSession:
 
 
 def problem_document(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> None:
-    """Every error is the spec's problem document, with a code its status allows."""
+    """Every error is the problem document of docs/api.md, with a code its status allows."""
     if response.status_code < 400:
         return
     content_type = response.headers.get("content-type", [""])[0]

@@ -1,6 +1,6 @@
 """Property tests of the key layout: any user id gets keys of its own, in one slot.
 
-The spec (section 9): a user's keys share one Redis Cluster hash slot (a
+docs/api.md (section 9): a user's keys share one Redis Cluster hash slot (a
 ``{...}`` hash tag built from the user id), and any user id string maps to
 its own keys with no collision between users. User ids here are any
 non-empty text, lone surrogates included (valid JSON strings, so a ``sub``

@@ -1,4 +1,4 @@
-"""Settings: the spec's defaults, accepted forms, and errors that name the key."""
+"""Settings: the defaults of docs/api.md, accepted forms, and errors that name the key."""
 
 from __future__ import annotations
 

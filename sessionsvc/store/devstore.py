@@ -36,6 +36,7 @@ def _fakeredis() -> Any:
         raise ConfigError(NOT_INSTALLED) from None
     return fakeredis
 
+
 #: Where ``gunicorn.conf.py`` serves the embedded store to its workers (and
 #: to ``flask sessions ...`` run beside it).
 DEV_STORE_HOST, DEV_STORE_PORT = "127.0.0.1", 6390
