@@ -17,6 +17,7 @@ and fails under ``CI=true``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -201,6 +202,7 @@ def typescript_tools() -> Path:
 def tsc(bin_dir: Path, project: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(bin_dir / "tsc"), "--noEmit", "-p", str(project)],
+        cwd=project,  # errors name files relative to it
         capture_output=True,
         text=True,
         timeout=120,
@@ -230,16 +232,21 @@ def test_typescript_types_generated_from_the_document_check_the_typed_client(
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     # The check has teeth: a field, a path and a parameter the service does
-    # not have are each refused.
+    # not have are each refused (three copies of the client, one mistake
+    # each, checked in one run).
     client = (tmp_path / "sessions.ts").read_text()
-    for right, wrong, message in [
-        ("session.last_seen_at", "session.last_used_at", "last_used_at"),
-        ('"/api/v1/sessions/events"', '"/api/v1/session/events"', "/api/v1/session/events"),
-        ('include_current: "false"', 'include_current: "no"', '"no"'),
-    ]:
+    mistakes = {
+        "field.ts": ("session.last_seen_at", "session.last_used_at", "last_used_at"),
+        "path.ts": ('"/api/v1/sessions/events"', '"/api/v1/session/events"', "session/events"),
+        "parameter.ts": ('include_current: "false"', 'include_current: "no"', '"no"'),
+    }
+    for name, (right, wrong, _) in mistakes.items():
         assert right in client
-        (tmp_path / "sessions.ts").write_text(client.replace(right, wrong))
-        refused = tsc(bin_dir, tmp_path)
-        assert refused.returncode != 0, wrong
-        assert message in refused.stdout, refused.stdout
-    (tmp_path / "sessions.ts").write_text(client)
+        (tmp_path / name).write_text(client.replace(right, wrong))
+    config = json.loads((tmp_path / "tsconfig.json").read_text())
+    (tmp_path / "tsconfig.json").write_text(json.dumps({**config, "files": list(mistakes)}))
+    refused = tsc(bin_dir, tmp_path)
+    assert refused.returncode != 0
+    for name, (_, _, message) in mistakes.items():
+        errors = [line for line in refused.stdout.splitlines() if line.startswith(f"{name}(")]
+        assert any(message in line for line in errors), (name, refused.stdout)
