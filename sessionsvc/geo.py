@@ -96,7 +96,7 @@ class Locator:
         (IPv4-mapped IPv6 ones judged by their IPv4 address), and addresses the
         database does not know. The country is the ISO code of
         ``country``, else of ``registered_country``; the city is its English
-        name.
+        name; latitude and longitude are ``location``'s, when it has both.
 
         :param ip: an IPv4 or IPv6 address in text form.
         :raises ValueError: when the locator is closed.
@@ -170,7 +170,19 @@ def _location(record: object) -> Location | None:
     city = _text(record, "city", "names", "en")
     if country is None and city is None:
         return None
-    return Location(country=country, city=city)
+    latitude, longitude = _degrees(record, "latitude", 90), _degrees(record, "longitude", 180)
+    if latitude is None or longitude is None:
+        latitude = longitude = None
+    return Location(country=country, city=city, latitude=latitude, longitude=longitude)
+
+
+def _degrees(record: dict[str, Any], name: str, bound: float) -> float | None:
+    """``location.latitude`` or ``location.longitude``, when it is a number in range."""
+    place = record.get("location")
+    value = place.get(name) if isinstance(place, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if -bound <= value <= bound else None
 
 
 def _text(record: dict[str, Any], *path: str) -> str | None:

@@ -20,7 +20,7 @@ MAX_FIELD_BYTES = 64
 #: (``anomaly``), unused too long (``idle``); and, in the standalone
 #: service, a password change, a disabled or deleted user, changed roles.
 #: A host app may pass reasons of its own to ``revoke`` and ``revoke_all``
-#: (lowercase letters and ``_``).
+#: (lowercase letters and ``_``, see :data:`REASON_CHARS`).
 REVOCATION_REASONS = (
     "user",
     "logout",
@@ -35,6 +35,10 @@ REVOCATION_REASONS = (
     "user_deleted",
     "roles_changed",
 )
+
+#: The characters of a revocation reason (lowercase letters and ``_``), at most
+#: REASON_MAX of them (the scripts write it into event JSON as it is).
+REASON_CHARS, REASON_MAX = "[a-z_]", 32
 
 #: Longest session name, in characters (after trimming).
 MAX_NAME = 64
@@ -52,8 +56,13 @@ EVENT_TYPES = (
 )
 
 #: A session's risk flags: a browser/OS family or a country the user never
-#: signed in with before, and an anomaly while in use.
-RISK_FLAGS = ("new_device", "new_country", "anomaly")
+#: signed in with before, an anomaly while in use, and a place that the
+#: user's previous located activity could not have reached in time.
+RISK_FLAGS = ("new_device", "new_country", "anomaly", "impossible_travel")
+
+#: Impossible travel: from the user's previous located activity, faster than
+#: this (km/h) over more than this distance (km).
+TRAVEL_MAX_KMH, TRAVEL_MIN_KM = 1000, 500
 
 #: What kind of device a user agent names.
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot", "other")
@@ -111,9 +120,17 @@ class Location:
 
     country: str | None
     city: str | None
+    #: Degrees, where the database has them (both or neither).
+    latitude: float | None = None
+    longitude: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"country": self.country, "city": self.city}
+        return {
+            "country": self.country,
+            "city": self.city,
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+        }
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ import pytest
 from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
+from sessionsvc.models import Location
+
 #: Addresses with a known answer in :data:`DEFAULT_ENTRIES`.
 BERLIN_IP = "85.214.132.117"
 NEW_YORK_IP = "216.160.83.57"
@@ -29,6 +31,14 @@ REGISTERED_ONLY_IP = "81.2.69.160"  # registered_country GB, no country
 NO_ENGLISH_CITY_IP = "89.160.20.115"  # SE, city named only in Swedish
 CONTINENT_ONLY_IP = "185.1.2.3"  # a record with neither country nor city
 TOKYO_IP = "2001:218:1:2::3"
+SYDNEY_IP = "1.120.7.9"
+SAO_PAULO_IP = "200.147.3.4"
+POTSDAM_IP = "31.16.5.6"  # 27 km from Berlin
+LOS_ANGELES_IP = "66.249.66.1"  # 3,936 km from New York, the same country
+#: What the database says of some of them.
+BERLIN = Location("DE", "Berlin", 52.52, 13.405)
+NEW_YORK = Location("US", "New York", 40.7128, -74.006)
+TOKYO = Location("JP", "Tokyo", 35.6762, 139.6503)
 #: Public addresses in no network of the database.
 UNKNOWN_IPS = ("9.9.9.9", "2606:4700:4700::1111")
 
@@ -42,17 +52,26 @@ _COUNTRY_NAMES = {
     "GB": "United Kingdom",
     "SE": "Sweden",
     "JP": "Japan",
+    "AU": "Australia",
+    "BR": "Brazil",
 }
 
 
 def place(
-    country: str | None, city: str | None = None, *, registered_country: str | None = None
+    country: str | None,
+    city: str | None = None,
+    *,
+    registered_country: str | None = None,
+    at: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """A record in the GeoLite2-City layout.
 
     :param registered_country: defaults to ``country``, as for most real networks.
+    :param at: latitude and longitude (``location``), as City databases have them.
     """
     record: dict[str, Any] = {}
+    if at is not None:
+        record["location"] = {"latitude": at[0], "longitude": at[1], "accuracy_radius": 20}
     if country is not None:
         record["country"] = _country(country)
     registered = registered_country or country
@@ -88,8 +107,8 @@ _UNLOCATABLE = (
 
 #: Network → record; ``build_mmdb(path, DEFAULT_ENTRIES)`` is the usual test database.
 DEFAULT_ENTRIES: dict[str, dict[str, Any]] = {
-    "85.214.0.0/16": place("DE", "Berlin"),
-    "216.160.83.0/24": place("US", "New York"),
+    "85.214.0.0/16": place("DE", "Berlin", at=(52.52, 13.405)),
+    "216.160.83.0/24": place("US", "New York", at=(40.7128, -74.006)),
     "2.0.0.0/16": place("FR"),
     "81.2.69.0/24": place(None, registered_country="GB"),
     "89.160.20.0/24": {
@@ -97,7 +116,12 @@ DEFAULT_ENTRIES: dict[str, dict[str, Any]] = {
         "city": {"names": {"sv": "Linköping"}},
     },
     "185.1.0.0/16": {"continent": {"code": "EU", "names": {"en": "Europe"}}},
-    "2001:218::/32": place("JP", "Tokyo"),
+    "2001:218::/32": place("JP", "Tokyo", at=(35.6762, 139.6503)),
+    # Cities on other continents, for impossible travel.
+    "1.120.0.0/13": place("AU", "Sydney", at=(-33.8688, 151.2093)),
+    "200.147.0.0/16": place("BR", "São Paulo", at=(-23.5505, -46.6333)),
+    "31.16.0.0/16": place("DE", "Potsdam", at=(52.3906, 13.0645)),
+    "66.249.0.0/16": place("US", "Los Angeles", at=(34.0522, -118.2437)),
     **{network: place(TRAP, "Trap") for network in _UNLOCATABLE},
 }
 
@@ -111,9 +135,9 @@ ASN_ENTRIES: dict[str, dict[str, Any]] = {
 
 
 def country_only(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The same entries as a GeoLite2-Country database holds them: no ``city``."""
+    """The same entries as a GeoLite2-Country database holds them: no ``city``, no ``location``."""
     return {
-        network: {key: value for key, value in record.items() if key != "city"}
+        network: {key: value for key, value in record.items() if key not in ("city", "location")}
         for network, record in entries.items()
     }
 

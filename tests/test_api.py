@@ -974,16 +974,21 @@ def test_concurrent_logins_respect_the_cap_exactly(make_app: Any, backend: Any):
 # -- security monitoring: addresses, anomalies, risk, idle timeout, location -----------
 
 
-def test_a_new_address_is_recorded_as_ip_changed(auth: Auth, client: FlaskClient):
+def test_a_new_address_is_recorded_as_ip_changed(auth: Auth, client: FlaskClient, clock: Any):
     tokens = auth.login("alice", ip="198.51.100.4")
     sessions = list_sessions(client, tokens, environ_base={"REMOTE_ADDR": "198.51.100.7"})
     assert sessions[0]["ip"] == "198.51.100.7"
     assert sessions[0]["created_ip"] == "198.51.100.4"
+    # Within the touch interval a further change moves the session's address
+    # but records nothing more: one ip_changed a minute per session at most.
+    sessions = list_sessions(client, tokens, environ_base={"REMOTE_ADDR": "198.51.100.9"})
+    assert sessions[0]["ip"] == "198.51.100.9"
+    clock.shift(60)
     changed = [e for e in list_events(client, tokens) if e["type"] == "session.ip_changed"]
-    # The second request came from the test client's own 127.0.0.1.
+    # The last request came from the test client's own 127.0.0.1.
     assert [e["detail"] for e in reversed(changed)] == [
         {"from": "198.51.100.4", "to": "198.51.100.7"},
-        {"from": "198.51.100.7", "to": "127.0.0.1"},
+        {"from": "198.51.100.9", "to": "127.0.0.1"},
     ]
     assert all(e["session_id"] == tokens["session_id"] for e in changed)
 
@@ -1083,7 +1088,12 @@ def test_location_from_the_geoip_database(make_app: Any, geoip_db: Any):
     here = {"REMOTE_ADDR": BERLIN_IP}
     located = {s["id"]: s["location"] for s in list_sessions(client, berlin, environ_base=here)}
     assert located == {
-        berlin["session_id"]: {"country": "DE", "city": "Berlin"},
+        berlin["session_id"]: {
+            "country": "DE",
+            "city": "Berlin",
+            "latitude": 52.52,
+            "longitude": 13.405,
+        },
         private["session_id"]: None,
     }
 
@@ -1093,12 +1103,25 @@ def test_a_country_jump_is_an_anomaly_and_the_location_follows(make_app: Any, ge
     auth, client = Auth(app), app.test_client()
     tokens = auth.login("alice", ip=BERLIN_IP)
     sessions = list_sessions(client, tokens, environ_base={"REMOTE_ADDR": NEW_YORK_IP})
-    assert sessions[0]["location"] == {"country": "US", "city": "New York"}
-    assert sessions[0]["risk"] == ["anomaly"]
+    assert sessions[0]["location"] == {
+        "country": "US",
+        "city": "New York",
+        "latitude": 40.7128,
+        "longitude": -74.006,
+    }
+    # Berlin to New York within a second: a change of country, and a trip
+    # no plane makes (6,385 km).
+    assert sessions[0]["risk"] == ["anomaly", "impossible_travel"]
     events = list_events(client, tokens, environ_base={"REMOTE_ADDR": NEW_YORK_IP})
-    [anomaly] = [e for e in events if e["type"] == "session.anomaly"]
-    assert anomaly["detail"] == {"country": {"from": "DE", "to": "US"}}
-    assert anomaly["ip"] == NEW_YORK_IP
+    travel, change = [e for e in events if e["type"] == "session.anomaly"]  # newest first
+    assert change["detail"] == {"country": {"from": "DE", "to": "US"}}
+    assert travel["detail"]["kind"] == "impossible_travel"
+    assert travel["detail"]["distance_km"] == 6385
+    assert travel["detail"]["location"] == {
+        "from": {"country": "DE", "city": "Berlin"},
+        "to": {"country": "US", "city": "New York"},
+    }
+    assert change["ip"] == travel["ip"] == NEW_YORK_IP
 
 
 def test_without_a_geoip_database_location_is_null(auth: Auth, client: FlaskClient):

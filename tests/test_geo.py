@@ -16,21 +16,22 @@ from sessionsvc.models import Location
 from sessionsvc.settings import ConfigError
 from tests.geodata import (
     ASN_ENTRIES,
+    BERLIN,
     BERLIN_IP,
     CONTINENT_ONLY_IP,
+    DEFAULT_ENTRIES,
     FRANCE_IP,
+    NEW_YORK,
     NEW_YORK_IP,
     NO_ENGLISH_CITY_IP,
     REGISTERED_ONLY_IP,
+    TOKYO,
     TOKYO_IP,
     TRAP,
     UNKNOWN_IPS,
     build_mmdb,
     make_geoip_country_db,
-    place,
 )
-
-BERLIN = Location("DE", "Berlin")
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +50,12 @@ def locator(geoip_db: Path) -> Iterator[Locator]:
     [
         (BERLIN_IP, BERLIN),
         ("85.214.0.1", BERLIN),
-        (NEW_YORK_IP, Location("US", "New York")),
+        (NEW_YORK_IP, NEW_YORK),
         (FRANCE_IP, Location("FR", None)),
         (REGISTERED_ONLY_IP, Location("GB", None)),
         (NO_ENGLISH_CITY_IP, Location("SE", None)),
-        (TOKYO_IP, Location("JP", "Tokyo")),
-        ("2001:0218:0000:0000:0000:0000:0000:0001", Location("JP", "Tokyo")),
+        (TOKYO_IP, TOKYO),
+        ("2001:0218:0000:0000:0000:0000:0000:0001", TOKYO),
         (f"::ffff:{BERLIN_IP}", BERLIN),
     ],
 )
@@ -65,7 +66,20 @@ def test_known_addresses(locator: Locator, ip: str, expected: Location) -> None:
 def test_location_json(locator: Locator) -> None:
     location = locator.lookup(BERLIN_IP)
     assert location is not None
-    assert location.to_json() == {"country": "DE", "city": "Berlin"}
+    assert location.to_json() == {
+        "country": "DE",
+        "city": "Berlin",
+        "latitude": 52.52,
+        "longitude": 13.405,
+    }
+    # Without coordinates (a Country database, or a record without them),
+    # the two members are there, as null.
+    assert Location("FR", None).to_json() == {
+        "country": "FR",
+        "city": None,
+        "latitude": None,
+        "longitude": None,
+    }
 
 
 @pytest.mark.parametrize("ip", [*UNKNOWN_IPS, CONTINENT_ONLY_IP])
@@ -144,7 +158,9 @@ def test_country_database(geoip_country_db: Path) -> None:
 
 
 def test_ipv4_only_database(tmp_path: Path) -> None:
-    path = build_mmdb(tmp_path / "v4.mmdb", {"85.214.0.0/16": place("DE", "Berlin")}, ip_version=4)
+    path = build_mmdb(
+        tmp_path / "v4.mmdb", {"85.214.0.0/16": DEFAULT_ENTRIES["85.214.0.0/16"]}, ip_version=4
+    )
     with Locator(path) as locator:
         assert locator.lookup(BERLIN_IP) == BERLIN
         assert locator.lookup(f"::ffff:{BERLIN_IP}") == BERLIN
@@ -154,7 +170,7 @@ def test_ipv4_only_database(tmp_path: Path) -> None:
 def test_other_city_database_names(tmp_path: Path) -> None:
     path = build_mmdb(
         tmp_path / "dbip.mmdb",
-        {"85.214.0.0/16": place("DE", "Berlin")},
+        {"85.214.0.0/16": DEFAULT_ENTRIES["85.214.0.0/16"]},
         database_type="DBIP-City-Lite",
     )
     with Locator(path) as locator:
@@ -221,9 +237,9 @@ def test_overlong_text_is_not_cached(locator: Locator) -> None:
 def test_threads_share_one_locator(geoip_db: Path) -> None:
     cases = {
         BERLIN_IP: BERLIN,
-        NEW_YORK_IP: Location("US", "New York"),
+        NEW_YORK_IP: NEW_YORK,
         FRANCE_IP: Location("FR", None),
-        TOKYO_IP: Location("JP", "Tokyo"),
+        TOKYO_IP: TOKYO,
         "10.0.0.1": None,
         UNKNOWN_IPS[0]: None,
     }
@@ -256,8 +272,8 @@ def test_lookup_in_a_forked_child(locator: Locator) -> None:
         output = pipe.read().decode()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert output == repr([BERLIN, Location("JP", "Tokyo"), Location("FR", None)])
-    assert locator.lookup(NEW_YORK_IP) == Location("US", "New York")
+    assert output == repr([BERLIN, TOKYO, Location("FR", None)])
+    assert locator.lookup(NEW_YORK_IP) == NEW_YORK
 
 
 def test_close(geoip_db: Path) -> None:
@@ -275,5 +291,5 @@ def test_close(geoip_db: Path) -> None:
 
 def test_context_manager_closes(geoip_db: Path) -> None:
     with Locator(geoip_db) as locator:
-        assert locator.lookup(TOKYO_IP) == Location("JP", "Tokyo")
+        assert locator.lookup(TOKYO_IP) == TOKYO
     assert locator.closed

@@ -42,7 +42,7 @@ def make_session(**changes: object) -> Session:
         "created_ip": "198.51.100.4",
         "user_agent": "Mozilla/5.0 (...) Chrome/120.0 Safari/537.36",
         "device": Device("desktop", "Chrome", "120.0", "Windows", "10"),
-        "location": Location("DE", "Berlin"),
+        "location": Location("DE", "Berlin", 52.52, 13.4),
         "name": "Work laptop",
         "refresh_jti": "secret-jti",
     }
@@ -68,7 +68,7 @@ def test_session_to_json_matches_the_spec_example() -> None:
             "os_version": "10",
             "label": "Chrome 120 on Windows 10",
         },
-        "location": {"country": "DE", "city": "Berlin"},
+        "location": {"country": "DE", "city": "Berlin", "latitude": 52.52, "longitude": 13.4},
         "name": "Work laptop",
         "idle_expires_at": None,
         "risk": [],

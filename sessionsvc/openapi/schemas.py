@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import DEVICE_TYPES, EVENT_TYPES, MAX_NAME, REVOCATION_REASONS, RISK_FLAGS
+from ..models import (
+    DEVICE_TYPES,
+    EVENT_TYPES,
+    MAX_NAME,
+    REASON_CHARS,
+    REASON_MAX,
+    REVOCATION_REASONS,
+    RISK_FLAGS,
+)
 from ..passwords import MAX_LENGTH as MAX_PASSWORD
 from ..passwords import MIN_LENGTH as MIN_PASSWORD
 from ..payloads import MAX_ROLES, ROLE_RE
@@ -74,9 +82,16 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Location": _record(
-        {"country": _nullable(_string("DE")), "city": _nullable(_string("Berlin"))},
-        description="Where the address is, by the GeoIP database.",
+        {
+            "country": _nullable(_string("DE")),
+            "city": _nullable(_string("Berlin")),
+            "latitude": {"type": ["number", "null"], "minimum": -90, "maximum": 90},
+            "longitude": {"type": ["number", "null"], "minimum": -180, "maximum": 180},
+        },
+        description="Where the address is, by the GeoIP database; the coordinates "
+        "where the database has them.",
     ),
+    "Place": _record({"country": _nullable(_string("DE")), "city": _nullable(_string("Berlin"))}),
     "Session": _record(
         {
             "id": _string(description="Opaque, >= 128 bits of randomness."),
@@ -102,12 +117,20 @@ SCHEMAS: dict[str, Any] = {
     "EventDetail": {
         "type": "object",
         "description": "By type. `session.created`: `risk` (flags) when any. "
-        f"`session.revoked`: `reason`, one of {_code_list(REVOCATION_REASONS)}. "
+        f"`session.revoked`: `reason`: the service's own are {_code_list(REVOCATION_REASONS)}. "
         "`session.ip_changed`: `from`, `to` (addresses). `session.anomaly`: what "
-        "changed, each of `browser`, `os`, `country` as `{from, to}`. "
-        "`password.changed`: `revoked` (how many other sessions ended).",
+        "changed, each of `browser`, `os`, `country` as `{from, to}`; or, for "
+        "impossible travel, `kind` (`impossible_travel`), `distance_km`, `speed_kmh` "
+        "and `location` (`{from, to}` places). "
+        "`password.changed`: `revoked` (how many other sessions ended). A host app "
+        "may revoke with reasons of its own, so `reason` is open.",
         "properties": {
-            "reason": {"type": "string", "enum": list(REVOCATION_REASONS)},
+            "reason": _string(
+                "logout",
+                pattern=f"^{REASON_CHARS}+$",
+                maxLength=REASON_MAX,
+                description=f"The service's own: {_code_list(REVOCATION_REASONS)}.",
+            ),
             "risk": {"type": "array", "items": {"type": "string", "enum": list(RISK_FLAGS)}},
             "from": _nullable(_string()),
             "to": _nullable(_string()),
@@ -115,6 +138,15 @@ SCHEMAS: dict[str, Any] = {
             "os": _CHANGE,
             "country": _CHANGE,
             "revoked": {"type": "integer", "minimum": 0},
+            "kind": _string("impossible_travel"),
+            "distance_km": {"type": "integer", "minimum": 0},
+            "speed_kmh": {"type": "integer", "minimum": 0},
+            "location": _record(
+                {
+                    "from": {"$ref": "#/components/schemas/Place"},
+                    "to": {"$ref": "#/components/schemas/Place"},
+                }
+            ),
         },
         "examples": [{"browser": {"from": "Chrome", "to": "Firefox"}}],
     },

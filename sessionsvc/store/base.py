@@ -110,6 +110,10 @@ class StoreBase:
         """The key of a user's security-event list."""
         return self.keys.events(user_id)
 
+    def activity_events_key(self, user_id: str) -> str:
+        """The key of a user's list of the events activity records."""
+        return self.keys.activity_events(user_id)
+
     def user_key(self, user_id: str) -> str:
         """The key of a user record (standalone user store)."""
         return self.keys.user(user_id)

@@ -11,12 +11,22 @@ the size.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import secrets
 import time
 from typing import Any
 
-from ..models import MAX_FIELD_BYTES, Device, Location, SecurityEvent, Session, User
+from ..models import (
+    MAX_FIELD_BYTES,
+    RISK_FLAGS,
+    Device,
+    Location,
+    SecurityEvent,
+    Session,
+    User,
+    clip,
+)
 
 #: What the access-token check reads: last seen, address, browser and OS
 #: family, anomaly signature.
@@ -37,6 +47,7 @@ FIELDS: dict[str, str] = {
     "os_version": "ov",
     "country": "cc",
     "city": "cy",
+    "coordinates": "ll",
     "name": "n",
     "refresh_jti": "r",
     "account": "a",
@@ -59,6 +70,7 @@ def session_fields(session: Session) -> dict[str, Any]:
         "os_version": session.device.os_version,
         "country": session.location.country if session.location else None,
         "city": session.location.city if session.location else None,
+        "coordinates": coordinates(session.location),
         "name": session.name,
         "refresh_jti": session.refresh_jti,
         "account": session.account,
@@ -108,7 +120,8 @@ def session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Ses
 
     location = None
     if get("country") or get("city"):
-        location = Location(country=get("country"), city=get("city"))
+        latitude, longitude = _point(get("coordinates"))
+        location = Location(get("country"), get("city"), latitude, longitude)
     return Session(
         id=session_id,
         user_id=user_id,
@@ -133,10 +146,44 @@ def session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Ses
     )
 
 
+def coordinates(location: Location | None) -> str | None:
+    """A location's coordinates as stored (``"lat,lon"``), or ``None`` without them."""
+    if location is None or location.latitude is None or location.longitude is None:
+        return None
+    return f"{location.latitude:.4f},{location.longitude:.4f}"
+
+
+def _point(text: str | None) -> tuple[float | None, float | None]:
+    try:
+        latitude, longitude = (float(part) for part in (text or "").split(","))
+    except ValueError:
+        return None, None
+    return latitude, longitude
+
+
+def place(location: Location | None) -> str:
+    """What the scripts compare for impossible travel: a located place with
+    coordinates as compact JSON, or ``""``."""
+    if location is None or location.latitude is None or location.longitude is None:
+        return ""
+    values: dict[str, float | str] = {"la": location.latitude, "lo": location.longitude}
+    if location.country:
+        values["cc"] = location.country
+    if location.city:
+        values["cy"] = clip(location.city)
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+
+
 def _risk(raw: dict[str, str]) -> tuple[str, ...]:
-    """A stored session's risk flags: from its sign-in, and ``anomaly`` once seen."""
-    flags = tuple(flag for flag in raw.get("rk", "").split(",") if flag)
-    return (*flags, "anomaly") if "an" in raw else flags
+    """A stored session's risk flags, in :data:`RISK_FLAGS` order: from its
+    sign-in, ``anomaly`` once a change was seen, ``impossible_travel`` once
+    the session was used from a place too far from the last one."""
+    flags = {flag for flag in raw.get("rk", "").split(",") if flag}
+    if "an" in raw:
+        flags.add("anomaly")
+    if "at" in raw:
+        flags.add("impossible_travel")
+    return tuple(flag for flag in RISK_FLAGS if flag in flags)
 
 
 def signature(device: Device, country: str) -> str:
@@ -147,6 +194,10 @@ def signature(device: Device, country: str) -> str:
     """
     text = f"{device.browser or ''}\0{device.os or ''}\0{country}"
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
+#: This process's count of script runs that record events (see event_head).
+_RUNS = itertools.count(1)
 
 
 def event_head(now: int, ip: str | None, user_agent: str | None) -> tuple[str, str]:
@@ -160,8 +211,10 @@ def event_head(now: int, ip: str | None, user_agent: str | None) -> tuple[str, s
     if user_agent:
         head["ua"] = user_agent
     text = json.dumps(head, separators=(",", ":"))
-    # Microseconds and a little randomness: ids stay unique across processes.
-    event_id = f"{time.time_ns() // 1000}{secrets.token_hex(2)}"
+    # Microseconds, this process's count (orders runs of one process even
+    # within one microsecond), and a little randomness: ids stay unique
+    # across processes.
+    event_id = f"{time.time_ns() // 1000}.{next(_RUNS):x}{secrets.token_hex(2)}"
     return text[:-1] + ",", event_id
 
 
@@ -177,6 +230,44 @@ def event_from_json(entry: str) -> SecurityEvent:
         user_agent=fields.get("ua"),
         detail={**fields.get("d", {}), **({"reason": fields["r"]} if "r" in fields else {})},
     )
+
+
+def _stamp(event: SecurityEvent) -> tuple[tuple[int, int], str, int]:
+    """An event id's parts (see :func:`event_head`): when its script ran
+    (microseconds, and the process's count of runs), the run, and the
+    event's number within the run."""
+    run, _, seq = event.id.rpartition("-")
+    micros, dot, rest = run.partition(".")
+    count = int(rest[:-4], 16) if dot and rest[:-4] else 0
+    if not dot:  # ids of older releases: microseconds, then 4 hex digits
+        micros = run[:-4]
+    when = (int(micros) if micros.isdigit() else 0, count)
+    return when, run, (int(seq) if seq.isdigit() else 0)
+
+
+def _newer(a: SecurityEvent, b: SecurityEvent) -> bool:
+    """Whether ``a`` was recorded after ``b``: by time, then by when its script
+    ran, and within one run by its number; a tie keeps ``b`` first."""
+    if a.at != b.at:
+        return a.at > b.at
+    (a_when, a_run, a_seq), (b_when, b_run, b_seq) = _stamp(a), _stamp(b)
+    if a_when != b_when:
+        return a_when > b_when
+    return a_run == b_run and a_seq > b_seq
+
+
+def merge_events(main: list[SecurityEvent], activity: list[SecurityEvent]) -> list[SecurityEvent]:
+    """A user's two event lists (each newest first) as one, newest first."""
+    merged: list[SecurityEvent] = []
+    i = j = 0
+    while i < len(main) and j < len(activity):
+        if _newer(activity[j], main[i]):
+            merged.append(activity[j])
+            j += 1
+        else:
+            merged.append(main[i])
+            i += 1
+    return merged + main[i:] + activity[j:]
 
 
 def user_fields(user: User) -> list[Any]:

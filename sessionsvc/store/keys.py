@@ -5,9 +5,14 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
     P:{T}:s:<sid>   hash    one session; TTL = time left until it expires
     P:{T}:idx       zset    the user's session ids scored by expiry; pruned
                             on every write, expires with its last session
-    P:{T}:ev        list    the user's security events (JSON), newest first, capped
+    P:{T}:ev        list    the user's security events (JSON), newest first, capped:
+                            sign-ins, sign-outs, password changes
+    P:{T}:ea        list    the same for what activity records (anomalies, address
+                            changes), capped on its own: a flood of those never
+                            pushes a sign-in or a sign-out out of ``ev``
     P:{T}:known     hash    the user's sign-in history (device families,
-                            countries) behind the risk flags; bounded
+                            countries) behind the risk flags, and the place and
+                            time of the last located activity; bounded
     P:{T}:user      hash    a user of the standalone service's user store
     P:rl:...        string  login rate-limit counters (flask-limiter's keys)
 
@@ -80,6 +85,10 @@ class Keys:
     def events(self, user_id: str) -> str:
         """A user's security-event list."""
         return self._user(user_id, "ev")
+
+    def activity_events(self, user_id: str) -> str:
+        """A user's list of the security events activity records (anomalies, address changes)."""
+        return self._user(user_id, "ea")
 
     def user(self, user_id: str) -> str:
         """A user record (standalone user store)."""

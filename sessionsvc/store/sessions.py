@@ -7,12 +7,24 @@ import re
 from collections.abc import Sequence
 from typing import Any, cast
 
-from ..models import Location, SecurityEvent, Session, clip
+from ..models import (
+    REASON_CHARS,
+    REASON_MAX,
+    TRAVEL_MAX_KMH,
+    TRAVEL_MIN_KM,
+    Location,
+    SecurityEvent,
+    Session,
+    clip,
+)
 from .codec import (
     FIELDS,
     HOT_FIELDS,
+    coordinates,
     event_from_json,
+    merge_events,
     pieces,
+    place,
     roles_of,
     session_fields,
     session_from_hash,
@@ -34,9 +46,12 @@ from .records import (
 )
 from .users import UserStore
 
+#: The open and activity scripts' impossible-travel limits ('max km/h,min km').
+TRAVEL_LIMITS = f"{TRAVEL_MAX_KMH},{TRAVEL_MIN_KM}"
+
 # The scripts write reasons into event JSON as they are: a host app may use
 # reasons of its own (see models.REVOCATION_REASONS), in this alphabet.
-_REASON_RE = re.compile(r"[a-z_]{1,32}")
+_REASON_RE = re.compile(f"{REASON_CHARS}{{1,{REASON_MAX}}}")
 
 
 class SessionStore(UserStore):
@@ -72,6 +87,7 @@ class SessionStore(UserStore):
             self.index_key(uid),
             self.events_key(uid),
             self.known_key(uid),
+            self.activity_events_key(uid),
         ]
         device = session.device
         family = f"{device.browser or ''}|{device.os or ''}" if device.browser or device.os else ""
@@ -85,6 +101,8 @@ class SessionStore(UserStore):
             family,
             (session.location.country or "") if session.location else "",
             address_group(session.ip) if session.ip else "",
+            place(session.location),
+            TRAVEL_LIMITS,
             *fields,
         ]
         return keys, args
@@ -190,6 +208,8 @@ class SessionStore(UserStore):
             self.session_key(user_id, session_id),
             self.index_key(user_id),
             self.events_key(user_id),
+            self.activity_events_key(user_id),
+            self.known_key(user_id),
             *([self.user_key(user_id)] if with_user else []),
         ]
         args = [
@@ -209,6 +229,9 @@ class SessionStore(UserStore):
             presented_jti,
             new_jti,
             "1" if device else "0",
+            place(location),
+            TRAVEL_LIMITS,
+            coordinates(location) or "",
         ]
         with self._available():
             result = self._run("activity", keys, args)
@@ -309,10 +332,11 @@ class SessionStore(UserStore):
     # -- events -------------------------------------------------------------
 
     def events(self, user_id: str, *, limit: int) -> list[SecurityEvent]:
-        """A user's security events, newest first."""
+        """A user's security events, newest first: both lists, merged, in one round trip."""
+        keys = [self.events_key(user_id), self.activity_events_key(user_id)]
         with self._available():
-            entries = cast(list[str], self.client.lrange(self.events_key(user_id), 0, limit - 1))
-        return [event_from_json(entry) for entry in entries]
+            lists = cast(list[list[str]], self._run("history", keys, [limit]))
+        return merge_events(*([event_from_json(e) for e in entries] for entries in lists))[:limit]
 
 
 def store_from_url(

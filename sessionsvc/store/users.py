@@ -24,6 +24,7 @@ class UserStore(StoreBase):
             self.index_key(user_id),
             self.events_key(user_id),
             self.known_key(user_id),
+            self.activity_events_key(user_id),
         ]
 
     def get_user(self, user_id: str) -> User | None:

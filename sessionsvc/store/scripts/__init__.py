@@ -3,7 +3,8 @@
 Every operation that must be atomic is one script, which is also one round
 trip. Each file's header says what it does, its ``KEYS`` and ``ARGV`` (by
 position) and what it returns. A line ``--@include NAME`` stands for the
-file ``NAME.lua``: the security-event helpers that several scripts share.
+file ``NAME.lua``: the security-event and impossible-travel helpers that
+several scripts share.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ NAMES = (
     "update_user",
     "set_password",
     "change_password",
+    "history",
 )
 
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)

@@ -6,6 +6,8 @@
 --       5 event head, 6 event id, 7 the hash the caller checked, 8 the new
 --       hash, 9 the session to keep (the caller's) or '' (revoke all)
 -- Returns false when the user is gone or the hash changed, else the ids revoked.
+-- (Nothing here is recorded in the activity-event list.)
+local EA = nil
 local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   3, ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local IDX, PREFIX = 2, ARGV[2]

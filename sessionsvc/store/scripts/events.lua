@@ -1,7 +1,10 @@
 -- Security events, shared by every script that records one (the loader puts
 -- this file where such a script includes it). The script defines, before
 -- the include: EV (the KEYS index of the user's event list), NOW,
--- EVENTS_MAX, EVENTS_TTL, EVENT_HEAD and EVENT_ID (from its ARGV).
+-- EVENTS_MAX, EVENTS_TTL, EVENT_HEAD and EVENT_ID (from its ARGV); and EA,
+-- the KEYS index of the user's activity-event list, if it records anomalies
+-- or address changes. Those go to EA, capped on its own, so that however many
+-- of them a token thief causes, the sign-ins and sign-outs in EV stay.
 --
 -- An event is one JSON string in the user's capped list, newest first.
 -- Python encodes what it knows (EVENT_HEAD: '{"t":<epoch>,"ip":...,"ua":...,')
@@ -13,6 +16,7 @@
 -- records is also returned (`recorded`), so the caller can log and signal it.
 local event_seq = 0
 local recorded = {}
+local touched_lists = {}
 local function event(kind, sid, reason, detail)
   event_seq = event_seq + 1
   local e = EVENT_HEAD .. '"k":"' .. kind .. '","s":"' .. sid .. '","i":"'
@@ -20,13 +24,18 @@ local function event(kind, sid, reason, detail)
   if reason ~= '' then e = e .. ',"r":"' .. reason .. '"' end
   if detail and detail ~= '' then e = e .. ',"d":' .. detail end
   e = e .. '}'
-  redis.call('LPUSH', KEYS[EV], e)
+  local list = EV
+  if EA and (kind == 'session.anomaly' or kind == 'session.ip_changed') then list = EA end
+  redis.call('LPUSH', KEYS[list], e)
+  touched_lists[list] = true
   recorded[#recorded+1] = e
 end
 -- Capped, and kept EVENTS_TTL after the last one: events outlive sessions.
 local function keep_events()
-  redis.call('LTRIM', KEYS[EV], 0, tonumber(EVENTS_MAX) - 1)
-  redis.call('EXPIRE', KEYS[EV], EVENTS_TTL)
+  for list in pairs(touched_lists) do
+    redis.call('LTRIM', KEYS[list], 0, tonumber(EVENTS_MAX) - 1)
+    redis.call('EXPIRE', KEYS[list], EVENTS_TTL)
+  end
 end
 -- A JSON string, or null for a missing or empty value.
 local function json_str(s)

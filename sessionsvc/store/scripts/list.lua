@@ -4,6 +4,8 @@
 -- ARGV: 1 now, 2 session key prefix, 3 idle timeout (0: none), 4 events max,
 --       5 events ttl, 6 event head, 7 event id
 -- Returns {{sid, {field, value, ...}, sid, ...}, {events recorded...}}.
+-- (Nothing here is recorded in the activity-event list.)
+local EA = nil
 local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   2, ARGV[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 --@include events

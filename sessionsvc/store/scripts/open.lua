@@ -1,22 +1,26 @@
 -- Open a session: store it, compare it with the user's sign-in history (its
--- risk flags), record session.created, evict the least recently active
+-- risk flags) and with the user's last located activity (impossible
+-- travel), record session.created, evict the least recently active
 -- sessions over the cap.
--- KEYS: 1 session, 2 index, 3 events, 4 sign-in history ("known")
+-- KEYS: 1 session, 2 index, 3 events, 4 sign-in history ("known"),
+--       5 activity events
 -- ARGV: 1 now, 2 expires_at, 3 max sessions, 4 session key prefix,
 --       5 events max, 6 events ttl, 7 event head, 8 event id, 9 sid,
 --       10 device family or '', 11 country or '', 12 the client's address
 --       group or '' (sign-ins from it pass the per-username login limit),
---       13... field/value pairs
+--       13 the client's place as JSON when it has coordinates, else '',
+--       14 travel limits ('max km/h,min km'), 15... field/value pairs
 -- Returns false on an id clash, else {risk flags, evicted session ids...}.
-local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
-  3, ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local EV, EA, KN, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
+  3, 5, 4, ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 -- Fields of the sign-in history: one per device family or country.
 local KNOWN_MAX = 100
 --@include events
+--@include travel
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local sid = ARGV[9]
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW)
-redis.call('HSET', KEYS[1], unpack(ARGV, 13))
+redis.call('HSET', KEYS[1], unpack(ARGV, 15))
 -- Risk: a browser/OS family or a country this user never signed in with
 -- (a user's very first sign-in has nothing to compare with). The history
 -- is small and bounded: one field per family or country.
@@ -37,6 +41,14 @@ if ARGV[12] ~= '' then
   end
 end
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], EVENTS_TTL) end
+-- A sign-in from a place the user could not have reached since the last
+-- located activity (recorded after session.created; 'at' rate-limits it
+-- for the session, as activity does).
+local far = travel(ARGV[13], ARGV[14])
+if far then
+  risk[#risk+1] = 'impossible_travel'
+  redis.call('HSET', KEYS[1], 'at', NOW)
+end
 local risk_text = table.concat(risk, ',')
 if risk_text ~= '' then redis.call('HSET', KEYS[1], 'rk', risk_text) end
 redis.call('EXPIREAT', KEYS[1], ARGV[2])
@@ -46,6 +58,7 @@ if risk_text ~= '' then
 else
   event('session.created', sid, '', '')
 end
+if far then event('session.anomaly', sid, '', far) end
 local evicted = {}
 local max = tonumber(ARGV[3])
 if redis.call('ZCARD', KEYS[2]) > max then

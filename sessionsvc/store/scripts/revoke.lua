@@ -5,6 +5,8 @@
 --       9 current sid or '', 10 reason for the current session,
 --       11... the sids to revoke (none: every session in the index)
 -- Returns the ids of the sessions it revoked.
+-- (Nothing here is recorded in the activity-event list.)
+local EA = nil
 local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   2, ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 --@include events

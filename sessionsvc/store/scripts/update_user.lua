@@ -6,6 +6,8 @@
 --       5 event head, 6 event id, 7 disabled: '1', '0' or '' (no change),
 --       8 '1' to set the roles to 9 (comma-separated, '' for none)
 -- Returns false when there is no such user, else {reason or '', revoked ids...}.
+-- (Nothing here is recorded in the activity-event list.)
+local EA = nil
 local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   3, ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local IDX, PREFIX = 2, ARGV[2]
