@@ -129,7 +129,7 @@ def walk(base_url: str, username: str, password: str, say: Any = print) -> Walkt
             say(f"The phone's next call: {refused}")
 
         events = answer(list_events.sync(client=laptop, limit=10)).events
-        seen.events = [(e.type_.value, e.detail.to_dict().get("reason")) for e in events]
+        seen.events = [(e.type_, e.detail.to_dict().get("reason")) for e in events]
         lines = (f"{kind} {reason or ''}".rstrip() for kind, reason in seen.events)
         say("Security events, newest first:", *lines, sep="\n  ")
     return seen

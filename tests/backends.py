@@ -64,9 +64,9 @@ def served(
         JWT_SECRET_KEY=JWT_KEY,
         **settings,
     )
-    service = Gunicorn(env, workers=workers).start()
+    service = Gunicorn(env, workers=workers)
     try:
-        yield service
+        yield service.start()
     finally:
         service.stop()
         delete_prefix(client, prefix)

@@ -148,7 +148,9 @@ class Gunicorn:
             except OSError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not start:\n" + self.output())
+                output = self.output()
+                self.stop()
+                raise RuntimeError("gunicorn did not start:\n" + output)
             time.sleep(0.1)
 
     def output(self) -> str:
@@ -163,8 +165,9 @@ class Gunicorn:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
-        self.log.close()
-        os.unlink(self.log.name)
+        if not self.log.closed:  # stop() may run twice: after a failed start, then in cleanup
+            self.log.close()
+            os.unlink(self.log.name)
 
 
 class SentinelGroup:

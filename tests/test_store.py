@@ -1077,6 +1077,10 @@ def test_without_url_or_fakeredis_one_line_names_both_ways_out(
 ) -> None:
     monkeypatch.setattr(devstore, "DEV_STORE_PORT", free_port())
     monkeypatch.setitem(sys.modules, "fakeredis", None)  # as if not installed
+    # Not even a store served on this host by another process is used: anyone
+    # here could serve one on the port.
+    served = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setattr(devstore, "_dev_store_url", lambda: served)
     for attempt in (
         lambda: store_from_url(None, prefix="dev", timeout=0.5, events_max=3, events_ttl=60),
         devstore.serve_dev_store,

@@ -18,6 +18,7 @@ import redis
 
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore
+from sessionsvc.store.devstore import NOT_INSTALLED
 from tests.backends import delete_prefix
 from tests.clients import CHROME, IPHONE, JWT_KEY, fast_hash, http
 from tests.servers import ROOT, Gunicorn, service_env
@@ -120,19 +121,29 @@ def test_embedded_store_under_the_run_command_is_shared_by_workers_and_cli() -> 
         service.stop()
 
 
+def run_in_checkout(*command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_real_redis_without_a_signing_key_does_not_start(redis_url: str) -> None:
     # gunicorn.conf.py generates a key only for the embedded store: with a
     # real Redis a per-run key would sign everyone out at every restart.
     env = service_env(SESSIONSVC_REDIS_URL=redis_url, WEB_CONCURRENCY="1")
     env["SESSIONSVC_BIND"] = "127.0.0.1:0"
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    gunicorn = (sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app")
+    result = run_in_checkout(*gunicorn, env=env)
     assert result.returncode != 0
     assert "JWT_SECRET_KEY must be set" in result.stderr
+
+
+def test_without_a_url_or_the_embedded_extra_the_service_says_what_to_do() -> None:
+    # wsgi.py as gunicorn imports it, in a Python where fakeredis is missing:
+    # the error is the one-line message, not fakeredis's ModuleNotFoundError.
+    hide = "import sys; sys.modules['fakeredis'] = None; import wsgi"
+    result = run_in_checkout(sys.executable, "-c", hide, env=service_env(JWT_SECRET_KEY=JWT_KEY))
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"sessionsvc.settings.ConfigError: {NOT_INSTALLED}"
+    assert "ModuleNotFoundError" not in result.stderr

@@ -16,8 +16,20 @@ from .schemas import ref
 PROBLEM_TYPE = "application/problem+json"
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_TYPE: {"schema": ref("Problem")}}}
+def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_TYPE: {"schema": ref("Problem")}},
+    }
+    if retry_after:
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        }
+    return response
 
 
 def _ok(description: str, schema: str | None = None) -> dict[str, Any]:
@@ -43,7 +55,10 @@ _AUTH_ERRORS = {
         "No or bad token: `authorization_required`, `invalid_token`, `token_expired`, "
         "`session_revoked`, `wrong_token_type`."
     ),
-    "503": _problem("The session store is unreachable (`store_unavailable`); fails closed."),
+    "503": _problem(
+        "The session store is unreachable (`store_unavailable`); fails closed.",
+        retry_after=True,
+    ),
 }
 _BAD_REQUEST = {"400": _problem("Bad body or query value (`invalid_request`).")}
 _NOT_FOUND = {"404": _problem("No such session of yours (`session_not_found`).")}
@@ -154,7 +169,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             **_TOO_LARGE,
             "429": _problem(
                 "Too many sign-in attempts from this address or for this username "
-                "(`rate_limited`); `Retry-After` says when to try again."
+                "(`rate_limited`); `Retry-After` says when to try again.",
+                retry_after=True,
             ),
             "503": _AUTH_ERRORS["503"],
         },
@@ -199,7 +215,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "`authorization_required`, `invalid_token`, `token_expired`, "
                 "`session_revoked`, `wrong_token_type`."
             ),
-            "429": _problem("Too many wrong passwords (`rate_limited`)."),
+            "429": _problem("Too many wrong passwords (`rate_limited`).", retry_after=True),
             "503": _AUTH_ERRORS["503"],
         },
     },
@@ -279,7 +295,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "summary": "Readiness: the session store answers",
         "responses": {
             "200": _ok("Ready.", "Status"),
-            "503": _problem("The store is unreachable (`store_unavailable`)."),
+            "503": _problem("The store is unreachable (`store_unavailable`).", retry_after=True),
         },
     },
     "metrics": {

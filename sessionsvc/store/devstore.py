@@ -74,11 +74,14 @@ def embedded_factory(options: dict[str, Any]) -> Callable[[], redis.Redis]:
 
     :param options: the client options for the served store.
     """
+    # fakeredis first: without the extra nothing is embedded, not even a
+    # store another process serves on the port (anyone on this host could
+    # serve one there).
+    fakeredis = _fakeredis()
     url = _dev_store_url()
     if url is not None:
         logger.warning("using the embedded development store served at %s", url)
         return lambda: redis.Redis.from_url(url, **options)
-    fakeredis = _fakeredis()
     logger.warning(
         "SESSIONSVC_REDIS_URL is not set: using an in-process embedded development store, "
         "which keeps nothing across restarts and is not shared with other processes"
