@@ -122,6 +122,12 @@ def test_dom_contract(client: FlaskClient) -> None:
     assert page.by_id("account") == ("main", {"id": "account", "hidden": None})
     assert page.by_id("session-list")[0] == "ul"
     assert page.by_id("signout-others") == ("button", {"id": "signout-others", "type": "button"})
+    assert page.by_id("activity") == (
+        "section",
+        {"id": "activity", "aria-labelledby": "activity-heading"},
+    )
+    assert page.by_id("activity-heading") == ("h2", {"id": "activity-heading"})
+    assert page.by_id("activity-list")[0] == "ol"
     assert page.by_id("status") == (
         "p",
         {"id": "status", "role": "status", "aria-live": "polite"},
@@ -132,11 +138,13 @@ def test_script_builds_the_cards(client: FlaskClient) -> None:
     response = client.get("/account/assets/account.js")
     script = response.get_data(as_text=True)
     response.close()
-    for name in ("session-card", "device-label", "badge-current", "risk", "rename", "signout"):
+    for name in (
+        "session-card", "device-label", "badge-current", "risk", "rename", "signout", "event",
+    ):  # fmt: skip
         assert f'class: "{name}"' in script, name
     for key in ("sessionsvc.access", "sessionsvc.refresh", "token_expired", "You were signed out."):
         assert key in script, key
-    assert len(script.splitlines()) < 260
+    assert len(script.splitlines()) < 300
 
 
 def test_host_app_mounts_the_page() -> None:

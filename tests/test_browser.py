@@ -14,7 +14,6 @@ under ``CI=true`` they fail instead.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from sessionsvc.models import User
-from sessionsvc.store import SessionStore
-from tests.backends import delete_prefix
-from tests.clients import CHROME, IPHONE, JWT_KEY, fast_hash
-from tests.servers import ROOT, Gunicorn
-from tests.servers import service_env as _service_env
+from tests.backends import served
+from tests.clients import CHROME, IPHONE
+from tests.geodata import BERLIN_IP, SYDNEY_IP
+from tests.servers import ROOT
 from tests.skips import cannot_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -75,27 +71,23 @@ def browser() -> Iterator[Any]:
 @contextmanager
 def serve(redis_url: str, **settings: str) -> Iterator[str]:
     """The service under gunicorn on its own key prefix, with user alice."""
-    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    SessionStore(lambda: client, prefix=prefix).create_user(User("alice", fast_hash(PASSWORD)))
-    env = _service_env(
-        SESSIONSVC_REDIS_URL=redis_url,
-        SESSIONSVC_KEY_PREFIX=prefix,
-        JWT_SECRET_KEY=JWT_KEY,
-        **settings,
-    )
-    running = Gunicorn(env, workers=2).start()
-    try:
+    with served(redis_url, {"alice": PASSWORD}, **settings) as running:
         yield running.base
-    finally:
-        running.stop()
-        delete_prefix(client, prefix)
-        client.close()
 
 
 @pytest.fixture
 def service(redis_url: str) -> Iterator[str]:
     with serve(redis_url) as base:
+        yield base
+
+
+@pytest.fixture
+def located_service(redis_url: str, geoip_db: Path) -> Iterator[str]:
+    """With the tests' GeoIP database, behind one trusted proxy: each browser
+    context says where it is with ``X-Forwarded-For``."""
+    with serve(
+        redis_url, SESSIONSVC_GEOIP_DB=str(geoip_db), SESSIONSVC_TRUSTED_PROXIES="1"
+    ) as base:
         yield base
 
 
@@ -117,17 +109,30 @@ def cards(page: Any) -> list[dict[str, Any]]:
             label: card.querySelector('.device-label').textContent.trim(),
             current: card.querySelector('.badge-current') !== null,
             risk: [...card.querySelectorAll('.risk')].map(r => r.textContent.trim()),
+            where: card.querySelector('.location').textContent.trim(),
         }))""",
     )
     return found
 
 
 def test_two_devices_see_each_other_and_one_signs_the_other_out(
-    browser: Any, service: str, screenshots: Path
+    browser: Any, located_service: str, screenshots: Path
 ) -> None:
-    laptop = browser.new_context(user_agent=CHROME, viewport={"width": 1280, "height": 900})
+    """A laptop in Berlin; then a phone signs in from Sydney, a trip no plane
+    makes that soon: the page shows both places, the phone's flags, and the
+    recent security activity."""
+    service = located_service
+    laptop = browser.new_context(
+        user_agent=CHROME,
+        viewport={"width": 1280, "height": 900},
+        extra_http_headers={"X-Forwarded-For": BERLIN_IP},
+    )
     phone = browser.new_context(
-        user_agent=IPHONE, viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True
+        user_agent=IPHONE,
+        viewport={"width": 375, "height": 812},
+        is_mobile=True,
+        has_touch=True,
+        extra_http_headers={"X-Forwarded-For": SYDNEY_IP},
     )
     try:
         on_laptop, on_phone = laptop.new_page(), phone.new_page()
@@ -140,7 +145,8 @@ def test_two_devices_see_each_other_and_one_signs_the_other_out(
         assert len(seen_by_phone) == 2
         [phone_card] = [c for c in seen_by_phone if c["current"]]
         assert phone_card["label"] == "Mobile Safari 17 on iOS 17.1"
-        assert phone_card["risk"] == ["New device"]
+        assert phone_card["risk"] == ["New device", "New country", "Impossible travel"]
+        assert phone_card["where"] == f"Sydney, AU · {SYDNEY_IP}"
 
         on_laptop.reload()
         on_laptop.wait_for_selector("#account", state="visible")
@@ -148,7 +154,16 @@ def test_two_devices_see_each_other_and_one_signs_the_other_out(
         assert {c["id"] for c in seen_by_laptop} == {c["id"] for c in seen_by_phone}
         [laptop_card] = [c for c in seen_by_laptop if c["current"]]
         assert laptop_card["label"] == "Chrome 120 on Windows 10"
+        assert laptop_card["where"] == f"Berlin, DE · {BERLIN_IP}"
         assert laptop_card["id"] != phone_card["id"]
+        # Recent security activity, newest first: the phone's sign-in from
+        # too far, and both sign-ins.
+        activity = on_laptop.locator("#activity-list .event .what").all_inner_texts()
+        assert activity[0].startswith("Impossible travel: Berlin, DE to Sydney, AU, 16,095 km at ")
+        assert activity[1:] == [
+            "New sign-in (New device, New country, Impossible travel)",
+            "New sign-in",
+        ]
 
         screenshots.mkdir(parents=True, exist_ok=True)
         for page, name in ((on_laptop, "account-desktop.png"), (on_phone, "account-phone.png")):

@@ -5,7 +5,13 @@
   var REFRESH = "sessionsvc.refresh";
   var SESSIONS = document.body.dataset.sessionsUrl;
   var AUTH = document.body.dataset.authUrl;
-  var RISKS = { new_device: "New device", new_country: "New country", anomaly: "Unusual activity" };
+  var RISKS = { new_device: "New device", new_country: "New country", anomaly: "Unusual activity", impossible_travel: "Impossible travel" };
+  var REASONS = {
+    user: "signed out from another device", logout: "signed out", others: "signed out with the others",
+    admin: "signed out by an administrator", evicted: "too many sessions", refresh_reuse: "a stolen refresh token",
+    anomaly: "unusual activity", idle: "unused too long", password_changed: "password changed",
+    user_disabled: "account disabled", user_deleted: "account deleted", roles_changed: "roles changed",
+  };
   var SVG = "http://www.w3.org/2000/svg";
   // One outline per device type: [tag, attributes] pairs on a 24x24 box.
   var ICONS = {
@@ -126,7 +132,7 @@
     (s.risk || []).forEach(function (flag) { li.appendChild(el("span", { class: "risk", "data-risk": flag }, RISKS[flag] || flag)); });
     li.append(
       el("p", { class: "device-detail" }, detail(s.device || {})),
-      el("p", { class: "location" }, place(s.location)),
+      el("p", { class: "location" }, place(s.location) + (s.ip ? " · " + s.ip : "")),
       el("p", { class: "activity" }, ago(s.last_seen_at))
     );
     var rename = el("button", { class: "rename", type: "button", "aria-label": "Rename " + name }, "Rename");
@@ -180,9 +186,50 @@
     if (back) back.focus();
   }
 
+  function changes(d) {
+    return ["browser", "os", "country"].filter(function (k) { return d[k]; }).map(function (k) {
+      return k + " " + (d[k].from || "?") + " → " + (d[k].to || "?");
+    }).join(", ");
+  }
+
+  // One line of "Recent security activity": what happened, from where.
+  function happening(e) {
+    var d = e.detail || {};
+    switch (e.type) {
+      case "session.created":
+        return "New sign-in" + (d.risk && d.risk.length ? " (" + d.risk.map(function (f) { return RISKS[f] || f; }).join(", ") + ")" : "");
+      case "session.revoked":
+        return "Signed out: " + (REASONS[d.reason] || d.reason || "revoked");
+      case "session.anomaly":
+        if (d.kind === "impossible_travel") {
+          return "Impossible travel: " + place(d.location.from) + " to " + place(d.location.to) + ", " +
+            d.distance_km.toLocaleString("en") + " km at " + d.speed_kmh.toLocaleString("en") + " km/h";
+        }
+        return "Unusual activity: " + changes(d);
+      case "session.ip_changed":
+        return "New address: " + (d.to || "?");
+      case "password.changed":
+        return "Password changed; " + d.revoked + " other session" + (d.revoked === 1 ? "" : "s") + " signed out";
+      default:
+        return e.type;
+    }
+  }
+
+  function activityItem(e) {
+    var li = el("li", { class: "event", "data-event-type": e.type });
+    li.append(
+      el("p", { class: "what" }, happening(e)),
+      el("p", { class: "when" }, ago(e.at).replace("Active now", "Just now") + (e.ip ? " · " + e.ip : ""))
+    );
+    return li;
+  }
+
   async function load(focusId) {
     var data = await api("GET", SESSIONS);
+    var history = await api("GET", SESSIONS + "/events?limit=20");
     render(data.sessions, focusId);
+    var list = $("activity-list");
+    list.replaceChildren.apply(list, history.events.map(activityItem));
   }
 
   // Run an action, then reload the list from the API; errors go to #status.
