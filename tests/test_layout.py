@@ -136,7 +136,7 @@ def test_scripts_are_lua_files_each_with_its_header() -> None:
     from sessionsvc.store import scripts
 
     folder = PACKAGE / "store" / "scripts"
-    assert {path.stem for path in folder.glob("*.lua")} == {*scripts.NAMES, "events"}
+    assert {path.stem for path in folder.glob("*.lua")} == {*scripts.NAMES, "events", "travel"}
     for name in scripts.NAMES:
         text = (folder / f"{name}.lua").read_text("utf-8")
         assert "-- KEYS:" in text and "-- ARGV:" in text, name
