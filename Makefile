@@ -47,11 +47,13 @@ screenshots: $(VENV)/.dev
 	CI=true SESSIONSVC_TEST_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
 ## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/;
-## then the shipped gunicorn.conf.py against slow clients and sync workers, and logins per second.
+## then the shipped gunicorn.conf.py against slow clients and sync workers, logins per second,
+## and what a GeoIP City database costs each worker in memory.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.logins
+	$(BIN)/python -m bench.geoip
 
 ## Time the check and list paths for real with pytest-benchmark.
 bench-micro: $(VENV)/.dev
