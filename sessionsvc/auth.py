@@ -8,13 +8,10 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from . import accounts, openapi, passwords, payloads, tokens
 from .errors import InvalidRequest
-from .payloads import no_content
+from .payloads import MAX_USERNAME, no_content
 from .state import current_manager
 
 URL_PREFIX = "/api/v1/auth"
-
-#: Longest username a login accepts.
-MAX_USERNAME = 256
 
 blueprint = Blueprint("sessionsvc_auth", __name__)
 blueprint.before_request(payloads.limit_body)
@@ -40,7 +37,7 @@ def attempted_username(request: Request) -> str | None:
 def login() -> Response:
     body = payloads.json_object(request)
     username = payloads.string_field(body, "username", max_length=MAX_USERNAME)
-    password = payloads.string_field(body, "password", max_length=1024)
+    password = payloads.string_field(body, "password", max_length=passwords.MAX_LENGTH)
     user = accounts.sign_in(username, password)
     claims = {"roles": list(user.roles)} if user.roles else None
     return jsonify(current_manager().open(user.id, claims=claims, account=user.account).to_json())

@@ -168,6 +168,9 @@ ROLE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Most roles a user may have.
 MAX_ROLES = 32
 
+#: Longest username a login accepts.
+MAX_USERNAME = 256
+
 
 def user_changes(body: dict[str, Any]) -> tuple[bool | None, tuple[str, ...] | None]:
     """The ``disabled`` and ``roles`` of an admin's change to a user (each may be absent)."""

@@ -33,7 +33,7 @@ from sessionsvc.models import (
 )
 from sessionsvc.openapi import SCHEMAS
 from sessionsvc.passwords import MAX_LENGTH, MIN_LENGTH
-from sessionsvc.payloads import BOOLEAN_VALUES, MAX_BODY, MAX_ROLES
+from sessionsvc.payloads import BOOLEAN_VALUES, MAX_BODY, MAX_ROLES, MAX_USERNAME
 from tests.clients import JWT_KEY, Auth, assert_problem
 
 #: Routes of the docs page itself (flasgger's, and the Swagger UI assets we
@@ -253,6 +253,11 @@ def test_numbers_and_vocabularies_come_from_the_code(spec: dict[str, Any]) -> No
     assert schemas["Location"]["properties"]["latitude"]["type"] == ["number", "null"]
     assert detail["properties"]["kind"]["examples"] == ["impossible_travel"]
     assert schemas["UserChanges"]["properties"]["roles"]["maxItems"] == MAX_ROLES
+    credentials = schemas["Credentials"]["properties"]
+    assert (credentials["username"]["maxLength"], credentials["password"]["maxLength"]) == (
+        MAX_USERNAME,
+        MAX_LENGTH,
+    )
     new_password = schemas["PasswordChange"]["properties"]["new_password"]
     assert (new_password["minLength"], new_password["maxLength"]) == (MIN_LENGTH, MAX_LENGTH)
     events = spec["paths"]["/api/v1/sessions/events"]["get"]["parameters"][0]["schema"]

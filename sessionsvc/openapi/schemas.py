@@ -20,7 +20,7 @@ from ..models import (
 )
 from ..passwords import MAX_LENGTH as MAX_PASSWORD
 from ..passwords import MIN_LENGTH as MIN_PASSWORD
-from ..payloads import MAX_ROLES, ROLE_RE
+from ..payloads import MAX_ROLES, MAX_USERNAME, ROLE_RE
 
 _TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-11-26T22:15:12Z"]}
 
@@ -180,7 +180,12 @@ SCHEMAS: dict[str, Any] = {
             "session_id": _string(),
         }
     ),
-    "Credentials": _record({"username": _string("alice"), "password": _string(format="password")}),
+    "Credentials": _record(
+        {
+            "username": _string("alice", maxLength=MAX_USERNAME),
+            "password": _string(format="password", maxLength=MAX_PASSWORD),
+        }
+    ),
     "SessionName": _record(
         {"name": {**_nullable(_NAME), "description": "Trimmed; `null` clears the name."}}
     ),
