@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -65,6 +67,13 @@ def own_redis() -> Iterator[RedisProcess]:
     if server.proc is not None and server.proc.poll() is None:
         server.proc.send_signal(signal.SIGCONT)
     server.stop()
+
+
+@pytest.fixture
+def clock() -> Iterator[Any]:
+    """Frozen time an hour ahead of now (so real-Redis TTLs stay in the future)."""
+    with time_machine.travel(int(time.time()) + 3600, tick=False) as traveller:
+        yield traveller
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -97,13 +96,6 @@ def assert_revoked(client: FlaskClient, tokens: dict[str, Any]) -> None:
 
 def patch_name(client: FlaskClient, tokens: dict[str, Any], sid: str, **kwargs: Any) -> Any:
     return client.patch(f"{SESSIONS}/{sid}", headers=Auth.headers(tokens), **kwargs)
-
-
-@pytest.fixture
-def clock() -> Iterator[Any]:
-    """Frozen time an hour ahead of now (so real-Redis TTLs stay in the future)."""
-    with time_machine.travel(int(time.time()) + 3600, tick=False) as traveller:
-        yield traveller
 
 
 # -- list and the Session object ---------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,13 +46,6 @@ def refresh(client: FlaskClient, tokens: dict[str, Any]) -> Any:
 
 def assert_revoked(client: FlaskClient, tokens: dict[str, Any]) -> None:
     assert_problem(client.get(SESSIONS, headers=Auth.headers(tokens)), 401, "session_revoked")
-
-
-@pytest.fixture
-def clock() -> Iterator[Any]:
-    """Frozen time an hour ahead of now (so real-Redis TTLs stay in the future)."""
-    with time_machine.travel(int(time.time()) + 3600, tick=False) as traveller:
-        yield traveller
 
 
 # -- login ---------------------------------------------------------------------

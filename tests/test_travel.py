@@ -3,20 +3,17 @@ activity.lua, open.lua, events.lua), through the API, on every backend.
 
 The GeoIP database is the tests' own (tests/geodata.py): real public ranges
 placed in Berlin, Potsdam, New York, Tokyo, Sydney and São Paulo, with
-coordinates. Time is frozen and moved by hand, so speeds are exact.
+coordinates. Time is frozen and moved by hand (the ``clock`` fixture), so speeds are exact.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -46,13 +43,6 @@ def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
     )
     return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
-
-
-@pytest.fixture
-def clock() -> Iterator[Any]:
-    """Frozen time an hour ahead of now (so real-Redis TTLs stay in the future)."""
-    with time_machine.travel(int(time.time()) + 3600, tick=False) as traveller:
-        yield traveller
 
 
 #: Access tokens that outlive the trips the tests make.
@@ -168,22 +158,23 @@ def test_the_last_located_activity_is_the_users_across_sessions(located: Flask, 
     assert travel["location"]["to"] == {"country": "US", "city": "New York"}
 
 
-def test_revoke_on_anomaly_applies_to_impossible_travel(make_app: Any, geoip_db: Path) -> None:
+def test_revoke_on_anomaly_applies_to_impossible_travel(
+    make_app: Any, geoip_db: Path, clock: Any
+) -> None:
     app = make_app(
         SESSIONSVC_GEOIP_DB=str(geoip_db), SESSIONSVC_REVOKE_ON_ANOMALY=True, **LONG_LIVED
     )
     auth, client = Auth(app), app.test_client()
-    with time_machine.travel(int(time.time()) + 3600, tick=False) as clock:
-        tokens = auth.login("alice", ip=NEW_YORK_IP)
-        watcher = auth.login("alice", ip=NEW_YORK_IP)
-        clock.shift(60)
-        # Coast to coast in a minute; the same country, the same browser: the
-        # trip is the only anomaly.
-        assert_problem(use(client, tokens, LOS_ANGELES_IP), 401, "session_revoked")
-        found = [e for e in events(client, watcher) if e["session_id"] == tokens["session_id"]]
-        assert [e["type"] for e in found[:2]] == ["session.revoked", "session.anomaly"]
-        assert found[0]["detail"] == {"reason": "anomaly"}
-        assert found[1]["detail"]["kind"] == "impossible_travel"
+    tokens = auth.login("alice", ip=NEW_YORK_IP)
+    watcher = auth.login("alice", ip=NEW_YORK_IP)
+    clock.shift(60)
+    # Coast to coast in a minute; the same country, the same browser: the
+    # trip is the only anomaly.
+    assert_problem(use(client, tokens, LOS_ANGELES_IP), 401, "session_revoked")
+    found = [e for e in events(client, watcher) if e["session_id"] == tokens["session_id"]]
+    assert [e["type"] for e in found[:2]] == ["session.revoked", "session.anomaly"]
+    assert found[0]["detail"] == {"reason": "anomaly"}
+    assert found[1]["detail"]["kind"] == "impossible_travel"
 
 
 def test_travel_anomalies_are_recorded_once_per_touch_interval(located: Flask, clock: Any) -> None:
