@@ -63,21 +63,23 @@ _AUTH_ERRORS = {
 _BAD_REQUEST = {"400": _problem("Bad body or query value (`invalid_request`).")}
 _NOT_FOUND = {"404": _problem("No such session of yours (`session_not_found`).")}
 _TOO_LARGE = {"413": _problem(f"Body over {MAX_BODY // 1024} KiB (`payload_too_large`).")}
-_SESSION_ID = {
-    "name": "session_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "A session id from the list.",
-}
+
+
+def _path_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+_SESSION_ID = _path_parameter("session_id", "A session id from the list.")
 _BEARER: list[dict[str, Any]] = [{"bearer": []}]
-_USER_ID = {
-    "name": "user_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "The user's id (`sub`); the username in the standalone service.",
-}
+_USER_ID = _path_parameter(
+    "user_id", "The user's id (`sub`); the username in the standalone service."
+)
 _FORBIDDEN = {"403": _problem("The token has no admin role (`forbidden`).")}
 _ADMIN_ERRORS = {**_FORBIDDEN, **_AUTH_ERRORS}
 _USER_NOT_FOUND = {"404": _problem("No such user (`user_not_found`).")}
