@@ -149,6 +149,11 @@ def test_deleting_ends_every_session_and_a_new_user_of_the_name_inherits_nothing
     app: Flask, client: FlaskClient, auth: Auth, admin: dict[str, str]
 ) -> None:
     old = auth.login("alice", "alice-password")
+    # Activity of the old account too: an address change, in its own list.
+    moved = {"REMOTE_ADDR": "198.51.100.9"}
+    assert client.get(SESSIONS, headers=Auth.headers(old), environ_base=moved).status_code == 200
+    kinds = [e["type"] for e in client.get(EVENTS, headers=Auth.headers(old)).get_json()["events"]]
+    assert "session.ip_changed" in kinds
     assert client.delete(f"{USERS}/alice", headers=admin).status_code == 204
     revoked(client, old)
     assert_problem(client.get(f"{USERS}/alice", headers=admin), 404, "user_not_found")
