@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import config
-from sessionsvc.app import configure_logging, create_app
+from sessionsvc.app import create_app
+from sessionsvc.logs import configure_logging
 
 configure_logging()
 app = create_app(config.from_env())

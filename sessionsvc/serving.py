@@ -32,8 +32,9 @@ from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 from werkzeug import exceptions as http
 
-from .app import REQUEST_ID, ROUTE, JsonLines
+from .app import REQUEST_ID, ROUTE
 from .errors import SessionsvcError, error_response, http_error_response
+from .logs import JsonLines
 
 #: Seconds a client has to send a request line and its headers.
 HEAD_TIMEOUT = 10.0

@@ -112,21 +112,6 @@ def test_embedded_store_generates_a_signing_key_with_a_warning(
     assert first.config["JWT_SECRET_KEY"] != second.config["JWT_SECRET_KEY"]
 
 
-def test_service_log_lines_are_json() -> None:
-    import json
-
-    from sessionsvc.app import JsonLines
-
-    record = logging.LogRecord(
-        "sessionsvc", logging.WARNING, __file__, 1, "store %s: %s", ("down", '"x"'), None
-    )
-    line = json.loads(JsonLines().format(record))
-    assert line["level"] == "WARNING"
-    assert line["logger"] == "sessionsvc"
-    assert line["message"] == 'store down: "x"'
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", line["time"])
-
-
 @pytest.mark.parametrize(
     "path",
     [
