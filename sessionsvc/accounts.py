@@ -111,7 +111,7 @@ def delete(user_id: str) -> int:
 
     :raises UserNotFound: no such user.
     """
-    revoked = current_state().store.delete_user(user_id)
+    revoked = current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
     if revoked is None:
         raise UserNotFound("No such user.")
     audit.revoked(user_id, revoked, "user_deleted", None)

@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from . import scripts
 from .codec import event_from_json, event_head
 from .connections import UNAVAILABLE_ERRORS, ClientFactory, limiter_storage, unavailable
-from .keys import Keys
+from .keys import Keys, stream_tag
 from .records import Actor, EventSink, Policy
 
 
@@ -33,6 +34,8 @@ class StoreBase:
     :param on_events: called with the events that activity or a listing
         recorded (ip changes, anomalies, idle revocations), to log and
         signal them.
+    :param webhooks: also queue every event recorded in a webhook stream,
+        in the same atomic step (see :mod:`.webhooks`).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class StoreBase:
         events_ttl: int = 30 * 86400,
         policy: Policy | None = None,
         on_events: EventSink | None = None,
+        webhooks: bool = False,
     ) -> None:
         self._factory = client_factory
         #: Where everything lives.
@@ -52,7 +56,11 @@ class StoreBase:
         self._events_ttl = events_ttl
         self.policy = policy or Policy()
         self.on_events = on_events
+        #: Queue events for webhooks (see :meth:`stream_keys`).
+        self.webhooks = webhooks
         self._client: redis.Redis | None = None
+        self._cluster = False
+        self._registered_streams: set[str] = set()
         self._pid = 0
         self._lock = threading.Lock()
         self._scripts: dict[str, Any] = {}
@@ -70,6 +78,8 @@ class StoreBase:
                     self._scripts = {
                         name: client.register_script(scripts.source(name)) for name in scripts.NAMES
                     }
+                    self._cluster = isinstance(client, RedisCluster)
+                    self._registered_streams = set()
                     self._client, self._pid = client, pid
         assert self._client is not None
         return self._client
@@ -121,6 +131,32 @@ class StoreBase:
     def known_key(self, user_id: str) -> str:
         """The key of a user's sign-in history (device families, countries)."""
         return self.keys.known(user_id)
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the store is a Redis Cluster."""
+        self.client  # noqa: B018 (made on first use: it tells)
+        return self._cluster
+
+    def stream_keys(self, user_id: str) -> list[str]:
+        """The webhook stream a script recording the user's events appends
+        to, as the last of its ``KEYS`` (see ``events.lua``); none when
+        webhooks are off.
+
+        On Redis Cluster each slot in use has its own stream; the first time
+        a process writes to one, it adds the stream's tag to the set the
+        deliverers read (deliverers also ``SCAN`` for streams, so a tag this
+        misses is found a little later, never lost).
+        """
+        if not self.webhooks:
+            return []
+        cluster = self.cluster
+        tag = stream_tag(user_id, cluster=cluster)
+        if cluster and tag not in self._registered_streams:
+            with self._available():
+                self.client.sadd(self.keys.webhook_streams(), tag)
+            self._registered_streams.add(tag)
+        return [self.keys.webhook_stream(tag)]
 
     def _event_args(self, now: int, actor: Actor) -> list[Any]:
         head = event_head(now, actor.ip, actor.user_agent)

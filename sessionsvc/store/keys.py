@@ -16,8 +16,25 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
     P:{T}:user      hash    a user of the standalone service's user store
     P:rl:...        string  login rate-limit counters (flask-limiter's keys)
 
+Webhooks (when ``SESSIONSVC_WEBHOOK_URLS`` is set; ``W`` is a stream's tag,
+see :func:`stream_tag`, ``E`` an endpoint's id, see :func:`endpoint_id`)::
+
+    P:{W}:wh        stream  the security events to deliver, written by the
+                            scripts that record them; bounded by age and
+                            length; one consumer group per endpoint (``E``)
+    P:{W}:wh:E:r    zset    the endpoint's deliveries waiting for a retry,
+                            scored by when they are due (ms)
+    P:{W}:wh:E:p    hash    their attempts so far and the event, by entry id
+    P:{W}:wh:E:c    hash    counters: delivered, failed
+    P:{W}:wh:E:f    list    the last deliveries parked as failed (JSON), capped
+    P:{wh}:streams  set     on Redis Cluster: the tags of the streams in use
+
 Every key of one user shares the hash tag ``{T}``, so each multi-key
-operation of the store is legal on Redis Cluster.
+operation of the store is legal on Redis Cluster. A script that records an
+event also appends it to a webhook stream in the same step, so that stream
+must be in the user's slot too: on one Redis server (or Sentinel) there is
+one stream, ``P:{wh}:wh``; on a Cluster there is one per slot in use, whose
+tag ``W`` is the shortest text that hashes to the user's slot.
 
 Scripts that walk a user's index build that user's session keys themselves
 (``ARGV`` holds the key prefix ``P:{T}:s:``) instead of declaring each in
@@ -31,8 +48,17 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import ipaddress
 import re
+import string
+from itertools import product
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+#: The tag of the one webhook stream on a single server (not a user's tag:
+#: no user id encodes to it, since ``base64("wh")`` is not UTF-8).
+SINGLE_STREAM_TAG = "wh"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -57,6 +83,52 @@ def address_group(address: str) -> str:
     if parsed.version == 6:
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
     return str(parsed)
+
+
+def user_of_tag(tag: str) -> str | None:
+    """The user id of a hash tag (see :func:`user_tag`); ``None`` if it is none."""
+    try:
+        raw = base64.urlsafe_b64decode(tag + "=" * (-len(tag) % 4))
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != tag:
+            return None
+        return raw.decode("utf-8", "surrogatepass")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each Cluster slot, the shortest text (letters and digits) in it."""
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    left = REDIS_CLUSTER_HASH_SLOTS
+    alphabet = string.ascii_lowercase + string.digits
+    for length in range(1, 5):
+        for letters in product(alphabet, repeat=length):
+            text = "".join(letters)
+            slot = key_slot(text.encode("ascii"))
+            if tags[slot] is None:
+                tags[slot] = text
+                left -= 1
+                if not left:
+                    return tuple(t for t in tags if t is not None)
+    raise AssertionError("every slot has a tag of at most 4 characters")  # pragma: no cover
+
+
+def stream_tag(user_id: str, *, cluster: bool) -> str:
+    """The tag of the webhook stream a user's events go to.
+
+    On a single server, :data:`SINGLE_STREAM_TAG`; on a Cluster, the tag of
+    the slot that holds the user's keys, so the script that records an event
+    can append it to the stream in the same atomic step.
+    """
+    if not cluster:
+        return SINGLE_STREAM_TAG
+    return _slot_tags()[key_slot(user_tag(user_id).encode("ascii"))]
+
+
+def endpoint_id(url: str) -> str:
+    """A webhook endpoint's id in keys and consumer-group names: a digest of its URL."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
 
 
 class Keys:
@@ -98,6 +170,22 @@ class Keys:
         """A user's sign-in history (device families, countries)."""
         return self._user(user_id, "known")
 
+    def webhook_stream(self, tag: str) -> str:
+        """A webhook stream (see :func:`stream_tag`)."""
+        return f"{self.prefix}:{{{tag}}}:wh"
+
+    def webhook_endpoint(self, stream: str, endpoint: str, part: str) -> str:
+        """One endpoint's delivery state beside ``stream`` (``r``, ``p``, ``c`` or ``f``)."""
+        return f"{stream}:{endpoint}:{part}"
+
+    def webhook_streams(self) -> str:
+        """On Redis Cluster, the set of the tags of the streams in use."""
+        return f"{self.prefix}:{{{SINGLE_STREAM_TAG}}}:streams"
+
+    def webhook_stream_pattern(self) -> str:
+        """A ``SCAN`` pattern that matches every webhook stream under the prefix."""
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + ":{*}:wh"
+
     def user_pattern(self) -> str:
         """A ``SCAN`` pattern that matches every user record under the prefix."""
         return re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + ":{*}:user"
@@ -107,9 +195,4 @@ class Keys:
         head, tail = self.prefix + ":{", "}:user"
         if not key.startswith(head) or not key.endswith(tail):
             return None
-        tag = key[len(head) : -len(tail)]
-        try:
-            raw = base64.urlsafe_b64decode(tag + "=" * (-len(tag) % 4))
-            return raw.decode("utf-8", "surrogatepass")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
+        return user_of_tag(key[len(head) : -len(tail)])

@@ -45,6 +45,7 @@ from .records import (
     Opened,
 )
 from .users import UserStore
+from .webhooks import WebhookStore
 
 #: The open and activity scripts' impossible-travel limits ('max km/h,min km').
 TRAVEL_LIMITS = f"{TRAVEL_MAX_KMH},{TRAVEL_MIN_KM}"
@@ -54,7 +55,7 @@ TRAVEL_LIMITS = f"{TRAVEL_MAX_KMH},{TRAVEL_MIN_KM}"
 _REASON_RE = re.compile(f"{REASON_CHARS}{{1,{REASON_MAX}}}")
 
 
-class SessionStore(UserStore):
+class SessionStore(UserStore, WebhookStore):
     """Sessions, indexes, events and users in Redis (see :class:`StoreBase`)."""
 
     # -- sessions -----------------------------------------------------------
@@ -88,6 +89,7 @@ class SessionStore(UserStore):
             self.events_key(uid),
             self.known_key(uid),
             self.activity_events_key(uid),
+            *self.stream_keys(uid),
         ]
         device = session.device
         family = f"{device.browser or ''}|{device.os or ''}" if device.browser or device.os else ""
@@ -211,6 +213,7 @@ class SessionStore(UserStore):
             self.activity_events_key(user_id),
             self.known_key(user_id),
             *([self.user_key(user_id)] if with_user else []),
+            *self.stream_keys(user_id),
         ]
         args = [
             now,
@@ -270,9 +273,8 @@ class SessionStore(UserStore):
             *self._event_args(now, Actor()),
         ]
         with self._available():
-            flat, recorded = self._run(
-                "list", [self.index_key(user_id), self.events_key(user_id)], args
-            )
+            keys = [self.index_key(user_id), self.events_key(user_id), *self.stream_keys(user_id)]
+            flat, recorded = self._run("list", keys, args)
         self._recorded(user_id, recorded)
         sessions = []
         for i in range(0, len(flat), 2):
@@ -313,7 +315,7 @@ class SessionStore(UserStore):
             # The script writes reasons into event JSON as they are.
             if not _REASON_RE.fullmatch(why):
                 raise ValueError(f"a revoke reason is lowercase letters and '_', got {why!r}")
-        keys = [self.index_key(user_id), self.events_key(user_id)]
+        keys = [self.index_key(user_id), self.events_key(user_id), *self.stream_keys(user_id)]
         args = [
             now,
             self.session_key(user_id, ""),

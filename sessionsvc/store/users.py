@@ -7,6 +7,7 @@ all, and re-running it finishes the job.
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from ..models import User
@@ -43,15 +44,20 @@ class UserStore(StoreBase):
         with self._available():
             return bool(self._run("create_user", self._user_keys(user.id), args))
 
-    def delete_user(self, user_id: str) -> list[str] | None:
+    def delete_user(
+        self, user_id: str, *, now: int | None = None, actor: Actor | None = None
+    ) -> list[str] | None:
         """Delete a user with every session, its events and history; atomic.
+
+        Webhooks still hear of each session revoked (``user_deleted``).
 
         :returns: the ids of the sessions revoked; ``None`` for no such user.
         """
+        when = int(time.time()) if now is None else now
+        args = [when, self.session_key(user_id, ""), *self._event_args(when, actor or Actor())]
+        keys = [*self._user_keys(user_id), *self.stream_keys(user_id)]
         with self._available():
-            revoked = self._run(
-                "delete_user", self._user_keys(user_id), [self.session_key(user_id, "")]
-            )
+            revoked = self._run("delete_user", keys, args)
         return None if revoked is None else [str(sid) for sid in revoked]
 
     def update_user(
@@ -79,7 +85,12 @@ class UserStore(StoreBase):
             "0" if roles is None else "1",
             roles_text(roles or ()),
         ]
-        keys = [self.user_key(user_id), self.index_key(user_id), self.events_key(user_id)]
+        keys = [
+            self.user_key(user_id),
+            self.index_key(user_id),
+            self.events_key(user_id),
+            *self.stream_keys(user_id),
+        ]
         with self._available():
             result = self._run("update_user", keys, args)
         if result is None:
@@ -116,7 +127,12 @@ class UserStore(StoreBase):
             new,
             keep or "",
         ]
-        keys = [self.user_key(user_id), self.index_key(user_id), self.events_key(user_id)]
+        keys = [
+            self.user_key(user_id),
+            self.index_key(user_id),
+            self.events_key(user_id),
+            *self.stream_keys(user_id),
+        ]
         with self._available():
             revoked = self._run("change_password", keys, args)
         return None if revoked is None else [str(sid) for sid in revoked]

@@ -14,6 +14,29 @@
 -- rather than a stream: a new stream costs Redis 7 a preallocated 4 KiB
 -- node per user, a short list a few hundred bytes. Every event a script
 -- records is also returned (`recorded`), so the caller can log and signal it.
+--
+-- Webhooks: when they are on, the caller appends the webhook stream's key
+-- (its name ends in ':wh', which no other key's does) as the last of KEYS,
+-- and every event is also appended to that stream, in this same atomic step:
+-- field u is the user's hash tag (from KEYS[1], which every recording
+-- script's is a key of the user), e the event. The stream is bounded: at
+-- most about STREAM_MAX entries (whole nodes of 100 are trimmed), none older
+-- than STREAM_AGE_MS. A script with EV = nil (a deleted user's events) only
+-- queues its events.
+local WH = nil
+if #KEYS > 0 and string.sub(KEYS[#KEYS], -3) == ':wh' then WH = #KEYS end
+local STREAM_MAX, STREAM_AGE_MS = 100000, 7 * 86400 * 1000
+local stream_trimmed = false
+local function queue(e)
+  local id = redis.call('XADD', KEYS[WH], 'MAXLEN', '~', STREAM_MAX, '*',
+    'u', string.match(KEYS[1], '{([^}]*)}'), 'e', e)
+  if not stream_trimmed then
+    -- By the server's clock (the new entry's id), not the caller's.
+    stream_trimmed = true
+    local ms = tonumber(string.match(id, '^(%d+)'))
+    redis.call('XTRIM', KEYS[WH], 'MINID', string.format('%d', ms - STREAM_AGE_MS))
+  end
+end
 local event_seq = 0
 local recorded = {}
 local touched_lists = {}
@@ -26,8 +49,11 @@ local function event(kind, sid, reason, detail)
   e = e .. '}'
   local list = EV
   if EA and (kind == 'session.anomaly' or kind == 'session.ip_changed') then list = EA end
-  redis.call('LPUSH', KEYS[list], e)
-  touched_lists[list] = true
+  if list then
+    redis.call('LPUSH', KEYS[list], e)
+    touched_lists[list] = true
+  end
+  if WH then queue(e) end
   recorded[#recorded+1] = e
 end
 -- Capped, and kept EVENTS_TTL after the last one: events outlive sessions.

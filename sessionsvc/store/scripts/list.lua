@@ -1,6 +1,7 @@
 -- Every live session of a user, in one round trip; a session found idle
 -- too long is revoked (reason 'idle') instead of listed.
--- KEYS: 1 index, 2 events
+-- KEYS: 1 index, 2 events; last, the webhook stream when webhooks
+--       are on (see events.lua)
 -- ARGV: 1 now, 2 session key prefix, 3 idle timeout (0: none), 4 events max,
 --       5 events ttl, 6 event head, 7 event id
 -- Returns {{sid, {field, value, ...}, sid, ...}, {events recorded...}}.

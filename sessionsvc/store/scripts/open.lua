@@ -3,7 +3,8 @@
 -- travel), record session.created, evict the least recently active
 -- sessions over the cap.
 -- KEYS: 1 session, 2 index, 3 events, 4 sign-in history ("known"),
---       5 activity events
+--       5 activity events; last, the webhook stream when webhooks
+--       are on (see events.lua)
 -- ARGV: 1 now, 2 expires_at, 3 max sessions, 4 session key prefix,
 --       5 events max, 6 events ttl, 7 event head, 8 event id, 9 sid,
 --       10 device family or '', 11 country or '', 12 the client's address
