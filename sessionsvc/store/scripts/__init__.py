@@ -26,6 +26,9 @@ NAMES = (
     "set_password",
     "change_password",
     "history",
+    "webhook_take",
+    "webhook_done",
+    "webhook_failed",
 )
 
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
