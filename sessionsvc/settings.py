@@ -8,12 +8,17 @@ configuration table is checked against it. A bad value fails at
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from limits import parse_many
+
+from .models import EVENT_TYPES
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ KEYS: tuple[Key, ...] = (
     Key("SESSIONSVC_METRICS_TOKEN", None, "text"),
     Key("SESSIONSVC_EVENTS_MAX", 1000, "integer"),
     Key("SESSIONSVC_STORE_TIMEOUT", 0.5, "number"),
+    Key("SESSIONSVC_WEBHOOK_URLS", None, "text"),
+    Key("SESSIONSVC_WEBHOOK_SECRET", None, "text"),
+    Key("SESSIONSVC_WEBHOOK_EVENTS", None, "text"),
+    Key("SESSIONSVC_WEBHOOK_RETRY", "5,300,1800,7200,18000,36000,36000", "text"),
 )
 
 #: Each key's default, by name.
@@ -114,6 +123,93 @@ def _rate_limit(key: str, value: Any) -> str | None:
     return text
 
 
+def _text_list(key: str, value: Any) -> list[str]:
+    """A comma-separated string, or a list or tuple of strings, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        items = list(value)
+    else:
+        raise ConfigError(f"{key} must be a comma-separated string or a list of strings")
+    return [item.strip() for item in items if item.strip()]
+
+
+def _webhook_urls(key: str, value: Any) -> tuple[str, ...]:
+    urls = _text_list(key, value)
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            # Not echoed whole: a URL may carry a password or a token.
+            raise ConfigError(
+                f"{key}: each endpoint must be an http:// or https:// URL with a host"
+            )
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{key} names the same endpoint twice")
+    return tuple(urls)
+
+
+#: A Standard Webhooks secret's prefix.
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64)."""
+    return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+
+
+def _webhook_secret(key: str, value: Any, *, required: bool) -> str | None:
+    text = _optional_str(key, value)
+    if text is None:
+        if required:
+            raise ConfigError(f"{key} is required when SESSIONSVC_WEBHOOK_URLS is set")
+        return None
+    try:
+        size = len(webhook_key(text)) if text.startswith(WEBHOOK_SECRET_PREFIX) else 0
+    except (binascii.Error, ValueError):
+        size = 0
+    if not 24 <= size <= 64:
+        # Never echo the value: it is a secret.
+        raise ConfigError(f"{key} must be 'whsec_' followed by the base64 of 24 to 64 random bytes")
+    return text
+
+
+def _webhook_events(key: str, value: Any) -> frozenset[str] | None:
+    if value is None or value == "":
+        return None
+    types = _text_list(key, value)
+    unknown = sorted(set(types) - set(EVENT_TYPES))
+    if unknown or not types:
+        raise ConfigError(
+            f"{key} must list event types among {', '.join(EVENT_TYPES)}; got {value!r}"
+        )
+    return frozenset(types)
+
+
+def _webhook_retry(key: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(item, int) and not isinstance(item, bool) for item in value
+    ):
+        delays = list(value)
+    elif isinstance(value, str):
+        try:
+            delays = [int(item) for item in _text_list(key, value)]
+        except ValueError:
+            delays = [0]
+    else:
+        delays = [0]
+    if any(delay < 1 for delay in delays):
+        raise ConfigError(
+            f"{key} must be whole numbers of seconds >= 1, comma-separated, got {value!r}"
+        )
+    return tuple(delays)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The extension's settings for one app, validated once."""
@@ -149,6 +245,14 @@ class Settings:
     access_expires: int
     #: Session (and refresh-token) lifetime in seconds.
     refresh_expires: int
+    #: Where security events are posted; empty: webhooks are off.
+    webhook_urls: tuple[str, ...] = ()
+    #: The Standard Webhooks signing secret (``whsec_...``).
+    webhook_secret: str | None = None
+    #: The event types posted; ``None``: all of them.
+    webhook_events: frozenset[str] | None = None
+    #: Seconds before each retry of a failed delivery.
+    webhook_retry: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -183,6 +287,7 @@ class Settings:
                 f"SESSIONSVC_IDLE_TIMEOUT ({idle} s) must be longer than "
                 f"SESSIONSVC_TOUCH_INTERVAL ({touch} s)"
             )
+        webhook_urls = _webhook_urls("SESSIONSVC_WEBHOOK_URLS", get("SESSIONSVC_WEBHOOK_URLS"))
         return cls(
             redis_url=_optional_str("SESSIONSVC_REDIS_URL", get("SESSIONSVC_REDIS_URL")),
             key_prefix=prefix,
@@ -211,4 +316,16 @@ class Settings:
             store_timeout=float(timeout),
             access_expires=access,
             refresh_expires=refresh,
+            webhook_urls=webhook_urls,
+            webhook_secret=_webhook_secret(
+                "SESSIONSVC_WEBHOOK_SECRET",
+                get("SESSIONSVC_WEBHOOK_SECRET"),
+                required=bool(webhook_urls),
+            ),
+            webhook_events=_webhook_events(
+                "SESSIONSVC_WEBHOOK_EVENTS", get("SESSIONSVC_WEBHOOK_EVENTS")
+            ),
+            webhook_retry=_webhook_retry(
+                "SESSIONSVC_WEBHOOK_RETRY", get("SESSIONSVC_WEBHOOK_RETRY")
+            ),
         )
