@@ -13,6 +13,12 @@ answers. When the variable is unset the master makes a temporary directory
 (removed on exit) before any worker imports prometheus_client; a directory
 you set yourself should be emptied between runs. ``child_exit`` tells
 prometheus_client a worker is gone, so its live-only series are dropped.
+
+Webhooks: with ``SESSIONSVC_WEBHOOK_URLS`` set, the master starts one
+deliverer (``flask --app wsgi sessions webhooks run``) once it is ready and
+stops it when it exits; the deliverer also stops by itself if the master is
+gone. Any number of deliverers share the work, so each host running this
+config adds one.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -57,6 +65,8 @@ control_socket_disable = True
 
 #: The metrics directory this master made, to remove on exit.
 _made_multiproc_dir: str | None = None
+#: The webhook deliverer this master started, to stop on exit.
+_deliverer: subprocess.Popen[bytes] | None = None
 
 
 def on_starting(server: Any) -> None:
@@ -93,6 +103,15 @@ def on_starting(server: Any) -> None:
         )
 
 
+def when_ready(server: Any) -> None:
+    global _deliverer
+    if not os.environ.get("SESSIONSVC_WEBHOOK_URLS", "").strip():
+        return
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "sessions", "webhooks", "run"]
+    _deliverer = subprocess.Popen([*command, "--exit-with", str(os.getpid())])  # noqa: S603
+    server.log.info("started a webhook deliverer (pid %d)", _deliverer.pid)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -100,5 +119,13 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
+    if _deliverer is not None and _deliverer.poll() is None:
+        # SIGTERM: it ends the deliveries in progress (10 s at most) and stops.
+        _deliverer.terminate()
+        try:
+            _deliverer.wait(15)
+        except subprocess.TimeoutExpired:
+            _deliverer.kill()
+            _deliverer.wait()
     if _made_multiproc_dir is not None:
         shutil.rmtree(_made_multiproc_dir, ignore_errors=True)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 from flask.cli import AppGroup
@@ -13,8 +17,10 @@ from flask.cli import AppGroup
 from . import accounts
 from .accounts import new_user
 from .errors import StoreUnavailable, UserNotFound, WeakPassword
+from .logs import configure_logging
 from .models import isotime
-from .state import current_manager
+from .state import current_manager, current_state
+from .webhooks import TAKEOVER_AFTER, Deliverer, redact, tidy
 
 sessions_cli = AppGroup("sessions", help="Manage sessionsvc users and sessions.")
 
@@ -169,3 +175,115 @@ def list_users(as_json: bool) -> None:
         click.echo(
             f"{user.id}  {isotime(user.created_at) or '-'}" + (f"  ({flags})" if flags else "")
         )
+
+
+webhooks_cli = AppGroup("webhooks", help="Deliver security events to the webhook endpoints.")
+sessions_cli.add_command(webhooks_cli)
+
+
+def _deliverer(**options: Any) -> Deliverer:
+    state = current_state()
+    if not state.settings.webhook_urls:
+        _fail("webhooks are off: set SESSIONSVC_WEBHOOK_URLS (and SESSIONSVC_WEBHOOK_SECRET)")
+    return Deliverer(state.store, state.settings, **options)
+
+
+@webhooks_cli.command("run")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Deliveries in flight at once per endpoint.",
+)
+@click.option(
+    "--takeover-after",
+    type=click.FloatRange(1, 60),
+    default=TAKEOVER_AFTER,
+    show_default=True,
+    help="Seconds after which a delivery held by a deliverer that died is taken over.",
+)
+@click.option(
+    "--exit-with",
+    type=int,
+    default=None,
+    metavar="PID",
+    help="Stop when process PID is gone (make run starts one beside gunicorn so).",
+)
+def webhooks_run(threads: int, takeover_after: float, exit_with: int | None) -> None:
+    """Deliver queued security events until stopped (SIGTERM or Ctrl-C ends
+    the deliveries in progress first). Run as many as you like."""
+    # Deliveries and failures are logged (sessionsvc.webhooks): to stderr,
+    # as JSON lines, unless the app configured its loggers itself.
+    configure_logging()
+    deliverer = _deliverer(threads=threads, takeover_after=takeover_after)
+
+    def stop(signum: int, frame: Any) -> None:
+        deliverer.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if exit_with is not None:
+        threading.Thread(
+            target=_stop_when_gone, args=(exit_with, deliverer.stop), daemon=True
+        ).start()
+    with _store_errors():
+        tidy(deliverer)
+    click.echo(
+        f"delivering to {len(deliverer.endpoints)} endpoint(s) as {deliverer.name}",
+        err=True,
+    )
+    deliverer.run()
+    click.echo("stopped", err=True)
+
+
+def _stop_when_gone(pid: int, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            stop.set()
+        except PermissionError:
+            pass
+
+
+@webhooks_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option(
+    "--failed",
+    "show_failed",
+    type=click.IntRange(0, 1000),
+    default=0,
+    help="Also show the newest N deliveries parked as failed.",
+)
+def webhooks_status(as_json: bool, show_failed: int) -> None:
+    """Per endpoint: deliveries pending, delivered, retrying and failed."""
+    deliverer = _deliverer()
+    with _store_errors():
+        report = deliverer.status(parked=show_failed)
+    rows: list[dict[str, Any]] = [
+        {
+            "endpoint": redact(endpoint.url),
+            "id": endpoint.id,
+            "pending": counts.pending,
+            "delivered": counts.delivered,
+            "retrying": counts.retrying,
+            "failed": counts.failed,
+            **({"parked": counts.parked} if show_failed else {}),
+        }
+        for endpoint, counts in report
+    ]
+    if as_json:
+        click.echo(json.dumps({"endpoints": rows}, indent=2))
+        return
+    click.echo(f"{'endpoint':<48} {'pending':>8} {'delivered':>10} {'retrying':>9} {'failed':>7}")
+    for row in rows:
+        click.echo(
+            f"{row['endpoint']:<48} {row['pending']:>8} {row['delivered']:>10} "
+            f"{row['retrying']:>9} {row['failed']:>7}"
+        )
+        for item in row.get("parked", []):
+            click.echo(
+                f"  parked {item.get('id')} after {item.get('attempts')} attempt(s) "
+                f"at {isotime(item.get('at'))}: {item.get('error')}"
+            )

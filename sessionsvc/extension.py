@@ -118,6 +118,7 @@ class SessionManager:
             )
         store.policy = policy
         store.on_events = audit.recorded
+        store.webhooks = bool(settings.webhook_urls)
         prefixes = [self._url_prefix, admin.URL_PREFIX]
         if self._auth_routes:
             prefixes.append(auth.URL_PREFIX)
