@@ -1,19 +1,22 @@
 """The processes the tests start: a redis-server of their own, the Sentinel
-group, the Redis Cluster and gunicorn; and what runs them (free ports,
+group, the Redis Cluster, gunicorn and a webhook receiver; and what runs them (free ports,
 polling until ready, log tails for failure messages, the service's
 environment)."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -461,3 +464,73 @@ def _cluster_ports(count: int) -> list[int]:
                 continue
         ports.append(port)
     return ports
+
+
+@dataclass(frozen=True)
+class Received:
+    """One POST a :class:`WebhookReceiver` got."""
+
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+class WebhookReceiver:
+    """A webhook endpoint on loopback that records every POST.
+
+    It answers each with the next of ``statuses`` (200 once they run out).
+    While ``held`` is clear it answers nothing, and holds the connection
+    open until it is set (a receiver that hangs); ``trickle`` answers one
+    byte of the status line per that many seconds instead.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.statuses: list[int] = []
+        self.held = threading.Event()
+        self.held.set()
+        self.trickle = 0.0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    receiver.received.append(
+                        Received({k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                    )
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                receiver.held.wait(60)
+                if receiver.trickle:
+                    for byte in b"HTTP/1.1 200 OK\r\n":
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(receiver.trickle)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/hooks/sessions"
+
+    def ids(self) -> list[str]:
+        """The ``webhook-id`` of every POST, in arrival order."""
+        with self._lock:
+            return [r.headers["webhook-id"] for r in self.received]
+
+    def close(self) -> None:
+        self.held.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,8 +1,11 @@
-"""examples/host_app.py, the README's mounting example, runs as documented."""
+"""examples/host_app.py, the README's mounting example, and
+examples/webhook_receiver.py run as documented."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import time
 from types import ModuleType
 from typing import Any
 
@@ -54,3 +57,65 @@ def test_the_host_app_signs_in_lists_and_signs_out_everywhere(backend: Any) -> N
         events = app.extensions["sessionsvc"].manager.events_for("1", limit=10)
     reasons = [e.detail["reason"] for e in events if e.type == "session.revoked"]
     assert reasons == ["admin", "admin"]
+
+
+def example_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_webhook_receiver_acts_once_on_each_verified_delivery(backend: Any) -> None:
+    """examples/webhook_receiver.py behind a real HTTP server, fed by a deliverer."""
+    import base64
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from sessionsvc.app import create_app
+    from sessionsvc.state import current_state
+    from sessionsvc.webhooks import Deliverer, headers_of, post
+    from tests.clients import Auth
+
+    secret = "whsec_" + base64.b64encode(b"receiver-example-secret-32-bytes").decode()
+    receiver = example_module("webhook_receiver").create_app(secret)
+    server = make_server("127.0.0.1", 0, receiver, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/webhooks"
+    try:
+        app = create_app(
+            {
+                "TESTING": True,
+                "JWT_SECRET_KEY": JWT_KEY,
+                "SESSIONSVC_LOGIN_RATE_LIMIT": "",
+                "SESSIONSVC_WEBHOOK_URLS": url,
+                "SESSIONSVC_WEBHOOK_SECRET": secret,
+                **backend.app_config(),
+            },
+            **backend.app_kwargs(),
+        )
+        tokens = Auth(app).login(user_agent=IPHONE)
+        with app.app_context():
+            state = current_state()
+            deliverer = Deliverer(state.store, state.settings)
+            [endpoint] = deliverer.endpoints
+            assert deliverer.step(endpoint, "example")
+            assert not deliverer.step(endpoint, "example")
+        [event] = receiver.config["RECEIVED"]
+        assert event["type"] == "session.created"
+        assert event["data"]["session_id"] == tokens["session_id"]
+        assert event["data"]["user_agent"] == IPHONE
+        # The same delivery again (a retry): accepted, not acted on twice.
+        body = json.dumps(event, separators=(",", ":")).encode()
+        again = headers_of(secret, event["data"]["id"], body, now=int(time.time()))
+        assert post(url, body, again) == 204
+        assert len(receiver.config["RECEIVED"]) == 1
+        # A forged or altered one is refused.
+        assert post(url, body.replace(b"iPhone", b"iPad"), again) == 400
+        forged = headers_of("whsec_" + base64.b64encode(b"x" * 32).decode(), "e1", body, now=1)
+        assert post(url, body, forged) == 400
+        assert len(receiver.config["RECEIVED"]) == 1
+    finally:
+        server.shutdown()
