@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 import secrets
@@ -268,6 +269,33 @@ def test_check_is_one_round_trip(store: SessionStore, commands: list[str], now: 
     result = store.check_refresh("alice", session.id, now=now + 61, actor=Actor(ip="203.0.113.9"))
     assert result.status is CheckStatus.ACTIVE
     assert commands == ["EVALSHA"]
+
+
+def test_with_webhooks_each_change_is_still_one_round_trip(
+    store: SessionStore, commands: list[str], rc: redis.Redis, now: int
+) -> None:
+    store.webhooks = True
+    store.load_scripts()
+    # On a Cluster, also registers the user's stream (once per process and
+    # slot: an SADD).
+    create(store, make_session(now=now))
+    commands.clear()
+    session = make_session(now=now)
+    create(store, session)
+    store.check_refresh("alice", session.id, now=now + 61, actor=Actor(ip="203.0.113.9"))
+    store.revoke("alice", [session.id], now=now + 62, reason="user", actor=ACTOR)
+    assert commands == ["EVALSHA"] * 3
+    [stream] = store.stream_keys("alice")
+    if store.cluster:  # else one stream, P:{wh}:wh
+        assert slot(stream) == slot(store.index_key("alice"))
+    queued = [json.loads(fields["e"]) for _, fields in rc.xrange(stream)]
+    assert [e["k"] for e in queued] == [
+        "session.created",
+        "session.created",
+        "session.ip_changed",
+        "session.revoked",
+    ]
+    assert [e["i"] for e in queued[1:]] == [e.id for e in reversed(store.events("alice", limit=3))]
 
 
 def test_check_in_steady_state_writes_nothing(
