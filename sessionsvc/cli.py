@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from .errors import StoreUnavailable, UserNotFound, WeakPassword
 from .logs import configure_logging
 from .models import isotime
 from .state import current_manager, current_state
-from .webhooks import TAKEOVER_AFTER, Deliverer, redact, tidy
+from .webhooks import TAKEOVER_AFTER, TIMEOUT, Deliverer, redact, tidy
 
 sessions_cli = AppGroup("sessions", help="Manage sessionsvc users and sessions.")
 
@@ -198,7 +199,7 @@ def _deliverer(**options: Any) -> Deliverer:
 )
 @click.option(
     "--takeover-after",
-    type=click.FloatRange(1, 60),
+    type=click.FloatRange(TIMEOUT + 2, 60),
     default=TAKEOVER_AFTER,
     show_default=True,
     help="Seconds after which a delivery held by a deliverer that died is taken over.",
@@ -227,8 +228,11 @@ def webhooks_run(threads: int, takeover_after: float, exit_with: int | None) -> 
         threading.Thread(
             target=_stop_when_gone, args=(exit_with, deliverer.stop), daemon=True
         ).start()
-    with _store_errors():
+    try:
         tidy(deliverer)
+    except StoreUnavailable as exc:
+        # Not fatal: the deliverer waits for the store like every part.
+        logging.getLogger("sessionsvc.webhooks").warning("webhooks: %s", exc.detail)
     click.echo(
         f"delivering to {len(deliverer.endpoints)} endpoint(s) as {deliverer.name}",
         err=True,

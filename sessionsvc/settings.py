@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,6 +136,17 @@ def _text_list(key: str, value: Any) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def redact(url: str) -> str:
+    """A webhook URL fit for logs and the status: without credentials,
+    query or fragment (which may carry secrets)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+
 def _webhook_urls(key: str, value: Any) -> tuple[str, ...]:
     urls = _text_list(key, value)
     for url in urls:
@@ -144,12 +155,21 @@ def _webhook_urls(key: str, value: Any) -> tuple[str, ...]:
             parts.port  # noqa: B018 (raises on a bad port)
         except ValueError:
             parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or not url.isascii()
+            or not url.isprintable()
+            or " " in url
+        ):
             # Not echoed whole: a URL may carry a password or a token.
             raise ConfigError(
-                f"{key}: each endpoint must be an http:// or https:// URL with a host"
+                f"{key}: each endpoint must be an http:// or https:// URL with a host, "
+                "in printable ASCII without spaces"
             )
-    if len(set(urls)) != len(urls):
+    if len({redact(url) for url in urls}) != len(urls):
+        # An endpoint is known by its URL without credentials and query.
         raise ConfigError(f"{key} names the same endpoint twice")
     return tuple(urls)
 
@@ -236,7 +256,7 @@ class Settings:
     metrics: bool
     #: The bearer token that opens ``/metrics`` to any address; ``None``:
     #: only to clients on loopback.
-    metrics_token: str | None
+    metrics_token: str | None = field(repr=False)
     #: Security events kept per user (older ones are trimmed).
     events_max: int
     #: Seconds to wait for the store before answering 503.
@@ -248,7 +268,7 @@ class Settings:
     #: Where security events are posted; empty: webhooks are off.
     webhook_urls: tuple[str, ...] = ()
     #: The Standard Webhooks signing secret (``whsec_...``).
-    webhook_secret: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
     #: The event types posted; ``None``: all of them.
     webhook_events: frozenset[str] | None = None
     #: Seconds before each retry of a failed delivery.

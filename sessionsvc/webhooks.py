@@ -9,7 +9,7 @@ endpoint's consumer group, take deliveries and post them. Any number of
 deliverers, on any hosts, share the work.
 
 Each POST gets :data:`TIMEOUT` seconds in all (connecting, sending, the
-status line and headers, a little of the body); anything but a 2xx in that
+status line and headers; the body is not read); anything but a 2xx in that
 time is a failed attempt, retried after the next delay of
 ``SESSIONSVC_WEBHOOK_RETRY`` and parked as failed after the last one.
 """
@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import hmac
 import http.client
+import itertools
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import StoreUnavailable
 from .models import SecurityEvent, isotime
-from .settings import Settings, webhook_key
+from .settings import Settings, redact, webhook_key
 from .store import SessionStore
 from .store.codec import event_from_json
 from .store.keys import endpoint_id
@@ -53,8 +54,6 @@ POLL_INTERVAL = 0.5
 DISCOVER_INTERVAL = 10.0
 #: Seconds between SCANs for streams whose registration was missed (Cluster).
 SCAN_INTERVAL = 300.0
-#: What a receiver's answer is read of, at most (it is not used).
-_BODY_READ = 64 * 1024
 _USER_AGENT = "sessionsvc-webhooks"
 
 
@@ -82,16 +81,6 @@ def headers_of(secret: str, message_id: str, body: bytes, *, now: int) -> dict[s
         "webhook-timestamp": str(now),
         "webhook-signature": sign(secret, message_id, now, body),
     }
-
-
-def redact(url: str) -> str:
-    """A URL fit for logs and the status: without credentials, query or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
 
 
 class DeliveryFailed(Exception):
@@ -133,9 +122,12 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIM
     try:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read(_BODY_READ)
-        return response.status
+        # The status line and headers decide; the body is not waited for (a
+        # receiver may keep the connection open after a 200).
+        return connection.getresponse().status
+    except http.client.InvalidURL:
+        # Its message would carry the URL's path and query (maybe a token).
+        raise DeliveryFailed("the endpoint's URL is not valid") from None
     except (OSError, http.client.HTTPException) as exc:
         if timed_out.is_set() or isinstance(exc, TimeoutError):
             raise DeliveryFailed(f"no answer within {timeout:g} s") from None
@@ -153,7 +145,10 @@ class Endpoint:
 
     @property
     def id(self) -> str:
-        return endpoint_id(self.url)
+        # Of the URL without credentials or query: rotating a password or
+        # a token in it keeps the endpoint's queue, and the id tells nothing
+        # of them.
+        return endpoint_id(redact(self.url))
 
 
 class Deliverer:
@@ -181,6 +176,12 @@ class Deliverer:
     ) -> None:
         if not settings.webhook_urls or settings.webhook_secret is None:
             raise ValueError("webhooks are off: SESSIONSVC_WEBHOOK_URLS is not set")
+        if takeover_after <= timeout:
+            # Else a delivery still being posted would be taken over and
+            # posted twice, and a failure counted twice.
+            raise ValueError(
+                f"takeover_after ({takeover_after:g} s) must exceed timeout ({timeout:g} s)"
+            )
         self.store = store
         self.endpoints = [Endpoint(url) for url in settings.webhook_urls]
         self.secret = settings.webhook_secret
@@ -197,6 +198,9 @@ class Deliverer:
         self._discovered = 0.0
         self._scanned = 0.0
         self._lock = threading.Lock()
+        self._turns = itertools.count()
+        #: The store's clock minus ours (ms): retries are due by the store's.
+        self._skew_ms = 0
 
     # -- streams --------------------------------------------------------------
 
@@ -207,6 +211,9 @@ class Deliverer:
             if not self._streams or now - self._discovered >= DISCOVER_INTERVAL:
                 scan = now - self._scanned >= SCAN_INTERVAL
                 streams = self.store.webhook_streams(scan=scan)
+                self._skew_ms = self.store.server_time_ms() - int(time.time() * 1000)
+                # Trimmed by age also when no event comes (a quiet stream).
+                self.store.webhook_trim(streams)
                 for endpoint in self.endpoints:
                     new = [s for s in streams if (s, endpoint.id) not in self._joined]
                     self.store.webhook_join(new, endpoint.id)
@@ -220,8 +227,12 @@ class Deliverer:
 
     def step(self, endpoint: Endpoint, consumer: str) -> bool:
         """Take and deliver one delivery for ``endpoint``; ``False`` when there was none."""
-        streams = self.store.webhook_busy(self.streams(), endpoint.id)
-        for stream in streams:
+        streams = self.store.webhook_busy(
+            self.streams(), endpoint.id, takeover_ms=self.takeover_ms, skew_ms=self._skew_ms
+        )
+        # Each look starts at another stream: a busy one cannot starve the rest.
+        start = next(self._turns) % len(streams) if streams else 0
+        for stream in streams[start:] + streams[:start]:
             delivery = self.store.webhook_take(
                 stream, endpoint.id, consumer, takeover_ms=self.takeover_ms
             )

@@ -481,7 +481,9 @@ class WebhookReceiver:
     It answers each with the next of ``statuses`` (200 once they run out).
     While ``held`` is clear it answers nothing, and holds the connection
     open until it is set (a receiver that hangs); ``trickle`` answers one
-    byte of the status line per that many seconds instead.
+    byte of the status line per that many seconds instead; ``linger`` sends
+    its status line and headers, then keeps the connection open without
+    a body for that many seconds.
     """
 
     def __init__(self) -> None:
@@ -490,6 +492,9 @@ class WebhookReceiver:
         self.held = threading.Event()
         self.held.set()
         self.trickle = 0.0
+        self.linger = 0.0
+        #: Seconds to take over each answer.
+        self.delay = 0.0
         self._lock = threading.Lock()
         receiver = self
 
@@ -504,11 +509,17 @@ class WebhookReceiver:
                     )
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                 receiver.held.wait(60)
+                time.sleep(receiver.delay)
                 if receiver.trickle:
                     for byte in b"HTTP/1.1 200 OK\r\n":
                         self.wfile.write(bytes([byte]))
                         self.wfile.flush()
                         time.sleep(receiver.trickle)
+                    return
+                if receiver.linger:
+                    self.wfile.write(f"HTTP/1.1 {status} OK\r\n\r\n".encode())
+                    self.wfile.flush()
+                    time.sleep(receiver.linger)
                     return
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

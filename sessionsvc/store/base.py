@@ -153,9 +153,14 @@ class StoreBase:
         cluster = self.cluster
         tag = stream_tag(user_id, cluster=cluster)
         if cluster and tag not in self._registered_streams:
-            with self._available():
+            try:
                 self.client.sadd(self.keys.webhook_streams(), tag)
-            self._registered_streams.add(tag)
+                self._registered_streams.add(tag)
+            except UNAVAILABLE_ERRORS:
+                # The set's node is out of reach: the event is still queued
+                # (in the user's slot), deliverers find the stream by SCAN,
+                # and the next event of the slot registers it again.
+                pass
         return [self.keys.webhook_stream(tag)]
 
     def _event_args(self, now: int, actor: Actor) -> list[Any]:

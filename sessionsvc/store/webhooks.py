@@ -21,6 +21,7 @@ delivery's life:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +32,20 @@ import redis
 from .base import StoreBase
 from .keys import SINGLE_STREAM_TAG, user_of_tag
 
+logger = logging.getLogger("sessionsvc.webhooks")
+
 #: A failing endpoint keeps at most this many deliveries waiting for a retry
 #: per stream; a failure beyond it is parked as failed at once.
 RETRY_MAX = 100_000
 #: Parked (failed) deliveries kept per endpoint and stream, newest first.
 PARKED_MAX = 1000
+#: What a stream keeps, at most: entries (about: whole nodes of 100 are
+#: trimmed) and age. The scripts that append trim by them (``events.lua``,
+#: which holds the same numbers); deliverers also trim quiet streams by age.
+STREAM_MAX_LEN = 100_000
+STREAM_MAX_AGE_MS = 7 * 86400 * 1000
+#: Why a delivery was parked when its entry was trimmed while it was held.
+TRIMMED = "trimmed from the stream before it was delivered"
 
 
 @dataclass(frozen=True)
@@ -109,33 +119,37 @@ class WebhookStore(StoreBase):
                     if "BUSYGROUP" not in str(exc):
                         raise
 
-    def webhook_busy(self, streams: Sequence[str], endpoint: str) -> list[str]:
-        """The streams where the endpoint may have work: entries unread or
-        held, or retries due. One pipelined round trip (per node)."""
+    def webhook_busy(
+        self, streams: Sequence[str], endpoint: str, *, takeover_ms: int, skew_ms: int = 0
+    ) -> list[str]:
+        """The streams where the endpoint has work: an entry its group has
+        not read, one held longer than ``takeover_ms``, or a retry due (by
+        the store's clock: ``skew_ms`` is it minus this host's). One
+        pipelined round trip (per node on a Cluster); a stream whose answer
+        is an error counts as busy (the take finds out why)."""
         if not streams:
             return []
-        now_ms = int(time.time() * 1000)
+        now_ms = int(time.time() * 1000) + skew_ms
         with self._available():
             pipe = self.client.pipeline(transaction=False)
             for stream in streams:
                 pipe.xinfo_groups(stream)
-                # Due by this host's clock: only a hint, the take decides.
+                pipe.xrevrange(stream, count=1)
+                pipe.xpending_range(stream, endpoint, "-", "+", 1, idle=takeover_ms)
                 pipe.zrangebyscore(self._parts(stream, endpoint)[1], "-inf", now_ms, 0, 1)
             replies = pipe.execute(raise_on_error=False)
         busy = []
         for i, stream in enumerate(streams):
-            groups, due = replies[2 * i], replies[2 * i + 1]
-            if isinstance(groups, Exception) or isinstance(due, Exception):
+            groups, newest, stale, due = replies[4 * i : 4 * i + 4]
+            if any(isinstance(reply, Exception) for reply in (groups, newest, stale, due)):
                 busy.append(stream)
                 continue
             group = next((g for g in groups if g.get("name") == endpoint), None)
-            if (
+            unread = bool(newest) and (
                 group is None
-                or group.get("pending")
-                or group.get("lag") is None
-                or group.get("lag")
-                or due
-            ):
+                or _entry_id(newest[0][0]) > _entry_id(group.get("last-delivered-id") or "0-0")
+            )
+            if unread or stale or due:
                 busy.append(stream)
         return busy
 
@@ -160,6 +174,9 @@ class WebhookStore(StoreBase):
                 self.webhook_join([stream], endpoint)
                 claimed = None
             entries = claimed[1] if claimed else []
+            if claimed and len(claimed) > 2 and claimed[2]:
+                # Held so long that the stream was trimmed under them.
+                self._lost(stream, endpoint, [str(entry) for entry in claimed[2]])
             if entries:
                 return self._delivery(stream, entries[0], attempt=1)
             due = self._run("webhook_take", [retries, waiting], [takeover_ms])
@@ -235,12 +252,10 @@ class WebhookStore(StoreBase):
                     # No deliverer joined yet: it will start from the first entry.
                     counts.pending += int(client.xlen(stream))
                 else:
-                    lag = group.get("lag")
-                    if lag is None:
-                        # Entries were deleted under the group: count what is left.
-                        after = f"({group.get('last-delivered-id')}"
-                        lag = len(client.xrange(stream, min=after, max="+"))
-                    counts.pending += int(lag) + int(group.get("pending") or 0)
+                    # Counted, not the group's lag: Redis 7.0 misreports it
+                    # once entries were trimmed.
+                    unread = self._count_after(stream, str(group.get("last-delivered-id")))
+                    counts.pending += unread + int(group.get("pending") or 0)
                 counts.retrying += int(client.zcard(retries))
                 delivered, failed_count = client.hmget(counters, ["delivered", "failed"])
                 counts.delivered += int(delivered or 0)
@@ -255,19 +270,61 @@ class WebhookStore(StoreBase):
         """Delete the endpoint's consumers that hold nothing and were idle
         longer than ``idle_ms`` (deliverers that stopped); how many."""
         deleted = 0
-        client = self.client
         with self._available():
             for stream in streams:
                 try:
-                    consumers = client.xinfo_consumers(stream, endpoint)
-                except redis.exceptions.ResponseError:
-                    continue
-                for consumer in consumers:
-                    if not consumer.get("pending") and int(consumer.get("idle", 0)) > idle_ms:
-                        deleted += int(
-                            client.xgroup_delconsumer(stream, endpoint, consumer["name"]) == 0
-                        )
+                    deleted += int(self._run("webhook_tidy", [stream], [endpoint, idle_ms]))
+                except redis.exceptions.ResponseError as exc:
+                    if "NOGROUP" not in str(exc) and "no such key" not in str(exc):
+                        raise
         return deleted
+
+    def webhook_trim(self, streams: Sequence[str]) -> None:
+        """Trim each stream by age, by the store's clock (quiet streams too)."""
+        cutoff = self.server_time_ms() - STREAM_MAX_AGE_MS
+        with self._available():
+            pipe = self.client.pipeline(transaction=False)
+            for stream in streams:
+                pipe.xtrim(stream, minid=f"{cutoff}-0")
+            pipe.execute(raise_on_error=False)
+
+    def server_time_ms(self) -> int:
+        """The store's clock, in ms (the one retries and trimming go by)."""
+        with self._available():
+            seconds, micros = cast(Any, self.client).time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def _count_after(self, stream: str, last: str) -> int:
+        """How many entries come after ``last`` (for the status: pages of 1,000)."""
+        client = cast(Any, self.client)
+        count, start = 0, f"({last}"
+        while True:
+            page = client.xrange(stream, min=start, max="+", count=1000)
+            count += len(page)
+            if len(page) < 1000:
+                return count
+            start = f"({page[-1][0]}"
+
+    def _lost(self, stream: str, endpoint: str, entry_ids: list[str]) -> None:
+        """Count and park deliveries whose entries were trimmed while held."""
+        _, _, _, counters, failed = self._parts(stream, endpoint)
+        now = self.server_time_ms() // 1000
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(counters, "failed", len(entry_ids))
+        for entry_id in entry_ids:
+            parked = {"id": entry_id, "attempts": 0, "error": TRIMMED, "at": now}
+            pipe.lpush(failed, json.dumps(parked))
+        pipe.ltrim(failed, 0, PARKED_MAX - 1)
+        pipe.execute()
+        logger.error(
+            "webhooks: %d delivery(ies) to endpoint %s lost: %s", len(entry_ids), endpoint, TRIMMED
+        )
+
+
+def _entry_id(text: str) -> tuple[int, int]:
+    """A stream entry id as a pair of numbers, to compare."""
+    ms, _, seq = str(text).partition("-")
+    return int(ms or 0), int(seq or 0)
 
 
 def _json(text: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ NAMES = (
     "webhook_take",
     "webhook_done",
     "webhook_failed",
+    "webhook_tidy",
 )
 
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
