@@ -29,7 +29,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -172,7 +172,6 @@ class Deliverer:
         takeover_after: float = TAKEOVER_AFTER,
         timeout: float = TIMEOUT,
         name: str | None = None,
-        send: Callable[..., int] = post,
     ) -> None:
         if not settings.webhook_urls or settings.webhook_secret is None:
             raise ValueError("webhooks are off: SESSIONSVC_WEBHOOK_URLS is not set")
@@ -191,7 +190,6 @@ class Deliverer:
         self.takeover_ms = int(takeover_after * 1000)
         self.timeout = timeout
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self._send = send
         self.stop = threading.Event()
         self._streams: list[str] = []
         self._joined: set[tuple[str, str]] = set()
@@ -259,7 +257,7 @@ class Deliverer:
         body = body_of(delivery.user_id, event)
         headers = headers_of(self.secret, event.id, body, now=int(time.time()))
         try:
-            status = self._send(endpoint.url, body, headers, timeout=self.timeout)
+            status = post(endpoint.url, body, headers, timeout=self.timeout)
             error = None if 200 <= status < 300 else f"HTTP {status}"
         except DeliveryFailed as exc:
             error = str(exc)
