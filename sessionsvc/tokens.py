@@ -9,13 +9,22 @@ well composes it with :meth:`SessionManager.is_revoked`.
 from __future__ import annotations
 
 import functools
+import inspect
+import json
+import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import JWTManager, jwt_required
-from flask_jwt_extended.default_callbacks import default_blocklist_callback
+from flask_jwt_extended.default_callbacks import (
+    default_blocklist_callback,
+    default_decode_key_callback,
+)
 from flask_jwt_extended.exceptions import InvalidHeaderError, WrongTokenError
 
 from .errors import (
@@ -29,6 +38,8 @@ from .errors import (
 from .settings import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger("sessionsvc")
 
 #: What our session ids look like: ``secrets.token_urlsafe(16)``.
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -183,6 +194,143 @@ def _case_insensitive_scheme(app: Flask) -> None:
             environ[environ_key] = other_case.sub(lambda m: m.group(1) + scheme, value)
 
 
+#: The config keys a token's verification depends on: when any changes
+#: (a new signing key, say), the verified-token cache is emptied.
+_VERIFYING_KEYS = (
+    "JWT_SECRET_KEY",
+    "SECRET_KEY",
+    "JWT_PUBLIC_KEY",
+    "JWT_ALGORITHM",
+    "JWT_DECODE_ALGORITHMS",
+    "JWT_DECODE_AUDIENCE",
+    "JWT_DECODE_ISSUER",
+    "JWT_DECODE_LEEWAY",
+    "JWT_IDENTITY_CLAIM",
+    "JWT_VERIFY_SUB",
+)
+#: What flask-jwt-extended's decode step looks like, which the cache wraps.
+_DECODE_PARAMETERS = ["self", "encoded_token", "csrf_value", "allow_expired"]
+
+
+class VerifiedTokens:
+    """A bounded cache of tokens this process verified, by their exact text.
+
+    flask-jwt-extended decodes every token twice per request and PyJWT
+    checks its base64 in Python each time; a token is verified once and
+    then looked up. Only a token that passed verification enters; a hit is
+    refused once the token's ``exp`` (or before its ``nbf``) is passed, by
+    the app's leeway, so that the full decode raises the error it would;
+    the claims come back as a new object each time (stored as JSON), so a
+    view that changes them changes nothing here. The revocation check runs
+    on every request, hit or not.
+
+    :param maxsize: tokens kept; beyond it the oldest is dropped.
+    """
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self.maxsize = maxsize
+        self._entries: dict[str, tuple[str, float, float]] = {}
+        self._fingerprint: tuple[Any, ...] | None = None
+        self._lock = threading.Lock()
+        #: Lookups answered from the cache (for tests and curiosity).
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, fingerprint: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The claims of a verified token still valid now, or ``None``."""
+        if fingerprint != self._fingerprint:
+            with self._lock:
+                self._entries.clear()
+                self._fingerprint = fingerprint
+            return None
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        claims, not_after, not_before = entry
+        now = time.time()
+        if now >= not_after or now < not_before:
+            with self._lock:
+                self._entries.pop(token, None)
+            return None
+        self.hits += 1
+        loaded: dict[str, Any] = json.loads(claims)
+        return loaded
+
+    def put(self, token: str, fingerprint: tuple[Any, ...], claims: dict[str, Any]) -> None:
+        """Keep a token that just passed verification."""
+        leeway = _seconds(current_app.config.get("JWT_DECODE_LEEWAY") or 0)
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            return  # a token that never expires is decoded every time
+        not_before = nbf - leeway if isinstance(nbf, (int, float)) else float("-inf")
+        try:
+            text = json.dumps(claims)
+        except (TypeError, ValueError):
+            return
+        with self._lock:
+            if fingerprint != self._fingerprint:
+                return
+            if len(self._entries) >= self.maxsize and token not in self._entries:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[token] = (text, exp + leeway, not_before)
+
+
+def _seconds(value: Any) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def cache_verified_tokens(
+    jwt: JWTManager, cache: VerifiedTokens | None = None
+) -> VerifiedTokens | None:
+    """Put :class:`VerifiedTokens` in front of ``jwt``'s token decoding.
+
+    The one place that touches flask-jwt-extended's internals: it wraps
+    ``JWTManager._decode_jwt_from_config``, through which both
+    ``verify_jwt_in_request``/``jwt_required`` and ``decode_token`` decode.
+    Host apps see the same claims and the same errors. Tokens with a CSRF
+    value, ``allow_expired`` decodes and apps with their own
+    ``decode_key_loader`` always take the full decode. If the internals are
+    not what this expects, nothing is wrapped (a warning says so) and
+    tokens are decoded as before; a test fails then.
+    """
+    original = getattr(jwt, "_decode_jwt_from_config", None)
+    if getattr(original, "sessionsvc_cache", None) is not None:
+        return cast(VerifiedTokens, original.sessionsvc_cache)  # type: ignore[union-attr]
+    try:
+        parameters = list(inspect.signature(JWTManager._decode_jwt_from_config).parameters)
+    except (AttributeError, TypeError, ValueError):
+        parameters = []
+    if original is None or parameters != _DECODE_PARAMETERS:
+        logger.warning(
+            "flask-jwt-extended's decoding is not as sessionsvc expects: tokens are not cached"
+        )
+        return None
+    cache = cache or VerifiedTokens()
+
+    def decode(
+        encoded_token: str, csrf_value: str | None = None, allow_expired: bool = False
+    ) -> dict[str, Any]:
+        if (
+            csrf_value
+            or allow_expired
+            or jwt._decode_key_callback is not default_decode_key_callback
+        ):
+            return cast(dict[str, Any], original(encoded_token, csrf_value, allow_expired))
+        config = current_app.config
+        fingerprint = tuple(config.get(key) for key in _VERIFYING_KEYS)
+        claims = cache.get(encoded_token, fingerprint)
+        if claims is None:
+            claims = cast(dict[str, Any], original(encoded_token, csrf_value, allow_expired))
+            cache.put(encoded_token, fingerprint, claims)
+        return claims
+
+    decode.sessionsvc_cache = cache  # type: ignore[attr-defined]
+    jwt._decode_jwt_from_config = decode  # type: ignore[method-assign]
+    return cache
+
+
 def bind(
     app: Flask,
     jwt: JWTManager,
@@ -194,6 +342,7 @@ def bind(
     and malformed headers replace the ones it registered.
     """
     jwt.token_in_blocklist_loader(is_revoked)
+    cache_verified_tokens(jwt)
     _case_insensitive_scheme(app)
 
     @jwt.unauthorized_loader

@@ -1,0 +1,156 @@
+"""sessionsvc.tokens: the verified-token cache in front of flask-jwt-extended's
+decoding. Only verified tokens enter; expiry, signing keys, revocation and
+the host's own views behave exactly as without it."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import time
+from typing import Any
+
+import time_machine
+from flask import Flask, jsonify
+from flask_jwt_extended import JWTManager, decode_token, get_jwt, jwt_required
+
+from sessionsvc.tokens import VerifiedTokens, cache_verified_tokens
+from tests.backends import Backend, host_app
+from tests.clients import CHROME, JWT_KEY, assert_problem
+
+
+def cache_of(app: Flask) -> VerifiedTokens:
+    decode = app.extensions["flask-jwt-extended"]._decode_jwt_from_config
+    cache: VerifiedTokens = decode.sessionsvc_cache
+    return cache
+
+
+def signed_in(app: Flask, user: str = "alice") -> tuple[str, dict[str, str]]:
+    client = app.test_client()
+    tokens = client.post(f"/login/{user}", headers={"User-Agent": CHROME}).get_json()
+    return tokens["session_id"], {
+        "Authorization": f"Bearer {tokens['access_token']}",
+        "User-Agent": CHROME,
+    }
+
+
+def test_flask_jwt_extended_decodes_as_the_cache_expects() -> None:
+    # If this fails, flask-jwt-extended changed the step the cache wraps:
+    # read cache_verified_tokens again before upgrading.
+    parameters = list(inspect.signature(JWTManager._decode_jwt_from_config).parameters)
+    assert parameters == ["self", "encoded_token", "csrf_value", "allow_expired"]
+    import flask_jwt_extended.utils
+
+    assert "jwt_manager._decode_jwt_from_config(" in inspect.getsource(
+        flask_jwt_extended.utils.decode_token
+    )
+    assert cache_verified_tokens(JWTManager(Flask("plain"))) is not None
+
+
+def test_a_token_is_verified_once_then_looked_up(backend: Backend) -> None:
+    app, _ = host_app(backend)
+    _, headers = signed_in(app)
+    client = app.test_client()
+    cache = cache_of(app)
+    assert client.get("/things", headers=headers).status_code == 200
+    assert (len(cache), cache.hits) == (1, 0)
+    assert client.get("/things", headers=headers).status_code == 200
+    assert client.get("/api/v1/sessions", headers=headers).status_code == 200
+    assert cache.hits == 2
+    with app.test_request_context(headers=headers):
+        token = headers["Authorization"].split()[1]
+        assert decode_token(token)["sub"] == "alice"
+    assert cache.hits == 3
+
+
+def test_the_revocation_check_runs_on_every_cached_token(backend: Backend) -> None:
+    app, sessions = host_app(backend)
+    session_id, headers = signed_in(app)
+    client = app.test_client()
+    assert client.get("/things", headers=headers).status_code == 200
+    with app.app_context():
+        assert sessions.revoke("alice", session_id)
+    response = client.get("/things", headers=headers)
+    assert_problem(response, 401, "session_revoked")
+    assert cache_of(app).hits == 1  # it was a hit, and still refused
+
+
+def test_an_expired_token_is_refused_on_a_hit(backend: Backend) -> None:
+    app, _ = host_app(backend)
+    _, headers = signed_in(app)
+    client = app.test_client()
+    assert client.get("/things", headers=headers).status_code == 200
+    with time_machine.travel(time.time() + 15 * 60 + 1, tick=False):
+        assert_problem(client.get("/things", headers=headers), 401, "token_expired")
+    assert len(cache_of(app)) == 0
+
+
+def test_a_forged_token_never_enters(backend: Backend) -> None:
+    app, _ = host_app(backend)
+    _, headers = signed_in(app)
+    token = headers["Authorization"].split()[1]
+    head, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "mallory"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    client = app.test_client()
+    for forged in (f"{head}.{forged_payload}.{signature}", f"{head}.{payload}.{signature[:-2]}AA"):
+        response = client.get("/things", headers={**headers, "Authorization": f"Bearer {forged}"})
+        assert_problem(response, 401, "invalid_token")
+    assert len(cache_of(app)) == 0
+    assert client.get("/things", headers=headers).status_code == 200
+
+
+def test_a_new_signing_key_empties_the_cache(backend: Backend) -> None:
+    app, _ = host_app(backend)
+    _, headers = signed_in(app)
+    client = app.test_client()
+    assert client.get("/things", headers=headers).status_code == 200
+    app.config["JWT_SECRET_KEY"] = JWT_KEY[::-1] + "-rotated"
+    assert_problem(client.get("/things", headers=headers), 401, "invalid_token")
+    assert len(cache_of(app)) == 0
+
+
+def test_a_view_that_changes_the_claims_changes_nothing_cached(backend: Backend) -> None:
+    app, _ = host_app(backend)
+
+    @app.get("/meddle")
+    @jwt_required()
+    def meddle() -> Any:
+        claims = get_jwt()
+        roles = list(claims["roles"])
+        claims["roles"].append("admin")
+        claims["sub"] = "root"
+        return jsonify(roles)
+
+    _, headers = signed_in(app)
+    client = app.test_client()
+    assert client.get("/meddle", headers=headers).get_json() == ["reader"]
+    assert client.get("/meddle", headers=headers).get_json() == ["reader"]
+    assert cache_of(app).hits == 1
+
+
+def test_the_cache_is_bounded(backend: Backend) -> None:
+    app, _ = host_app(backend)
+    cache = cache_of(app)
+    cache.maxsize = 3
+    client = app.test_client()
+    for n in range(5):
+        _, headers = signed_in(app, f"user{n}")
+        assert client.get("/things", headers=headers).status_code == 200
+    assert len(cache) == 3
+
+
+def test_an_app_with_its_own_decode_keys_decodes_every_time(backend: Backend) -> None:
+    app, _ = host_app(backend)
+    jwt = app.extensions["flask-jwt-extended"]
+
+    @jwt.decode_key_loader
+    def keys(header: dict[str, Any], payload: dict[str, Any]) -> str:
+        return JWT_KEY
+
+    _, headers = signed_in(app)
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get("/things", headers=headers).status_code == 200
+    assert (len(cache_of(app)), cache_of(app).hits) == (0, 0)
