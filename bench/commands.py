@@ -194,7 +194,18 @@ def count_operations(url: str) -> list[Row]:
     )
     rows.append(("POST /auth/refresh", trips, cmds))
 
+    own = f"/api/v1/sessions/{tokens['session_id']}"
+    client.get(own, headers=headers)
+    trips, cmds = measure(admin, lambda: client.get(own, headers=headers))
+    rows.append(("GET /sessions/{own id} (steady)", trips, cmds))
     other = login()
+    theirs = f"/api/v1/sessions/{other['session_id']}"
+    trips, cmds = measure(admin, lambda: client.get(theirs, headers=headers))
+    rows.append(("GET /sessions/{another id} (check + read)", trips, cmds))
+    trips, cmds = measure(
+        admin, lambda: client.patch(theirs, json={"name": "Phone"}, headers=headers)
+    )
+    rows.append(("PATCH /sessions/{id} (check + rename)", trips, cmds))
     trips, cmds = measure(
         admin,
         lambda: client.delete(f"/api/v1/sessions/{other['session_id']}", headers=headers),

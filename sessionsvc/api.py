@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, has_request_context, jsonify, request
 from flask_jwt_extended import get_jwt
 
 from . import openapi, payloads, tokens
@@ -51,6 +51,17 @@ def list_events() -> Response:
         request, "limit", EVENTS_LIMIT_DEFAULT, minimum=1, maximum=EVENTS_LIMIT_MAX
     )
     return jsonify({"events": [e.to_json() for e in manager.events_for(user_id, limit=limit)]})
+
+
+def asks_for_session(session_id: str) -> bool:
+    """Whether this request reads session ``session_id`` (``GET /<id>``): the
+    revocation check then reads the whole session once, for the view too."""
+    return (
+        has_request_context()
+        and request.endpoint == f"{blueprint.name}.get_session"
+        and request.view_args is not None
+        and request.view_args.get("session_id") == session_id
+    )
 
 
 @blueprint.get("/<session_id>")

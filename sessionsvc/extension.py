@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, has_request_context, request
+from flask import Flask, current_app, g, has_request_context, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -170,10 +170,14 @@ class SessionManager:
         started = time.perf_counter()
         try:
             if jwt_payload.get("type") != "refresh":
-                # The path every authenticated request takes: one plain read.
+                # The path every authenticated request takes: one plain read;
+                # of the whole session when the request is about that one.
+                whole = api.asks_for_session(session_id)
                 result = state.store.check_access(
-                    user_id, session_id, now=now, actor=devices.request_actor()
+                    user_id, session_id, now=now, actor=devices.request_actor(), whole=whole
                 )
+                if result.session is not None:
+                    g._sessionsvc_session = result.session
             else:
                 result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
         finally:
@@ -323,7 +327,13 @@ class SessionManager:
         if not tokens.is_session_id(session_id):
             return None
         state = current_state()
-        session = state.store.get(user_id, session_id)
+        # The check of this request may have read it already.
+        read = g.get("_sessionsvc_session") if has_request_context() else None
+        session: Session | None
+        if isinstance(read, Session) and read.user_id == user_id and read.id == session_id:
+            session = read
+        else:
+            session = state.store.get(user_id, session_id)
         idle = state.settings.idle_timeout
         if session is not None and idle is not None and time.time() - session.last_seen_at >= idle:
             return None  # dead: revoked (reason idle) when next used or listed
@@ -337,11 +347,12 @@ class SessionManager:
 
     def rename(self, user_id: str, session_id: str, name: str | None) -> Session | None:
         """Label a session (``None`` clears the label); ``None`` if no such session."""
-        if self.get(user_id, session_id) is None:
+        if not tokens.is_session_id(session_id):
             return None
-        if not current_state().store.rename(user_id, session_id, name):
-            return None
-        return self.get(user_id, session_id)
+        state = current_state()
+        idle = state.settings.idle_timeout
+        seen_since = int(time.time()) - idle + 1 if idle is not None else 0
+        return state.store.rename(user_id, session_id, name, seen_since=seen_since)
 
     def revoke(
         self,

@@ -295,18 +295,48 @@ def test_the_revocation_check_of_a_request_is_one_plain_read(
         current_manager().store.load_scripts()  # as a running server has them
     sent = commands_of(app, monkeypatch)
     for user_agent, expected in [
-        # The signed-in device: the check is one HMGET; the view reads the session.
-        (CHROME, ["HMGET", "HGETALL"]),
-        # Another browser: judged and recorded once in a second round trip...
-        (FIREFOX_LINUX, ["HMGET", "EVALSHA", "HGETALL"]),
+        # The signed-in device asking for its own session: the check reads
+        # the whole session once, and the view answers from that read.
+        (CHROME, ["HGETALL"]),
+        # Another browser: judged and recorded once in a second round trip,
+        # then the view reads the session as the script left it...
+        (FIREFOX_LINUX, ["HGETALL", "EVALSHA", "HGETALL"]),
         # ...and after that known: one read again.
-        (FIREFOX_LINUX, ["HMGET", "HGETALL"]),
-        (CHROME, ["HMGET", "HGETALL"]),
+        (FIREFOX_LINUX, ["HGETALL"]),
+        (CHROME, ["HGETALL"]),
     ]:
         sent.clear()
         headers = {**auth.headers(tokens), "User-Agent": user_agent}
-        assert client.get(path, headers=headers).status_code == 200
+        response = client.get(path, headers=headers)
+        assert response.status_code == 200
+        assert response.get_json()["id"] == tokens["session_id"]
+        assert response.get_json()["current"] is True
         assert sent == expected, user_agent
+    # Another session of the user's: the check's plain read, then the view's.
+    other = auth.login("alice", user_agent=CHROME)
+    sent.clear()
+    response = client.get(f"/api/v1/sessions/{other['session_id']}", headers=auth.headers(tokens))
+    assert response.get_json()["id"] == other["session_id"]
+    assert response.get_json()["current"] is False
+    assert sent == ["HMGET", "HGETALL"]
+    # Renaming: the check, then one script that renames and reads back.
+    sent.clear()
+    renamed = client.patch(
+        f"/api/v1/sessions/{other['session_id']}",
+        json={"name": "Phone"},
+        headers=auth.headers(tokens),
+    )
+    assert renamed.get_json()["name"] == "Phone"
+    assert sent == ["HMGET", "EVALSHA"]
+    # The events, the list, a revocation: the check, then one script.
+    for method, route in [
+        ("GET", "/api/v1/sessions/events"),
+        ("GET", "/api/v1/sessions"),
+        ("DELETE", f"/api/v1/sessions/{other['session_id']}"),
+    ]:
+        sent.clear()
+        assert client.open(route, method=method, headers=auth.headers(tokens)).status_code < 300
+        assert sent == ["HMGET", "EVALSHA"], route
 
 
 def test_a_host_app_supplies_the_claims_of_a_refresh(backend: Backend) -> None:

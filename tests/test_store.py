@@ -803,9 +803,11 @@ def test_rename_sets_and_clears_the_name(store: SessionStore, rc: redis.Redis, n
     session = make_session(now=now, ttl=3600)
     create(store, session)
     key = store.session_key("alice", session.id)
-    assert store.rename("alice", session.id, "Work laptop") is True
-    assert stored(store, session.id).name == "Work laptop"
-    assert store.rename("alice", session.id, None) is True
+    renamed = store.rename("alice", session.id, "Work laptop")
+    assert renamed == stored(store, session.id)
+    assert renamed is not None and renamed.name == "Work laptop"
+    cleared = store.rename("alice", session.id, None)
+    assert cleared is not None and cleared.name is None
     assert stored(store, session.id).name is None
     assert "n" not in rc.hgetall(key)
     assert 3600 - 3 <= rc.ttl(key) <= 3600
@@ -816,8 +818,11 @@ def test_rename_of_missing_session_creates_no_key(
 ) -> None:
     session = make_session(now=now)
     create(store, session)
-    assert store.rename("alice", "no-such-session", "x") is False
-    assert store.rename("bob", session.id, "x") is False
+    assert store.rename("alice", "no-such-session", "x") is None
+    assert store.rename("bob", session.id, "x") is None
+    # Last seen before the cutoff: dead by the idle timeout, left as it was.
+    assert store.rename("alice", session.id, "x", seen_since=now + 1) is None
+    assert stored(store, session.id).name is None
     assert rc.exists(store.session_key("alice", "no-such-session")) == 0
     assert rc.exists(store.session_key("bob", session.id)) == 0
     assert stored(store, session.id).name is None

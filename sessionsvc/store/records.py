@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..models import Device, Location, SecurityEvent
+from ..models import Device, Location, SecurityEvent, Session
 
 
 class CheckStatus(enum.Enum):
@@ -34,6 +34,8 @@ class CheckResult:
     expires_at: int | None = None
     #: The user's roles as stored now (refresh checks with the user record).
     roles: tuple[str, ...] | None = None
+    #: The session as the check read it (checks asked for the whole session).
+    session: Session | None = None
 
 
 #: The answers that carry nothing but their status.

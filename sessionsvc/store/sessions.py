@@ -116,7 +116,13 @@ class SessionStore(UserStore, WebhookStore):
         return seen is not None and int(cast(str, seen)) >= since
 
     def check_access(
-        self, user_id: str, session_id: str, *, now: int, actor: Actor | None = None
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        now: int,
+        actor: Actor | None = None,
+        whole: bool = False,
     ) -> CheckResult:
         """The access-token check: is the session alive? Records activity.
 
@@ -126,18 +132,27 @@ class SessionStore(UserStore, WebhookStore):
         new address, another browser/OS family, the idle timeout) a second
         round trip runs the activity script, which decides atomically and
         never recreates a session that is gone.
+
+        :param whole: read the whole session (``HGETALL``) instead, and when
+            the check passes in that one read, hand it back
+            (:attr:`CheckResult.session`): a request about its own session
+            needs no second read.
         """
         key = self.session_key(user_id, session_id)
         client = self._client if self._pid == os.getpid() else None
+        raw: dict[str, str] | None = None
         try:
             # The steady state, kept free of context managers: it runs on
             # every authenticated request.
             # execute_command straight away: hmget() only adds argument juggling.
-            seen, last_ip, browser, system, mark = (client or self.client).execute_command(  # type: ignore[no-untyped-call]
-                "HMGET", key, *HOT_FIELDS
-            )
+            if whole:
+                raw = (client or self.client).execute_command("HGETALL", key)  # type: ignore[no-untyped-call]
+                hot = [raw.get(name) for name in HOT_FIELDS] if raw else [None] * 5
+            else:
+                hot = (client or self.client).execute_command("HMGET", key, *HOT_FIELDS)  # type: ignore[no-untyped-call]
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc) from exc
+        seen, last_ip, browser, system, mark = hot
         if seen is None:
             return GONE
         policy = self.policy
@@ -155,6 +170,10 @@ class SessionStore(UserStore, WebhookStore):
                 or (browser == device.browser and system == device.os)
                 or (mark is not None and mark == signature(device, self._country(ip)))
             ):
+                if raw:
+                    return CheckResult(
+                        CheckStatus.ACTIVE, session=session_from_hash(user_id, session_id, raw)
+                    )
                 return ALIVE
         return self._activity(user_id, session_id, now=now, actor=actor)
 
@@ -283,13 +302,20 @@ class SessionStore(UserStore, WebhookStore):
             sessions.append(session_from_hash(user_id, str(flat[i]), raw))
         return sessions
 
-    def rename(self, user_id: str, session_id: str, name: str | None) -> bool:
-        """Set or clear a session's name; ``False`` when there is no such session."""
+    def rename(
+        self, user_id: str, session_id: str, name: str | None, *, seen_since: int = 0
+    ) -> Session | None:
+        """Set or clear a session's name; the session as it is now, or
+        ``None`` when there is no such session (or it was last seen before
+        ``seen_since``: dead by the idle timeout). One round trip."""
+        named = pieces(FIELDS["name"], name) if name is not None else {}
+        args = [seen_since, *(item for pair in named.items() for item in pair)]
         with self._available():
-            named = pieces(FIELDS["name"], name) if name is not None else {}
-            args = [item for pair in named.items() for item in pair]
-            found = self._run("rename", [self.session_key(user_id, session_id)], args)
-        return bool(found)
+            flat = self._run("rename", [self.session_key(user_id, session_id)], args)
+        if not flat:
+            return None
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return session_from_hash(user_id, session_id, raw)
 
     def revoke(
         self,
