@@ -697,6 +697,22 @@ def test_opening_over_the_cap_evicts_the_least_recently_active(
     ]
 
 
+def test_of_sessions_opened_in_one_second_the_first_opened_is_evicted(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    with time_machine.travel(now, tick=False):  # four sign-ins in one frozen second
+        opened = [make_session(now=now) for _ in range(4)]
+        evicted = [create(store, session, max_sessions=3) for session in opened]
+    assert evicted == [[], [], [], [opened[0].id]]
+    stamps = [rc.hget(store.session_key("alice", s.id), "c") for s in opened[1:]]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3
+    assert all(stamp.startswith(f"{now}.") for stamp in stamps)
+    assert stored(store, opened[1].id).created_at == now
+    # Then the next one: the oldest of the rest.
+    with time_machine.travel(now, tick=False):
+        assert create(store, make_session(now=now), max_sessions=3) == [opened[1].id]
+
+
 def test_activity_protects_a_session_from_eviction(store: SessionStore, now: int) -> None:
     a = make_session(now=now - 500)
     b = make_session(now=now - 400)

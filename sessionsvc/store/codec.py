@@ -125,7 +125,8 @@ def session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Ses
     return Session(
         id=session_id,
         user_id=user_id,
-        created_at=int(raw[FIELDS["created_at"]]),
+        # Whole seconds: stored with microseconds (creation order).
+        created_at=int(raw[FIELDS["created_at"]].partition(".")[0]),
         last_seen_at=int(raw[FIELDS["last_seen_at"]]),
         expires_at=int(raw[FIELDS["expires_at"]]),
         ip=get("ip"),

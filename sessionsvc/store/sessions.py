@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -58,6 +60,9 @@ _REASON_RE = re.compile(f"{REASON_CHARS}{{1,{REASON_MAX}}}")
 class SessionStore(UserStore, WebhookStore):
     """Sessions, indexes, events and users in Redis (see :class:`StoreBase`)."""
 
+    _stamp_lock = threading.Lock()
+    _last_stamp = (0, 0)
+
     # -- sessions -----------------------------------------------------------
 
     def create(self, session: Session, *, max_sessions: int, actor: Actor) -> Opened | None:
@@ -79,8 +84,11 @@ class SessionStore(UserStore, WebhookStore):
         self, session: Session, *, max_sessions: int, actor: Actor
     ) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of the open script for one session."""
+        named = session_fields(session)
+        # Creation order within the second: eviction's tie-break.
+        named[FIELDS["created_at"]] = self._creation_stamp(session.created_at)
         fields: list[Any] = []
-        for name, value in session_fields(session).items():
+        for name, value in named.items():
             fields += [name, value]
         uid, sid = session.user_id, session.id
         keys = [
@@ -108,6 +116,19 @@ class SessionStore(UserStore, WebhookStore):
             *fields,
         ]
         return keys, args
+
+    def _creation_stamp(self, created_at: int) -> str:
+        """``created_at`` with microseconds: of this host's clock when it is in
+        that second, and in this process always later than the last one (a
+        frozen or given clock still orders the sessions it opens)."""
+        real = time.time_ns() // 1000
+        micros = real % 1_000_000 if real // 1_000_000 == created_at else 0
+        with self._stamp_lock:
+            second, last = self._last_stamp
+            if second == created_at and micros <= last:
+                micros = min(last + 1, 999_999)
+            self._last_stamp = (created_at, micros)
+        return f"{created_at}.{micros:06d}"
 
     def signed_in_from(self, user_id: str, group: str, *, since: int) -> bool:
         """Whether the user signed in from ``group`` (see :func:`address_group`) since then."""

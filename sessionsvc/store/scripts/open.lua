@@ -63,20 +63,23 @@ if far then event('session.anomaly', sid, '', far) end
 local evicted = {}
 local max = tonumber(ARGV[3])
 if redis.call('ZCARD', KEYS[2]) > max then
+  -- The least recently active first; of those last seen in the same
+  -- second, the first opened (c holds microseconds), then by id.
   local live = {}
   for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     if other ~= sid then
-      local seen = redis.call('HGET', ARGV[4] .. other, 't')
-      if seen then live[#live+1] = {tonumber(seen), other}
+      local seen = redis.call('HMGET', ARGV[4] .. other, 't', 'c')
+      if seen[1] then live[#live+1] = {tonumber(seen[1]), tonumber(seen[2]) or 0, other}
       else redis.call('ZREM', KEYS[2], other) end
     end
   end
   table.sort(live, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[3] < b[3]
   end)
   for i = 1, #live + 1 - max do
-    local victim = live[i][2]
+    local victim = live[i][3]
     redis.call('DEL', ARGV[4] .. victim)
     redis.call('ZREM', KEYS[2], victim)
     event('session.revoked', victim, 'evicted', '')
