@@ -48,12 +48,14 @@ screenshots: $(VENV)/.dev
 
 ## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/;
 ## then the shipped gunicorn.conf.py against slow clients and sync workers, logins per second,
-## and what a GeoIP City database costs each worker in memory.
+## what a GeoIP City database costs each worker in memory, and what a user agent
+## never seen before costs a request.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.logins
 	$(BIN)/python -m bench.geoip
+	$(BIN)/python -m bench.agents
 
 ## Time the check and list paths for real with pytest-benchmark.
 bench-micro: $(VENV)/.dev

@@ -1,9 +1,12 @@
 """What a request says about the device: parsed user agent and client address.
 
-A user agent is parsed when a session opens; on every request after that
-only its browser and OS family are compared with the session's, from the
-cache (an unseen user agent costs one parse), because one user agent sends
-many requests.
+A user agent is parsed whole (``user-agents``: type, browser, OS, versions)
+when a session opens. On every request after that only its browser and OS
+family are compared with the session's: :func:`families` asks ua-parser for
+just those two, with its compiled resolver (the ``ua-parser-rs`` accelerator
+of the ``regex`` extra), about 15 µs for a user agent it has not seen, and
+remembers the last 4,096. A client that sends a new user agent with every
+request costs little more than one that sends the same.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
+import ua_parser
 import user_agents
 from flask import Request, has_request_context, request
 
@@ -58,6 +62,20 @@ def parse_user_agent(user_agent: str | None) -> Device:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def families(user_agent: str | None) -> Device:
+    """The browser and OS family of a ``User-Agent`` header, named as
+    :func:`parse_user_agent` names them, and nothing else (cached)."""
+    if not user_agent:
+        return Device()
+    browser = ua_parser.parse_user_agent(user_agent)
+    system = ua_parser.parse_os(user_agent)
+    return Device(
+        browser=_known(browser.family if browser else None),
+        os=_known(system.family if system else None),
+    )
+
+
 def user_agent_of(request: Request) -> str | None:
     """The request's ``User-Agent``, or ``None`` when it sent none."""
     # The WSGI environ directly: it runs on every authenticated request.
@@ -73,7 +91,7 @@ def request_actor() -> Actor | None:
     if not has_request_context():
         return None
     user_agent = user_agent_of(request)
-    return Actor(ip=client_ip(request), user_agent=user_agent, device=parse_user_agent(user_agent))
+    return Actor(ip=client_ip(request), user_agent=user_agent, device=families(user_agent))
 
 
 def client_ip(request: Request) -> str | None:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 from flask import Flask, request
 
-from sessionsvc.devices import MAX_USER_AGENT, client_ip, parse_user_agent, user_agent_of
+from sessionsvc.devices import (
+    MAX_USER_AGENT,
+    client_ip,
+    families,
+    parse_user_agent,
+    user_agent_of,
+)
 from sessionsvc.models import Device
 from tests.clients import CHROME, IPHONE
 
@@ -167,3 +176,51 @@ def test_addresses_that_are_not_ip_are_none(address: str) -> None:
     app = Flask(__name__)
     with app.test_request_context(environ_base={"REMOTE_ADDR": address}):
         assert client_ip(request) is None
+
+
+#: User agents of many kinds, for the two parsers to agree on.
+AGENTS = [
+    CHROME,
+    IPHONE,
+    FIREFOX_LINUX,
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "SamsungBrowser/23.0 Chrome/115.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (iPad; CPU OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36 OPR/106.0.0.0",
+    "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "curl/8.4.0",
+    "python-requests/2.31.0",
+    "okhttp/4.12.0",
+    "PostmanRuntime/7.36.0",
+    "Mozilla/5.0",
+    "zzz",
+    "",
+    None,
+]
+
+
+@pytest.mark.parametrize("user_agent", AGENTS)
+def test_the_request_path_names_families_as_the_full_parse_does(user_agent: str | None) -> None:
+    full = parse_user_agent(user_agent)
+    assert families(user_agent) == Device(browser=full.browser, os=full.os)
+
+
+def test_families_of_random_user_agents_agree_with_the_full_parse() -> None:
+    rng = random.Random(20261201)
+    for _ in range(200):
+        base = rng.choice([a for a in AGENTS if a])
+        version = f"{rng.randint(1, 999)}.{rng.randint(0, 9999)}"
+        cut = rng.randint(0, len(base))
+        for agent in (re.sub(r"\d+\.\d+", version, base, count=1), base[:cut]):
+            full = parse_user_agent(agent)
+            assert families(agent) == Device(browser=full.browser, os=full.os), agent
