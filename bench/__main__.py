@@ -56,8 +56,8 @@ WORKERS = gunicorn_settings.workers
 TARGETS = {
     "check_round_trips": 1,
     "list_round_trips_max": 2,
-    "throughput_ratio_min": 0.95,
-    "bytes_per_session_max": 600,
+    "throughput_ratio_min": 1.10,
+    "bytes_per_session_max": 450,
     "growth_ratio_max": 1.1,
 }
 
