@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, current_app, has_request_context, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -177,7 +177,9 @@ class SessionManager:
                     user_id, session_id, now=now, actor=devices.request_actor(), whole=whole
                 )
                 if result.session is not None:
-                    g._sessionsvc_session = result.session
+                    # On the request itself: g may outlive it (an app
+                    # context reused across requests).
+                    request.environ[_SESSION_READ] = result.session
             else:
                 result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
         finally:
@@ -328,7 +330,7 @@ class SessionManager:
             return None
         state = current_state()
         # The check of this request may have read it already.
-        read = g.get("_sessionsvc_session") if has_request_context() else None
+        read = request.environ.get(_SESSION_READ) if has_request_context() else None
         session: Session | None
         if isinstance(read, Session) and read.user_id == user_id and read.id == session_id:
             session = read
@@ -428,6 +430,10 @@ class SessionManager:
     def add_user(self, user: User) -> bool:
         """Add a user to the built-in user store; ``False`` if the id is taken."""
         return current_state().store.create_user(user)
+
+
+#: Where the revocation check leaves the session it read whole, for the view.
+_SESSION_READ = "sessionsvc.session"
 
 
 def _owns_request() -> bool:

@@ -8,6 +8,7 @@ well composes it with :meth:`SessionManager.is_revoked`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
@@ -229,7 +230,7 @@ class VerifiedTokens:
 
     def __init__(self, maxsize: int = 4096) -> None:
         self.maxsize = maxsize
-        self._entries: dict[str, tuple[str, float, float]] = {}
+        self._entries: dict[str, tuple[str, float, float, tuple[Any, ...]]] = {}
         self._fingerprint: tuple[Any, ...] | None = None
         self._lock = threading.Lock()
         #: Lookups answered from the cache (for tests and curiosity).
@@ -243,12 +244,18 @@ class VerifiedTokens:
         if fingerprint != self._fingerprint:
             with self._lock:
                 self._entries.clear()
-                self._fingerprint = fingerprint
+                # A copy: a list changed in place (an audience removed) must
+                # compare unequal next time.
+                self._fingerprint = copy.deepcopy(fingerprint)
             return None
         entry = self._entries.get(token)
         if entry is None:
             return None
-        claims, not_after, not_before = entry
+        claims, not_after, not_before, verified_with = entry
+        if verified_with != fingerprint:
+            # Verified under other settings (another app on the same
+            # manager, between the check above and this read).
+            return None
         now = time.time()
         if now >= not_after or now < not_before:
             with self._lock:
@@ -264,17 +271,19 @@ class VerifiedTokens:
         exp, nbf = claims.get("exp"), claims.get("nbf")
         if not isinstance(exp, (int, float)) or isinstance(exp, bool):
             return  # a token that never expires is decoded every time
-        not_before = nbf - leeway if isinstance(nbf, (int, float)) else float("-inf")
         try:
+            # As PyJWT compares them: whole seconds of exp.
+            not_after = float(int(exp)) + leeway
+            not_before = float(nbf) - leeway if isinstance(nbf, (int, float)) else float("-inf")
             text = json.dumps(claims)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return
         with self._lock:
             if fingerprint != self._fingerprint:
                 return
             if len(self._entries) >= self.maxsize and token not in self._entries:
                 self._entries.pop(next(iter(self._entries)))
-            self._entries[token] = (text, exp + leeway, not_before)
+            self._entries[token] = (text, not_after, not_before, self._fingerprint)
 
 
 def _seconds(value: Any) -> float:

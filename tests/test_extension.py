@@ -312,6 +312,14 @@ def test_the_revocation_check_of_a_request_is_one_plain_read(
         assert response.get_json()["id"] == tokens["session_id"]
         assert response.get_json()["current"] is True
         assert sent == expected, user_agent
+    # What the check read belongs to its request only: an app context kept
+    # open across requests does not carry it to the next.
+    second = auth.login("alice", user_agent=CHROME)
+    with app.app_context():
+        own = f"/api/v1/sessions/{second['session_id']}"
+        assert client.get(own, headers=auth.headers(second)).status_code == 200
+        assert client.delete(own, headers=auth.headers(tokens)).status_code == 204
+        assert client.get(own, headers=auth.headers(tokens)).status_code == 404
     # Another session of the user's: the check's plain read, then the view's.
     other = auth.login("alice", user_agent=CHROME)
     sent.clear()

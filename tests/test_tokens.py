@@ -154,3 +154,40 @@ def test_an_app_with_its_own_decode_keys_decodes_every_time(backend: Backend) ->
     for _ in range(2):
         assert client.get("/things", headers=headers).status_code == 200
     assert (len(cache_of(app)), cache_of(app).hits) == (0, 0)
+
+
+def test_a_setting_changed_in_place_empties_the_cache(backend: Backend) -> None:
+    app, _ = host_app(backend, JWT_ENCODE_AUDIENCE="mobile", JWT_DECODE_AUDIENCE=["mobile", "web"])
+    _, headers = signed_in(app)
+    client = app.test_client()
+    assert client.get("/things", headers=headers).status_code == 200
+    assert client.get("/things", headers=headers).status_code == 200
+    assert cache_of(app).hits == 1
+    app.config["JWT_DECODE_AUDIENCE"].remove("mobile")  # in place: mobile tokens are out
+    assert_problem(client.get("/things", headers=headers), 401, "invalid_token")
+
+
+def test_a_decimal_exp_ends_as_pyjwt_ends_it() -> None:
+    import jwt as pyjwt
+
+    app = Flask("decimal-exp")
+    app.config["JWT_SECRET_KEY"] = JWT_KEY
+    manager = JWTManager(app)
+    cache = cache_verified_tokens(manager)
+    assert cache is not None
+    start = int(time.time())
+    token = pyjwt.encode(
+        {"sub": "alice", "exp": start + 10.9, "big": 10**30}, JWT_KEY, algorithm="HS256"
+    )
+    with time_machine.travel(start, tick=False), app.test_request_context():
+        assert decode_token(token)["big"] == 10**30
+        assert decode_token(token)["big"] == 10**30
+    assert cache.hits == 1
+    with time_machine.travel(start + 10.5, tick=False), app.test_request_context():
+        # PyJWT compares whole seconds of exp: expired at start + 10.
+        try:
+            decode_token(token)
+            accepted = True
+        except pyjwt.ExpiredSignatureError:
+            accepted = False
+    assert not accepted

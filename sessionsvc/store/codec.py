@@ -32,6 +32,10 @@ from ..models import (
 #: family, anomaly signature.
 HOT_FIELDS = ("t", "ip", "b", "o", "an")
 
+#: The microsecond of its second a session opened in: the order of sessions
+#: opened in the same second, which eviction goes by (``open.lua``).
+CREATED_MICROS = "cu"
+
 #: Session attributes and their hash fields.
 FIELDS: dict[str, str] = {
     "created_at": "c",
@@ -125,8 +129,7 @@ def session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Ses
     return Session(
         id=session_id,
         user_id=user_id,
-        # Whole seconds: stored with microseconds (creation order).
-        created_at=int(raw[FIELDS["created_at"]].partition(".")[0]),
+        created_at=int(raw[FIELDS["created_at"]]),
         last_seen_at=int(raw[FIELDS["last_seen_at"]]),
         expires_at=int(raw[FIELDS["expires_at"]]),
         ip=get("ip"),

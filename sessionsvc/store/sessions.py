@@ -20,6 +20,7 @@ from ..models import (
     clip,
 )
 from .codec import (
+    CREATED_MICROS,
     FIELDS,
     HOT_FIELDS,
     coordinates,
@@ -85,8 +86,9 @@ class SessionStore(UserStore, WebhookStore):
     ) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of the open script for one session."""
         named = session_fields(session)
-        # Creation order within the second: eviction's tie-break.
-        named[FIELDS["created_at"]] = self._creation_stamp(session.created_at)
+        # Creation order within the second (microseconds): eviction's
+        # tie-break. A field of its own, so c stays what every version reads.
+        named[CREATED_MICROS] = self._creation_micros(session.created_at)
         fields: list[Any] = []
         for name, value in named.items():
             fields += [name, value]
@@ -117,10 +119,11 @@ class SessionStore(UserStore, WebhookStore):
         ]
         return keys, args
 
-    def _creation_stamp(self, created_at: int) -> str:
-        """``created_at`` with microseconds: of this host's clock when it is in
-        that second, and in this process always later than the last one (a
-        frozen or given clock still orders the sessions it opens)."""
+    def _creation_micros(self, created_at: int) -> int:
+        """The microsecond of ``created_at`` the session opened in: of this
+        host's clock when it is in that second, and in this process always
+        later than the last one (a frozen or given clock still orders the
+        sessions it opens)."""
         real = time.time_ns() // 1000
         micros = real % 1_000_000 if real // 1_000_000 == created_at else 0
         with self._stamp_lock:
@@ -128,7 +131,7 @@ class SessionStore(UserStore, WebhookStore):
             if second == created_at and micros <= last:
                 micros = min(last + 1, 999_999)
             self._last_stamp = (created_at, micros)
-        return f"{created_at}.{micros:06d}"
+        return micros
 
     def signed_in_from(self, user_id: str, group: str, *, since: int) -> bool:
         """Whether the user signed in from ``group`` (see :func:`address_group`) since then."""

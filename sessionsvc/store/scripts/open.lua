@@ -64,12 +64,14 @@ local evicted = {}
 local max = tonumber(ARGV[3])
 if redis.call('ZCARD', KEYS[2]) > max then
   -- The least recently active first; of those last seen in the same
-  -- second, the first opened (c holds microseconds), then by id.
+  -- second, the first opened (c, and cu: its microsecond), then by id.
   local live = {}
   for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     if other ~= sid then
-      local seen = redis.call('HMGET', ARGV[4] .. other, 't', 'c')
-      if seen[1] then live[#live+1] = {tonumber(seen[1]), tonumber(seen[2]) or 0, other}
+      local seen = redis.call('HMGET', ARGV[4] .. other, 't', 'c', 'cu')
+      if seen[1] then
+        local opened = (tonumber(seen[2]) or 0) + (tonumber(seen[3]) or 0) / 1000000
+        live[#live+1] = {tonumber(seen[1]), opened, other}
       else redis.call('ZREM', KEYS[2], other) end
     end
   end
