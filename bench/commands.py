@@ -130,8 +130,11 @@ def count_operations(url: str) -> list[Row]:
     with app.app_context():
         manager = current_manager()
         store = manager.store
-        for name in ("alice", "bob"):
-            store.create_user(User(name, generate_password_hash("pw", "pbkdf2:sha256:1")))
+        for name in ("alice", "bob", "root"):
+            roles = ("admin",) if name == "root" else ()
+            store.create_user(
+                User(name, generate_password_hash("pw", "pbkdf2:sha256:1"), roles=roles)
+            )
         # A server that has run for a while has every script cached: so
         # does this one before anything is counted.
         store.load_scripts()
@@ -211,6 +214,35 @@ def count_operations(url: str) -> list[Row]:
         lambda: client.delete(f"/api/v1/sessions/{other['session_id']}", headers=headers),
     )
     rows.append(("DELETE /sessions/{id} (check + revoke)", trips, cmds))
+
+    root = login("root")
+    as_root = {"Authorization": f"Bearer {root['access_token']}", "User-Agent": CHROME}
+    admin_sessions = "/api/v1/admin/users/bob/sessions"
+    trips, cmds = measure(admin, lambda: client.get(admin_sessions, headers=as_root))
+    rows.append(("GET /admin/users/{id}/sessions, K=100 (check + list)", trips, cmds))
+    trips, cmds = measure(admin, lambda: client.get("/api/v1/admin/users/bob", headers=as_root))
+    rows.append(("GET /admin/users/{id} (check + user)", trips, cmds))
+    trips, cmds = measure(admin, lambda: client.delete(admin_sessions, headers=as_root))
+    rows.append(("DELETE /admin/users/{id}/sessions, K=100 (check + revoke)", trips, cmds))
+    leaving = login()
+    trips, cmds = measure(
+        admin,
+        lambda: client.post(
+            "/api/v1/auth/logout",
+            headers={"Authorization": f"Bearer {leaving['access_token']}", "User-Agent": CHROME},
+        ),
+    )
+    rows.append(("POST /auth/logout (check + revoke)", trips, cmds))
+    changing = login()
+    trips, cmds = measure(
+        admin,
+        lambda: client.post(
+            "/api/v1/auth/password",
+            json={"current_password": "pw", "new_password": "a new password of some length"},
+            headers={"Authorization": f"Bearer {changing['access_token']}", "User-Agent": CHROME},
+        ),
+    )
+    rows.append(("POST /auth/password (check + user + change)", trips, cmds))
 
     with app.app_context():
         manager.revoke_all("bob")
