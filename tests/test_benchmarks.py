@@ -55,3 +55,37 @@ def test_list_ten_sessions(benchmark: Any, opened: Any) -> None:
     manager, pairs = opened
     listed = benchmark(manager.list_for, "alice")
     assert {s.id for s in listed} == {p.session_id for p in pairs}
+
+
+#: Round trips per route, as ``python -m bench.commands`` counts them (README,
+#: "Performance"): a change that adds one fails here.
+ROUND_TRIPS = {
+    "login (user lookup + open)": 2,
+    "authenticated GET /events?limit=1 (steady)": 2,
+    "revocation check alone (steady)": 1,
+    "revocation check alone (touch due)": 2,
+    "GET /sessions, K=1 (check + list)": 2,
+    "GET /sessions, K=10 (check + list)": 2,
+    "GET /sessions, K=100 (check + list)": 2,
+    "POST /auth/refresh": 1,
+    "GET /sessions/{own id} (steady)": 1,
+    "GET /sessions/{another id} (check + read)": 2,
+    "PATCH /sessions/{id} (check + rename)": 2,
+    "DELETE /sessions/{id} (check + revoke)": 2,
+    "GET /admin/users/{id}/sessions, K=100 (check + list)": 2,
+    "GET /admin/users/{id} (check + user)": 2,
+    "DELETE /admin/users/{id}/sessions, K=100 (check + revoke)": 2,
+    "POST /auth/logout (check + revoke)": 2,
+    "POST /auth/password (check + user + change)": 3,
+    "DELETE /sessions, K=100 (check + revoke 99)": 2,
+}
+
+
+def test_round_trips_per_route(own_redis: Any) -> None:
+    from bench.commands import count_operations
+
+    rows = count_operations(own_redis.url)
+    assert {name: trips for name, trips, _ in rows} == ROUND_TRIPS
+    commands = {name: sum(cmds.values()) for name, _, cmds in rows}
+    assert commands["revocation check alone (steady)"] == 1
+    assert commands["GET /sessions/{own id} (steady)"] == 1
