@@ -473,6 +473,20 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def throughput_only(wrk_bin: str, pairs: int, seconds: float) -> dict[str, Any]:
+    """The host app against the recipe alone: ``--throughput-only``."""
+    with redis_server() as url:
+        env = {**os.environ, "BENCH_REDIS_URL": url, "BENCH_JWT_KEY": JWT_KEY}
+        env["BENCH_PREFIX"] = "bench"
+        os.environ.update({k: env[k] for k in ("BENCH_REDIS_URL", "BENCH_JWT_KEY", "BENCH_PREFIX")})
+        with gunicorn("ours", env) as ours_url, gunicorn("baseline", env) as base_url:
+            result = measure_throughput(
+                wrk_bin, ours_url, base_url, tokens_for(url), pairs=pairs, seconds=seconds
+            )
+    result["pair_ratios"] = [round(pair["ratio"], 3) for pair in result.pop("pairs")]
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=6, help="alternating throughput pairs")
@@ -482,6 +496,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="a short smoke run (2 pairs, 2 s, 20k)"
+    )
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only the alternating throughput pairs (printed, not saved)",
     )
     parser.add_argument(
         "--show",
@@ -497,6 +516,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.pairs, args.seconds, args.large = 2, 2, 20_000
     wrk_bin = ensure_wrk()
+    if args.throughput_only:
+        print(json.dumps(throughput_only(wrk_bin, args.pairs, args.seconds), indent=2))
+        return
     started = time.monotonic()
     results: dict[str, Any] = {"machine": machine(), "targets": TARGETS}
     with redis_server() as url:
