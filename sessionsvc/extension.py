@@ -336,8 +336,7 @@ class SessionManager:
             session = read
         else:
             session = state.store.get(user_id, session_id)
-        idle = state.settings.idle_timeout
-        if session is not None and idle is not None and time.time() - session.last_seen_at >= idle:
+        if session is not None and session.last_seen_at < _seen_since(state.settings):
             return None  # dead: revoked (reason idle) when next used or listed
         return session
 
@@ -352,9 +351,7 @@ class SessionManager:
         if not tokens.is_session_id(session_id):
             return None
         state = current_state()
-        idle = state.settings.idle_timeout
-        seen_since = int(time.time()) - idle + 1 if idle is not None else 0
-        return state.store.rename(user_id, session_id, name, seen_since=seen_since)
+        return state.store.rename(user_id, session_id, name, seen_since=_seen_since(state.settings))
 
     def revoke(
         self,
@@ -430,6 +427,13 @@ class SessionManager:
     def add_user(self, user: User) -> bool:
         """Add a user to the built-in user store; ``False`` if the id is taken."""
         return current_state().store.create_user(user)
+
+
+def _seen_since(settings: Settings) -> int:
+    """The idle timeout as a cutoff: a session last seen before it is dead
+    (``0``: none). Whole seconds, as last-seen times are stored."""
+    idle = settings.idle_timeout
+    return int(time.time()) - idle + 1 if idle is not None else 0
 
 
 #: Where the revocation check leaves the session it read whole, for the view.
