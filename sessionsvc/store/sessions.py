@@ -61,6 +61,8 @@ _REASON_RE = re.compile(f"{REASON_CHARS}{{1,{REASON_MAX}}}")
 class SessionStore(UserStore, WebhookStore):
     """Sessions, indexes, events and users in Redis (see :class:`StoreBase`)."""
 
+    #: The last creation stamp of this process (every store in it):
+    #: see :meth:`_creation_micros`.
     _stamp_lock = threading.Lock()
     _last_stamp = (0, 0)
 
@@ -127,10 +129,10 @@ class SessionStore(UserStore, WebhookStore):
         real = time.time_ns() // 1000
         micros = real % 1_000_000 if real // 1_000_000 == created_at else 0
         with self._stamp_lock:
-            second, last = self._last_stamp
+            second, last = SessionStore._last_stamp
             if second == created_at and micros <= last:
                 micros = min(last + 1, 999_999)
-            self._last_stamp = (created_at, micros)
+            SessionStore._last_stamp = (created_at, micros)
         return micros
 
     def signed_in_from(self, user_id: str, group: str, *, since: int) -> bool:
@@ -171,7 +173,7 @@ class SessionStore(UserStore, WebhookStore):
             # execute_command straight away: hmget() only adds argument juggling.
             if whole:
                 raw = (client or self.client).execute_command("HGETALL", key)  # type: ignore[no-untyped-call]
-                hot = [raw.get(name) for name in HOT_FIELDS] if raw else [None] * 5
+                hot = [raw.get(name) for name in HOT_FIELDS] if raw else [None] * len(HOT_FIELDS)
             else:
                 hot = (client or self.client).execute_command("HMGET", key, *HOT_FIELDS)  # type: ignore[no-untyped-call]
         except UNAVAILABLE_ERRORS as exc:
