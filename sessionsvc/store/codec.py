@@ -150,11 +150,17 @@ def session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Ses
     )
 
 
-def coordinates(location: Location | None) -> str | None:
-    """A location's coordinates as stored (``"lat,lon"``), or ``None`` without them."""
+def _point_of(location: Location | None) -> tuple[float, float] | None:
+    """A location's latitude and longitude, when it has both."""
     if location is None or location.latitude is None or location.longitude is None:
         return None
-    return f"{location.latitude:.4f},{location.longitude:.4f}"
+    return location.latitude, location.longitude
+
+
+def coordinates(location: Location | None) -> str | None:
+    """A location's coordinates as stored (``"lat,lon"``), or ``None`` without them."""
+    point = _point_of(location)
+    return None if point is None else f"{point[0]:.4f},{point[1]:.4f}"
 
 
 def _point(text: str | None) -> tuple[float | None, float | None]:
@@ -168,9 +174,10 @@ def _point(text: str | None) -> tuple[float | None, float | None]:
 def place(location: Location | None) -> str:
     """What the scripts compare for impossible travel: a located place with
     coordinates as compact JSON, or ``""``."""
-    if location is None or location.latitude is None or location.longitude is None:
+    point = _point_of(location)
+    if location is None or point is None:
         return ""
-    values: dict[str, float | str] = {"la": location.latitude, "lo": location.longitude}
+    values: dict[str, float | str] = {"la": point[0], "lo": point[1]}
     if location.country:
         values["cc"] = location.country
     if location.city:
