@@ -525,8 +525,7 @@ def test_a_retry_leased_by_a_deliverer_that_died_is_taken_over(
     alive = deliverer(app, takeover_after=1.0, timeout=0.5)
     assert drain(dead, "dead") == 1
     endpoint = dead.endpoints[0]
-    stream = dead.streams()[0] if len(dead.streams()) == 1 else None
-    streams = [stream] if stream else dead.streams()
+    streams = dead.streams()
 
     def lease() -> bool:
         return any(
