@@ -111,6 +111,12 @@ def measure(admin: redis.Redis, action: Callable[[], Any]) -> tuple[int, dict[st
 Row = tuple[str, int, dict[str, int]]
 
 
+def signed_in(tokens: dict[str, Any], kind: str = "access_token") -> dict[str, str]:
+    """The headers of the device that signed in: its token and browser (another
+    browser would be an anomaly, recorded in a second round trip)."""
+    return {"Authorization": f"Bearer {tokens[kind]}", "User-Agent": CHROME}
+
+
 def count_operations(url: str) -> list[Row]:
     """(operation, round trips, server commands) for each operation, on ``url``."""
     rows: list[Row] = []
@@ -155,7 +161,7 @@ def count_operations(url: str) -> list[Row]:
     tokens = login()
     # Every request comes from the browser that signed in (another one
     # would be an anomaly, recorded in a second round trip).
-    headers = {"Authorization": f"Bearer {tokens['access_token']}", "User-Agent": CHROME}
+    headers = signed_in(tokens)
 
     def authed() -> None:
         assert client.get("/api/v1/sessions/events?limit=1", headers=headers).status_code == 200
@@ -181,7 +187,7 @@ def count_operations(url: str) -> list[Row]:
         with app.app_context():
             manager.revoke_all("bob")
         bob = [login("bob") for _ in range(k)]
-        bob_headers = {"Authorization": f"Bearer {bob[0]['access_token']}", "User-Agent": CHROME}
+        bob_headers = signed_in(bob[0])
 
         def listing(h: dict[str, str] = bob_headers, n: int = k) -> None:
             response = client.get("/api/v1/sessions", headers=h)
@@ -191,7 +197,7 @@ def count_operations(url: str) -> list[Row]:
         trips, cmds = measure(admin, listing)
         rows.append((f"GET /sessions, K={k} (check + list)", trips, cmds))
 
-    refresh_headers = {"Authorization": f"Bearer {tokens['refresh_token']}", "User-Agent": CHROME}
+    refresh_headers = signed_in(tokens, "refresh_token")
     trips, cmds = measure(
         admin, lambda: client.post("/api/v1/auth/refresh", headers=refresh_headers)
     )
@@ -216,7 +222,7 @@ def count_operations(url: str) -> list[Row]:
     rows.append(("DELETE /sessions/{id} (check + revoke)", trips, cmds))
 
     root = login("root")
-    as_root = {"Authorization": f"Bearer {root['access_token']}", "User-Agent": CHROME}
+    as_root = signed_in(root)
     admin_sessions = "/api/v1/admin/users/bob/sessions"
     trips, cmds = measure(admin, lambda: client.get(admin_sessions, headers=as_root))
     rows.append(("GET /admin/users/{id}/sessions, K=100 (check + list)", trips, cmds))
@@ -229,7 +235,7 @@ def count_operations(url: str) -> list[Row]:
         admin,
         lambda: client.post(
             "/api/v1/auth/logout",
-            headers={"Authorization": f"Bearer {leaving['access_token']}", "User-Agent": CHROME},
+            headers=signed_in(leaving),
         ),
     )
     rows.append(("POST /auth/logout (check + revoke)", trips, cmds))
@@ -239,7 +245,7 @@ def count_operations(url: str) -> list[Row]:
         lambda: client.post(
             "/api/v1/auth/password",
             json={"current_password": "pw", "new_password": "a new password of some length"},
-            headers={"Authorization": f"Bearer {changing['access_token']}", "User-Agent": CHROME},
+            headers=signed_in(changing),
         ),
     )
     rows.append(("POST /auth/password (check + user + change)", trips, cmds))
@@ -247,7 +253,7 @@ def count_operations(url: str) -> list[Row]:
     with app.app_context():
         manager.revoke_all("bob")
     bob = [login("bob") for _ in range(100)]
-    bob_headers = {"Authorization": f"Bearer {bob[0]['access_token']}", "User-Agent": CHROME}
+    bob_headers = signed_in(bob[0])
     trips, cmds = measure(admin, lambda: client.delete("/api/v1/sessions", headers=bob_headers))
     rows.append(("DELETE /sessions, K=100 (check + revoke 99)", trips, cmds))
     admin.close()
