@@ -227,7 +227,7 @@ def test_every_key_of_a_user_is_in_one_slot_of_the_live_cluster(
         head = f"{backend.prefix}:{{{user_tag(user_id)}}}:"
         mine = {key for key in keys if key.startswith(head)}
         suffixes = {key.removeprefix(head) for key in mine}
-        assert suffixes == {"idx", "ev", "known", "user"} | sessions[user_id]
+        assert suffixes == {"idx", "ev", "known", "ag", "user"} | sessions[user_id]
         # The cluster's own hashing agrees: one slot, stored on its master only.
         assert {redis_cluster.keyslot(key) for key in mine} == {slot_of_user(user_id)}
         owner = redis_cluster.owner(slot_of_user(user_id))

@@ -296,7 +296,8 @@ def test_the_revocation_check_of_a_request_is_one_plain_read(
     sent = commands_of(app, monkeypatch)
     for user_agent, expected in [
         # The signed-in device asking for its own session: the check reads
-        # the whole session once, and the view answers from that read.
+        # the whole session once, and the view answers from that read (the
+        # process knows the interned user agent it refers to).
         (CHROME, ["HGETALL"]),
         # Another browser: judged and recorded once in a second round trip,
         # then the view reads the session as the script left it...
@@ -311,6 +312,7 @@ def test_the_revocation_check_of_a_request_is_one_plain_read(
         assert response.status_code == 200
         assert response.get_json()["id"] == tokens["session_id"]
         assert response.get_json()["current"] is True
+        assert response.get_json()["user_agent"] == CHROME
         assert sent == expected, user_agent
     # What the check read belongs to its request only: an app context kept
     # open across requests does not carry it to the next.
@@ -326,6 +328,7 @@ def test_the_revocation_check_of_a_request_is_one_plain_read(
     response = client.get(f"/api/v1/sessions/{other['session_id']}", headers=auth.headers(tokens))
     assert response.get_json()["id"] == other["session_id"]
     assert response.get_json()["current"] is False
+    assert response.get_json()["user_agent"] == CHROME
     assert sent == ["HMGET", "HGETALL"]
     # Renaming: the check, then one script that renames and reads back.
     sent.clear()

@@ -136,7 +136,12 @@ def test_scripts_are_lua_files_each_with_its_header() -> None:
     from sessionsvc.store import scripts
 
     folder = PACKAGE / "store" / "scripts"
-    assert {path.stem for path in folder.glob("*.lua")} == {*scripts.NAMES, "events", "travel"}
+    assert {path.stem for path in folder.glob("*.lua")} == {
+        *scripts.NAMES,
+        "events",
+        "travel",
+        "agents",
+    }
     for name in scripts.NAMES:
         text = (folder / f"{name}.lua").read_text("utf-8")
         assert "-- KEYS:" in text and "-- ARGV:" in text, name

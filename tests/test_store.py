@@ -37,6 +37,7 @@ from sessionsvc.store import (
     store_from_url,
     user_tag,
 )
+from sessionsvc.store.codec import AGENTS_MAX, AgentTexts, agent_digest
 from tests.backends import delete_prefix, record_commands
 from tests.clients import CHROME, CHROME_121, FIREFOX_LINUX, IPHONE
 from tests.geodata import BERLIN, BERLIN_IP, NEW_YORK, NEW_YORK_IP
@@ -1227,6 +1228,248 @@ def test_session_hash_stays_a_listpack(store: SessionStore, rc: redis.Redis, now
     create(store, session)
     store.rename("alice", session.id, "\U0001f600" * 64)
     assert rc.object("encoding", store.session_key("alice", session.id)) == "listpack"
+
+
+# -- interned user agents -----------------------------------------------------------
+
+
+def interned(rc: redis.Redis, store: SessionStore, user_id: str = "alice") -> dict[str, str]:
+    """The user's agents hash: digest to the user agent (its JSON, in pieces
+    of 64 bytes: fields <digest>, <digest>1, ...)."""
+    raw = rc.hgetall(store.agents_key(user_id))
+    texts = {}
+    for ref in (field for field in raw if len(field) == 16):
+        parts, i = [raw[ref]], 1
+        while f"{ref}{i}" in raw:
+            parts.append(raw[f"{ref}{i}"])
+            i += 1
+        assert all(len(part) <= 64 for part in parts)
+        texts[ref] = json.loads("".join(parts))
+    return texts
+
+
+def test_a_user_agent_is_stored_once_per_user(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    sessions = [make_session(now=now) for _ in range(5)]
+    for session in sessions:
+        create(store, session)
+    assert interned(rc, store) == {agent_digest(CHROME): CHROME}
+    for session in sessions:
+        raw = rc.hgetall(store.session_key("alice", session.id))
+        assert raw["uh"] == agent_digest(CHROME)
+        assert not any(re.fullmatch(r"ua\d*", field) for field in raw)
+    entries = rc.lrange(store.events_key("alice"), 0, -1)
+    assert len(entries) == 5
+    for entry in entries:
+        fields = json.loads(entry)
+        assert fields["uh"] == agent_digest(CHROME)
+        assert "ua" not in fields
+    # Every reader gives the user agent back.
+    first = sessions[0]
+    assert stored(store, first.id).user_agent == CHROME
+    assert {s.user_agent for s in store.list_sessions("alice", now=now)} == {CHROME}
+    assert {e.user_agent for e in store.events("alice", limit=10)} == {CHROME}
+    renamed = store.rename("alice", first.id, "Work")
+    assert renamed is not None
+    assert renamed.user_agent == CHROME
+    check = store.check_access("alice", first.id, now=now + 1, actor=ACTOR_REQUEST, whole=True)
+    assert check.session is not None
+    assert check.session.user_agent == CHROME
+    assert check.session.name == "Work"
+
+
+def test_each_user_agent_of_a_user_is_interned_and_other_users_have_their_own(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    store.revoke("alice", [session.id], now=now, reason="revoked", actor=Actor(user_agent=IPHONE))
+    create(store, make_session("bob", now=now))
+    assert interned(rc, store) == {agent_digest(CHROME): CHROME, agent_digest(IPHONE): IPHONE}
+    assert interned(rc, store, "bob") == {agent_digest(CHROME): CHROME}
+    revoked, created = store.events("alice", limit=10)
+    assert (revoked.type, revoked.user_agent) == ("session.revoked", IPHONE)
+    assert (created.type, created.user_agent) == ("session.created", CHROME)
+
+
+def test_a_session_opened_by_another_user_agent_keeps_its_own(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = dataclasses.replace(make_session(now=now), user_agent=FIREFOX_LINUX)
+    create(store, session)  # ACTOR's user agent is Chrome's
+    raw = rc.hgetall(store.session_key("alice", session.id))
+    assert "uh" not in raw
+    assert stored(store, session.id).user_agent == FIREFOX_LINUX
+    [event] = store.events("alice", limit=10)
+    assert event.user_agent == CHROME
+
+
+def test_the_whole_user_agent_goes_to_webhooks_and_to_the_event_sink(
+    backend: Any, rc: redis.Redis, now: int
+) -> None:
+    seen: list[SecurityEvent] = []
+    store = SessionStore(
+        lambda: rc,
+        prefix=backend.prefix,
+        webhooks=True,
+        on_events=lambda user_id, events: seen.extend(events),
+    )
+    session = make_session(now=now)
+    create(store, session)
+    # Activity from another address records session.ip_changed, and hands
+    # it to the sink.
+    moved = Actor(ip="203.0.113.9", user_agent=CHROME, device=ACTOR_REQUEST.device)
+    store.check_access("alice", session.id, now=now + 60, actor=moved)
+    [stream] = store.stream_keys("alice")
+    queued = [json.loads(fields["e"]) for _, fields in rc.xrange(stream)]
+    assert [(e["k"], e["ua"]) for e in queued] == [
+        ("session.created", CHROME),
+        ("session.ip_changed", CHROME),
+    ]
+    kept = [
+        *rc.lrange(store.events_key("alice"), 0, -1),
+        *rc.lrange(store.activity_events_key("alice"), 0, -1),
+    ]
+    assert len(kept) == 2
+    assert all("ua" not in json.loads(e) for e in kept)
+    assert [(e.type, e.user_agent) for e in seen] == [("session.ip_changed", CHROME)]
+
+
+def test_user_agents_past_the_cap_are_kept_whole(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    agents = [f"{CHROME} Agent/{i}" for i in range(AGENTS_MAX + 2)]
+    sessions = []
+    for agent in agents:
+        session = dataclasses.replace(make_session(now=now), user_agent=agent)
+        store.create(session, max_sessions=100, actor=Actor(ip="198.51.100.4", user_agent=agent))
+        sessions.append(session)
+    assert interned(rc, store) == {agent_digest(a): a for a in agents[:AGENTS_MAX]}
+    for session in sessions[:AGENTS_MAX]:
+        assert "uh" in rc.hgetall(store.session_key("alice", session.id))
+    for session in sessions[AGENTS_MAX:]:
+        raw = rc.hgetall(store.session_key("alice", session.id))
+        assert "uh" not in raw
+        assert "ua" in raw
+    assert {s.id: s.user_agent for s in store.list_sessions("alice", now=now)} == {
+        s.id: s.user_agent for s in sessions
+    }
+    events = store.events("alice", limit=100)
+    assert sorted(e.user_agent or "" for e in events) == sorted(agents)
+    kept_whole = [json.loads(e) for e in rc.lrange(store.events_key("alice"), 0, 1)]
+    assert [e["ua"] for e in kept_whole] == agents[:-3:-1]
+    assert not any("uh" in e for e in kept_whole)
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_agents_hash_stays_a_listpack(store: SessionStore, rc: redis.Redis, now: int) -> None:
+    odd = LONG_UA + "\u00fc" * 200  # JSON of 1,400 bytes or so: pieces
+    store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=odd))
+    assert interned(rc, store) == {agent_digest(odd): odd}
+    assert rc.object("encoding", store.agents_key("alice")) == "listpack"
+    [event] = store.events("alice", limit=1)
+    assert event.user_agent == odd
+
+
+def test_a_digest_taken_by_another_text_never_stands_for_it(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    # Two user agents with one digest: the second is kept whole, where it is used.
+    rc.hset(store.agents_key("alice"), agent_digest(CHROME), json.dumps("Other/1.0"))
+    session = make_session(now=now)
+    create(store, session)
+    assert "uh" not in rc.hgetall(store.session_key("alice", session.id))
+    assert stored(store, session.id).user_agent == CHROME
+    [event] = store.events("alice", limit=10)
+    assert event.user_agent == CHROME
+    assert interned(rc, store) == {agent_digest(CHROME): "Other/1.0"}
+
+
+def test_interned_user_agents_live_as_long_as_what_refers_to_them(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    key = store.agents_key("alice")
+    long_lived = make_session(now=now, ttl=90 * 86400)
+    create(store, long_lived)
+    assert 90 * 86400 - 5 <= rc.ttl(key) <= 90 * 86400
+    rc.expire(key, 60)
+    create(store, make_session(now=now, ttl=60))
+    assert EVENTS_TTL - 5 <= rc.ttl(key) <= EVENTS_TTL
+    # An event without a user agent keeps the events list, so the agents
+    # its older events refer to.
+    rc.expire(key, 60)
+    store.revoke("alice", [long_lived.id], now=now, reason="revoked", actor=Actor())
+    assert EVENTS_TTL - 5 <= rc.ttl(key) <= EVENTS_TTL
+    assert {e.user_agent for e in store.events("alice", limit=10)} == {CHROME, None}
+
+
+def test_a_lost_agents_hash_leaves_the_user_agent_unknown(
+    backend: Any, store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    rc.delete(store.agents_key("alice"))
+    [listed] = store.list_sessions("alice", now=now)
+    assert listed.user_agent is None
+    assert listed.device.browser == "Chrome"
+    [event] = store.events("alice", limit=10)
+    assert event.user_agent is None
+    # A process that has not met the user agent cannot tell it either.
+    elsewhere = SessionStore(lambda: rc, prefix=backend.prefix)
+    assert stored(elsewhere, session.id).user_agent is None
+
+
+def test_a_session_read_whole_needs_its_user_agent_read_once_per_process(
+    backend: Any, store: SessionStore, rc: redis.Redis, commands: list[str], now: int
+) -> None:
+    session = make_session(now=now)
+    create(store, session)
+    # The process that opened it knows its user agent.
+    store.load_scripts()
+    commands.clear()
+    assert stored(store, session.id).user_agent == CHROME
+    assert commands == ["HGETALL"]
+    # Another process reads it once, then knows it.
+    other = SessionStore(lambda: rc, prefix=backend.prefix)
+    other.load_scripts()
+    for expected in (["HGETALL", "EVALSHA"], ["HGETALL"]):
+        commands.clear()
+        check = other.check_access("alice", session.id, now=now, actor=ACTOR_REQUEST, whole=True)
+        assert check.session is not None
+        assert check.session.user_agent == CHROME
+        assert commands == expected
+
+
+def test_a_process_keeps_only_user_agents_that_are_what_their_digest_says() -> None:
+    texts = AgentTexts(size=2)
+    texts.learn({agent_digest(CHROME): json.dumps(CHROME), agent_digest(IPHONE): json.dumps("x")})
+    texts.learn({"not-a-digest": json.dumps(CHROME), agent_digest(FIREFOX_LINUX): "{"})
+    assert texts.get(agent_digest(CHROME)) == json.dumps(CHROME)
+    assert texts.get(agent_digest(IPHONE)) is None
+    assert texts.get("not-a-digest") is None
+    assert texts.get(agent_digest(FIREFOX_LINUX)) is None
+    texts.learn({agent_digest(a): json.dumps(a) for a in (IPHONE, FIREFOX_LINUX)})
+    # At most two: the oldest left first.
+    assert texts.get(agent_digest(CHROME)) is None
+    assert texts.get(agent_digest(IPHONE)) == json.dumps(IPHONE)
+    assert texts.get(agent_digest(FIREFOX_LINUX)) == json.dumps(FIREFOX_LINUX)
+
+
+def test_a_user_deleted_or_created_again_leaves_no_user_agents(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    assert store.create_user(User("alice", "hash", account="a1"))
+    session = make_session(now=now, account="a1")
+    create(store, session)
+    assert rc.exists(store.agents_key("alice"))
+    assert store.delete_user("alice", now=now, actor=ACTOR) == [session.id]
+    assert not rc.exists(store.agents_key("alice"))
+    # Left by a record deleted by hand: the new account starts without it.
+    create(store, make_session(now=now))
+    rc.delete(store.user_key("alice"))
+    assert store.create_user(User("alice", "hash", account="a2"))
+    assert not rc.exists(store.agents_key("alice"))
 
 
 # -- the access-token check (touch) -------------------------------------------------

@@ -12,7 +12,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from . import scripts
-from .codec import event_from_json, event_head
+from .codec import AgentTexts, event_from_json, event_head
 from .connections import UNAVAILABLE_ERRORS, ClientFactory, limiter_storage, unavailable
 from .keys import Keys, stream_tag
 from .records import Actor, EventSink, Policy
@@ -64,6 +64,8 @@ class StoreBase:
         self._pid = 0
         self._lock = threading.Lock()
         self._scripts: dict[str, Any] = {}
+        #: The interned user agents this process has met (see :class:`.codec.AgentTexts`).
+        self.agent_texts = AgentTexts()
 
     # -- plumbing -----------------------------------------------------------
 
@@ -124,6 +126,10 @@ class StoreBase:
         """The key of a user's list of the events activity records."""
         return self.keys.activity_events(user_id)
 
+    def agents_key(self, user_id: str) -> str:
+        """The key of a user's interned user agents."""
+        return self.keys.agents(user_id)
+
     def user_key(self, user_id: str) -> str:
         """The key of a user record (standalone user store)."""
         return self.keys.user(user_id)
@@ -162,6 +168,12 @@ class StoreBase:
                 # and the next event of the slot registers it again.
                 pass
         return [self.keys.webhook_stream(tag)]
+
+    def event_keys(self, user_id: str) -> list[str]:
+        """The last of the ``KEYS`` of a script that records the user's
+        events: the user's agents hash, where the user agents of the events
+        it keeps are interned, and the webhook stream (:meth:`stream_keys`)."""
+        return [self.agents_key(user_id), *self.stream_keys(user_id)]
 
     def _event_args(self, now: int, actor: Actor) -> list[Any]:
         head = event_head(now, actor.ip, actor.user_agent)

@@ -10,11 +10,14 @@ the size.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
 import secrets
+import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..models import (
@@ -116,11 +119,28 @@ def _joined(raw: dict[str, str], field: str) -> str | None:
     return "".join(parts)
 
 
-def session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Session:
-    """The session stored in hash ``raw``."""
+#: A session's or an event's user agent by digest, when it is interned (see
+#: :func:`agent_digest`).
+AGENT_REF = "uh"
+
+#: The user agents interned per user at most (``scripts/events.lua`` keeps
+#: more whole where they are used): bounds what a client that changes its
+#: user agent can make a user's agents hash hold.
+AGENTS_MAX = 32
+
+
+def session_from_hash(
+    user_id: str, session_id: str, raw: dict[str, str], agents: Mapping[str, str] | None = None
+) -> Session:
+    """The session stored in hash ``raw``; ``agents`` holds the user's
+    interned user agents (digest to JSON text), at least the session's."""
 
     def get(name: str) -> str | None:
         return _joined(raw, FIELDS[name])
+
+    user_agent = get("user_agent")
+    if user_agent is None and AGENT_REF in raw:
+        user_agent = agent_of(agents, raw[AGENT_REF])
 
     location = None
     if get("country") or get("city"):
@@ -134,7 +154,7 @@ def session_from_hash(user_id: str, session_id: str, raw: dict[str, str]) -> Ses
         expires_at=int(raw[FIELDS["expires_at"]]),
         ip=get("ip"),
         created_ip=get("created_ip"),
-        user_agent=get("user_agent"),
+        user_agent=user_agent,
         device=Device(
             type=get("device_type") or "other",
             browser=get("browser"),
@@ -207,6 +227,65 @@ def signature(device: Device, country: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
 
+def agent_digest(user_agent: str) -> str:
+    """The digest that stands for a user agent where it is interned: 16
+    characters (96 bits of BLAKE2b), so that no two user agents share one
+    by chance, anywhere: a digest always stands for the same text, and a
+    process may keep what it has read (:class:`AgentTexts`). The scripts
+    still check the text behind a digest before they use it, so a digest
+    taken by another text never stands for it (the text is kept whole)."""
+    raw = hashlib.blake2b(user_agent.encode("utf-8", "surrogatepass"), digest_size=12).digest()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+class AgentTexts:
+    """The user agents this process knows by digest (JSON text), at most
+    ``size``: a session read whole (``HGETALL``) is answered without a
+    second read once its user agent was seen. Only a text whose digest is
+    the one it is kept under enters, so what it holds is true for every
+    user; the oldest entry leaves first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._texts: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, ref: str) -> str | None:
+        """The JSON text of digest ``ref``, if this process knows it."""
+        return self._texts.get(ref)
+
+    def learn(self, agents: Mapping[str, str]) -> None:
+        """Keep these texts (digest to JSON text), those that are what their digest says."""
+        for ref, text in agents.items():
+            if ref in self._texts:
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(value, str) or agent_digest(value) != ref:
+                continue
+            with self._lock:
+                while len(self._texts) >= self._size:
+                    del self._texts[next(iter(self._texts))]
+                self._texts[ref] = text
+
+
+def agent_of(agents: Mapping[str, str] | None, ref: str) -> str | None:
+    """The user agent interned under ``ref``; ``None`` when it is not there
+    (the hash lost by hand or to eviction: the only way, see ``events.lua``)."""
+    text = agents.get(ref) if agents else None
+    if text is None:
+        return None
+    value = json.loads(text)
+    return value if isinstance(value, str) else None
+
+
+def agents_of(flat: list[str]) -> dict[str, str]:
+    """Interned user agents as a script returns them: digest, text, ..."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 #: This process's count of script runs that record events (see event_head).
 _RUNS = itertools.count(1)
 
@@ -220,6 +299,9 @@ def event_head(now: int, ip: str | None, user_agent: str | None) -> tuple[str, s
     if ip:
         head["ip"] = ip
     if user_agent:
+        # The user agent last, its digest right before it: the scripts
+        # intern it by cutting the head there (see events.lua).
+        head[AGENT_REF] = agent_digest(user_agent)
         head["ua"] = user_agent
     text = json.dumps(head, separators=(",", ":"))
     # Microseconds, this process's count (orders runs of one process even
@@ -229,16 +311,20 @@ def event_head(now: int, ip: str | None, user_agent: str | None) -> tuple[str, s
     return text[:-1] + ",", event_id
 
 
-def event_from_json(entry: str) -> SecurityEvent:
-    """The event stored as ``entry`` in a user's event list."""
+def event_from_json(entry: str, agents: Mapping[str, str] | None = None) -> SecurityEvent:
+    """The event stored as ``entry`` in a user's event list; ``agents`` holds
+    the user's interned user agents (digest to JSON text)."""
     fields: dict[str, Any] = json.loads(entry)
+    user_agent = fields.get("ua")
+    if user_agent is None and AGENT_REF in fields:
+        user_agent = agent_of(agents, fields[AGENT_REF])
     return SecurityEvent(
         id=fields["i"],
         type=fields["k"],
         at=int(fields["t"]),
         session_id=fields["s"],
         ip=fields.get("ip"),
-        user_agent=fields.get("ua"),
+        user_agent=user_agent,
         detail={**fields.get("d", {}), **({"reason": fields["r"]} if "r" in fields else {})},
     )
 

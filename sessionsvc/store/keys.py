@@ -13,6 +13,9 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
     P:{T}:known     hash    the user's sign-in history (device families,
                             countries) behind the risk flags, and the place and
                             time of the last located activity; bounded
+    P:{T}:ag        hash    the user's user agents, interned: JSON text by digest,
+                            which sessions (``uh``) and events refer to; at
+                            most 32, kept as long as anything refers to them
     P:{T}:user      hash    a user of the standalone service's user store
     P:rl:...        string  login rate-limit counters (flask-limiter's keys)
 
@@ -161,6 +164,10 @@ class Keys:
     def activity_events(self, user_id: str) -> str:
         """A user's list of the security events activity records (anomalies, address changes)."""
         return self._user(user_id, "ea")
+
+    def agents(self, user_id: str) -> str:
+        """A user's interned user agents (see ``scripts/events.lua``)."""
+        return self._user(user_id, "ag")
 
     def user(self, user_id: str) -> str:
         """A user record (standalone user store)."""

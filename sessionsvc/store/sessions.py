@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -20,9 +21,12 @@ from ..models import (
     clip,
 )
 from .codec import (
+    AGENT_REF,
     CREATED_MICROS,
     FIELDS,
     HOT_FIELDS,
+    agent_digest,
+    agents_of,
     coordinates,
     event_from_json,
     merge_events,
@@ -80,6 +84,11 @@ class SessionStore(UserStore, WebhookStore):
             result = self._run("open", keys, args)
         if result is None:
             return None
+        if session.user_agent:
+            # What its device asks for next reads it without a second round trip.
+            self.agent_texts.learn(
+                {agent_digest(session.user_agent): json.dumps(session.user_agent)}
+            )
         risk = tuple(flag for flag in str(result[0]).split(",") if flag)
         return Opened(risk, [str(victim) for victim in result[1:]])
 
@@ -101,7 +110,7 @@ class SessionStore(UserStore, WebhookStore):
             self.events_key(uid),
             self.known_key(uid),
             self.activity_events_key(uid),
-            *self.stream_keys(uid),
+            *self.event_keys(uid),
         ]
         device = session.device
         family = f"{device.browser or ''}|{device.os or ''}" if device.browser or device.os else ""
@@ -117,6 +126,8 @@ class SessionStore(UserStore, WebhookStore):
             address_group(session.ip) if session.ip else "",
             place(session.location),
             TRAVEL_LIMITS,
+            # The session's user agent is interned with its event's.
+            "1" if session.user_agent and session.user_agent == actor.user_agent else "",
             *fields,
         ]
         return keys, args
@@ -162,7 +173,8 @@ class SessionStore(UserStore, WebhookStore):
         :param whole: read the whole session (``HGETALL``) instead, and when
             the check passes in that one read, hand it back
             (:attr:`CheckResult.session`): a request about its own session
-            needs no second read.
+            needs no second read (but for its interned user agent, the first
+            time this process meets it: see :meth:`_with_agent`).
         """
         key = self.session_key(user_id, session_id)
         client = self._client if self._pid == os.getpid() else None
@@ -198,7 +210,7 @@ class SessionStore(UserStore, WebhookStore):
             ):
                 if raw:
                     return CheckResult(
-                        CheckStatus.ACTIVE, session=session_from_hash(user_id, session_id, raw)
+                        CheckStatus.ACTIVE, session=self._with_agent(user_id, session_id, raw)
                     )
                 return ALIVE
         return self._activity(user_id, session_id, now=now, actor=actor)
@@ -258,7 +270,7 @@ class SessionStore(UserStore, WebhookStore):
             self.activity_events_key(user_id),
             self.known_key(user_id),
             *([self.user_key(user_id)] if with_user else []),
-            *self.stream_keys(user_id),
+            *self.event_keys(user_id),
         ]
         args = [
             now,
@@ -303,7 +315,23 @@ class SessionStore(UserStore, WebhookStore):
         """One session of one user, or ``None``."""
         with self._available():
             raw = self._hgetall(self.session_key(user_id, session_id))
-        return session_from_hash(user_id, session_id, raw) if raw else None
+            return self._with_agent(user_id, session_id, raw) if raw else None
+
+    def _with_agent(self, user_id: str, session_id: str, raw: dict[str, str]) -> Session:
+        """The session of hash ``raw``, with its user agent: this process
+        keeps the interned ones it has met (:class:`AgentTexts`), so only
+        the first time it meets one is it read (one more round trip)."""
+        ref = raw.get(AGENT_REF)
+        agents: dict[str, str] | None = None
+        if ref is not None:
+            text = self.agent_texts.get(ref)
+            if text is None:
+                with self._available():
+                    text = self._run("agent", [self.agents_key(user_id)], [ref])
+                if text:
+                    self.agent_texts.learn({ref: text})
+            agents = {ref: text} if text else None
+        return session_from_hash(user_id, session_id, raw, agents)
 
     def list_sessions(self, user_id: str, *, now: int) -> list[Session]:
         """Every live session of a user (unordered); one round trip.
@@ -318,14 +346,16 @@ class SessionStore(UserStore, WebhookStore):
             *self._event_args(now, Actor()),
         ]
         with self._available():
-            keys = [self.index_key(user_id), self.events_key(user_id), *self.stream_keys(user_id)]
-            flat, recorded = self._run("list", keys, args)
+            keys = [self.index_key(user_id), self.events_key(user_id), *self.event_keys(user_id)]
+            flat, recorded, interned = self._run("list", keys, args)
         self._recorded(user_id, recorded)
+        agents = agents_of(interned)
+        self.agent_texts.learn(agents)
         sessions = []
         for i in range(0, len(flat), 2):
             values = flat[i + 1]
             raw = dict(zip(values[::2], values[1::2], strict=True))
-            sessions.append(session_from_hash(user_id, str(flat[i]), raw))
+            sessions.append(session_from_hash(user_id, str(flat[i]), raw, agents))
         return sessions
 
     def rename(
@@ -336,12 +366,18 @@ class SessionStore(UserStore, WebhookStore):
         ``seen_since``: dead by the idle timeout). One round trip."""
         named = pieces(FIELDS["name"], name) if name is not None else {}
         args = [seen_since, *(item for pair in named.items() for item in pair)]
+        keys = [self.session_key(user_id, session_id), self.agents_key(user_id)]
         with self._available():
-            flat = self._run("rename", [self.session_key(user_id, session_id)], args)
-        if not flat:
+            result = self._run("rename", keys, args)
+        if not result:
             return None
+        flat, agent = result
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
-        return session_from_hash(user_id, session_id, raw)
+        ref = raw.get(AGENT_REF)
+        agents = {ref: agent} if ref is not None and agent else None
+        if agents:
+            self.agent_texts.learn(agents)
+        return session_from_hash(user_id, session_id, raw, agents)
 
     def revoke(
         self,
@@ -367,7 +403,7 @@ class SessionStore(UserStore, WebhookStore):
             # The script writes reasons into event JSON as they are.
             if not _REASON_RE.fullmatch(why):
                 raise ValueError(f"a revoke reason is lowercase letters and '_', got {why!r}")
-        keys = [self.index_key(user_id), self.events_key(user_id), *self.stream_keys(user_id)]
+        keys = [self.index_key(user_id), self.events_key(user_id), *self.event_keys(user_id)]
         args = [
             now,
             self.session_key(user_id, ""),
@@ -387,10 +423,16 @@ class SessionStore(UserStore, WebhookStore):
 
     def events(self, user_id: str, *, limit: int) -> list[SecurityEvent]:
         """A user's security events, newest first: both lists, merged, in one round trip."""
-        keys = [self.events_key(user_id), self.activity_events_key(user_id)]
+        keys = [
+            self.events_key(user_id),
+            self.activity_events_key(user_id),
+            self.agents_key(user_id),
+        ]
         with self._available():
-            lists = cast(list[list[str]], self._run("history", keys, [limit]))
-        return merge_events(*([event_from_json(e) for e in entries] for entries in lists))[:limit]
+            main, activity, interned = cast(list[list[str]], self._run("history", keys, [limit]))
+        agents = agents_of(interned)
+        lists = ([event_from_json(e, agents) for e in entries] for entries in (main, activity))
+        return merge_events(*lists)[:limit]
 
 
 def store_from_url(

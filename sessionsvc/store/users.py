@@ -26,6 +26,7 @@ class UserStore(StoreBase):
             self.events_key(user_id),
             self.known_key(user_id),
             self.activity_events_key(user_id),
+            self.agents_key(user_id),
         ]
 
     def get_user(self, user_id: str) -> User | None:
@@ -89,7 +90,7 @@ class UserStore(StoreBase):
             self.user_key(user_id),
             self.index_key(user_id),
             self.events_key(user_id),
-            *self.stream_keys(user_id),
+            *self.event_keys(user_id),
         ]
         with self._available():
             result = self._run("update_user", keys, args)
@@ -131,7 +132,7 @@ class UserStore(StoreBase):
             self.user_key(user_id),
             self.index_key(user_id),
             self.events_key(user_id),
-            *self.stream_keys(user_id),
+            *self.event_keys(user_id),
         ]
         with self._available():
             revoked = self._run("change_password", keys, args)

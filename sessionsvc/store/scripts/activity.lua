@@ -5,8 +5,8 @@
 -- KEYS: 1 session, 2 index, 3 events, 4 activity events, 5 sign-in history
 --       (the last located activity), and for a refresh in the standalone
 --       service 6 the user record (the session's account must still be the
---       user's, not disabled; its roles are returned); last, the webhook
---       stream when webhooks are on (see events.lua)
+--       user's, not disabled; its roles are returned); then the user
+--       agents; last, the webhook stream when webhooks are on (see events.lua)
 -- ARGV: 1 now, 2 touch interval, 3 ip or '', 4 browser, 5 os (the request's
 --       families; both '' when there is no request to compare), 6 '1' when
 --       location is on, 7 the request's country, 8 city, 9 anomaly
@@ -35,7 +35,7 @@ local function revoke(status, reason)
   return {status, 0, '', unpack(recorded)}
 end
 local roles = ''
-if #KEYS >= 6 and WH ~= 6 then
+if #KEYS >= 6 and WH ~= 6 and AG ~= 6 then
   -- The account the session was opened for must still be the user's: a name
   -- deleted and created again is another account.
   local u = redis.call('HMGET', KEYS[6], 'p', 'a', 'd', 'roles')

@@ -1,7 +1,7 @@
 -- Change a user's password: the new hash, only if the old one is still the
 -- one the caller checked (of two changes at once, one wins and the other
 -- changes nothing), and every other session revoked (password_changed).
--- KEYS: 1 user, 2 index, 3 events; last, the webhook stream when webhooks
+-- KEYS: 1 user, 2 index, 3 events, 4 user agents; last, the webhook stream when webhooks
 --       are on (see events.lua)
 -- ARGV: 1 now, 2 session key prefix, 3 events max, 4 events ttl,
 --       5 event head, 6 event id, 7 the hash the caller checked, 8 the new

@@ -3,7 +3,8 @@
 -- all of it or none of it. Webhooks still hear of each session revoked
 -- (reason user_deleted); the user's own event list is gone with the user.
 -- KEYS: 1 user, 2 index, 3 events, 4 sign-in history ("known"), 5 activity
---       events; last, the webhook stream when webhooks are on (see events.lua)
+--       events, 6 user agents; last, the webhook stream when webhooks are on
+--       (see events.lua)
 -- ARGV: 1 now, 2 session key prefix, 3 events max, 4 events ttl,
 --       5 event head, 6 event id
 -- Returns false when there is no such user, else the ids of the sessions revoked.
@@ -19,5 +20,5 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     event('session.revoked', sid, 'user_deleted', '')
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return revoked

@@ -7,8 +7,9 @@
 -- of them a token thief causes, the sign-ins and sign-outs in EV stay.
 --
 -- An event is one JSON string in the user's capped list, newest first.
--- Python encodes what it knows (EVENT_HEAD: '{"t":<epoch>,"ip":...,"ua":...,')
--- and the script appends what only it knows: type, session id, reason
+-- Python encodes what it knows (EVENT_HEAD: '{"t":<epoch>,"ip":...,
+-- "uh":<digest>,"ua":<user agent>,', the user agent last) and the script
+-- appends what only it knows: type, session id, reason
 -- (fixed vocabularies and our own ids, nothing to escape), an id made of
 -- EVENT_ID and a counter, and a detail object it builds with cjson. A list
 -- rather than a stream: a new stream costs Redis 7 a preallocated 4 KiB
@@ -23,8 +24,65 @@
 -- most about STREAM_MAX entries (whole nodes of 100 are trimmed), none older
 -- than STREAM_AGE_MS. A script with EV = nil (a deleted user's events) only
 -- queues its events.
+--
+-- User agents are interned per user: when the caller passes the user's
+-- agents hash (its name ends in ':ag'; the last of KEYS, or the one before
+-- the webhook stream), the user agent of the events kept in the user's
+-- lists is stored there once, as its JSON text under its digest ("uh"),
+-- and the events keep the digest only ('"uh":<digest>,'). The webhook stream
+-- and the events returned get the whole head. A digest already taken by
+-- another text, or a hash full at AGENTS_MAX, keeps the user agent in the
+-- event as it is. The hash lives at least as long as anything that refers
+-- to it: EVENTS_TTL after each event, and the whole life of a session that
+-- refers to it (open.lua).
 local WH = nil
 if #KEYS > 0 and string.sub(KEYS[#KEYS], -3) == ':wh' then WH = #KEYS end
+local AG = WH and WH - 1 or #KEYS
+if AG < 1 or string.sub(KEYS[AG], -3) ~= ':ag' then AG = nil end
+local AGENTS_MAX = 32
+--@include agents
+-- Keep the agents hash, if there is one, for at least `seconds` more.
+local function keep_agents(seconds)
+  if AG and redis.call('TTL', KEYS[AG]) < tonumber(seconds) then
+    redis.call('EXPIRE', KEYS[AG], seconds)
+  end
+end
+-- Store user agent `text` (JSON) under `ref`; whether `ref` now stands for it.
+local function intern(ref, text, seconds)
+  if not AG then return false end
+  local have = agent_text(KEYS[AG], ref)
+  if not have then
+    if agents_count(KEYS[AG]) >= AGENTS_MAX then return false end
+    store_agent(KEYS[AG], ref, text)
+  elseif have ~= text then return false end
+  keep_agents(seconds)
+  return true
+end
+-- The head of the events kept in the user's lists: EVENT_HEAD with its user
+-- agent interned, when it can be; false until first asked for.
+local stored_head, head_ref = false, nil
+local function kept_head()
+  if stored_head then return stored_head end
+  stored_head = EVENT_HEAD
+  local at = string.find(EVENT_HEAD, ',"ua":', 1, true)
+  local ref = string.match(EVENT_HEAD, '"uh":"([%w_%-]+)"')
+  if at and ref then
+    -- 'uh' comes right before 'ua': drop the user agent, keep the digest.
+    if intern(ref, string.sub(EVENT_HEAD, at + 6, -2), EVENTS_TTL) then
+      stored_head, head_ref = string.sub(EVENT_HEAD, 1, at), ref
+    else
+      -- Kept in the event: drop the digest, which stands for nothing here.
+      stored_head = string.gsub(EVENT_HEAD, '"uh":"[%w_%-]+",', '', 1)
+    end
+  end
+  return stored_head
+end
+-- The digest that stands for EVENT_HEAD's user agent, once interned; nil
+-- when it is kept whole.
+local function head_agent()
+  kept_head()
+  return head_ref
+end
 local STREAM_MAX, STREAM_AGE_MS = 100000, 7 * 86400 * 1000
 local stream_trimmed = false
 local function queue(e)
@@ -42,26 +100,29 @@ local recorded = {}
 local touched_lists = {}
 local function event(kind, sid, reason, detail)
   event_seq = event_seq + 1
-  local e = EVENT_HEAD .. '"k":"' .. kind .. '","s":"' .. sid .. '","i":"'
+  local tail = '"k":"' .. kind .. '","s":"' .. sid .. '","i":"'
     .. EVENT_ID .. '-' .. event_seq .. '"'
-  if reason ~= '' then e = e .. ',"r":"' .. reason .. '"' end
-  if detail and detail ~= '' then e = e .. ',"d":' .. detail end
-  e = e .. '}'
+  if reason ~= '' then tail = tail .. ',"r":"' .. reason .. '"' end
+  if detail and detail ~= '' then tail = tail .. ',"d":' .. detail end
+  tail = tail .. '}'
+  local e = EVENT_HEAD .. tail
   local list = EV
   if EA and (kind == 'session.anomaly' or kind == 'session.ip_changed') then list = EA end
   if list then
-    redis.call('LPUSH', KEYS[list], e)
+    redis.call('LPUSH', KEYS[list], kept_head() .. tail)
     touched_lists[list] = true
   end
   if WH then queue(e) end
   recorded[#recorded+1] = e
 end
--- Capped, and kept EVENTS_TTL after the last one: events outlive sessions.
+-- Capped, and kept EVENTS_TTL after the last one: events outlive sessions,
+-- and the user agents they refer to outlive them.
 local function keep_events()
   for list in pairs(touched_lists) do
     redis.call('LTRIM', KEYS[list], 0, tonumber(EVENTS_MAX) - 1)
     redis.call('EXPIRE', KEYS[list], EVENTS_TTL)
   end
+  if next(touched_lists) then keep_agents(EVENTS_TTL) end
 end
 -- A JSON string, or null for a missing or empty value.
 local function json_str(s)

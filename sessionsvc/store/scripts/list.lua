@@ -1,10 +1,12 @@
 -- Every live session of a user, in one round trip; a session found idle
 -- too long is revoked (reason 'idle') instead of listed.
--- KEYS: 1 index, 2 events; last, the webhook stream when webhooks
---       are on (see events.lua)
+-- KEYS: 1 index, 2 events, 3 user agents; last, the webhook stream when
+--       webhooks are on (see events.lua)
 -- ARGV: 1 now, 2 session key prefix, 3 idle timeout (0: none), 4 events max,
 --       5 events ttl, 6 event head, 7 event id
--- Returns {{sid, {field, value, ...}, sid, ...}, {events recorded...}}.
+-- Returns {{sid, {field, value, ...}, sid, ...}, {events recorded...},
+-- {digest, user agent, ...}} (the user agents the sessions refer to by
+-- digest, 'uh').
 -- (Nothing here is recorded in the activity-event list.)
 local EA = nil
 local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
@@ -12,7 +14,7 @@ local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
 --@include events
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', NOW)
 local idle = tonumber(ARGV[3])
-local out = {}
+local out, refs, seen = {}, {}, {}
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local key = ARGV[2] .. sid
   local h = redis.call('HGETALL', key)
@@ -21,7 +23,20 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], sid)
     event('session.revoked', sid, 'idle', '')
-  else out[#out+1] = sid; out[#out+1] = h end
+  else
+    out[#out+1] = sid; out[#out+1] = h
+    for i = 1, #h, 2 do
+      if h[i] == 'uh' and not seen[h[i+1]] then
+        seen[h[i+1]] = true
+        refs[#refs+1] = h[i+1]
+      end
+    end
+  end
 end
 if #recorded > 0 then keep_events() end
-return {out, recorded}
+local agents = {}
+for _, ref in ipairs(refs) do
+  local text = agent_text(KEYS[3], ref)
+  if text then agents[#agents+1] = ref; agents[#agents+1] = text end
+end
+return {out, recorded, agents}

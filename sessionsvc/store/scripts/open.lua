@@ -3,14 +3,17 @@
 -- travel), record session.created, evict the least recently active
 -- sessions over the cap.
 -- KEYS: 1 session, 2 index, 3 events, 4 sign-in history ("known"),
---       5 activity events; last, the webhook stream when webhooks
---       are on (see events.lua)
+--       5 activity events, 6 user agents; last, the webhook stream when
+--       webhooks are on (see events.lua)
 -- ARGV: 1 now, 2 expires_at, 3 max sessions, 4 session key prefix,
 --       5 events max, 6 events ttl, 7 event head, 8 event id, 9 sid,
 --       10 device family or '', 11 country or '', 12 the client's address
 --       group or '' (sign-ins from it pass the per-username login limit),
 --       13 the client's place as JSON when it has coordinates, else '',
---       14 travel limits ('max km/h,min km'), 15... field/value pairs
+--       14 travel limits ('max km/h,min km'), 15 '1' when the session's
+--       user agent is the event head's (then it is interned with it, and
+--       the session keeps its digest, 'uh', for its 'ua' pieces),
+--       16... field/value pairs
 -- Returns false on an id clash, else {risk flags, evicted session ids...}.
 local EV, EA, KN, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   3, 5, 4, ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -21,7 +24,20 @@ local KNOWN_MAX = 100
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local sid = ARGV[9]
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW)
-redis.call('HSET', KEYS[1], unpack(ARGV, 15))
+local ref = ARGV[15] == '1' and head_agent()
+if ref then
+  local fields = {'uh', ref}
+  for i = 16, #ARGV, 2 do
+    if not string.match(ARGV[i], '^ua%d*$') then
+      fields[#fields+1] = ARGV[i]
+      fields[#fields+1] = ARGV[i+1]
+    end
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  keep_agents(tonumber(ARGV[2]) - tonumber(NOW))
+else
+  redis.call('HSET', KEYS[1], unpack(ARGV, 16))
+end
 -- Risk: a browser/OS family or a country this user never signed in with
 -- (a user's very first sign-in has nothing to compare with). The history
 -- is small and bounded: one field per family or country.

@@ -1,5 +1,5 @@
 -- Delete sessions and record session.revoked for each, atomically.
--- KEYS: 1 index, 2 events; last, the webhook stream when webhooks
+-- KEYS: 1 index, 2 events, 3 user agents; last, the webhook stream when webhooks
 --       are on (see events.lua)
 -- ARGV: 1 now, 2 session key prefix, 3 events max, 4 events ttl,
 --       5 event head, 6 event id, 7 reason, 8 sid to keep or '',

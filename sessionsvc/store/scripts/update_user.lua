@@ -1,7 +1,7 @@
 -- Disable, enable or give a user other roles. Disabling revokes every
 -- session (reason user_disabled), so does a change of roles (roles_changed):
 -- tokens carry roles, and none may outlive them.
--- KEYS: 1 user, 2 index, 3 events; last, the webhook stream when webhooks
+-- KEYS: 1 user, 2 index, 3 events, 4 user agents; last, the webhook stream when webhooks
 --       are on (see events.lua)
 -- ARGV: 1 now, 2 session key prefix, 3 events max, 4 events ttl,
 --       5 event head, 6 event id, 7 disabled: '1', '0' or '' (no change),
