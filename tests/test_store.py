@@ -37,7 +37,7 @@ from sessionsvc.store import (
     store_from_url,
     user_tag,
 )
-from sessionsvc.store.codec import AGENTS_MAX, AgentTexts, agent_digest
+from sessionsvc.store.codec import AGENT_TEXT_MAX, AGENTS_MAX, AgentTexts, agent_digest
 from tests.backends import delete_prefix, record_commands
 from tests.clients import CHROME, CHROME_121, FIREFOX_LINUX, IPHONE
 from tests.geodata import BERLIN, BERLIN_IP, NEW_YORK, NEW_YORK_IP
@@ -1327,6 +1327,7 @@ def test_the_whole_user_agent_goes_to_webhooks_and_to_the_event_sink(
         ("session.created", CHROME),
         ("session.ip_changed", CHROME),
     ]
+    assert not any("uh" in e for e in queued)
     kept = [
         *rc.lrange(store.events_key("alice"), 0, -1),
         *rc.lrange(store.activity_events_key("alice"), 0, -1),
@@ -1362,14 +1363,86 @@ def test_user_agents_past_the_cap_are_kept_whole(
     assert not any("uh" in e for e in kept_whole)
 
 
+def sized_agent(i: int, size: int = AGENT_TEXT_MAX) -> str:
+    """A user agent ``i`` whose JSON text is ``size`` bytes."""
+    head = f"Agent/{i} (" + "\u00fc" * 10 + ") "
+    return head + "x" * (size - len(json.dumps(head)))
+
+
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
 def test_agents_hash_stays_a_listpack(store: SessionStore, rc: redis.Redis, now: int) -> None:
-    odd = LONG_UA + "\u00fc" * 200  # JSON of 1,400 bytes or so: pieces
-    store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=odd))
-    assert interned(rc, store) == {agent_digest(odd): odd}
+    # OBJECT ENCODING needs a real server. The largest hash there can be: as
+    # many user agents as interned at most, each as long as interned at most.
+    agents = [sized_agent(i) for i in range(AGENTS_MAX)]
+    assert {len(json.dumps(agent)) for agent in agents} == {AGENT_TEXT_MAX}
+    for agent in agents:
+        store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=agent))
+    assert interned(rc, store) == {agent_digest(a): a for a in agents}
     assert rc.object("encoding", store.agents_key("alice")) == "listpack"
-    [event] = store.events("alice", limit=1)
-    assert event.user_agent == odd
+    assert {e.user_agent for e in store.events("alice", limit=100)} == set(agents)
+
+
+def test_a_user_agent_longer_than_interned_stays_whole(
+    store: SessionStore, rc: redis.Redis, now: int
+) -> None:
+    long = sized_agent(1, AGENT_TEXT_MAX + 1)
+    session = dataclasses.replace(make_session(now=now), user_agent=long)
+    store.create(session, max_sessions=100, actor=Actor(user_agent=long))
+    assert interned(rc, store) == {}
+    assert "uh" not in rc.hgetall(store.session_key("alice", session.id))
+    [entry] = rc.lrange(store.events_key("alice"), 0, -1)
+    assert json.loads(entry)["ua"] == long
+    assert "uh" not in json.loads(entry)
+    assert stored(store, session.id).user_agent == long
+
+
+def test_a_full_agents_hash_drops_the_user_agents_nothing_refers_to(
+    backend: Any, rc: redis.Redis, now: int
+) -> None:
+    store = SessionStore(lambda: rc, prefix=backend.prefix, events_max=5)
+    agents = [f"{CHROME} Agent/{i}" for i in range(AGENTS_MAX)]
+    sessions = []
+    for agent in agents:
+        session = dataclasses.replace(make_session(now=now), user_agent=agent)
+        store.create(session, max_sessions=100, actor=Actor(user_agent=agent))
+        sessions.append(session)
+    # Signed out from the last device: the first session is still live, the
+    # events list (5 at most) now holds only sign-outs by the last agent.
+    last = Actor(user_agent=agents[-1])
+    store.revoke("alice", [s.id for s in sessions[1:]], now=now, reason="revoked", actor=last)
+    assert len(interned(rc, store)) == AGENTS_MAX
+    fresh = dataclasses.replace(make_session(now=now), user_agent=FIREFOX_LINUX)
+    store.create(fresh, max_sessions=100, actor=Actor(user_agent=FIREFOX_LINUX))
+    assert interned(rc, store) == {
+        agent_digest(a): a for a in (agents[0], agents[-1], FIREFOX_LINUX)
+    }
+    assert "uh" in rc.hgetall(store.session_key("alice", fresh.id))
+    # Every reader still finds every user agent, in a process that never met them.
+    elsewhere = SessionStore(lambda: rc, prefix=backend.prefix, events_max=5)
+    assert {s.id: s.user_agent for s in elsewhere.list_sessions("alice", now=now)} == {
+        sessions[0].id: agents[0],
+        fresh.id: FIREFOX_LINUX,
+    }
+    assert [e.user_agent for e in elsewhere.events("alice", limit=10)] == [
+        FIREFOX_LINUX,
+        *[agents[-1]] * 4,
+    ]
+
+
+def test_a_user_agent_still_referred_to_is_never_dropped(
+    backend: Any, rc: redis.Redis, now: int
+) -> None:
+    store = SessionStore(lambda: rc, prefix=backend.prefix, events_max=100)
+    agents = [f"{CHROME} Agent/{i}" for i in range(AGENTS_MAX)]
+    for agent in agents:
+        store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=agent))
+    store.revoke("alice", None, now=now, reason="revoked", actor=Actor(user_agent=agents[0]))
+    # No session is left, but the events refer to every one: nothing to drop.
+    session = dataclasses.replace(make_session(now=now), user_agent=FIREFOX_LINUX)
+    store.create(session, max_sessions=100, actor=Actor(user_agent=FIREFOX_LINUX))
+    assert interned(rc, store) == {agent_digest(a): a for a in agents}
+    assert "uh" not in rc.hgetall(store.session_key("alice", session.id))
+    assert {e.user_agent for e in store.events("alice", limit=100)} == {*agents, FIREFOX_LINUX}
 
 
 def test_a_digest_taken_by_another_text_never_stands_for_it(
@@ -1390,6 +1463,11 @@ def test_interned_user_agents_live_as_long_as_what_refers_to_them(
     store: SessionStore, rc: redis.Redis, now: int
 ) -> None:
     key = store.agents_key("alice")
+    # A session opened by a clock ahead of the server's: the hash expires
+    # at the session's own time, not after the lifetime counted from now.
+    ahead = make_session(now=now + 600, ttl=EVENTS_TTL + 3600)
+    create(store, ahead)
+    assert rc.ttl(key) >= rc.ttl(store.session_key("alice", ahead.id)) >= EVENTS_TTL + 4000
     long_lived = make_session(now=now, ttl=90 * 86400)
     create(store, long_lived)
     assert 90 * 86400 - 5 <= rc.ttl(key) <= 90 * 86400
@@ -1410,14 +1488,22 @@ def test_a_lost_agents_hash_leaves_the_user_agent_unknown(
     session = make_session(now=now)
     create(store, session)
     rc.delete(store.agents_key("alice"))
-    [listed] = store.list_sessions("alice", now=now)
+    # A process that never met the user agent cannot tell it...
+    elsewhere = SessionStore(lambda: rc, prefix=backend.prefix)
+    [listed] = elsewhere.list_sessions("alice", now=now)
     assert listed.user_agent is None
     assert listed.device.browser == "Chrome"
-    [event] = store.events("alice", limit=10)
+    [event] = elsewhere.events("alice", limit=10)
     assert event.user_agent is None
-    # A process that has not met the user agent cannot tell it either.
-    elsewhere = SessionStore(lambda: rc, prefix=backend.prefix)
     assert stored(elsewhere, session.id).user_agent is None
+    assert elsewhere.rename("alice", session.id, "Work").user_agent is None  # type: ignore[union-attr]
+    # ...one that did still can, whichever way it reads.
+    [listed] = store.list_sessions("alice", now=now)
+    assert listed.user_agent == CHROME
+    [event] = store.events("alice", limit=10)
+    assert event.user_agent == CHROME
+    assert stored(store, session.id).user_agent == CHROME
+    assert store.rename("alice", session.id, "Home").user_agent == CHROME  # type: ignore[union-attr]
 
 
 def test_a_session_read_whole_needs_its_user_agent_read_once_per_process(

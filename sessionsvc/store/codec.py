@@ -17,6 +17,7 @@ import json
 import secrets
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,6 +129,12 @@ AGENT_REF = "uh"
 #: user agent can make a user's agents hash hold.
 AGENTS_MAX = 32
 
+#: The longest user agent interned, as JSON text (bytes; 4 pieces of 64):
+#: longer ones stay whole where they are used, so a user's agents hash holds
+#: at most 128 fields and stays a listpack (``hash-max-listpack-entries``).
+#: Real browsers' user agents are 100-200 bytes.
+AGENT_TEXT_MAX = 256
+
 
 def session_from_hash(
     user_id: str, session_id: str, raw: dict[str, str], agents: Mapping[str, str] | None = None
@@ -230,10 +237,12 @@ def signature(device: Device, country: str) -> str:
 def agent_digest(user_agent: str) -> str:
     """The digest that stands for a user agent where it is interned: 16
     characters (96 bits of BLAKE2b), so that no two user agents share one
-    by chance, anywhere: a digest always stands for the same text, and a
-    process may keep what it has read (:class:`AgentTexts`). The scripts
-    still check the text behind a digest before they use it, so a digest
-    taken by another text never stands for it (the text is kept whole)."""
+    by chance, anywhere: a digest stands for one text, and a process may
+    keep what it has read (:class:`AgentTexts`). Two texts with one digest
+    can only be made on purpose (some 2**48 tries), and both by whoever
+    sends them; the scripts still check the text behind a digest before
+    they use it, so one taken by another text in the user's hash never
+    stands for it (the text is kept whole)."""
     raw = hashlib.blake2b(user_agent.encode("utf-8", "surrogatepass"), digest_size=12).digest()
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
@@ -254,6 +263,11 @@ class AgentTexts:
         """The JSON text of digest ``ref``, if this process knows it."""
         return self._texts.get(ref)
 
+    def together(self, found: Mapping[str, str]) -> Mapping[str, str]:
+        """``found`` (what a script read), then what this process knows: a
+        reader answers the same whichever way it read."""
+        return ChainMap(dict(found), self._texts)
+
     def learn(self, agents: Mapping[str, str]) -> None:
         """Keep these texts (digest to JSON text), those that are what their digest says."""
         for ref, text in agents.items():
@@ -273,11 +287,15 @@ class AgentTexts:
 
 def agent_of(agents: Mapping[str, str] | None, ref: str) -> str | None:
     """The user agent interned under ``ref``; ``None`` when it is not there
-    (the hash lost by hand or to eviction: the only way, see ``events.lua``)."""
+    (the hash lost by hand or to eviction: the only way, see ``events.lua``)
+    or not a JSON string (written by hand)."""
     text = agents.get(ref) if agents else None
     if text is None:
         return None
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
     return value if isinstance(value, str) else None
 
 
@@ -301,7 +319,8 @@ def event_head(now: int, ip: str | None, user_agent: str | None) -> tuple[str, s
     if user_agent:
         # The user agent last, its digest right before it: the scripts
         # intern it by cutting the head there (see events.lua).
-        head[AGENT_REF] = agent_digest(user_agent)
+        if len(json.dumps(user_agent)) <= AGENT_TEXT_MAX:
+            head[AGENT_REF] = agent_digest(user_agent)
         head["ua"] = user_agent
     text = json.dumps(head, separators=(",", ":"))
     # Microseconds, this process's count (orders runs of one process even

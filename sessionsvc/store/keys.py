@@ -43,7 +43,9 @@ Scripts that walk a user's index build that user's session keys themselves
 (``ARGV`` holds the key prefix ``P:{T}:s:``) instead of declaring each in
 ``KEYS``: the ids are only known inside the script. This is deliberate and
 safe on Cluster because every such key carries the declared keys' hash tag,
-so it lives in the same slot on the same node.
+so it lives in the same slot on the same node. For the same reason, a
+script that finds a user's agents hash full finds the keys that refer to it
+(index, sessions, event lists) beside it, by name (``events.lua``).
 """
 
 from __future__ import annotations

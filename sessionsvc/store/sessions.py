@@ -349,8 +349,9 @@ class SessionStore(UserStore, WebhookStore):
             keys = [self.index_key(user_id), self.events_key(user_id), *self.event_keys(user_id)]
             flat, recorded, interned = self._run("list", keys, args)
         self._recorded(user_id, recorded)
-        agents = agents_of(interned)
-        self.agent_texts.learn(agents)
+        found = agents_of(interned)
+        self.agent_texts.learn(found)
+        agents = self.agent_texts.together(found)
         sessions = []
         for i in range(0, len(flat), 2):
             values = flat[i + 1]
@@ -374,10 +375,9 @@ class SessionStore(UserStore, WebhookStore):
         flat, agent = result
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
         ref = raw.get(AGENT_REF)
-        agents = {ref: agent} if ref is not None and agent else None
-        if agents:
-            self.agent_texts.learn(agents)
-        return session_from_hash(user_id, session_id, raw, agents)
+        found = {ref: agent} if ref is not None and agent else {}
+        self.agent_texts.learn(found)
+        return session_from_hash(user_id, session_id, raw, self.agent_texts.together(found))
 
     def revoke(
         self,
@@ -430,7 +430,9 @@ class SessionStore(UserStore, WebhookStore):
         ]
         with self._available():
             main, activity, interned = cast(list[list[str]], self._run("history", keys, [limit]))
-        agents = agents_of(interned)
+        found = agents_of(interned)
+        self.agent_texts.learn(found)
+        agents = self.agent_texts.together(found)
         lists = ([event_from_json(e, agents) for e in entries] for entries in (main, activity))
         return merge_events(*lists)[:limit]
 

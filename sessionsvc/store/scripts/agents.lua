@@ -33,14 +33,3 @@ local function agents_count(key)
   end
   return n
 end
--- Every user agent in hash `key`: {digest, JSON text, ...}.
-local function all_agents(key)
-  local out = {}
-  for _, field in ipairs(redis.call('HKEYS', key)) do
-    if #field == AGENT_REF_LEN then
-      out[#out+1] = field
-      out[#out+1] = agent_text(key, field)
-    end
-  end
-  return out
-end

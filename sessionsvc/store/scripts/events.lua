@@ -30,11 +30,14 @@
 -- the webhook stream), the user agent of the events kept in the user's
 -- lists is stored there once, as its JSON text under its digest ("uh"),
 -- and the events keep the digest only ('"uh":<digest>,'). The webhook stream
--- and the events returned get the whole head. A digest already taken by
--- another text, or a hash full at AGENTS_MAX, keeps the user agent in the
--- event as it is. The hash lives at least as long as anything that refers
--- to it: EVENTS_TTL after each event, and the whole life of a session that
--- refers to it (open.lua).
+-- and the events returned get the whole head, without the digest
+-- (WHOLE_HEAD). Python sends no digest for a user agent whose JSON text is
+-- longer than codec.AGENT_TEXT_MAX: it stays whole. So does one whose
+-- digest is already taken by another text, and one that finds the hash full
+-- at AGENTS_MAX, unless some of the hash's user agents are no longer
+-- referred to (prune_agents makes room). The hash lives at least as long as anything
+-- that refers to it: EVENTS_TTL after each event, and the whole life of a
+-- session that refers to it (open.lua).
 local WH = nil
 if #KEYS > 0 and string.sub(KEYS[#KEYS], -3) == ':wh' then WH = #KEYS end
 local AG = WH and WH - 1 or #KEYS
@@ -47,12 +50,40 @@ local function keep_agents(seconds)
     redis.call('EXPIRE', KEYS[AG], seconds)
   end
 end
+-- Drop the user agents nothing refers to any more: no live session, no
+-- kept event. Their keys are the agents hash's neighbours (P:{T}:ag beside
+-- P:{T}:idx, P:{T}:s:<id>, P:{T}:ev and P:{T}:ea; see keys.py), in the same
+-- slot. Runs only when the hash is full and a new user agent comes, and
+-- reads at most the user's sessions and both event lists (both capped).
+local function prune_agents()
+  local base = string.sub(KEYS[AG], 1, -3)
+  local used = {}
+  for _, sid in ipairs(redis.call('ZRANGE', base .. 'idx', 0, -1)) do
+    local ref = redis.call('HGET', base .. 's:' .. sid, 'uh')
+    if ref then used[ref] = true end
+  end
+  for _, list in ipairs({'ev', 'ea'}) do
+    for _, e in ipairs(redis.call('LRANGE', base .. list, 0, -1)) do
+      -- Only the key can match: JSON escapes every '"' inside a string.
+      local ref = string.match(e, '"uh":"([%w_%-]+)"')
+      if ref then used[ref] = true end
+    end
+  end
+  local gone = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[AG])) do
+    if not used[string.sub(field, 1, AGENT_REF_LEN)] then gone[#gone+1] = field end
+  end
+  if #gone > 0 then redis.call('HDEL', KEYS[AG], unpack(gone)) end
+end
 -- Store user agent `text` (JSON) under `ref`; whether `ref` now stands for it.
 local function intern(ref, text, seconds)
   if not AG then return false end
   local have = agent_text(KEYS[AG], ref)
   if not have then
-    if agents_count(KEYS[AG]) >= AGENTS_MAX then return false end
+    if agents_count(KEYS[AG]) >= AGENTS_MAX then
+      prune_agents()
+      if agents_count(KEYS[AG]) >= AGENTS_MAX then return false end
+    end
     store_agent(KEYS[AG], ref, text)
   elseif have ~= text then return false end
   keep_agents(seconds)
@@ -60,6 +91,8 @@ local function intern(ref, text, seconds)
 end
 -- The head of the events kept in the user's lists: EVENT_HEAD with its user
 -- agent interned, when it can be; false until first asked for.
+-- EVENT_HEAD without the digest (gsub's first result only).
+local WHOLE_HEAD = (string.gsub(EVENT_HEAD, '"uh":"[%w_%-]+",', '', 1))
 local stored_head, head_ref = false, nil
 local function kept_head()
   if stored_head then return stored_head end
@@ -71,8 +104,8 @@ local function kept_head()
     if intern(ref, string.sub(EVENT_HEAD, at + 6, -2), EVENTS_TTL) then
       stored_head, head_ref = string.sub(EVENT_HEAD, 1, at), ref
     else
-      -- Kept in the event: drop the digest, which stands for nothing here.
-      stored_head = string.gsub(EVENT_HEAD, '"uh":"[%w_%-]+",', '', 1)
+      -- Kept in the event: the digest stands for nothing here.
+      stored_head = WHOLE_HEAD
     end
   end
   return stored_head
@@ -105,7 +138,7 @@ local function event(kind, sid, reason, detail)
   if reason ~= '' then tail = tail .. ',"r":"' .. reason .. '"' end
   if detail and detail ~= '' then tail = tail .. ',"d":' .. detail end
   tail = tail .. '}'
-  local e = EVENT_HEAD .. tail
+  local e = WHOLE_HEAD .. tail
   local list = EV
   if EA and (kind == 'session.anomaly' or kind == 'session.ip_changed') then list = EA end
   if list then

@@ -34,7 +34,9 @@ if ref then
     end
   end
   redis.call('HSET', KEYS[1], unpack(fields))
-  keep_agents(tonumber(ARGV[2]) - tonumber(NOW))
+  -- As long as the session, by the same absolute time (intern gave the
+  -- hash a TTL, so GT compares with it).
+  redis.call('EXPIREAT', KEYS[AG], ARGV[2], 'GT')
 else
   redis.call('HSET', KEYS[1], unpack(ARGV, 16))
 end
