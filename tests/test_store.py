@@ -1377,9 +1377,13 @@ def test_agents_hash_stays_a_listpack(store: SessionStore, rc: redis.Redis, now:
     assert {len(json.dumps(agent)) for agent in agents} == {AGENT_TEXT_MAX}
     for agent in agents:
         store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=agent))
+    # One more: a look for user agents to drop (none can go) is recorded too.
+    store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=FIREFOX_LINUX))
+    assert rc.hget(store.agents_key("alice"), "p") is not None
     assert interned(rc, store) == {agent_digest(a): a for a in agents}
     assert rc.object("encoding", store.agents_key("alice")) == "listpack"
-    assert {e.user_agent for e in store.events("alice", limit=100)} == set(agents)
+    events = store.events("alice", limit=100)
+    assert {e.user_agent for e in events} == {*agents, FIREFOX_LINUX}
 
 
 def test_a_user_agent_longer_than_interned_stays_whole(
@@ -1427,6 +1431,32 @@ def test_a_full_agents_hash_drops_the_user_agents_nothing_refers_to(
         FIREFOX_LINUX,
         *[agents[-1]] * 4,
     ]
+
+
+def test_a_full_agents_hash_is_looked_through_at_most_once_an_hour(
+    backend: Any, rc: redis.Redis, now: int
+) -> None:
+    store = SessionStore(lambda: rc, prefix=backend.prefix, events_max=AGENTS_MAX)
+    agents = [f"{CHROME} Agent/{i}" for i in range(AGENTS_MAX)]
+    sessions = []
+    for agent in agents:
+        session = dataclasses.replace(make_session(now=now), user_agent=agent)
+        store.create(session, max_sessions=100, actor=Actor(user_agent=agent))
+        sessions.append(session)
+    # Full, and every user agent still in use: the look drops none.
+    store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=IPHONE))
+    assert len(interned(rc, store)) == AGENTS_MAX
+    # Now all but the first are unused (the events list is capped, and holds
+    # only sign-outs by the first)...
+    first = Actor(user_agent=agents[0])
+    store.revoke("alice", [s.id for s in sessions[1:]], now=now, reason="revoked", actor=first)
+    # ...but within the hour nobody looks again; an hour later, one does.
+    for when, expected in ((now + 3599, AGENTS_MAX), (now + 3600, 2)):
+        agent = f"{FIREFOX_LINUX} at/{when}"
+        session = dataclasses.replace(make_session(now=when), user_agent=agent)
+        store.create(session, max_sessions=100, actor=Actor(user_agent=agent))
+        assert len(interned(rc, store)) == expected, when
+    assert set(interned(rc, store).values()) == {agents[0], f"{FIREFOX_LINUX} at/{now + 3600}"}
 
 
 def test_a_user_agent_still_referred_to_is_never_dropped(

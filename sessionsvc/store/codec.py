@@ -127,13 +127,14 @@ AGENT_REF = "uh"
 #: The user agents interned per user at most (``scripts/events.lua`` keeps
 #: more whole where they are used): bounds what a client that changes its
 #: user agent can make a user's agents hash hold.
-AGENTS_MAX = 32
+AGENTS_MAX = 24
 
-#: The longest user agent interned, as JSON text (bytes; 4 pieces of 64):
+#: The longest user agent interned, as JSON text (bytes; 5 pieces of 64):
 #: longer ones stay whole where they are used, so a user's agents hash holds
-#: at most 128 fields and stays a listpack (``hash-max-listpack-entries``).
-#: Real browsers' user agents are 100-200 bytes.
-AGENT_TEXT_MAX = 256
+#: at most 121 fields (24 user agents and the time of the last look for
+#: ones to drop) and stays a listpack (``hash-max-listpack-entries``, 128).
+#: Browsers' user agents are 100-200 bytes, in-app browsers' up to ~300.
+AGENT_TEXT_MAX = 320
 
 
 def session_from_hash(

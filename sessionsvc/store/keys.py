@@ -15,7 +15,7 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
                             time of the last located activity; bounded
     P:{T}:ag        hash    the user's user agents, interned: JSON text by digest,
                             which sessions (``uh``) and events refer to; at
-                            most 32, kept as long as anything refers to them
+                            most 24, kept as long as anything refers to them
     P:{T}:user      hash    a user of the standalone service's user store
     P:rl:...        string  login rate-limit counters (flask-limiter's keys)
 

@@ -42,7 +42,9 @@ local WH = nil
 if #KEYS > 0 and string.sub(KEYS[#KEYS], -3) == ':wh' then WH = #KEYS end
 local AG = WH and WH - 1 or #KEYS
 if AG < 1 or string.sub(KEYS[AG], -3) ~= ':ag' then AG = nil end
-local AGENTS_MAX = 32
+-- At most AGENTS_MAX user agents (codec.AGENTS_MAX), and a look for ones to
+-- drop at most every PRUNE_EVERY seconds (the time of the last in field 'p').
+local AGENTS_MAX, PRUNE_EVERY = 24, 3600
 --@include agents
 -- Keep the agents hash, if there is one, for at least `seconds` more.
 local function keep_agents(seconds)
@@ -53,8 +55,10 @@ end
 -- Drop the user agents nothing refers to any more: no live session, no
 -- kept event. Their keys are the agents hash's neighbours (P:{T}:ag beside
 -- P:{T}:idx, P:{T}:s:<id>, P:{T}:ev and P:{T}:ea; see keys.py), in the same
--- slot. Runs only when the hash is full and a new user agent comes, and
--- reads at most the user's sessions and both event lists (both capped).
+-- slot. Runs only when the hash is full and a new user agent comes, at most
+-- once per PRUNE_EVERY, and reads at most the user's sessions and both
+-- event lists (both capped): about 2 ms of the server's time at the caps'
+-- defaults (100 sessions, 1,000 events in each list).
 local function prune_agents()
   local base = string.sub(KEYS[AG], 1, -3)
   local used = {}
@@ -71,7 +75,9 @@ local function prune_agents()
   end
   local gone = {}
   for _, field in ipairs(redis.call('HKEYS', KEYS[AG])) do
-    if not used[string.sub(field, 1, AGENT_REF_LEN)] then gone[#gone+1] = field end
+    if #field >= AGENT_REF_LEN and not used[string.sub(field, 1, AGENT_REF_LEN)] then
+      gone[#gone+1] = field
+    end
   end
   if #gone > 0 then redis.call('HDEL', KEYS[AG], unpack(gone)) end
 end
@@ -81,7 +87,10 @@ local function intern(ref, text, seconds)
   local have = agent_text(KEYS[AG], ref)
   if not have then
     if agents_count(KEYS[AG]) >= AGENTS_MAX then
+      local last = tonumber(redis.call('HGET', KEYS[AG], 'p')) or 0
+      if tonumber(NOW) - last < PRUNE_EVERY then return false end
       prune_agents()
+      redis.call('HSET', KEYS[AG], 'p', NOW)
       if agents_count(KEYS[AG]) >= AGENTS_MAX then return false end
     end
     store_agent(KEYS[AG], ref, text)
