@@ -1340,12 +1340,7 @@ def test_the_whole_user_agent_goes_to_webhooks_and_to_the_event_sink(
 def test_user_agents_past_the_cap_are_kept_whole(
     store: SessionStore, rc: redis.Redis, now: int
 ) -> None:
-    agents = [f"{CHROME} Agent/{i}" for i in range(AGENTS_MAX + 2)]
-    sessions = []
-    for agent in agents:
-        session = dataclasses.replace(make_session(now=now), user_agent=agent)
-        store.create(session, max_sessions=100, actor=Actor(ip="198.51.100.4", user_agent=agent))
-        sessions.append(session)
+    agents, sessions = open_with_agents(store, now, AGENTS_MAX + 2)
     assert interned(rc, store) == {agent_digest(a): a for a in agents[:AGENTS_MAX]}
     for session in sessions[:AGENTS_MAX]:
         assert "uh" in rc.hgetall(store.session_key("alice", session.id))
@@ -1400,16 +1395,22 @@ def test_a_user_agent_longer_than_interned_stays_whole(
     assert stored(store, session.id).user_agent == long
 
 
-def test_a_full_agents_hash_drops_the_user_agents_nothing_refers_to(
-    backend: Any, rc: redis.Redis, now: int
-) -> None:
-    store = SessionStore(lambda: rc, prefix=backend.prefix, events_max=5)
-    agents = [f"{CHROME} Agent/{i}" for i in range(AGENTS_MAX)]
+def open_with_agents(store: SessionStore, now: int, count: int) -> tuple[list[str], list[Session]]:
+    """Open ``count`` sessions of alice, each from a user agent of its own."""
+    agents = [f"{CHROME} Agent/{i}" for i in range(count)]
     sessions = []
     for agent in agents:
         session = dataclasses.replace(make_session(now=now), user_agent=agent)
         store.create(session, max_sessions=100, actor=Actor(user_agent=agent))
         sessions.append(session)
+    return agents, sessions
+
+
+def test_a_full_agents_hash_drops_the_user_agents_nothing_refers_to(
+    backend: Any, rc: redis.Redis, now: int
+) -> None:
+    store = SessionStore(lambda: rc, prefix=backend.prefix, events_max=5)
+    agents, sessions = open_with_agents(store, now, AGENTS_MAX)
     # Signed out from the last device: the first session is still live, the
     # events list (5 at most) now holds only sign-outs by the last agent.
     last = Actor(user_agent=agents[-1])
@@ -1437,12 +1438,7 @@ def test_a_full_agents_hash_is_looked_through_at_most_once_an_hour(
     backend: Any, rc: redis.Redis, now: int
 ) -> None:
     store = SessionStore(lambda: rc, prefix=backend.prefix, events_max=AGENTS_MAX)
-    agents = [f"{CHROME} Agent/{i}" for i in range(AGENTS_MAX)]
-    sessions = []
-    for agent in agents:
-        session = dataclasses.replace(make_session(now=now), user_agent=agent)
-        store.create(session, max_sessions=100, actor=Actor(user_agent=agent))
-        sessions.append(session)
+    agents, sessions = open_with_agents(store, now, AGENTS_MAX)
     # Full, and every user agent still in use: the look drops none.
     store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=IPHONE))
     assert len(interned(rc, store)) == AGENTS_MAX
