@@ -1421,6 +1421,9 @@ def test_a_full_agents_hash_drops_the_user_agents_nothing_refers_to(
     assert interned(rc, store) == {
         agent_digest(a): a for a in (agents[0], agents[-1], FIREFOX_LINUX)
     }
+    # Every piece of the dropped ones went with them (and 'p' stayed).
+    pieces = sum(-(-len(json.dumps(a)) // 64) for a in (agents[0], agents[-1], FIREFOX_LINUX))
+    assert rc.hlen(store.agents_key("alice")) == pieces + 1
     assert "uh" in rc.hgetall(store.session_key("alice", fresh.id))
     # Every reader still finds every user agent, in a process that never met them.
     elsewhere = SessionStore(lambda: rc, prefix=backend.prefix, events_max=5)
@@ -1453,6 +1456,25 @@ def test_a_full_agents_hash_is_looked_through_at_most_once_an_hour(
         store.create(session, max_sessions=100, actor=Actor(user_agent=agent))
         assert len(interned(rc, store)) == expected, when
     assert set(interned(rc, store).values()) == {agents[0], f"{FIREFOX_LINUX} at/{now + 3600}"}
+
+
+def test_a_user_agent_only_an_activity_event_refers_to_is_not_dropped(
+    backend: Any, rc: redis.Redis, now: int
+) -> None:
+    store = SessionStore(lambda: rc, prefix=backend.prefix, events_max=AGENTS_MAX - 1)
+    agents, sessions = open_with_agents(store, now, AGENTS_MAX)
+    # An address change seen from the first session, by the last agent: an
+    # activity event that refers to it. Then every session but the first is
+    # signed out by the first agent, which pushes every other reference
+    # out of the capped sign-in list.
+    moved = Actor(ip="203.0.113.9", user_agent=agents[-1], device=ACTOR_REQUEST.device)
+    store.check_access("alice", sessions[0].id, now=now + 60, actor=moved)
+    first = Actor(user_agent=agents[0])
+    store.revoke("alice", [s.id for s in sessions[1:]], now=now, reason="revoked", actor=first)
+    store.create(make_session(now=now), max_sessions=100, actor=Actor(user_agent=IPHONE))
+    assert set(interned(rc, store).values()) == {agents[0], agents[-1], IPHONE}
+    [changed] = [e for e in store.events("alice", limit=100) if e.type == "session.ip_changed"]
+    assert changed.user_agent == agents[-1]
 
 
 def test_a_user_agent_still_referred_to_is_never_dropped(
@@ -1496,6 +1518,9 @@ def test_interned_user_agents_live_as_long_as_what_refers_to_them(
     assert rc.ttl(key) >= rc.ttl(store.session_key("alice", ahead.id)) >= EVENTS_TTL + 4000
     long_lived = make_session(now=now, ttl=90 * 86400)
     create(store, long_lived)
+    assert 90 * 86400 - 5 <= rc.ttl(key) <= 90 * 86400
+    # A shorter session after it does not shorten it.
+    create(store, make_session(now=now, ttl=3600))
     assert 90 * 86400 - 5 <= rc.ttl(key) <= 90 * 86400
     rc.expire(key, 60)
     create(store, make_session(now=now, ttl=60))

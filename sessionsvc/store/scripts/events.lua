@@ -79,7 +79,10 @@ local function prune_agents()
       gone[#gone+1] = field
     end
   end
-  if #gone > 0 then redis.call('HDEL', KEYS[AG], unpack(gone)) end
+  -- In steps: Lua unpacks at most a few thousand values at once.
+  for first = 1, #gone, 1000 do
+    redis.call('HDEL', KEYS[AG], unpack(gone, first, math.min(first + 999, #gone)))
+  end
 end
 -- Store user agent `text` (JSON) under `ref`; whether `ref` now stands for it.
 local function intern(ref, text, seconds)
