@@ -145,6 +145,10 @@ def count_operations(url: str) -> list[Row]:
         # does this one before anything is counted.
         store.load_scripts()
 
+    def count(operation: str, action: Callable[[], Any]) -> None:
+        """Count one run of ``action`` as a row."""
+        rows.append((operation, *measure(admin, action)))
+
     def login(user: str = "alice") -> dict[str, Any]:
         response = client.post(
             "/api/v1/auth/login",
@@ -156,8 +160,7 @@ def count_operations(url: str) -> list[Row]:
         return body
 
     login()  # warm: scripts loaded once per server, not per request
-    trips, cmds = measure(admin, login)
-    rows.append(("login (user lookup + open)", trips, cmds))
+    count("login (user lookup + open)", login)
     tokens = login()
     # Every request comes from the browser that signed in (another one
     # would be an anomaly, recorded in a second round trip).
@@ -169,93 +172,94 @@ def count_operations(url: str) -> list[Row]:
     # The events route is one store read beyond the check; list is
     # measured separately below. Subtract it to get the check alone.
     authed()
-    trips, cmds = measure(admin, authed)
-    rows.append(("authenticated GET /events?limit=1 (steady)", trips, cmds))
+    count("authenticated GET /events?limit=1 (steady)", authed)
 
     with app.test_request_context(headers=headers):
         from flask_jwt_extended import decode_token
 
         payload = decode_token(tokens["access_token"])
-        trips, cmds = measure(admin, lambda: manager.is_revoked({}, payload))
-        rows.append(("revocation check alone (steady)", trips, cmds))
+        count("revocation check alone (steady)", lambda: manager.is_revoked({}, payload))
         key = store.session_key("alice", tokens["session_id"])
         admin.hset(key, "t", 0)  # last seen long ago: a touch is due
-        trips, cmds = measure(admin, lambda: manager.is_revoked({}, payload))
-        rows.append(("revocation check alone (touch due)", trips, cmds))
+        count("revocation check alone (touch due)", lambda: manager.is_revoked({}, payload))
 
-    for k in (1, 10, 100):
+    def bob_signed_in(k: int) -> dict[str, str]:
+        """Bob with exactly ``k`` sessions: the headers of the first."""
         with app.app_context():
             manager.revoke_all("bob")
-        bob = [login("bob") for _ in range(k)]
-        bob_headers = signed_in(bob[0])
+        first = login("bob")
+        for _ in range(k - 1):
+            login("bob")
+        return signed_in(first)
+
+    for k in (1, 10, 100):
+        bob_headers = bob_signed_in(k)
 
         def listing(h: dict[str, str] = bob_headers, n: int = k) -> None:
             response = client.get("/api/v1/sessions", headers=h)
             assert len(response.get_json()["sessions"]) == n
 
         listing()
-        trips, cmds = measure(admin, listing)
-        rows.append((f"GET /sessions, K={k} (check + list)", trips, cmds))
+        count(f"GET /sessions, K={k} (check + list)", listing)
 
     refresh_headers = signed_in(tokens, "refresh_token")
-    trips, cmds = measure(
-        admin, lambda: client.post("/api/v1/auth/refresh", headers=refresh_headers)
+    count(
+        "POST /auth/refresh", lambda: client.post("/api/v1/auth/refresh", headers=refresh_headers)
     )
-    rows.append(("POST /auth/refresh", trips, cmds))
 
     own = f"/api/v1/sessions/{tokens['session_id']}"
     client.get(own, headers=headers)
-    trips, cmds = measure(admin, lambda: client.get(own, headers=headers))
-    rows.append(("GET /sessions/{own id} (steady)", trips, cmds))
+    count("GET /sessions/{own id} (steady)", lambda: client.get(own, headers=headers))
     other = login()
     theirs = f"/api/v1/sessions/{other['session_id']}"
-    trips, cmds = measure(admin, lambda: client.get(theirs, headers=headers))
-    rows.append(("GET /sessions/{another id} (check + read)", trips, cmds))
-    trips, cmds = measure(
-        admin, lambda: client.patch(theirs, json={"name": "Phone"}, headers=headers)
+    count("GET /sessions/{another id} (check + read)", lambda: client.get(theirs, headers=headers))
+    count(
+        "PATCH /sessions/{id} (check + rename)",
+        lambda: client.patch(theirs, json={"name": "Phone"}, headers=headers),
     )
-    rows.append(("PATCH /sessions/{id} (check + rename)", trips, cmds))
-    trips, cmds = measure(
-        admin,
-        lambda: client.delete(f"/api/v1/sessions/{other['session_id']}", headers=headers),
+    count(
+        "DELETE /sessions/{id} (check + revoke)",
+        lambda: client.delete(theirs, headers=headers),
     )
-    rows.append(("DELETE /sessions/{id} (check + revoke)", trips, cmds))
 
     root = login("root")
     as_root = signed_in(root)
     admin_sessions = "/api/v1/admin/users/bob/sessions"
-    trips, cmds = measure(admin, lambda: client.get(admin_sessions, headers=as_root))
-    rows.append(("GET /admin/users/{id}/sessions, K=100 (check + list)", trips, cmds))
-    trips, cmds = measure(admin, lambda: client.get("/api/v1/admin/users/bob", headers=as_root))
-    rows.append(("GET /admin/users/{id} (check + user)", trips, cmds))
-    trips, cmds = measure(admin, lambda: client.delete(admin_sessions, headers=as_root))
-    rows.append(("DELETE /admin/users/{id}/sessions, K=100 (check + revoke)", trips, cmds))
+    count(
+        "GET /admin/users/{id}/sessions, K=100 (check + list)",
+        lambda: client.get(admin_sessions, headers=as_root),
+    )
+    count(
+        "GET /admin/users/{id} (check + user)",
+        lambda: client.get("/api/v1/admin/users/bob", headers=as_root),
+    )
+    count(
+        "DELETE /admin/users/{id}/sessions, K=100 (check + revoke)",
+        lambda: client.delete(admin_sessions, headers=as_root),
+    )
     leaving = login()
-    trips, cmds = measure(
-        admin,
+    count(
+        "POST /auth/logout (check + revoke)",
         lambda: client.post(
             "/api/v1/auth/logout",
             headers=signed_in(leaving),
         ),
     )
-    rows.append(("POST /auth/logout (check + revoke)", trips, cmds))
     changing = login()
-    trips, cmds = measure(
-        admin,
+    count(
+        "POST /auth/password (check + user + change)",
         lambda: client.post(
             "/api/v1/auth/password",
             json={"current_password": "pw", "new_password": "a new password of some length"},
             headers=signed_in(changing),
         ),
     )
-    rows.append(("POST /auth/password (check + user + change)", trips, cmds))
 
-    with app.app_context():
-        manager.revoke_all("bob")
-    bob = [login("bob") for _ in range(100)]
-    bob_headers = signed_in(bob[0])
-    trips, cmds = measure(admin, lambda: client.delete("/api/v1/sessions", headers=bob_headers))
-    rows.append(("DELETE /sessions, K=100 (check + revoke 99)", trips, cmds))
+    bob_headers = bob_signed_in(100)
+    count(
+        "DELETE /sessions, K=100 (check + revoke 99)",
+        lambda: client.delete("/api/v1/sessions", headers=bob_headers),
+    )
     admin.close()
     return rows
 
