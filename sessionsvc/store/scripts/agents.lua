@@ -25,6 +25,24 @@ local function store_agent(key, ref, text)
   end
   redis.call('HSET', key, unpack(fields))
 end
+-- The digest an event (its JSON) refers to its user agent by, or nil. Only
+-- the key can match: JSON escapes every '"' inside a string.
+local function event_agent(e)
+  return string.match(e, '"uh":"([%w_%-]+)"')
+end
+-- The JSON texts of the digests `refs` in hash `key`, each once, as
+-- {digest, text, ...} (a digest not in the hash left out).
+local function agents_of(key, refs)
+  local out, seen = {}, {}
+  for _, ref in ipairs(refs) do
+    if not seen[ref] then
+      seen[ref] = true
+      local text = agent_text(key, ref)
+      if text then out[#out+1] = ref; out[#out+1] = text end
+    end
+  end
+  return out
+end
 -- How many user agents hash `key` holds.
 local function agents_count(key)
   local n = 0

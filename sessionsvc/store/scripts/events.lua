@@ -68,8 +68,7 @@ local function prune_agents()
   end
   for _, list in ipairs({'ev', 'ea'}) do
     for _, e in ipairs(redis.call('LRANGE', base .. list, 0, -1)) do
-      -- Only the key can match: JSON escapes every '"' inside a string.
-      local ref = string.match(e, '"uh":"([%w_%-]+)"')
+      local ref = event_agent(e)
       if ref then used[ref] = true end
     end
   end
@@ -101,16 +100,16 @@ local function intern(ref, text, seconds)
   keep_agents(seconds)
   return true
 end
--- The head of the events kept in the user's lists: EVENT_HEAD with its user
--- agent interned, when it can be; false until first asked for.
 -- EVENT_HEAD without the digest (gsub's first result only).
 local WHOLE_HEAD = (string.gsub(EVENT_HEAD, '"uh":"[%w_%-]+",', '', 1))
+-- The head of the events kept in the user's lists: EVENT_HEAD with its user
+-- agent interned, when it can be; false until first asked for.
 local stored_head, head_ref = false, nil
 local function kept_head()
   if stored_head then return stored_head end
   stored_head = EVENT_HEAD
   local at = string.find(EVENT_HEAD, ',"ua":', 1, true)
-  local ref = string.match(EVENT_HEAD, '"uh":"([%w_%-]+)"')
+  local ref = event_agent(EVENT_HEAD)
   if at and ref then
     -- 'uh' comes right before 'ua': drop the user agent, keep the digest.
     if intern(ref, string.sub(EVENT_HEAD, at + 6, -2), EVENTS_TTL) then

@@ -7,16 +7,8 @@
 --@include agents
 local last = tonumber(ARGV[1]) - 1
 local lists = {redis.call('LRANGE', KEYS[1], 0, last), redis.call('LRANGE', KEYS[2], 0, last)}
-local agents, seen = {}, {}
+local refs = {}
 for _, list in ipairs(lists) do
-  for _, e in ipairs(list) do
-    -- Only the key can match: JSON escapes every '"' inside a string.
-    local ref = string.match(e, '"uh":"([%w_%-]+)"')
-    if ref and not seen[ref] then
-      seen[ref] = true
-      local text = agent_text(KEYS[3], ref)
-      if text then agents[#agents+1] = ref; agents[#agents+1] = text end
-    end
-  end
+  for _, e in ipairs(list) do refs[#refs+1] = event_agent(e) end
 end
-return {lists[1], lists[2], agents}
+return {lists[1], lists[2], agents_of(KEYS[3], refs)}

@@ -14,7 +14,7 @@ local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
 --@include events
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', NOW)
 local idle = tonumber(ARGV[3])
-local out, refs, seen = {}, {}, {}
+local out, refs = {}, {}
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local key = ARGV[2] .. sid
   local h = redis.call('HGETALL', key)
@@ -26,17 +26,9 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   else
     out[#out+1] = sid; out[#out+1] = h
     for i = 1, #h, 2 do
-      if h[i] == 'uh' and not seen[h[i+1]] then
-        seen[h[i+1]] = true
-        refs[#refs+1] = h[i+1]
-      end
+      if h[i] == 'uh' then refs[#refs+1] = h[i+1] end
     end
   end
 end
 if #recorded > 0 then keep_events() end
-local agents = {}
-for _, ref in ipairs(refs) do
-  local text = agent_text(KEYS[3], ref)
-  if text then agents[#agents+1] = ref; agents[#agents+1] = text end
-end
-return {out, recorded, agents}
+return {out, recorded, agents_of(KEYS[3], refs)}

@@ -34,12 +34,10 @@ if ref then
     end
   end
   redis.call('HSET', KEYS[1], unpack(fields))
-  -- As long as the session: until its own time, by the server's clock (a
-  -- caller's clock ahead of it cannot cut the hash short). EXPIREAT's GT
-  -- would do it in one command, but needs Redis 7.
-  if redis.call('TTL', KEYS[AG]) < tonumber(ARGV[2]) - tonumber(redis.call('TIME')[1]) then
-    redis.call('EXPIREAT', KEYS[AG], ARGV[2])
-  end
+  -- As long as the session: until its own time, counted by the server's
+  -- clock (a caller's clock ahead of it cannot cut the hash short).
+  -- EXPIREAT's GT would do it in one command, but needs Redis 7.
+  keep_agents(tonumber(ARGV[2]) - tonumber(redis.call('TIME')[1]))
 else
   redis.call('HSET', KEYS[1], unpack(ARGV, 16))
 end
