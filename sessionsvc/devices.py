@@ -12,13 +12,12 @@ request costs little more than one that sends the same.
 from __future__ import annotations
 
 import functools
-import ipaddress
 
 import ua_parser
 import user_agents
 from flask import Request, has_request_context, request
 
-from .models import Device, clip
+from .models import Device, clip, parse_ip
 from .store import Actor
 
 #: Longest user agent we keep; longer ones are cut (they are never legitimate).
@@ -101,16 +100,20 @@ def client_ip(request: Request) -> str | None:
     which the extension installs when ``SESSIONSVC_TRUSTED_PROXIES`` > 0;
     otherwise this is the peer address of the connection. What a proxy
     forwards is text a client may have made up, so only a valid IPv4 or
-    IPv6 address is kept.
+    IPv6 address is kept. An IPv4 client of a dual-stack socket (gunicorn
+    bound to ``[::]``), or one a proxy forwards that way, arrives as
+    ``::ffff:a.b.c.d``: it is its IPv4 address (see :func:`normalised`).
     """
-    return _normalised(request.remote_addr)
+    return normalised(request.remote_addr)
 
 
 @functools.lru_cache(maxsize=4096)
-def _normalised(address: str | None) -> str | None:
+def normalised(address: str | None) -> str | None:
+    """``address`` in its one text form (IPv4-mapped IPv6 as IPv4, IPv6
+    compressed, lowercase), or ``None`` when it is not an IP address."""
     if not address:
         return None
     try:
-        return str(ipaddress.ip_address(address))
+        return str(parse_ip(address))
     except ValueError:
         return None

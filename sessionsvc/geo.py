@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import maxminddb
 
-from .models import Location
+from .models import Location, parse_ip
 from .settings import ConfigError
 
 if TYPE_CHECKING:
@@ -134,13 +134,11 @@ class Locator:
 
 def _locate(reader: maxminddb.Reader, ipv6_database: bool, ip: str) -> Location | None:
     try:
-        address: _Address = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         # ::ffff:a.b.c.d is an IPv4 client seen through a dual-stack socket.
         # Judged as IPv6 it would be "reserved"; looked up as IPv4 it is found.
-        address = address.ipv4_mapped
+        address: _Address = parse_ip(ip)
+    except ValueError:
+        return None
     if not _locatable(address):
         return None
     if address.version == 6 and not ipv6_database:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,20 @@ DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot", "other")
 def clip(text: str) -> str:
     """At most :data:`MAX_FIELD_BYTES` of ``text``, cut at a character boundary."""
     return text.encode("utf-8", "surrogatepass")[:MAX_FIELD_BYTES].decode("utf-8", "ignore")
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address as sessions keep it: an IPv4 client seen through a
+    dual-stack socket (``::ffff:a.b.c.d``, IPv4-mapped IPv6) is its IPv4
+    address, so that it is one client of its own, wherever it is counted,
+    remembered, located or shown.
+
+    :raises ValueError: ``text`` is not an IPv4 or IPv6 address.
+    """
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def isotime(epoch: int | None) -> str | None:

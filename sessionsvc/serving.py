@@ -33,6 +33,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from werkzeug import exceptions as http
 
 from .app import REQUEST_ID, ROUTE
+from .devices import normalised
 from .errors import SessionsvcError, error_response, http_error_response
 from .logs import JsonLines
 
@@ -204,7 +205,9 @@ class Logger(glogging.Logger):
             "status": int(status) if status.isdigit() else status,
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
             "bytes": getattr(resp, "sent", None),
-            "client": environ.get("REMOTE_ADDR"),
+            # As the sessions show it: an IPv4 client of a dual-stack socket
+            # as IPv4, and what a proxy forwarded only when it is an address.
+            "client": normalised(environ.get("REMOTE_ADDR")),
             "request_id": environ.get(REQUEST_ID) or secrets.token_hex(8),
             # The worker that answered.
             "pid": os.getpid(),

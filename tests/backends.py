@@ -49,7 +49,12 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
 
 @contextmanager
 def served(
-    redis_url: str, users: dict[str, str], *, workers: int | None = 2, **settings: str
+    redis_url: str,
+    users: dict[str, str],
+    *,
+    workers: int | None = 2,
+    host: str = "127.0.0.1",
+    **settings: str,
 ) -> Iterator[Gunicorn]:
     """The standalone service under gunicorn on the real Redis, under a key
     prefix of its own with these users (name: password); its keys go after."""
@@ -64,7 +69,7 @@ def served(
         JWT_SECRET_KEY=JWT_KEY,
         **settings,
     )
-    service = Gunicorn(env, workers=workers)
+    service = Gunicorn(env, workers=workers, host=host)
     try:
         yield service.start()
     finally:

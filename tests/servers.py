@@ -121,10 +121,16 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app``, as ``make run`` starts it."""
 
     def __init__(
-        self, env: dict[str, str], *, port: int | None = None, workers: int | None = 4
+        self,
+        env: dict[str, str],
+        *,
+        port: int | None = None,
+        workers: int | None = 4,
+        host: str = "127.0.0.1",
     ) -> None:
         self.port = port or free_port()
-        self.env = {**env, "SESSIONSVC_BIND": f"127.0.0.1:{self.port}"}
+        # The tests reach it on 127.0.0.1 whatever it binds (``[::]``: dual-stack).
+        self.env = {**env, "SESSIONSVC_BIND": f"{host}:{self.port}"}
         if workers is not None:  # None: the shipped default
             self.env["WEB_CONCURRENCY"] = str(workers)
         self.proc: subprocess.Popen[bytes] | None = None

@@ -12,6 +12,7 @@ from sessionsvc.devices import (
     MAX_USER_AGENT,
     client_ip,
     families,
+    normalised,
     parse_user_agent,
     user_agent_of,
 )
@@ -151,6 +152,7 @@ def test_client_ip_without_peer_address_is_none(app: Flask) -> None:
     [
         ("203.0.113.50", "203.0.113.50"),
         ("2001:DB8::0:1", "2001:db8::1"),
+        ("::ffff:203.0.113.50", "203.0.113.50"),  # a dual-stack proxy's IPv4 client
         ("not-an-ip", None),
         ("", "127.0.0.1"),  # nothing forwarded: the peer address
     ],
@@ -169,6 +171,42 @@ def test_forwarded_addresses_are_kept_only_when_valid(forwarded: str, expected: 
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
     app.test_client().get("/", headers={"X-Forwarded-For": forwarded})
     assert seen == [expected]
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        # IPv4-mapped IPv6 (an IPv4 client of a dual-stack socket), in both spellings.
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("::FFFF:cb00:7107", "203.0.113.7"),
+        ("::ffff:7f00:1", "127.0.0.1"),
+        ("0:0:0:0:0:ffff:127.0.0.1", "127.0.0.1"),
+        # Plain IPv6 stays IPv6, compressed; so do the look-alikes that are not mapped.
+        ("2001:DB8:0::7", "2001:db8::7"),
+        ("::1", "::1"),
+        ("::7f00:1", "::7f00:1"),  # IPv4-compatible (deprecated), not mapped
+        ("64:ff9b::cb00:7107", "64:ff9b::cb00:7107"),  # NAT64: an IPv6 address
+        ("::ffff:0:7f00:1", "::ffff:0:7f00:1"),  # IPv4-translated, not mapped
+        ("203.0.113.7", "203.0.113.7"),
+        # Garbage is no address.
+        ("::ffff:999.0.0.1", None),
+        ("::ffff:", None),
+        ("not-an-ip", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_addresses_have_one_text_form(address: str | None, expected: str | None) -> None:
+    assert normalised(address) == expected
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected"),
+    [("::ffff:203.0.113.7", "203.0.113.7"), ("::ffff:7f00:1", "127.0.0.1"), ("::1", "::1")],
+)
+def test_client_ip_of_a_dual_stack_socket_is_ipv4(app: Flask, peer: str, expected: str) -> None:
+    with app.test_request_context(environ_base={"REMOTE_ADDR": peer}):
+        assert client_ip(request) == expected
 
 
 @pytest.mark.parametrize("address", ['1.2.3.4"><script>', "999.1.1.1", "unix:/x", ""])

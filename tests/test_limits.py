@@ -20,10 +20,11 @@ from redis.connection import SSLConnection, UnixDomainSocketConnection
 from redis.sentinel import SentinelConnectionPool
 
 from sessionsvc import ConfigError, SessionManager, create_app, current_manager
-from sessionsvc.store import store_from_url, user_tag
+from sessionsvc.store import address_group, store_from_url, user_tag
 from tests.backends import AppFactory, Backend, delete_prefix, served
 from tests.clients import JWT_KEY, Auth, assert_problem, http
-from tests.servers import Gunicorn, RedisProcess, service_env
+from tests.servers import Gunicorn, RedisProcess, service_env, wait_until
+from tests.skips import cannot_run
 
 LOGIN = "/api/v1/auth/login"
 SESSIONS = "/api/v1/sessions"
@@ -480,6 +481,52 @@ def test_ipv6_clients_are_counted_and_known_per_64(limited: Flask) -> None:
     assert attempt(client, password="pw", ip="2001:db8:aa:bb:ffff::9").status_code == 200
 
 
+def test_ipv4_clients_of_a_dual_stack_socket_are_counted_and_known_per_address(
+    make_app: AppFactory, backend: Backend
+) -> None:
+    # gunicorn bound to [::] sees every IPv4 client as ::ffff:a.b.c.d: each is
+    # its own IPv4 address, not one ::/64 that a stranger's guesses lock.
+    app = create_users(make_app(SESSIONSVC_LOGIN_RATE_LIMIT="10/minute"), "alice", "bob")
+    client = app.test_client()
+    home = "::ffff:198.51.100.7"
+    assert attempt(client, password="pw", ip=home).status_code == 200
+    stranger = "::ffff:203.0.113.9"
+    statuses = [attempt(client, f"user{i}", ip=stranger).status_code for i in range(11)]
+    assert statuses == [401] * 10 + [429]
+    # Another IPv4 client is not refused by the stranger's count.
+    peer = {"REMOTE_ADDR": "::ffff:198.51.100.20"}
+    bob = client.post(LOGIN, json={"username": "bob", "password": "pw"}, environ_base=peer)
+    assert bob.status_code == 200, bob.get_json()
+    listed = client.get(SESSIONS, headers=Auth.headers(bob.get_json()), environ_base=peer)
+    (session,) = listed.get_json()["sessions"]
+    assert (session["ip"], session["created_ip"]) == ("198.51.100.20", "198.51.100.20")
+    found = {key for key in counters(backend) if "/login:ip/" in key}
+    assert found == {
+        address_key(ip, "10/1/minute") for ip in ("198.51.100.7", "203.0.113.9", "198.51.100.20")
+    }
+    # alice's name is spent from elsewhere; her home address is known as IPv4,
+    # so she is let in from it, mapped or not.
+    for i in range(1, 10):
+        attempt(client, ip=f"192.0.2.{i}")
+    assert_problem(attempt(client, password="pw", ip="192.0.2.99"), 429, "rate_limited")
+    assert attempt(client, password="pw", ip="198.51.100.7").status_code == 200
+    assert attempt(client, password="pw", ip=home).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("address", "group"),
+    [
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("::ffff:7f00:1", "127.0.0.1"),
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::1", "::/64"),
+    ],
+)
+def test_an_ipv4_mapped_address_is_grouped_as_ipv4(address: str, group: str) -> None:
+    assert address_group(address) == group
+
+
 def test_the_addresses_a_user_signed_in_from_are_bounded(limited: Flask, backend: Backend) -> None:
     with limited.app_context():
         manager = current_manager()
@@ -546,3 +593,64 @@ def test_no_lockout_by_strangers_over_real_source_addresses(redis_url: str) -> N
         assert [login_from(f"127.0.0.{i}") for i in (3, 4, 5)] == [401, 401, 429]
         assert login_from("127.0.0.6", "alice-password") == 429  # a new address: refused
         assert login_from("127.0.0.2", "alice-password") == 200  # home: let in
+
+
+def dual_stack_or_skip() -> None:
+    """Fail under CI, else skip loudly, when ``[::]`` cannot take IPv4 clients here."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::", 0))
+            v6only = probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    except OSError as exc:
+        cannot_run(f"the kernel has no IPv6 ({exc}): a dual-stack socket cannot be tested")
+    if v6only:
+        cannot_run("sockets bound to [::] are IPv6-only here (net.ipv6.bindv6only=1)")
+
+
+@pytest.mark.slow
+def test_a_dual_stack_socket_sees_ipv4_clients_as_ipv4(redis_url: str) -> None:
+    dual_stack_or_skip()
+    users = {"alice": "alice-password", "bob": "bob-password"}
+    with served(redis_url, users, host="[::]", SESSIONSVC_LOGIN_RATE_LIMIT="3/minute") as service:
+
+        def call(
+            source: str, method: str, path: str, body: Any = None, token: str | None = None
+        ) -> tuple[int, bytes]:
+            # Over IPv4, to gunicorn bound to [::] only.
+            connection = http_client.HTTPConnection(
+                "127.0.0.1", service.port, timeout=10, source_address=(source, 0)
+            )
+            headers = {"Content-Type": "application/json"}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                data = json.dumps(body) if body is not None else None
+                connection.request(method, path, data, headers)
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        def login(source: str, username: str, password: str = "wrong") -> tuple[int, bytes]:
+            return call(source, "POST", LOGIN, {"username": username, "password": password})
+
+        status, body = login("127.0.0.2", "alice", "alice-password")
+        assert status == 200, body
+        status, body = call("127.0.0.2", "GET", SESSIONS, token=json.loads(body)["access_token"])
+        (session,) = json.loads(body)["sessions"]
+        assert (session["ip"], session["created_ip"]) == ("127.0.0.2", "127.0.0.2")
+        # A stranger's guesses lock the stranger's address, not every IPv4 client's.
+        statuses = [login("127.0.0.3", f"user{i}")[0] for i in range(4)]
+        assert statuses == [401, 401, 401, 429]
+        assert login("127.0.0.4", "bob", "bob-password")[0] == 200
+        # IPv4 loopback is loopback.
+        assert call("127.0.0.1", "GET", "/metrics")[0] == 200
+        # The access log names each client as the sessions do.
+        expected = {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}
+
+        def clients() -> set[str]:
+            lines = [json.loads(line) for line in service.output().splitlines() if "access" in line]
+            return {line["client"] for line in lines if line.get("logger") == "access"}
+
+        wait_until(lambda: clients() >= expected, 5, lambda: service.output()[-2000:])
+        assert "::ffff:" not in service.output()

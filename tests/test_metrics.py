@@ -148,12 +148,22 @@ def test_metrics_are_served_to_loopback_only_by_default(client: FlaskClient) -> 
     )
 
 
+@pytest.mark.parametrize("peer", ["::ffff:127.0.0.1", "::ffff:7f00:1", "::ffff:127.1.2.3"])
+def test_loopback_through_a_dual_stack_socket_is_loopback(client: FlaskClient, peer: str) -> None:
+    # gunicorn bound to [::] sees an IPv4 client on loopback as ::ffff:127.x.y.z.
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": peer}).status_code == 200
+    mapped_remote = {"REMOTE_ADDR": "::ffff:203.0.113.7"}
+    assert_problem(client.get("/metrics", environ_base=mapped_remote), 404, "not_found")
+
+
 def test_behind_a_trusted_proxy_the_forwarded_client_decides(make_app: AppFactory) -> None:
     client = make_app(SESSIONSVC_TRUSTED_PROXIES=1).test_client()
     forwarded = {"X-Forwarded-For": "198.51.100.9"}
     assert_problem(client.get("/metrics", headers=forwarded), 404, "not_found")
     local = {"X-Forwarded-For": "127.0.0.1"}
     assert client.get("/metrics", headers=local, environ_base=REMOTE).status_code == 200
+    mapped = {"X-Forwarded-For": "::ffff:127.0.0.1"}  # from a dual-stack proxy
+    assert client.get("/metrics", headers=mapped, environ_base=REMOTE).status_code == 200
 
 
 def test_a_metrics_token_opens_them_to_any_address_that_presents_it(

@@ -63,6 +63,9 @@ def session_addresses(app: Flask, forwarded: str | None) -> tuple[Any, Any]:
         (1, "198.51.100.7, 203.0.113.50", "203.0.113.50"),  # the hop our proxy added
         (2, "198.51.100.7, 203.0.113.50", "198.51.100.7"),
         (1, "2001:DB8::0:1", "2001:db8::1"),
+        # A dual-stack proxy forwards its IPv4 clients IPv4-mapped: each is its IPv4 address.
+        (1, "::ffff:203.0.113.50", "203.0.113.50"),
+        (1, "198.51.100.7, ::ffff:cb00:7132", "203.0.113.50"),
         (1, "not-an-ip", None),  # garbage is no address, and no error
         (1, "198.51.100.7, <script>", None),
     ],
@@ -77,6 +80,8 @@ def test_session_address_follows_forwarded_for_only_when_trusted(
 ADDRESSES = ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
 CHAINS = ["198.51.100.7, 203.0.113.1", "198.51.100.8, 203.0.113.1", "198.51.100.7, 203.0.113.2"]
 GARBAGE = ["not-an-ip", "also not", "<script>"]
+#: One IPv4 client, forwarded plain and IPv4-mapped (by a dual-stack proxy), and another.
+MAPPED = ["::ffff:203.0.113.1", "203.0.113.1", "::ffff:cb00:7101", "::ffff:203.0.113.2"]
 
 
 @pytest.mark.parametrize(
@@ -89,8 +94,10 @@ GARBAGE = ["not-an-ip", "also not", "<script>"]
         (1, CHAINS, {"203.0.113.1": 2, "203.0.113.2": 1}, [401] * 3),
         # Addresses that are none share one counter rather than escape it.
         (1, GARBAGE, {"unknown": 3}, [401, 401, 429]),
+        # Mapped or not, one IPv4 client is one counter, and not everyone's ::/64.
+        (1, MAPPED, {"203.0.113.1": 3, "203.0.113.2": 1}, [401, 401, 429, 401]),
     ],
-    ids=["untrusted", "trusted", "chain", "garbage"],
+    ids=["untrusted", "trusted", "chain", "garbage", "mapped"],
 )
 def test_login_limit_counts_the_forwarded_address_only_when_trusted(
     make_app: AppFactory,

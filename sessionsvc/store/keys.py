@@ -61,6 +61,8 @@ from itertools import product
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from ..models import parse_ip
+
 #: The tag of the one webhook stream on a single server (not a user's tag:
 #: no user id encodes to it, since ``base64("wh")`` is not UTF-8).
 SINGLE_STREAM_TAG = "wh"
@@ -83,8 +85,10 @@ def user_tag(user_id: str) -> str:
 def address_group(address: str) -> str:
     """One client, for counting login attempts and for the addresses a user
     signed in from: an IPv4 address, or the /64 network of an IPv6 one (one
-    subscriber's; a client picks any address in it)."""
-    parsed = ipaddress.ip_address(address)
+    subscriber's; a client picks any address in it). An IPv4-mapped IPv6
+    address is its IPv4 address (:func:`~sessionsvc.models.parse_ip`): every
+    IPv4 client of a dual-stack socket would otherwise share ``::/64``."""
+    parsed = parse_ip(address)
     if parsed.version == 6:
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
     return str(parsed)
