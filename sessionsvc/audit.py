@@ -8,13 +8,13 @@ a token or a password) and sent as a signal (:mod:`sessionsvc.signals`).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from flask import Flask, current_app, has_request_context, request
 
 from . import devices
+from .logs import json_line
 from .models import SecurityEvent, Session
 from .signals import session_anomaly, session_opened, session_revoked
 
@@ -42,7 +42,7 @@ def _log(
         record["detail"] = detail
     if has_request_context():
         record["ip"] = devices.client_ip(request)
-    events_log.info(json.dumps(record, ensure_ascii=False))
+    events_log.info(json_line(record))
 
 
 def opened(user_id: str, session: Session) -> None:

@@ -9,16 +9,15 @@
   errors, not gunicorn's HTML page.
 - :class:`Logger`: gunicorn's logger, writing one JSON object per line: the
   access log (method, route, path, status, duration, bytes, client, request
-  id) and gunicorn's own messages alike. JSON escapes every control
-  character, so nothing a client sends can start a line of its own or
-  carry a terminal escape.
+  id) and gunicorn's own messages alike, each a plain-ASCII
+  :func:`~sessionsvc.logs.json_line`, so nothing a client sends can start
+  a line of its own or carry a terminal escape.
 
 gunicorn is the ``server`` extra: only a gunicorn process imports this.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -35,7 +34,7 @@ from werkzeug import exceptions as http
 from .app import REQUEST_ID, ROUTE
 from .devices import normalised
 from .errors import SessionsvcError, error_response, http_error_response
-from .logs import JsonLines
+from .logs import JsonLines, json_line
 
 #: Seconds a client has to send a request line and its headers.
 HEAD_TIMEOUT = 10.0
@@ -213,6 +212,6 @@ class Logger(glogging.Logger):
             "pid": os.getpid(),
         }
         try:
-            self.access_log.info(json.dumps(line))
+            self.access_log.info(json_line(line))
         except (TypeError, ValueError):
             self.error(f"access log line not written: {sorted(line)}")
