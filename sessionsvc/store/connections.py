@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -154,7 +154,9 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
         service, db = parts[0], int(parts[1]) if len(parts) == 2 else 0
 
         def sentinel() -> redis.Redis:
-            sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            # Typed as Any: redis-py types Sentinel only from 8.2 on, and
+            # the package supports older releases (no ignore fits both).
+            sentinels: Any = cast(Any, Sentinel)(
                 hosts.nodes,
                 socket_timeout=timeout,
                 # redis-py's default retries a sentinel ten times with backoff:
@@ -165,7 +167,7 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
                     "retry": _retry(),
                 },
             )
-            return sentinels.master_for(  # type: ignore[no-any-return,no-untyped-call]
+            primary: redis.Redis = sentinels.master_for(
                 service,
                 connection_pool_class=_SentinelPrimaryPool,
                 db=db,
@@ -174,6 +176,7 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
                 ssl=scheme.startswith("rediss"),
                 **options,
             )
+            return primary
 
         return sentinel
     raise ConfigError(
