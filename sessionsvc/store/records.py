@@ -82,5 +82,11 @@ class Opened:
     evicted: list[str]
 
 
+class UserChanged(Exception):
+    """The user record is not what the sign-in checked any more: deleted (or
+    another account under the name), or its password, roles or disabled
+    state changed. No session was opened: check the credentials again."""
+
+
 #: Receives the security events a script recorded: ``(user_id, events)``.
 EventSink = Callable[[str, list[SecurityEvent]], None]
