@@ -8,14 +8,17 @@ revocation (:mod:`sessionsvc.audit`).
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from . import audit, devices, passwords
-from .errors import InvalidCredentials, UserDisabled, UserNotFound
+from .errors import InvalidCredentials, LastAdmin, StoreUnavailable, UserDisabled, UserNotFound
 from .models import TokenPair, User
 from .state import current_manager, current_state
-from .store import Actor, UserChanged
+from .store import Actor, AdminsLeft, UserChanged
 
 
 def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
@@ -27,7 +30,7 @@ def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
     return User(
         id=user_id,
         password_hash=passwords.hash_password(password),
-        roles=("admin",) if admin else (),
+        roles=(ADMIN_ROLE,) if admin else (),
         account=secrets.token_urlsafe(12),
         created_at=int(time.time()),
     )
@@ -112,33 +115,160 @@ def _actor() -> Actor:
     return devices.request_actor() or Actor()
 
 
+# -- the last admin -----------------------------------------------------------------
+#
+# No change through the API may leave the user store without an admin who
+# is not disabled: recovering from that takes the CLI. Users live each in
+# their own hash slot (Redis Cluster), so no one script sees them all; a
+# registry in a slot of its own (the users who hold the admin role and are
+# not disabled) is what the decision reads. A change that takes a user out
+# of the admins first drops it from the registry, atomically and only if
+# another remains (admins_leave.lua): of two admins removing each other at
+# once, one is refused. Then the user's own script makes the change. A
+# change that makes an admin adds the user after it.
+#
+# Every change of a user's admin state holds one lock (beside the registry,
+# with a lease) from its read of the record to its registry update. Without
+# it, a promotion racing a demotion of the same user could add the user to
+# the registry after the demotion (a member who is no admin: the next
+# decision would let the real last admin go); with it, the registry never
+# holds a member who is not an admin. It may lack one (a change that failed
+# half-way, a user added by SessionManager.add_user, a holder whose lease
+# ran out, which adds no one), which can only refuse: so a refusal is
+# answered only after the registry was built anew from the user records and
+# asked again. A deployment from before the registry builds it the same way
+# on first use.
+
+#: The role of the admin routes.
+ADMIN_ROLE = "admin"
+
+#: Seconds a change of an admin state holds the lock at most (one that
+#: died frees it then), and the longest another waits for it.
+ADMIN_LOCK_SECONDS = 10
+
+
+def is_admin(user: User | None) -> bool:
+    """Whether a user counts as an admin: the admin role, not disabled."""
+    return user is not None and ADMIN_ROLE in user.roles and not user.disabled
+
+
+@contextmanager
+def _admins_locked() -> Iterator[str]:
+    """Hold the lock of admin changes; its token."""
+    store = current_state().store
+    token = secrets.token_urlsafe(16)
+    deadline = time.monotonic() + ADMIN_LOCK_SECONDS
+    while not store.lock_admins(token, seconds=ADMIN_LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            raise StoreUnavailable("Another change of the admins is in progress; try again.")
+        time.sleep(0.01)
+    try:
+        yield token
+    finally:
+        store.admins_join([], token=token, release=True)
+
+
+def _build_admins(token: str) -> None:
+    """Build the registry of admins anew from the user records."""
+    store = current_state().store
+    if not store.admins_join(store.enabled_users_with_role(ADMIN_ROLE), token=token, rebuild=True):
+        raise StoreUnavailable("The change of the admins took too long; try again.")
+
+
+def _leave_admins(user_id: str, token: str, *, force: bool) -> bool:
+    """Drop an admin from the registry before the change that ends it.
+
+    :returns: whether it was the last admin (dropped only when ``force``).
+    :raises LastAdmin: it is the last admin, and not ``force``.
+    """
+    store = current_state().store
+    built = False
+    while True:
+        left = store.admins_leave(user_id, token=token, force=force)
+        if left is AdminsLeft.LEFT:
+            return False
+        if left is AdminsLeft.LOCK_LOST:
+            raise StoreUnavailable("The change of the admins took too long; try again.")
+        if left is AdminsLeft.LEFT_LAST and built:
+            return True
+        if left is AdminsLeft.LAST and built:
+            raise LastAdmin("This is the last admin: make another admin first.")
+        if built:  # pragma: no cover (a registry built under the lock is there)
+            raise StoreUnavailable("The registry of admins could not be built; try again.")
+        # None yet, or a would-be "last" on a registry that may lack an
+        # admin: ask again of one built from the records.
+        _build_admins(token)
+        built = True
+
+
+def create(user: User) -> bool:
+    """Add a user to the user store; ``False`` (nothing changed) when the id is taken."""
+    store = current_state().store
+    if not is_admin(user):
+        return store.create_user(user)
+    with _admins_locked() as token:
+        created = store.create_user(user)
+        if created:
+            store.admins_join([user.id], token=token)
+    return created
+
+
 def update(
-    user_id: str, *, disabled: bool | None = None, roles: tuple[str, ...] | None = None
+    user_id: str,
+    *,
+    disabled: bool | None = None,
+    roles: tuple[str, ...] | None = None,
+    force: bool = False,
 ) -> User:
     """Disable or enable a user, or set its roles; sessions end as the store says.
 
+    :param force: even if it takes the last admin away (the CLI's ``--force``).
     :raises UserNotFound: no such user.
+    :raises LastAdmin: the user is the last admin, and the change would end that.
     """
-    changed = current_state().store.update_user(
-        user_id, now=int(time.time()), actor=_actor(), disabled=disabled, roles=roles
-    )
-    if changed is None:
-        raise UserNotFound("No such user.")
-    reason, revoked = changed
-    audit.revoked(user_id, revoked, reason, None)
-    return get(user_id)
+    store = current_state().store
+    with _admins_locked() as token:
+        before = get(user_id)
+        after = dataclasses.replace(
+            before,
+            disabled=before.disabled if disabled is None else disabled,
+            roles=before.roles if roles is None else roles,
+        )
+        if is_admin(before) and not is_admin(after):
+            _leave_admins(user_id, token, force=force)
+        changed = store.update_user(
+            user_id, now=int(time.time()), actor=_actor(), disabled=disabled, roles=roles
+        )
+        if changed is None:
+            raise UserNotFound("No such user.")
+        reason, revoked = changed
+        audit.revoked(user_id, revoked, reason, None)
+        user = get(user_id)
+        if is_admin(user):
+            store.admins_join([user_id], token=token)
+    return user
 
 
-def delete(user_id: str) -> int:
+def delete(user_id: str, *, force: bool = False) -> int:
     """Delete a user with all its sessions; how many sessions ended.
 
+    :param force: even the last admin (the CLI's ``--force``).
     :raises UserNotFound: no such user.
+    :raises LastAdmin: the user is the last admin.
     """
-    revoked = current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
+    with _admins_locked() as token:
+        if is_admin(get(user_id)):
+            _leave_admins(user_id, token, force=force)
+        revoked = current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
     if revoked is None:
         raise UserNotFound("No such user.")
     audit.revoked(user_id, revoked, "user_deleted", None)
     return len(revoked)
+
+
+def any_admin() -> bool:
+    """Whether the user store has an admin (read from every record: for the CLI)."""
+    return bool(current_state().store.enabled_users_with_role(ADMIN_ROLE))
 
 
 def change_password(

@@ -1,5 +1,5 @@
 """Races: revocation under load across app instances, concurrent refreshes, concurrent
-logins, sign-ins racing a change of their user.
+logins, sign-ins racing a change of their user, admins removing each other.
 
 Each runs on fakeredis and on a real Redis server (the ``backend`` fixture).
 Two app instances on one store stand for two gunicorn workers or two hosts.
@@ -18,7 +18,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import current_manager, passwords
+from sessionsvc import accounts, current_manager, passwords
+from sessionsvc.errors import LastAdmin
 from sessionsvc.models import User
 from tests.clients import Auth, assert_problem
 
@@ -342,3 +343,93 @@ def test_a_demotion_right_after_a_refresh_leaves_its_new_tokens_dead(
     assert_problem(client.get(SESSIONS, headers=Auth.headers(new)), 401, "session_revoked")
     refresh = client.post(REFRESH, headers=Auth.headers(new, "refresh_token"))
     assert_problem(refresh, 401, "session_revoked")  # ...and dead with its session
+
+
+# -- two admins removing each other at once ---------------------------------------------
+
+#: How an admin takes another out of the admins.
+REMOVALS = {
+    "disable": ("PATCH", {"disabled": True}),
+    "demote": ("PATCH", {"roles": []}),
+    "delete": ("DELETE", None),
+}
+
+
+@pytest.mark.parametrize("removal", list(REMOVALS))
+def test_two_admins_removing_each_other_at_once_leave_exactly_one(
+    make_app: Any, removal: str
+) -> None:
+    first, second = make_app(), make_app()
+    auth = Auth(first)
+    method, body = REMOVALS[removal]
+    survivor = "admin0"
+    auth.create_user(survivor, "pw", admin=True)
+    outcomes: set[tuple[int, str | None]] = set()
+    for round_ in range(1, 9):
+        rival = f"admin{round_}"
+        auth.create_user(rival, "pw", admin=True)
+        pair = [(survivor, rival), (rival, survivor)]
+        tokens = {name: auth.login(name, "pw") for name in (survivor, rival)}
+        barrier = threading.Barrier(2)
+
+        def take_out(n: int, pair: Any = pair, tokens: Any = tokens, barrier: Any = barrier) -> Any:
+            actor, target = pair[n]
+            client = (first, second)[n].test_client()
+            barrier.wait()
+            return client.open(
+                f"{USERS}/{target}", method=method, json=body, headers=Auth.headers(tokens[actor])
+            )
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            answers = list(pool.map(take_out, range(2)))
+        with first.app_context():
+            left = [u.id for u in accounts.all_users() if accounts.is_admin(u)]
+        assert len(left) == 1, (round_, [a.get_json() for a in answers])
+        won = [a for a in answers if a.status_code in (200, 204)]
+        assert len(won) == 1, round_
+        [lost] = [a for a in answers if a not in won]
+        # Refused, or too late: the winner's change ended the loser's session.
+        code = (lost.get_json() or {}).get("code")
+        assert (lost.status_code, code) in {(409, "last_admin"), (401, "session_revoked")}
+        outcomes.add((lost.status_code, code))
+        survivor = left[0]
+    print(f"{removal}: the losers got {sorted(outcomes)}")
+
+
+def test_a_demotion_landing_inside_a_promotion_of_the_same_user_never_counts_a_non_admin(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demotion comes between the promotion's change and its registry
+    # update. Without the lock of admin changes it would find bob not yet
+    # registered, demote him, and the promotion would then register a
+    # non-admin: root could remove itself, the real last admin.
+    app = make_app()
+    Auth(app).create_user("root", "pw", admin=True)
+    Auth(app).create_user("bob", "pw")
+    with app.test_request_context():
+        store = current_manager().store
+        with pytest.raises(LastAdmin):
+            accounts.update("root", disabled=True)  # (builds the registry)
+    join = store.admins_join
+    demotion: list[threading.Thread] = []
+
+    def demote() -> None:
+        with app.test_request_context():
+            accounts.update("bob", roles=())
+
+    def join_after_a_demotion(user_ids: Any, **kwargs: Any) -> bool:
+        if list(user_ids) == ["bob"] and not demotion:
+            demotion.append(threading.Thread(target=demote))
+            demotion[0].start()
+            demotion[0].join(0.5)  # done at once, unless it waits for the lock
+        return join(user_ids, **kwargs)
+
+    monkeypatch.setattr(store, "admins_join", join_after_a_demotion)
+    with app.test_request_context():
+        accounts.update("bob", roles=("admin",))
+    demotion[0].join(10)
+    with app.test_request_context():
+        assert not accounts.is_admin(accounts.get("bob"))
+        assert set(store.client.smembers(store.keys.admins())) == {"", "root"}
+        with pytest.raises(LastAdmin):
+            accounts.update("root", disabled=True)

@@ -30,6 +30,7 @@ from sessionsvc.models import Device, Location, SecurityEvent, Session, User
 from sessionsvc.settings import ConfigError
 from sessionsvc.store import (
     Actor,
+    AdminsLeft,
     CheckStatus,
     Policy,
     SessionStore,
@@ -982,6 +983,80 @@ def test_open_without_a_user_version_reads_no_user_record(store: SessionStore, n
     session = make_session("bob", now=now)
     assert create(store, session) == []
     assert stored(store, session.id, "bob").id == session.id
+
+
+# -- the registry of admins ------------------------------------------------------------
+
+
+def registry(store: SessionStore, rc: redis.Redis) -> set[str]:
+    return set(rc.smembers(store.keys.admins()))
+
+
+def test_admins_leave_drops_a_member_only_if_another_remains(
+    store: SessionStore, rc: redis.Redis
+) -> None:
+    assert store.lock_admins("t1", seconds=10)
+    assert not store.lock_admins("t2", seconds=10)  # one holder at a time
+    assert store.admins_leave("root", token="t1") is AdminsLeft.NO_REGISTRY
+    assert store.admins_join(["root", "alice"], token="t1", rebuild=True)
+    assert registry(store, rc) == {"", "root", "alice"}
+    assert store.admins_leave("bob", token="t1") is AdminsLeft.LEFT  # not a member
+    assert store.admins_leave("alice", token="t1") is AdminsLeft.LEFT
+    assert store.admins_leave("root", token="t1") is AdminsLeft.LAST
+    assert registry(store, rc) == {"", "root"}
+    assert store.admins_leave("root", token="t1", force=True) is AdminsLeft.LEFT_LAST
+    assert registry(store, rc) == {""}  # built, and empty
+    assert store.admins_leave("root", token="t1") is AdminsLeft.LEFT
+
+
+def test_the_registry_changes_only_under_its_lock(store: SessionStore, rc: redis.Redis) -> None:
+    assert store.lock_admins("t1", seconds=10)
+    assert store.admins_join(["root", "alice"], token="t1", rebuild=True, release=True)
+    assert rc.exists(store.keys.admins_lock()) == 0  # released
+    assert store.admins_leave("alice", token="t1") is AdminsLeft.LOCK_LOST
+    assert store.admins_join(["bob"], token="t1") is False
+    assert registry(store, rc) == {"", "root", "alice"}
+    assert store.lock_admins("t2", seconds=10)
+    assert rc.ttl(store.keys.admins_lock()) > 0  # a holder that dies frees it
+    assert store.admins_join(["bob"], token="t1", release=True) is False
+    assert rc.get(store.keys.admins_lock()) == "t2"  # not released by another
+    assert store.admins_join(["bob"], token="t2")
+    assert registry(store, rc) == {"", "root", "alice", "bob"}
+    assert store.admins_join(["carol"], token="t2", rebuild=True)
+    assert registry(store, rc) == {"", "carol"}
+
+
+def test_without_a_registry_joining_adds_no_one(store: SessionStore, rc: redis.Redis) -> None:
+    # A registry of one admin only would refuse wrongly: it is built whole, when needed.
+    assert store.lock_admins("t", seconds=10)
+    assert store.admins_join(["root"], token="t")
+    assert rc.exists(store.keys.admins()) == 0
+
+
+def test_a_registry_of_many_admins_is_built_in_parts(store: SessionStore, rc: redis.Redis) -> None:
+    ids = [f"admin{i}" for i in range(2500)]
+    assert store.lock_admins("t", seconds=10)
+    assert store.admins_join(ids, token="t", rebuild=True, release=True)
+    assert registry(store, rc) == {"", *ids}
+    assert rc.exists(store.keys.admins_lock()) == 0
+
+
+def test_the_registry_and_its_lock_share_a_slot_of_their_own(store: SessionStore) -> None:
+    assert slot(store.keys.admins()) == slot(store.keys.admins_lock())
+    assert tag_of(store.keys.admins()) == "admins"
+    assert store.keys.user_id_of(store.keys.admins()) is None
+
+
+def test_enabled_users_with_a_role_are_read_from_the_records(store: SessionStore, now: int) -> None:
+    for user in (
+        User("root", "h", roles=("admin",)),
+        User("ops", "h", roles=("auditor", "admin")),
+        User("off", "h", roles=("admin",), disabled=True),
+        User("alice", "h", roles=("administrator",)),
+        User("bob", "h"),
+    ):
+        assert store.create_user(user)
+    assert sorted(store.enabled_users_with_role("admin")) == ["ops", "root"]
 
 
 # -- fail closed ----------------------------------------------------------------------
