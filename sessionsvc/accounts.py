@@ -168,37 +168,35 @@ def _admins_locked() -> Iterator[str]:
         store.admins_join([], token=token, release=True)
 
 
+#: A change of the admins whose lock's lease ran out: nothing more is done.
+_TOO_LONG = "The change of the admins took too long; try again."
+
+
 def _build_admins(token: str) -> None:
     """Build the registry of admins anew from the user records."""
     store = current_state().store
     if not store.admins_join(store.enabled_users_with_role(ADMIN_ROLE), token=token, rebuild=True):
-        raise StoreUnavailable("The change of the admins took too long; try again.")
+        raise StoreUnavailable(_TOO_LONG)
 
 
-def _leave_admins(user_id: str, token: str, *, force: bool) -> bool:
+def _leave_admins(user_id: str, token: str, *, force: bool) -> None:
     """Drop an admin from the registry before the change that ends it.
 
-    :returns: whether it was the last admin (dropped only when ``force``).
-    :raises LastAdmin: it is the last admin, and not ``force``.
+    :raises LastAdmin: it is the last admin (and not ``force``).
     """
     store = current_state().store
-    built = False
-    while True:
+    for built in (False, True):
         left = store.admins_leave(user_id, token=token, force=force)
-        if left is AdminsLeft.LEFT:
-            return False
+        if left in (AdminsLeft.LEFT, AdminsLeft.LEFT_LAST):
+            return
         if left is AdminsLeft.LOCK_LOST:
-            raise StoreUnavailable("The change of the admins took too long; try again.")
-        if left is AdminsLeft.LEFT_LAST and built:
-            return True
-        if left is AdminsLeft.LAST and built:
-            raise LastAdmin("This is the last admin: make another admin first.")
-        if built:  # pragma: no cover (a registry built under the lock is there)
-            raise StoreUnavailable("The registry of admins could not be built; try again.")
-        # None yet, or a would-be "last" on a registry that may lack an
+            raise StoreUnavailable(_TOO_LONG)
+        if built:
+            break
+        # No registry yet, or a would-be "last" on one that may lack an
         # admin: ask again of one built from the records.
         _build_admins(token)
-        built = True
+    raise LastAdmin("This is the last admin: make another admin first.")
 
 
 def create(user: User) -> bool:
