@@ -8,14 +8,17 @@ revocation (:mod:`sessionsvc.audit`).
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from . import audit, devices, passwords
-from .errors import InvalidCredentials, UserDisabled, UserNotFound
-from .models import User
-from .state import current_state
-from .store import Actor
+from .errors import InvalidCredentials, LastAdmin, StoreUnavailable, UserDisabled, UserNotFound
+from .models import TokenPair, User
+from .state import current_manager, current_state
+from .store import Actor, AdminsLeft, UserChanged
 
 
 def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
@@ -27,7 +30,7 @@ def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
     return User(
         id=user_id,
         password_hash=passwords.hash_password(password),
-        roles=("admin",) if admin else (),
+        roles=(ADMIN_ROLE,) if admin else (),
         account=secrets.token_urlsafe(12),
         created_at=int(time.time()),
     )
@@ -63,19 +66,42 @@ def authenticate(user_id: str, password: str) -> tuple[User, str | None]:
     return user, upgraded
 
 
-def sign_in(user_id: str, password: str) -> User:
-    """The user a sign-in with this password is for, its hash upgraded when of
-    an older scheme (argon2id from now on, unless a change came first).
+#: How many times a sign-in checks the credentials against the user record
+#: as it is now, when the record changed between a check and the session's
+#: opening (see :func:`sign_in`).
+SIGN_IN_TRIES = 3
 
-    :raises InvalidCredentials: no such user, or not its password.
+
+def sign_in(user_id: str, password: str) -> TokenPair:
+    """Open a session for the user whose password this is, with its roles.
+
+    The user record is read and the password checked (~30 ms of argon2id)
+    before the session opens; the session opens only if the record is still
+    as checked (:meth:`SessionManager.open`'s ``user_version``), so a change
+    that revoked the user's sessions meanwhile leaves none behind. When it
+    changed, the credentials are checked again against the record as it is
+    now: a new password refuses this one, new roles are the session's roles.
+    A hash of an older scheme is upgraded (argon2id from now on, unless a
+    change came first); that is not a change of the record's version.
+
+    :raises InvalidCredentials: no such user, or not its password (or the
+        record changed on every try).
     :raises UserDisabled: the user is disabled (said only with the right password).
     """
-    user, upgraded = authenticate(user_id, password)
-    if user.disabled:
-        raise UserDisabled("This user is disabled.")
-    if upgraded is not None:
-        current_state().store.set_password_hash(user.id, upgraded, expected=user.password_hash)
-    return user
+    for _ in range(SIGN_IN_TRIES):
+        user, upgraded = authenticate(user_id, password)
+        if user.disabled:
+            raise UserDisabled("This user is disabled.")
+        if upgraded is not None:
+            current_state().store.set_password_hash(user.id, upgraded, expected=user.password_hash)
+        claims = {"roles": list(user.roles)} if user.roles else None
+        try:
+            return current_manager().open(
+                user.id, claims=claims, account=user.account, user_version=user.version
+            )
+        except UserChanged:
+            continue
+    raise InvalidCredentials("The user changed during the sign-in; try again.")
 
 
 def all_users() -> list[User]:
@@ -89,33 +115,158 @@ def _actor() -> Actor:
     return devices.request_actor() or Actor()
 
 
+# -- the last admin -----------------------------------------------------------------
+#
+# No change through the API may leave the user store without an admin who
+# is not disabled: recovering from that takes the CLI. Users live each in
+# their own hash slot (Redis Cluster), so no one script sees them all; a
+# registry in a slot of its own (the users who hold the admin role and are
+# not disabled) is what the decision reads. A change that takes a user out
+# of the admins first drops it from the registry, atomically and only if
+# another remains (admins_leave.lua): of two admins removing each other at
+# once, one is refused. Then the user's own script makes the change. A
+# change that makes an admin adds the user after it.
+#
+# Every change of a user's admin state holds one lock (beside the registry,
+# with a lease) from its read of the record to its registry update. Without
+# it, a promotion racing a demotion of the same user could add the user to
+# the registry after the demotion (a member who is no admin: the next
+# decision would let the real last admin go); with it, the registry never
+# holds a member who is not an admin. It may lack one (a change that failed
+# half-way, a user added by SessionManager.add_user, a holder whose lease
+# ran out, which adds no one), which can only refuse: so a refusal is
+# answered only after the registry was built anew from the user records and
+# asked again. A deployment from before the registry builds it the same way
+# on first use.
+
+#: The role of the admin routes.
+ADMIN_ROLE = "admin"
+
+#: Seconds a change of an admin state holds the lock at most (one that
+#: died frees it then), and the longest another waits for it.
+ADMIN_LOCK_SECONDS = 10
+
+
+def is_admin(user: User | None) -> bool:
+    """Whether a user counts as an admin: the admin role, not disabled."""
+    return user is not None and ADMIN_ROLE in user.roles and not user.disabled
+
+
+@contextmanager
+def _admins_locked() -> Iterator[str]:
+    """Hold the lock of admin changes; its token."""
+    store = current_state().store
+    token = secrets.token_urlsafe(16)
+    deadline = time.monotonic() + ADMIN_LOCK_SECONDS
+    while not store.lock_admins(token, seconds=ADMIN_LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            raise StoreUnavailable("Another change of the admins is in progress; try again.")
+        time.sleep(0.01)
+    try:
+        yield token
+    finally:
+        store.admins_join([], token=token, release=True)
+
+
+#: A change of the admins whose lock's lease ran out: nothing more is done.
+_TOO_LONG = "The change of the admins took too long; try again."
+
+
+def _build_admins(token: str) -> None:
+    """Build the registry of admins anew from the user records."""
+    store = current_state().store
+    if not store.admins_join(store.enabled_users_with_role(ADMIN_ROLE), token=token, rebuild=True):
+        raise StoreUnavailable(_TOO_LONG)
+
+
+def _leave_admins(user_id: str, token: str, *, force: bool) -> None:
+    """Drop an admin from the registry before the change that ends it.
+
+    :raises LastAdmin: it is the last admin (and not ``force``).
+    """
+    store = current_state().store
+    for built in (False, True):
+        left = store.admins_leave(user_id, token=token, force=force)
+        if left in (AdminsLeft.LEFT, AdminsLeft.LEFT_LAST):
+            return
+        if left is AdminsLeft.LOCK_LOST:
+            raise StoreUnavailable(_TOO_LONG)
+        if built:
+            break
+        # No registry yet, or a would-be "last" on one that may lack an
+        # admin: ask again of one built from the records.
+        _build_admins(token)
+    raise LastAdmin("This is the last admin: make another admin first.")
+
+
+def create(user: User) -> bool:
+    """Add a user to the user store; ``False`` (nothing changed) when the id is taken."""
+    store = current_state().store
+    if not is_admin(user):
+        return store.create_user(user)
+    with _admins_locked() as token:
+        created = store.create_user(user)
+        if created:
+            store.admins_join([user.id], token=token)
+    return created
+
+
 def update(
-    user_id: str, *, disabled: bool | None = None, roles: tuple[str, ...] | None = None
+    user_id: str,
+    *,
+    disabled: bool | None = None,
+    roles: tuple[str, ...] | None = None,
+    force: bool = False,
 ) -> User:
     """Disable or enable a user, or set its roles; sessions end as the store says.
 
+    :param force: even if it takes the last admin away (the CLI's ``--force``).
     :raises UserNotFound: no such user.
+    :raises LastAdmin: the user is the last admin, and the change would end that.
     """
-    changed = current_state().store.update_user(
-        user_id, now=int(time.time()), actor=_actor(), disabled=disabled, roles=roles
-    )
-    if changed is None:
-        raise UserNotFound("No such user.")
-    reason, revoked = changed
-    audit.revoked(user_id, revoked, reason, None)
-    return get(user_id)
+    store = current_state().store
+    with _admins_locked() as token:
+        before = get(user_id)
+        after = dataclasses.replace(
+            before,
+            disabled=before.disabled if disabled is None else disabled,
+            roles=before.roles if roles is None else roles,
+        )
+        if is_admin(before) and not is_admin(after):
+            _leave_admins(user_id, token, force=force)
+        changed = store.update_user(
+            user_id, now=int(time.time()), actor=_actor(), disabled=disabled, roles=roles
+        )
+        if changed is None:
+            raise UserNotFound("No such user.")
+        reason, revoked = changed
+        audit.revoked(user_id, revoked, reason, None)
+        user = get(user_id)
+        if is_admin(user):
+            store.admins_join([user_id], token=token)
+    return user
 
 
-def delete(user_id: str) -> int:
+def delete(user_id: str, *, force: bool = False) -> int:
     """Delete a user with all its sessions; how many sessions ended.
 
+    :param force: even the last admin (the CLI's ``--force``).
     :raises UserNotFound: no such user.
+    :raises LastAdmin: the user is the last admin.
     """
-    revoked = current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
+    with _admins_locked() as token:
+        if is_admin(get(user_id)):
+            _leave_admins(user_id, token, force=force)
+        revoked = current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
     if revoked is None:
         raise UserNotFound("No such user.")
     audit.revoked(user_id, revoked, "user_deleted", None)
     return len(revoked)
+
+
+def any_admin() -> bool:
+    """Whether the user store has an admin (read from every record: for the CLI)."""
+    return bool(current_state().store.enabled_users_with_role(ADMIN_ROLE))
 
 
 def change_password(

@@ -14,7 +14,7 @@ from .state import current_manager
 URL_PREFIX = "/api/v1/admin"
 
 #: The role an access token's ``roles`` claim must hold.
-ADMIN_ROLE = "admin"
+ADMIN_ROLE = accounts.ADMIN_ROLE
 
 blueprint = Blueprint("sessionsvc_admin", __name__)
 #: The user store's users (the standalone service mounts it).

@@ -38,9 +38,7 @@ def login() -> Response:
     body = payloads.json_object(request)
     username = payloads.string_field(body, "username", max_length=MAX_USERNAME)
     password = payloads.string_field(body, "password", max_length=passwords.MAX_LENGTH)
-    user = accounts.sign_in(username, password)
-    claims = {"roles": list(user.roles)} if user.roles else None
-    return jsonify(current_manager().open(user.id, claims=claims, account=user.account).to_json())
+    return jsonify(accounts.sign_in(username, password).to_json())
 
 
 @blueprint.post("/refresh")

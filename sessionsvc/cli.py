@@ -16,8 +16,7 @@ import click
 from flask.cli import AppGroup
 
 from . import accounts
-from .accounts import new_user
-from .errors import StoreUnavailable, UserNotFound, WeakPassword
+from .errors import LastAdmin, StoreUnavailable, UserNotFound, WeakPassword
 from .logs import configure_logging
 from .models import isotime
 from .state import current_manager, current_state
@@ -36,10 +35,12 @@ def _fail(message: str) -> None:
 
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    """A store that cannot answer, an unknown user or a weak password is a
-    one-line message on stderr and exit code 1, not a traceback."""
+    """A store that cannot answer, an unknown user, a weak password or the
+    last admin is a one-line message on stderr and exit code 1, not a traceback."""
     try:
         yield
+    except LastAdmin as exc:
+        raise click.ClickException(f"{exc.detail} (--force does it anyway)") from None
     except (StoreUnavailable, UserNotFound, WeakPassword) as exc:
         raise click.ClickException(exc.detail) from None
 
@@ -73,7 +74,7 @@ def create_user(username: str, admin: bool, password_stdin: bool) -> None:
         _fail("USERNAME must be non-empty printable text")
     password = _read_password(password_stdin)
     with _store_errors():
-        created = current_manager().add_user(new_user(username, password, admin=admin))
+        created = accounts.create(accounts.new_user(username, password, admin=admin))
     if not created:
         _fail(f"user {username!r} already exists")
     click.echo(f"created user {username!r}" + (" (admin)" if admin else ""))
@@ -133,20 +134,37 @@ def set_password(username: str, password_stdin: bool) -> None:
     click.echo(f"password of {username!r} changed; revoked {count} session(s)")
 
 
+_FORCE = click.option(
+    "--force",
+    is_flag=True,
+    help="Even if USERNAME is the last admin (the API refuses that: 409 last_admin).",
+)
+
+
+def _warn_if_no_admin(force: bool) -> None:
+    if force and not accounts.any_admin():
+        click.echo(
+            "warning: no admin is left; make one with create-user --admin or enable-user", err=True
+        )
+
+
 @sessions_cli.command("delete-user", context_settings=_ARGS)
 @click.argument("username")
-def delete_user(username: str) -> None:
+@_FORCE
+def delete_user(username: str, force: bool) -> None:
     """Delete USERNAME with all its sessions (user_deleted)."""
     with _store_errors():
-        count = accounts.delete(username)
+        count = accounts.delete(username, force=force)
+        _warn_if_no_admin(force)
     click.echo(f"deleted user {username!r}; revoked {count} session(s)")
 
 
 @sessions_cli.command("disable-user", context_settings=_ARGS)
 @click.argument("username")
-def disable_user(username: str) -> None:
+@_FORCE
+def disable_user(username: str, force: bool) -> None:
     """Disable USERNAME: no sign-in, every session ends (user_disabled)."""
-    _set_disabled(username, True)
+    _set_disabled(username, True, force=force)
 
 
 @sessions_cli.command("enable-user", context_settings=_ARGS)
@@ -156,9 +174,10 @@ def enable_user(username: str) -> None:
     _set_disabled(username, False)
 
 
-def _set_disabled(username: str, disabled: bool) -> None:
+def _set_disabled(username: str, disabled: bool, *, force: bool = False) -> None:
     with _store_errors():
-        accounts.update(username, disabled=disabled)
+        accounts.update(username, disabled=disabled, force=force)
+        _warn_if_no_admin(force)
     click.echo(f"{'disabled' if disabled else 'enabled'} user {username!r}")
 
 

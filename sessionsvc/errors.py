@@ -93,6 +93,12 @@ class MethodNotAllowed(SessionsvcError):
     status, code, title = 405, "method_not_allowed", "Method Not Allowed"
 
 
+class LastAdmin(SessionsvcError):
+    """The change would leave the user store without an admin who is not disabled."""
+
+    status, code, title = 409, "last_admin", "Conflict"
+
+
 class RateLimited(SessionsvcError):
     status, code, title = 429, "rate_limited", "Too Many Requests"
 

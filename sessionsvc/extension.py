@@ -238,6 +238,7 @@ class SessionManager:
         user_agent: str | None = _FROM_REQUEST,
         claims: dict[str, Any] | None = None,
         account: str | None = None,
+        user_version: int | None = None,
     ) -> TokenPair:
         """Open a session for a user whose credentials the caller checked.
 
@@ -250,7 +251,14 @@ class SessionManager:
             :meth:`refresh_claims_loader`, if there is one).
         :param account: the account the session belongs to (the standalone
             service's user store; see :attr:`User.account`).
+        :param user_version: with ``account``, the :attr:`User.version` of
+            the record the caller checked: the session opens only if the
+            record is still that account at that version, in the same atomic
+            step, so a change that revoked the user's sessions meanwhile
+            (password, roles, disabled, deleted) leaves none behind.
         :returns: the token pair of the new session.
+        :raises UserChanged: the user record changed (nothing opened): check
+            the credentials against the record as it is now.
         """
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
@@ -288,6 +296,7 @@ class SessionManager:
                 session,
                 max_sessions=settings.max_sessions_per_user,
                 actor=Actor(ip=ip, user_agent=user_agent),
+                user_version=user_version,
             )
             if opened is not None:
                 audit.opened(user_id, dataclasses.replace(session, risk=opened.risk))

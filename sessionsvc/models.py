@@ -253,6 +253,11 @@ class User:
     disabled: bool = False
     created_at: int | None = None
     password_changed_at: int | None = None
+    #: Bumped by every change of the password, the roles or the disabled
+    #: state (not by a hash upgraded to a newer scheme: the same password).
+    #: A sign-in opens its session only if the record is still at the
+    #: version it checked (see ``store/scripts/open.lua``).
+    version: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The API's User object."""

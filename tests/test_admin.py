@@ -1,12 +1,14 @@
-"""The admin routes: any user's sessions, behind the ``admin`` role."""
+"""The admin routes: any user's sessions, behind the ``admin`` role; the last admin."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
+from sessionsvc import accounts, current_manager
 from tests.clients import IPHONE, Auth, assert_problem
 
 ADMIN = "/api/v1/admin/users"
@@ -134,3 +136,143 @@ def test_odd_user_ids_in_the_path(
         pair = auth.login(user)
         sessions = listed(client, admin_tokens, quote(user, safe=""))
         assert [s["id"] for s in sessions] == [pair["session_id"]]
+
+
+# -- the last admin --------------------------------------------------------------------
+
+USER = "/api/v1/admin/users/{}"
+#: The changes that take a user out of the admins, as the admin routes make them.
+REMOVALS = {
+    "disable": ("PATCH", {"disabled": True}),
+    "demote": ("PATCH", {"roles": ["auditor"]}),
+    "delete": ("DELETE", None),
+}
+
+
+def remove(client: FlaskClient, tokens: dict[str, Any], user: str, removal: str) -> Any:
+    method, body = REMOVALS[removal]
+    return client.open(USER.format(user), method=method, json=body, headers=Auth.headers(tokens))
+
+
+def admins(app: Flask) -> tuple[set[str], set[str]]:
+    """The admins by the user records, and the registry's members."""
+    with app.app_context():
+        store = current_manager().store
+        found = {u.id for u in accounts.all_users() if accounts.is_admin(u)}
+        members = set(store.client.smembers(store.keys.admins()))
+    return found, members - {""}
+
+
+@pytest.mark.parametrize("removal", list(REMOVALS))
+def test_the_last_admin_cannot_remove_itself(
+    app: Flask, client: FlaskClient, admin_tokens: dict[str, Any], removal: str
+) -> None:
+    assert_problem(remove(client, admin_tokens, "root", removal), 409, "last_admin")
+    # Nothing changed: still the admin, still signed in.
+    assert admins(app) == ({"root"}, {"root"})
+    assert listed(client, admin_tokens, "root") != []
+
+
+@pytest.mark.parametrize("removal", list(REMOVALS))
+def test_the_last_admin_cannot_be_removed_by_a_demoted_one(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any], removal: str
+) -> None:
+    auth.create_user("ops", "pw", admin=True)
+    ops = auth.login("ops", "pw")
+    headers = auth.headers(ops)
+    # ops removes root (another admin remains: ops)...
+    assert remove(client, ops, "root", removal).status_code in (200, 204)
+    assert admins(app) == ({"ops"}, {"ops"})
+    # ...and then cannot remove itself, the last one.
+    assert_problem(remove(client, ops, "ops", removal), 409, "last_admin")
+    assert client.get(USER.format("ops"), headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("removal", list(REMOVALS))
+def test_an_admin_who_is_not_the_last_can_be_removed(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any], removal: str
+) -> None:
+    auth.create_user("ops", "pw", admin=True)
+    auth.create_user("off", "pw", admin=True)
+    client.patch(USER.format("off"), json={"disabled": True}, headers=Auth.headers(admin_tokens))
+    assert remove(client, admin_tokens, "ops", removal).status_code in (200, 204)
+    assert admins(app) == ({"root"}, {"root"})
+    # A disabled admin is none: root is the last one.
+    assert_problem(remove(client, admin_tokens, "root", removal), 409, "last_admin")
+
+
+def test_an_admin_may_remove_itself_while_another_remains(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    auth.create_user("ops", "pw", admin=True)
+    response = remove(client, admin_tokens, "root", "demote")
+    assert response.status_code == 200
+    assert response.get_json()["roles"] == ["auditor"]
+    assert admins(app) == ({"ops"}, {"ops"})
+
+
+def test_other_changes_of_the_last_admin_are_allowed(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    headers = Auth.headers(admin_tokens)
+    roles = {"roles": ["admin", "auditor"]}
+    assert client.patch(USER.format("root"), json=roles, headers=headers).status_code == 200
+    again = auth.login("root", "pw")  # the roles change ended root's sessions
+    enable = {"disabled": False}
+    assert (
+        client.patch(USER.format("root"), json=enable, headers=auth.headers(again)).status_code
+        == 200
+    )
+    assert_problem(remove(client, again, "root", "demote"), 409, "last_admin")
+    assert admins(app) == ({"root"}, {"root"})
+
+
+def test_a_promotion_and_an_enable_join_the_registry(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    auth.create_user("bob", "pw")
+    auth.create_user("ops", "pw", admin=True)
+    headers = Auth.headers(admin_tokens)
+    assert (
+        client.patch(USER.format("ops"), json={"disabled": True}, headers=headers).status_code
+        == 200
+    )
+    assert admins(app) == ({"root"}, {"root"})
+    assert (
+        client.patch(USER.format("bob"), json={"roles": ["admin"]}, headers=headers).status_code
+        == 200
+    )
+    assert (
+        client.patch(USER.format("ops"), json={"disabled": False}, headers=headers).status_code
+        == 200
+    )
+    assert admins(app) == ({"root", "bob", "ops"}, {"root", "bob", "ops"})
+
+
+def test_a_missing_registry_is_built_from_the_user_records(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    auth.create_user("ops", "pw", admin=True)
+    auth.create_user("bob", "pw")
+    with app.app_context():
+        store = current_manager().store
+        # A deployment from before the registry has none.
+        store.client.delete(store.keys.admins())
+    assert remove(client, admin_tokens, "ops", "disable").status_code == 200
+    assert admins(app) == ({"root"}, {"root"})
+    with app.app_context():
+        store.client.delete(store.keys.admins())
+    assert_problem(remove(client, admin_tokens, "root", "delete"), 409, "last_admin")
+    assert admins(app) == ({"root"}, {"root"})
+
+
+def test_a_registry_that_lacks_an_admin_is_built_anew_before_refusing(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    assert_problem(remove(client, admin_tokens, "root", "demote"), 409, "last_admin")
+    assert admins(app) == ({"root"}, {"root"})
+    # An admin added behind the registry's back (SessionManager.add_user).
+    auth.create_user("ops", "pw", admin=True)
+    assert admins(app) == ({"root", "ops"}, {"root"})
+    assert remove(client, admin_tokens, "root", "demote").status_code == 200
+    assert admins(app) == ({"ops"}, {"ops"})

@@ -223,3 +223,33 @@ def test_list_users_in_text_and_json(app: Flask, auth: Auth) -> None:
     text = run(app, "list-users").output.splitlines()
     assert [line.split("  ")[0] for line in text] == ["a:{odd} name", "alice", "bob"]
     assert text[1].endswith("(admin)") and text[2].endswith("(disabled)")
+
+
+@pytest.mark.parametrize("command", ["disable-user", "delete-user"])
+def test_the_last_admin_is_kept_unless_forced(
+    app: Flask, client: FlaskClient, command: str
+) -> None:
+    run(app, "create-user", "root", "--admin", "--password-stdin", input="root-password\n")
+    result = run(app, command, "root")
+    assert result.exit_code == 1
+    assert "last admin" in result.output and "--force" in result.output
+    assert login_status(client, "root", "root-password") == 200  # nothing changed
+    result = run(app, command, "root", "--force")
+    assert result.exit_code == 0, result.output
+    assert "warning: no admin is left" in result.output
+    assert login_status(client, "root", "root-password") != 200
+    # The CLI is the way back.
+    run(app, "create-user", "ops", "--admin", "--password-stdin", input="ops-password\n")
+    result = run(app, "disable-user", "ops")
+    assert result.exit_code == 1 and "last admin" in result.output
+
+
+def test_an_admin_who_is_not_the_last_is_disabled_without_force(app: Flask) -> None:
+    for name in ("root", "ops"):
+        run(app, "create-user", name, "--admin", "--password-stdin", input=f"{name}-password\n")
+    result = run(app, "disable-user", "ops")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    assert run(app, "delete-user", "root").exit_code == 1  # the last one now
+    assert run(app, "enable-user", "ops").exit_code == 0
+    assert run(app, "delete-user", "root").exit_code == 0

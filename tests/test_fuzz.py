@@ -66,6 +66,7 @@ CODES = {
     403: {"forbidden", "user_disabled"},
     404: {"session_not_found", "not_found", "user_not_found"},
     405: {"method_not_allowed"},
+    409: {"last_admin"},
     413: {"payload_too_large"},
     429: {"rate_limited"},
     503: {"store_unavailable"},

@@ -199,7 +199,11 @@ def test_errors_are_documented_per_operation(spec: dict[str, Any]) -> None:
             header = operation["responses"][status]["headers"]["Retry-After"]
             assert header["required"] is True, f"{method} {path} {status}"
     update = paths["/api/v1/admin/users/{user_id}"]["patch"]["responses"]
-    assert set(update) == {"200", "400", "401", "403", "404", "413", "503"}
+    assert set(update) == {"200", "400", "401", "403", "404", "409", "413", "503"}
+    deleted = paths["/api/v1/admin/users/{user_id}"]["delete"]["responses"]
+    assert set(deleted) == {"204", "401", "403", "404", "409", "503"}
+    for answers in (update, deleted):
+        assert "`last_admin`" in answers["409"]["description"]
     listed = paths["/api/v1/sessions"]["get"]["responses"]["200"]
     assert listed["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/SessionList"

@@ -30,9 +30,11 @@ from sessionsvc.models import Device, Location, SecurityEvent, Session, User
 from sessionsvc.settings import ConfigError
 from sessionsvc.store import (
     Actor,
+    AdminsLeft,
     CheckStatus,
     Policy,
     SessionStore,
+    UserChanged,
     client_factory_from_url,
     store_from_url,
     user_tag,
@@ -891,6 +893,170 @@ def test_creating_an_existing_user_changes_nothing(store: SessionStore) -> None:
     assert store.create_user(User(id="alice", password_hash="second", roles=())) is False
     assert store.create_user(User(id="alice", password_hash="third", roles=("x", "y"))) is False
     assert store.get_user("alice") == original
+
+
+# -- a sign-in's session opens only on the user record it checked --------------------
+
+
+def alice_account(store: SessionStore) -> User:
+    """Alice, an admin of the user store, as a sign-in reads her."""
+    assert store.create_user(User(id="alice", password_hash="h1", roles=("admin",), account="A1"))
+    user = store.get_user("alice")
+    assert user is not None and user.version == 0
+    return user
+
+
+#: What comes between a sign-in's read of the user record and its session's
+#: opening, each a change that revokes the user's sessions.
+RECORD_CHANGES: dict[str, Callable[[SessionStore, int], Any]] = {
+    "password": lambda s, now: s.change_password(
+        "alice", "h2", expected="h1", now=now, actor=ACTOR, keep=None
+    ),
+    "demoted": lambda s, now: s.update_user("alice", now=now, actor=ACTOR, roles=()),
+    "disabled": lambda s, now: s.update_user("alice", now=now, actor=ACTOR, disabled=True),
+    "deleted": lambda s, now: s.delete_user("alice", now=now, actor=ACTOR),
+    "created_again": lambda s, now: (
+        s.delete_user("alice", now=now, actor=ACTOR),
+        s.create_user(User(id="alice", password_hash="h1", roles=("admin",), account="A2")),
+    ),
+}
+
+
+@pytest.mark.parametrize("change", list(RECORD_CHANGES))
+def test_open_refuses_when_the_user_record_changed_since_the_sign_in_read_it(
+    store: SessionStore, rc: redis.Redis, now: int, change: str
+) -> None:
+    user = alice_account(store)
+    RECORD_CHANGES[change](store, now)
+    events_before = rc.llen(store.events_key("alice"))
+    session = make_session(now=now, account=user.account)
+    with pytest.raises(UserChanged):
+        store.create(session, max_sessions=100, actor=ACTOR, user_version=user.version)
+    assert rc.exists(store.session_key("alice", session.id)) == 0
+    assert rc.zscore(store.index_key("alice"), session.id) is None
+    assert rc.llen(store.events_key("alice")) == events_before  # no session.created
+
+
+def test_open_of_an_unchanged_user_record_stores_the_session(store: SessionStore, now: int) -> None:
+    user = alice_account(store)
+    # A hash of an older scheme upgraded is the same password: not a change.
+    assert store.set_password_hash("alice", "h1-upgraded", expected="h1")
+    session = make_session(now=now, account=user.account)
+    assert store.create(session, max_sessions=100, actor=ACTOR, user_version=user.version)
+    assert stored(store, session.id).account == "A1"
+    # A change seen by the sign-in (it read the new version) opens too.
+    store.update_user("alice", now=now, actor=ACTOR, roles=("auditor",))
+    changed = store.get_user("alice")
+    assert changed is not None and changed.version == 1 and changed.roles == ("auditor",)
+    later = make_session(now=now, account=changed.account)
+    assert store.create(later, max_sessions=100, actor=ACTOR, user_version=changed.version)
+
+
+def test_every_change_of_password_roles_or_disabled_bumps_the_version(
+    store: SessionStore, now: int
+) -> None:
+    alice_account(store)
+
+    def version() -> int:
+        user = store.get_user("alice")
+        assert user is not None
+        return user.version
+
+    store.update_user("alice", now=now, actor=ACTOR, disabled=True)
+    assert version() == 1
+    store.update_user("alice", now=now, actor=ACTOR, disabled=True)  # no change
+    assert version() == 1
+    store.update_user("alice", now=now, actor=ACTOR, disabled=False)
+    assert version() == 2
+    store.update_user("alice", now=now, actor=ACTOR, roles=("admin",))  # the same roles
+    assert version() == 2
+    store.update_user("alice", now=now, actor=ACTOR, roles=())
+    assert version() == 3
+    store.change_password("alice", "h2", expected="h1", now=now, actor=ACTOR, keep=None)
+    assert version() == 4
+    store.set_password_hash("alice", "h2-upgraded", expected="h2")
+    assert version() == 4
+
+
+def test_open_without_a_user_version_reads_no_user_record(store: SessionStore, now: int) -> None:
+    # A host app's users live elsewhere: no record, nothing to compare.
+    session = make_session("bob", now=now)
+    assert create(store, session) == []
+    assert stored(store, session.id, "bob").id == session.id
+
+
+# -- the registry of admins ------------------------------------------------------------
+
+
+def registry(store: SessionStore, rc: redis.Redis) -> set[str]:
+    return set(rc.smembers(store.keys.admins()))
+
+
+def test_admins_leave_drops_a_member_only_if_another_remains(
+    store: SessionStore, rc: redis.Redis
+) -> None:
+    assert store.lock_admins("t1", seconds=10)
+    assert not store.lock_admins("t2", seconds=10)  # one holder at a time
+    assert store.admins_leave("root", token="t1") is AdminsLeft.NO_REGISTRY
+    assert store.admins_join(["root", "alice"], token="t1", rebuild=True)
+    assert registry(store, rc) == {"", "root", "alice"}
+    assert store.admins_leave("bob", token="t1") is AdminsLeft.LEFT  # not a member
+    assert store.admins_leave("alice", token="t1") is AdminsLeft.LEFT
+    assert store.admins_leave("root", token="t1") is AdminsLeft.LAST
+    assert registry(store, rc) == {"", "root"}
+    assert store.admins_leave("root", token="t1", force=True) is AdminsLeft.LEFT_LAST
+    assert registry(store, rc) == {""}  # built, and empty
+    assert store.admins_leave("root", token="t1") is AdminsLeft.LEFT
+
+
+def test_the_registry_changes_only_under_its_lock(store: SessionStore, rc: redis.Redis) -> None:
+    assert store.lock_admins("t1", seconds=10)
+    assert store.admins_join(["root", "alice"], token="t1", rebuild=True, release=True)
+    assert rc.exists(store.keys.admins_lock()) == 0  # released
+    assert store.admins_leave("alice", token="t1") is AdminsLeft.LOCK_LOST
+    assert store.admins_join(["bob"], token="t1") is False
+    assert registry(store, rc) == {"", "root", "alice"}
+    assert store.lock_admins("t2", seconds=10)
+    assert rc.ttl(store.keys.admins_lock()) > 0  # a holder that dies frees it
+    assert store.admins_join(["bob"], token="t1", release=True) is False
+    assert rc.get(store.keys.admins_lock()) == "t2"  # not released by another
+    assert store.admins_join(["bob"], token="t2")
+    assert registry(store, rc) == {"", "root", "alice", "bob"}
+    assert store.admins_join(["carol"], token="t2", rebuild=True)
+    assert registry(store, rc) == {"", "carol"}
+
+
+def test_without_a_registry_joining_adds_no_one(store: SessionStore, rc: redis.Redis) -> None:
+    # A registry of one admin only would refuse wrongly: it is built whole, when needed.
+    assert store.lock_admins("t", seconds=10)
+    assert store.admins_join(["root"], token="t")
+    assert rc.exists(store.keys.admins()) == 0
+
+
+def test_a_registry_of_many_admins_is_built_in_parts(store: SessionStore, rc: redis.Redis) -> None:
+    ids = [f"admin{i}" for i in range(2500)]
+    assert store.lock_admins("t", seconds=10)
+    assert store.admins_join(ids, token="t", rebuild=True, release=True)
+    assert registry(store, rc) == {"", *ids}
+    assert rc.exists(store.keys.admins_lock()) == 0
+
+
+def test_the_registry_and_its_lock_share_a_slot_of_their_own(store: SessionStore) -> None:
+    assert slot(store.keys.admins()) == slot(store.keys.admins_lock())
+    assert tag_of(store.keys.admins()) == "admins"
+    assert store.keys.user_id_of(store.keys.admins()) is None
+
+
+def test_enabled_users_with_a_role_are_read_from_the_records(store: SessionStore, now: int) -> None:
+    for user in (
+        User("root", "h", roles=("admin",)),
+        User("ops", "h", roles=("auditor", "admin")),
+        User("off", "h", roles=("admin",), disabled=True),
+        User("alice", "h", roles=("administrator",)),
+        User("bob", "h"),
+    ):
+        assert store.create_user(user)
+    assert sorted(store.enabled_users_with_role("admin")) == ["ops", "root"]
 
 
 # -- fail closed ----------------------------------------------------------------------

@@ -83,6 +83,12 @@ _USER_ID = _path_parameter(
 _FORBIDDEN = {"403": _problem("The token has no admin role (`forbidden`).")}
 _ADMIN_ERRORS = {**_FORBIDDEN, **_AUTH_ERRORS}
 _USER_NOT_FOUND = {"404": _problem("No such user (`user_not_found`).")}
+_LAST_ADMIN = {
+    "409": _problem(
+        "The user is the last admin who is not disabled; the change would leave none "
+        "(`last_admin`). Nothing changed."
+    )
+}
 
 OPERATIONS: dict[str, dict[str, Any]] = {
     "list_sessions": {
@@ -232,7 +238,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "tags": ["admin"],
         "summary": "Disable or enable a user, or set its roles (admin role)",
         "description": "Disabling revokes every session of the user (`user_disabled`); "
-        "other roles revoke them too (`roles_changed`).",
+        "other roles revoke them too (`roles_changed`). Disabling or demoting the last "
+        "admin is refused (409 `last_admin`).",
         "security": _BEARER,
         "parameters": [_USER_ID],
         "requestBody": _body("UserChanges"),
@@ -240,6 +247,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "200": _ok("The user as it is now.", "User"),
             **_BAD_REQUEST,
             **_USER_NOT_FOUND,
+            **_LAST_ADMIN,
             **_TOO_LARGE,
             **_ADMIN_ERRORS,
         },
@@ -248,10 +256,16 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "tags": ["admin"],
         "summary": "Delete a user and every session of it (admin role)",
         "description": "Sessions are revoked with reason `user_deleted`; a user created "
-        "again with the same name is another account and inherits nothing.",
+        "again with the same name is another account and inherits nothing. Deleting the "
+        "last admin is refused (409 `last_admin`).",
         "security": _BEARER,
         "parameters": [_USER_ID],
-        "responses": {"204": _ok("Deleted."), **_USER_NOT_FOUND, **_ADMIN_ERRORS},
+        "responses": {
+            "204": _ok("Deleted."),
+            **_USER_NOT_FOUND,
+            **_LAST_ADMIN,
+            **_ADMIN_ERRORS,
+        },
     },
     "admin_list_user_sessions": {
         "tags": ["admin"],

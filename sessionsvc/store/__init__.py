@@ -25,7 +25,16 @@ from .connections import (
 )
 from .devstore import DEV_STORE_HOST, DEV_STORE_PORT, serve_dev_store
 from .keys import Keys, address_group, user_tag
-from .records import Actor, CheckResult, CheckStatus, EventSink, Opened, Policy
+from .records import (
+    Actor,
+    AdminsLeft,
+    CheckResult,
+    CheckStatus,
+    EventSink,
+    Opened,
+    Policy,
+    UserChanged,
+)
 from .sessions import SessionStore, store_from_url
 
 __all__ = [
@@ -34,6 +43,7 @@ __all__ = [
     "SENTINEL_CHECK_INTERVAL",
     "UNAVAILABLE_ERRORS",
     "Actor",
+    "AdminsLeft",
     "CheckResult",
     "CheckStatus",
     "ClientFactory",
@@ -42,6 +52,7 @@ __all__ = [
     "Opened",
     "Policy",
     "SessionStore",
+    "UserChanged",
     "address_group",
     "client_factory_from_url",
     "serve_dev_store",

@@ -388,7 +388,7 @@ def merge_events(main: list[SecurityEvent], activity: list[SecurityEvent]) -> li
 
 
 def user_fields(user: User) -> list[Any]:
-    """A user record as field/value pairs: hash, roles, account, times, disabled."""
+    """A user record as field/value pairs: hash, roles, account, times, disabled, version."""
     fields: list[Any] = ["p", user.password_hash, "a", user.account]
     if user.roles:
         fields += ["roles", roles_text(user.roles)]
@@ -398,6 +398,8 @@ def user_fields(user: User) -> list[Any]:
         fields += ["pc", user.password_changed_at]
     if user.disabled:
         fields += ["d", "1"]
+    if user.version:
+        fields += ["v", user.version]
     return fields
 
 
@@ -422,4 +424,5 @@ def user_from_hash(user_id: str, raw: dict[str, str]) -> User | None:
         disabled=raw.get("d") == "1",
         created_at=int(raw["c"]) if "c" in raw else None,
         password_changed_at=int(raw["pc"]) if "pc" in raw else None,
+        version=int(raw.get("v", 0)),
     )

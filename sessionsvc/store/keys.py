@@ -17,6 +17,11 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
                             which sessions (``uh``) and events refer to; at
                             most 24, kept as long as anything refers to them
     P:{T}:user      hash    a user of the standalone service's user store
+    P:{admins}:admins       set     the user store's users who hold the admin
+                            role and are not disabled, and '' (the mark that
+                            it was built); what "the last admin" is decided on
+    P:{admins}:admins:lock  string  the token of the one change of a user's
+                            admin state in progress; expires by itself
     P:rl:...        string  login rate-limit counters (flask-limiter's keys)
 
 Webhooks (when ``SESSIONSVC_WEBHOOK_URLS`` is set; ``W`` is a stream's tag,
@@ -62,6 +67,10 @@ from itertools import product
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from ..models import parse_ip
+
+#: The tag of the admin registry and its lock: a slot of their own (no user
+#: key ends in ``:admins``, so even a user whose tag this is has no key there).
+ADMINS_TAG = "admins"
 
 #: The tag of the one webhook stream on a single server (not a user's tag:
 #: no user id encodes to it, since ``base64("wh")`` is not UTF-8).
@@ -178,6 +187,14 @@ class Keys:
     def user(self, user_id: str) -> str:
         """A user record (standalone user store)."""
         return self._user(user_id, "user")
+
+    def admins(self) -> str:
+        """The registry of the user store's admins (see ``scripts/admins_leave.lua``)."""
+        return f"{self.prefix}:{{{ADMINS_TAG}}}:admins"
+
+    def admins_lock(self) -> str:
+        """The lock of changes of a user's admin state, beside the registry."""
+        return self.admins() + ":lock"
 
     def known(self, user_id: str) -> str:
         """A user's sign-in history (device families, countries)."""

@@ -82,5 +82,26 @@ class Opened:
     evicted: list[str]
 
 
+class AdminsLeft(enum.IntEnum):
+    """What dropping a user from the registry of admins did (``admins_leave.lua``)."""
+
+    #: The lock is not the caller's any more (its lease ran out): nothing changed.
+    LOCK_LOST = -2
+    #: There is no registry (a deployment from before it): build it, ask again.
+    NO_REGISTRY = -1
+    #: The user is the last admin: nothing changed.
+    LAST = 0
+    #: Dropped, or it was not a member.
+    LEFT = 1
+    #: Dropped although the last (forced).
+    LEFT_LAST = 2
+
+
+class UserChanged(Exception):
+    """The user record is not what the sign-in checked any more: deleted (or
+    another account under the name), or its password, roles or disabled
+    state changed. No session was opened: check the credentials again."""
+
+
 #: Receives the security events a script recorded: ``(user_id, events)``.
 EventSink = Callable[[str, list[SecurityEvent]], None]

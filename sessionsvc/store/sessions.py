@@ -50,6 +50,7 @@ from .records import (
     CheckResult,
     CheckStatus,
     Opened,
+    UserChanged,
 )
 from .users import UserStore
 from .webhooks import WebhookStore
@@ -72,18 +73,34 @@ class SessionStore(UserStore, WebhookStore):
 
     # -- sessions -----------------------------------------------------------
 
-    def create(self, session: Session, *, max_sessions: int, actor: Actor) -> Opened | None:
+    def create(
+        self,
+        session: Session,
+        *,
+        max_sessions: int,
+        actor: Actor,
+        user_version: int | None = None,
+    ) -> Opened | None:
         """Store a new session, record ``session.created``, evict over the cap.
 
         One atomic round trip, which also compares the session's device and
         country with the user's sign-in history (its risk flags). Returns
         ``None`` when the id is already taken (the caller draws a new one).
+
+        :param user_version: the version of the user record (standalone user
+            store) the sign-in checked: the session is stored only if the
+            record is still the session's account at that version.
+        :raises UserChanged: it is not (nothing stored).
         """
-        keys, args = self._open_call(session, max_sessions=max_sessions, actor=actor)
+        keys, args = self._open_call(
+            session, max_sessions=max_sessions, actor=actor, user_version=user_version
+        )
         with self._available():
             result = self._run("open", keys, args)
         if result is None:
             return None
+        if result == 0:
+            raise UserChanged("The user record changed since the sign-in read it.")
         if session.user_agent:
             # What its device asks for next reads it without a second round trip.
             self.agent_texts.learn(
@@ -93,7 +110,7 @@ class SessionStore(UserStore, WebhookStore):
         return Opened(risk, [str(victim) for victim in result[1:]])
 
     def _open_call(
-        self, session: Session, *, max_sessions: int, actor: Actor
+        self, session: Session, *, max_sessions: int, actor: Actor, user_version: int | None = None
     ) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of the open script for one session."""
         named = session_fields(session)
@@ -110,6 +127,7 @@ class SessionStore(UserStore, WebhookStore):
             self.events_key(uid),
             self.known_key(uid),
             self.activity_events_key(uid),
+            *([self.user_key(uid)] if user_version is not None else []),
             *self.event_keys(uid),
         ]
         device = session.device
@@ -128,6 +146,9 @@ class SessionStore(UserStore, WebhookStore):
             TRAVEL_LIMITS,
             # The session's user agent is interned with its event's.
             "1" if session.user_agent and session.user_agent == actor.user_agent else "",
+            # The user record the sign-in checked.
+            "" if user_version is None else user_version,
+            session.account or "",
             *fields,
         ]
         return keys, args

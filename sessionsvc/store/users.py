@@ -8,12 +8,13 @@ all, and re-running it finishes the job.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 from ..models import User
 from .base import StoreBase
-from .codec import roles_text, user_fields, user_from_hash
-from .records import Actor
+from .codec import roles_of, roles_text, user_fields, user_from_hash
+from .records import Actor, AdminsLeft
 
 
 class UserStore(StoreBase):
@@ -137,6 +138,59 @@ class UserStore(StoreBase):
         with self._available():
             revoked = self._run("change_password", keys, args)
         return None if revoked is None else [str(sid) for sid in revoked]
+
+    # -- the registry of admins -------------------------------------------------
+
+    def lock_admins(self, token: str, *, seconds: int) -> bool:
+        """Take the lock of changes of a user's admin state for ``token``,
+        for at most ``seconds``; ``False`` when another holds it."""
+        with self._available():
+            return bool(self.client.set(self.keys.admins_lock(), token, nx=True, ex=seconds))
+
+    def admins_leave(self, user_id: str, *, token: str, force: bool = False) -> AdminsLeft:
+        """Drop a user from the registry of admins, unless it is the last
+        (``force``: even then); one atomic step, under the lock ``token``."""
+        keys = [self.keys.admins(), self.keys.admins_lock()]
+        with self._available():
+            return AdminsLeft(int(self._run("admins_leave", keys, [token, user_id, int(force)])))
+
+    def admins_join(
+        self,
+        user_ids: Sequence[str],
+        *,
+        token: str,
+        rebuild: bool = False,
+        release: bool = False,
+    ) -> bool:
+        """Add users to the registry of admins (``rebuild``: make it hold just
+        them), then release the lock if asked; ``False`` (nothing changed)
+        when the lock is not ``token``'s."""
+        keys = [self.keys.admins(), self.keys.admins_lock()]
+        # Lua's unpack() takes some thousands of values at most: in parts.
+        parts = [user_ids[i : i + 1000] for i in range(0, len(user_ids), 1000)] or [[]]
+        with self._available():
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                args = [token, int(rebuild and i == 0), int(release and last), *part]
+                if not self._run("admins_join", keys, args):
+                    return False
+        return True
+
+    def enabled_users_with_role(self, role: str) -> list[str]:
+        """The ids of the users who hold ``role`` and are not disabled (a
+        ``SCAN`` of every user record, read in pipelined batches)."""
+        found: list[str] = []
+        ids = self.user_ids()
+        with self._available():
+            for start in range(0, len(ids), 1000):
+                batch = ids[start : start + 1000]
+                pipe = self.client.pipeline(transaction=False)
+                for user_id in batch:
+                    pipe.hmget(self.user_key(user_id), "roles", "d")
+                for user_id, (roles, disabled) in zip(batch, pipe.execute(), strict=True):
+                    if roles is not None and role in roles_of(roles) and disabled != "1":
+                        found.append(user_id)
+        return found
 
     def user_ids(self) -> list[str]:
         """Every user id of the user store, sorted (a ``SCAN``: for the CLI, not requests)."""

@@ -25,6 +25,8 @@ NAMES = (
     "update_user",
     "set_password",
     "change_password",
+    "admins_leave",
+    "admins_join",
     "history",
     "agent",
     "webhook_take",

@@ -15,6 +15,8 @@ local IDX, PREFIX = 2, ARGV[2]
 --@include events
 if redis.call('HGET', KEYS[1], 'p') ~= ARGV[7] then return false end
 redis.call('HSET', KEYS[1], 'p', ARGV[8], 'pc', NOW)
+-- A sign-in that checked the old password opens no session after this (open.lua).
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 local revoked = revoke_all('password_changed', ARGV[9])
 event('password.changed', ARGV[9], '', '{"revoked":' .. #revoked .. '}')
 keep_events()

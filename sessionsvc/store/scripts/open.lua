@@ -3,8 +3,9 @@
 -- travel), record session.created, evict the least recently active
 -- sessions over the cap.
 -- KEYS: 1 session, 2 index, 3 events, 4 sign-in history ("known"),
---       5 activity events, 6 user agents; last, the webhook stream when
---       webhooks are on (see events.lua)
+--       5 activity events, 6 the user record when a sign-in of the
+--       standalone user store opens it (ARGV 16 not ''), then the user
+--       agents; last, the webhook stream when webhooks are on (see events.lua)
 -- ARGV: 1 now, 2 expires_at, 3 max sessions, 4 session key prefix,
 --       5 events max, 6 events ttl, 7 event head, 8 event id, 9 sid,
 --       10 device family or '', 11 country or '', 12 the client's address
@@ -13,8 +14,12 @@
 --       14 travel limits ('max km/h,min km'), 15 '1' when the session's
 --       user agent is the event head's (then it is interned with it, and
 --       the session keeps its digest, 'uh', for its 'ua' pieces),
---       16... field/value pairs
--- Returns false on an id clash, else {risk flags, evicted session ids...}.
+--       16 the version of the user record the sign-in checked, or '' (no
+--       user record), 17 the account it checked, 18... field/value pairs
+-- Returns false on an id clash, 0 when the user record is no longer the
+-- account and version the sign-in checked (deleted, or its password, roles
+-- or disabled state changed since: nothing is stored), else {risk flags,
+-- evicted session ids...}.
 local EV, EA, KN, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   3, 5, 4, ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 -- Fields of the sign-in history: one per device family or country.
@@ -22,12 +27,18 @@ local KNOWN_MAX = 100
 --@include events
 --@include travel
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if ARGV[16] ~= '' then
+  -- The change that revoked the user's sessions may have come between the
+  -- sign-in's read and now: a session opened after it would outlive it.
+  local u = redis.call('HMGET', KEYS[6], 'a', 'v')
+  if u[1] ~= ARGV[17] or (u[2] or '0') ~= ARGV[16] then return 0 end
+end
 local sid = ARGV[9]
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW)
 local ref = ARGV[15] == '1' and head_agent()
 if ref then
   local fields = {'uh', ref}
-  for i = 16, #ARGV, 2 do
+  for i = 18, #ARGV, 2 do
     if not string.match(ARGV[i], '^ua%d*$') then
       fields[#fields+1] = ARGV[i]
       fields[#fields+1] = ARGV[i+1]
@@ -39,7 +50,7 @@ if ref then
   -- EXPIREAT's GT would do it in one command, but needs Redis 7.
   keep_agents(tonumber(ARGV[2]) - tonumber(redis.call('TIME')[1]))
 else
-  redis.call('HSET', KEYS[1], unpack(ARGV, 16))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 18))
 end
 -- Risk: a browser/OS family or a country this user never signed in with
 -- (a user's very first sign-in has nothing to compare with). The history

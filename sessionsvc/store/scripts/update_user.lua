@@ -15,18 +15,22 @@ local IDX, PREFIX = 2, ARGV[2]
 --@include events
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local reason = ''
+local enabled = false
 local was = redis.call('HMGET', KEYS[1], 'd', 'roles')
 if ARGV[7] == '1' and was[1] ~= '1' then
   redis.call('HSET', KEYS[1], 'd', '1')
   reason = 'user_disabled'
 elseif ARGV[7] == '0' then
-  redis.call('HDEL', KEYS[1], 'd')
+  enabled = redis.call('HDEL', KEYS[1], 'd') == 1
 end
 if ARGV[8] == '1' and (was[2] or '') ~= ARGV[9] then
   if ARGV[9] == '' then redis.call('HDEL', KEYS[1], 'roles')
   else redis.call('HSET', KEYS[1], 'roles', ARGV[9]) end
   if reason == '' then reason = 'roles_changed' end
 end
+-- A sign-in that checked the record before this change opens no session
+-- after it (open.lua compares the version).
+if reason ~= '' or enabled then redis.call('HINCRBY', KEYS[1], 'v', 1) end
 if reason == '' then return {''} end
 local revoked = revoke_all(reason, '')
 if #revoked > 0 then keep_events() end
