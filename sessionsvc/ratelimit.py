@@ -23,7 +23,7 @@ from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_limiter import Limiter, RequestLimit
 from limits.errors import StorageError
 
-from . import auth, devices, tokens
+from . import accounts, auth, devices, tokens
 from .errors import StoreUnavailable
 from .settings import Settings
 from .store import UNAVAILABLE_ERRORS, SessionStore, address_group, user_tag
@@ -77,7 +77,7 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
         # counts. And a stranger must not lock a user out: an address the
         # user signed in from within a session lifetime passes this limit
         # (its own per-address limit still holds).
-        exempt_when=lambda: _known_address(store, settings, auth.attempted_username(request)),
+        exempt_when=lambda: _known_address(auth.attempted_username(request)),
         error_message=_DETAIL,
     )
     # Decorated here rather than in auth.py: the blueprint and its view are
@@ -94,7 +94,7 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
         "login:user",
         key_func=lambda: user_tag(_token_user()),
         deduct_when=_wrong_password,
-        exempt_when=lambda: _known_address(store, settings, _token_user()),
+        exempt_when=lambda: _known_address(_token_user()),
         error_message=_DETAIL,
     )
     change: Callable[..., Any] = app.view_functions[PASSWORD_ENDPOINT]
@@ -132,19 +132,13 @@ def _client_address() -> str:
     return address_group(address) if address else UNKNOWN_ADDRESS
 
 
-def _known_address(store: SessionStore, settings: Settings, username: str | None) -> bool:
+def _known_address(username: str | None) -> bool:
     """Whether the user signed in from this client's address group before.
 
     ``None`` (a body the view will refuse names no account) is exempt too:
     only its address counts.
     """
-    address = devices.client_ip(request)
-    if username is None:
-        return True
-    if address is None:
-        return False
-    since = int(time.time()) - settings.refresh_expires
-    return store.signed_in_from(username, address_group(address), since=since)
+    return username is None or accounts.signed_in_here(username)
 
 
 def _token_user() -> str:

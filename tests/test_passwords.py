@@ -1,18 +1,29 @@
-"""sessionsvc.passwords: the policy, argon2id hashes, older hashes upgraded at login."""
+"""sessionsvc.passwords: the policy, argon2id hashes, older hashes upgraded at
+login, the bound on hashes at once."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
-from sessionsvc import current_manager, passwords
-from sessionsvc.errors import WeakPassword
+from sessionsvc import ConfigError, current_manager, passwords
+from sessionsvc.errors import Busy, WeakPassword
 from sessionsvc.models import User
-from tests.clients import CHROME, fast_hash
+from sessionsvc.settings import Settings, available_cpus
+from sessionsvc.state import state_of
+from tests.backends import AppFactory
+from tests.clients import CHROME, Auth, assert_problem, fast_hash
 
 OWASP = "$argon2id$v=19$m=19456,t=2,p=1$"
+LOGIN, PASSWORD = "/api/v1/auth/login", "/api/v1/auth/password"
 
 
 @pytest.mark.parametrize(
@@ -103,3 +114,120 @@ def test_an_upgrade_never_overwrites_a_change_made_meanwhile(app: Flask) -> None
 def test_an_unknown_user_costs_one_argon2id_check() -> None:
     passwords.waste_time("anything")
     assert passwords._unknown_user_hash().startswith(OWASP)
+
+
+# -- hashes at once ----------------------------------------------------------------------------
+
+
+def test_hash_slots_refuse_one_more_than_their_size() -> None:
+    slots = passwords.HashSlots(2, wait=0.01)
+    with slots.held(), slots.held(), pytest.raises(Busy) as raised, slots.held():
+        pass
+    assert (raised.value.status, raised.value.code) == (503, "busy")
+    assert raised.value.headers == {"Retry-After": "1"}
+    with slots.held(), slots.held():  # both given back
+        pass
+
+
+def waiting(slots: passwords.HashSlots, *, known: int = 0, others: int = 0) -> None:
+    """Until that many hashes wait for a slot."""
+    for _ in range(1000):
+        with slots._lock:
+            if (slots._known_waiting, slots._others_waiting) == (known, others):
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("the hashes never came to wait")
+
+
+def test_a_known_sign_in_takes_the_next_slot_before_the_others() -> None:
+    slots = passwords.HashSlots(1, wait=10, known_wait=10)
+    order: list[str] = []
+
+    def hash_for(who: str) -> None:
+        with slots.held(known=lambda: who == "known"):
+            order.append(who)
+
+    with ThreadPoolExecutor(2) as pool:
+        with slots.held():
+            other = pool.submit(hash_for, "other")
+            waiting(slots, others=1)
+            known = pool.submit(hash_for, "known")
+            waiting(slots, known=1, others=1)
+        known.result(10)
+        other.result(10)
+    assert order == ["known", "other"]
+
+
+def test_at_most_size_others_wait_and_the_next_is_refused_at_once() -> None:
+    slots = passwords.HashSlots(1, wait=10)
+    with ThreadPoolExecutor(1) as pool:
+        with slots.held():
+            first = pool.submit(lambda: slots.held().__enter__())
+            waiting(slots, others=1)
+            with pytest.raises(Busy), slots.held():
+                pass
+        first.result(10)
+
+
+def test_the_bound_defaults_to_the_cpus_and_is_validated() -> None:
+    assert Settings.from_config({}).password_hashes == available_cpus() >= 1
+    assert Settings.from_config({"SESSIONSVC_PASSWORD_HASHES": 3}).password_hashes == 3
+    with pytest.raises(ConfigError, match="SESSIONSVC_PASSWORD_HASHES"):
+        Settings.from_config({"SESSIONSVC_PASSWORD_HASHES": 0})
+
+
+def login(app: Flask, username: str, password: str) -> Any:
+    body = {"username": username, "password": password}
+    return app.test_client().post(LOGIN, json=body, headers={"User-Agent": CHROME})
+
+
+@contextmanager
+def two_unknown_names_hashing(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Two sign-ins of unknown names, each holding a hash slot (of two) until
+    the block ends; yields the pool they run on (with a spare thread)."""
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+    waste_time = passwords.waste_time
+
+    def slow_waste_time(password: str) -> None:
+        inside.release()
+        assert release.wait(10)
+        waste_time(password)
+
+    monkeypatch.setattr(passwords, "waste_time", slow_waste_time)
+    with ThreadPoolExecutor(3) as pool:
+        flood = [pool.submit(login, app, f"nobody-{i}", "a guess") for i in range(2)]
+        for _ in flood:
+            assert inside.acquire(timeout=10)
+        try:
+            yield pool
+        finally:
+            release.set()
+        assert [future.result().status_code for future in flood] == [401, 401]
+
+
+def test_past_the_bound_a_sign_in_is_busy_and_works_once_a_slot_is_free(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=2)
+    Auth(app).create_user("alice", "alice-password")
+    with two_unknown_names_hashing(app, monkeypatch):
+        # Both slots are held: a third hash waits its short while, then is refused.
+        busy = login(app, "alice", "alice-password")
+    problem = assert_problem(busy, 503, "busy")
+    assert busy.headers["Retry-After"] == "1"
+    assert "try again" in problem["detail"]
+    assert login(app, "alice", "alice-password").status_code == 200
+
+
+def test_past_the_bound_a_user_signing_in_from_a_known_address_waits_its_turn(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=2)
+    Auth(app).login("alice", "alice-password")  # from 127.0.0.1: known there now
+    with two_unknown_names_hashing(app, monkeypatch) as pool:
+        alice = pool.submit(login, app, "alice", "alice-password")
+        waiting(state_of(app).hash_slots, known=1)
+        # A stranger is refused meanwhile; alice gets the first slot that frees.
+        assert_problem(login(app, "nobody-else", "a guess"), 503, "busy")
+    assert alice.result(10).status_code == 200

@@ -60,6 +60,13 @@ _AUTH_ERRORS = {
         retry_after=True,
     ),
 }
+#: A route that hashes a password: it may also be too busy to.
+_HASHING_UNAVAILABLE = _problem(
+    "The session store is unreachable (`store_unavailable`), or this process already "
+    "runs as many password hashes as `SESSIONSVC_PASSWORD_HASHES` allows (`busy`, "
+    "nothing checked); `Retry-After` says when to try again.",
+    retry_after=True,
+)
 _BAD_REQUEST = {"400": _problem("Bad body or query value (`invalid_request`).")}
 _NOT_FOUND = {"404": _problem("No such session of yours (`session_not_found`).")}
 _TOO_LARGE = {"413": _problem(f"Body over {MAX_BODY // 1024} KiB (`payload_too_large`).")}
@@ -174,7 +181,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "(`rate_limited`); `Retry-After` says when to try again.",
                 retry_after=True,
             ),
-            "503": _AUTH_ERRORS["503"],
+            "503": _HASHING_UNAVAILABLE,
         },
     },
     "refresh": {
@@ -218,7 +225,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "`session_revoked`, `wrong_token_type`."
             ),
             "429": _problem("Too many wrong passwords (`rate_limited`).", retry_after=True),
-            "503": _AUTH_ERRORS["503"],
+            "503": _HASHING_UNAVAILABLE,
         },
     },
     "admin_get_user": {
