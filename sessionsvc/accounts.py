@@ -14,7 +14,7 @@ import time
 from flask import has_request_context, request
 
 from . import audit, devices, passwords
-from .errors import InvalidCredentials, UserDisabled, UserNotFound
+from .errors import InvalidCredentials, UserDisabled, UserNotFound, WeakPassword
 from .models import User
 from .state import current_state
 from .store import Actor, address_group
@@ -150,8 +150,11 @@ def change_password(
     :returns: how many sessions ended.
     :raises InvalidCredentials: the current password is wrong, or another
         change came first (nothing changed).
-    :raises WeakPassword: the new password breaks the policy (nothing changed).
+    :raises WeakPassword: the new password breaks the policy, or is the
+        current one (nothing changed, and nothing checked: the policy comes
+        first, as it needs no hash).
     """
+    passwords.check_policy(user_id, new_password, current=current_password)
     user, _ = authenticate(user_id, current_password)
     return _store_new_password(user, new_password, keep=keep)
 
@@ -160,13 +163,16 @@ def set_password(user_id: str, new_password: str) -> int:
     """Set a user's password (the CLI): every session ends.
 
     :raises UserNotFound: no such user.
-    :raises WeakPassword: the new password breaks the policy.
+    :raises WeakPassword: the new password breaks the policy, or is the current one.
     """
-    return _store_new_password(get(user_id), new_password, keep=None)
+    user = get(user_id)
+    passwords.check_policy(user_id, new_password)
+    if passwords.verify(user.password_hash, new_password)[0]:
+        raise WeakPassword(passwords.SAME_AS_CURRENT)
+    return _store_new_password(user, new_password, keep=None)
 
 
 def _store_new_password(user: User, new_password: str, *, keep: str | None) -> int:
-    passwords.check_policy(user.id, new_password)
     with current_state().hash_slots.held():
         new = passwords.hash_password(new_password)
     revoked = current_state().store.change_password(

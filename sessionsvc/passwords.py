@@ -4,8 +4,9 @@ New hashes are argon2id (argon2-cffi) with at least OWASP's parameters
 (m = 19 MiB, t = 2, p = 1): about 30 ms of one core per hash or check here,
 run outside the GIL. Hashes of an older scheme (werkzeug's scrypt or
 pbkdf2, from before) still verify, and :func:`verify` hands back an argon2id
-hash to store in their place. The policy is NIST SP 800-63B's: a length, and
-not the username; no composition rules.
+hash to store in their place. The policy is NIST SP 800-63B's: a length,
+not a common password, not the username, not the current password again; no
+composition rules.
 
 A process runs at most :class:`HashSlots` hashes at once: past that, a
 request is answered 503 ``busy`` rather than queued behind a flood.
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import threading
 from collections.abc import Callable, Iterator
+from importlib import resources
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -27,23 +30,52 @@ from .errors import Busy, WeakPassword
 #: Shortest and longest password the policy accepts, in characters.
 MIN_LENGTH, MAX_LENGTH = 8, 1024
 
+#: The blocklist shipped in the package: the entries of 8 characters or more
+#: of zxcvbn's ranked list of the 30,000 most common passwords, lowercase,
+#: one a line (provenance and license in ``common-passwords.LICENSE``). The
+#: shorter ones are refused by :data:`MIN_LENGTH` already.
+COMMON_PASSWORDS_FILE = "common-passwords.txt.gz"
+#: How many of the most common passwords the blocklist stands for.
+COMMON_PASSWORDS_RANKED = 30_000
+
+#: The detail of a new password that is the current one.
+SAME_AS_CURRENT = "The new password must not be the current password."
+
 #: argon2id at OWASP's minimum: 19 MiB, two passes, one lane.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 _ARGON2 = "$argon2"
 
 
-def check_policy(username: str, password: str) -> None:
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The blocklist, read from the package once per process (~11,600
+    entries, about 1 MB in memory)."""
+    data = resources.files(__package__).joinpath("data", COMMON_PASSWORDS_FILE).read_bytes()
+    return frozenset(gzip.decompress(data).decode().splitlines())
+
+
+def check_policy(username: str, password: str, *, current: str | None = None) -> None:
     """Refuse a new password the policy does not allow.
 
+    :param current: the password it replaces, when known (a change).
     :raises WeakPassword: saying which rule it breaks (400 ``weak_password``).
     """
     if len(password) < MIN_LENGTH:
         raise WeakPassword(f"The password must be at least {MIN_LENGTH} characters long.")
     if len(password) > MAX_LENGTH:
         raise WeakPassword(f"The password must be at most {MAX_LENGTH} characters long.")
+    # zxcvbn's list is lowercase and meant to match case-insensitively:
+    # "Password1" is as guessable as "password1".
+    if password.lower() in common_passwords():
+        raise WeakPassword(
+            f"The password is one of the {COMMON_PASSWORDS_RANKED:,} most common passwords; "
+            "choose a less common one."
+        )
     if password == username:
         raise WeakPassword("The password must not be the username.")
+    if current is not None and password == current:
+        raise WeakPassword(SAME_AS_CURRENT)
 
 
 def hash_password(password: str) -> str:

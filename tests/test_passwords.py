@@ -45,7 +45,7 @@ def test_the_policy_says_which_rule_a_password_breaks(
 
 @pytest.mark.parametrize(
     "password",
-    ["12345678", " spaces at both ends ", "x" * 1024, "Alice-Smith", "correct horse"],
+    ["73920461", " spaces at both ends ", "x" * 1024, "Alice-Smith", "correct horse"],
 )
 def test_the_policy_has_no_composition_rules(password: str) -> None:
     passwords.check_policy("alice-smith", password)  # no exception: allowed as it is
@@ -114,6 +114,85 @@ def test_an_upgrade_never_overwrites_a_change_made_meanwhile(app: Flask) -> None
 def test_an_unknown_user_costs_one_argon2id_check() -> None:
     passwords.waste_time("anything")
     assert passwords._unknown_user_hash().startswith(OWASP)
+
+
+# -- common passwords --------------------------------------------------------------------------
+
+COMMON_RULE = "one of the 30,000 most common passwords"
+CURRENT_RULE = "must not be the current password"
+
+
+@pytest.mark.parametrize(
+    "password", ["12345678", "qwerty123", "password1", "iloveyou1", "Password1", "QWERTY123"]
+)
+def test_a_common_password_is_refused_naming_the_rule(password: str) -> None:
+    with pytest.raises(WeakPassword, match=COMMON_RULE):
+        passwords.check_policy("alice", password)
+
+
+def test_the_blocklist_is_the_long_entries_of_the_30000_most_common() -> None:
+    common = passwords.common_passwords()
+    # Every entry of 8 characters or more of zxcvbn's ranked 30,000 (the rest
+    # are too short already); entries are lowercase, compared as such.
+    assert len(common) == 11_611
+    assert all(len(entry) >= passwords.MIN_LENGTH and entry == entry.lower() for entry in common)
+    assert {"12345678", "qwerty123", "password1", "iloveyou1", "baseball"} <= common
+    assert "correct horse battery staple" not in common
+
+
+def test_a_strong_passphrase_passes_and_the_current_password_is_refused() -> None:
+    passwords.check_policy("alice", "correct horse battery staple")
+    passwords.check_policy("alice", "correct horse battery staple", current="old secret words")
+    with pytest.raises(WeakPassword, match=CURRENT_RULE):
+        passwords.check_policy("alice", "old secret words", current="old secret words")
+
+
+@pytest.mark.parametrize(
+    ("new", "rule"), [("qwerty123", COMMON_RULE), ("alice-password", CURRENT_RULE)]
+)
+def test_a_password_change_refuses_a_common_or_the_current_password(
+    client: FlaskClient, auth: Auth, new: str, rule: str
+) -> None:
+    tokens = auth.login("alice", "alice-password")
+    body = {"current_password": "alice-password", "new_password": new}
+    problem = assert_problem(
+        client.post(PASSWORD, json=body, headers=Auth.headers(tokens)), 400, "weak_password"
+    )
+    assert rule in problem["detail"]
+    ok = client.post(LOGIN, json={"username": "alice", "password": "alice-password"})
+    assert ok.status_code == 200  # nothing changed
+    body["new_password"] = "correct horse battery staple"
+    assert client.post(PASSWORD, json=body, headers=Auth.headers(tokens)).status_code == 200
+
+
+def cli(app: Flask, *args: str, password: str) -> Any:
+    return app.test_cli_runner().invoke(
+        args=["sessions", *args, "--password-stdin"], input=password + "\n"
+    )
+
+
+@pytest.mark.parametrize("password", ["12345678", "qwerty123", "password1", "iloveyou1"])
+def test_the_cli_refuses_a_common_password(app: Flask, auth: Auth, password: str) -> None:
+    created = cli(app, "create-user", "bob", password=password)
+    assert created.exit_code == 1
+    assert COMMON_RULE in created.output
+    auth.create_user("alice", "alice-password")
+    changed = cli(app, "set-password", "alice", password=password)
+    assert changed.exit_code == 1
+    assert COMMON_RULE in changed.output
+    with app.app_context():
+        store = current_manager().store
+        assert store.get_user("bob") is None
+        alice = store.get_user("alice")
+    assert alice is not None and passwords.verify(alice.password_hash, "alice-password")[0]
+
+
+def test_the_cli_refuses_the_current_password(app: Flask) -> None:
+    assert cli(app, "create-user", "alice", password="alice's own words").exit_code == 0
+    again = cli(app, "set-password", "alice", password="alice's own words")
+    assert again.exit_code == 1
+    assert again.output.strip() == f"Error: {passwords.SAME_AS_CURRENT}"
+    assert cli(app, "set-password", "alice", password="alice's new words").exit_code == 0
 
 
 # -- hashes at once ----------------------------------------------------------------------------

@@ -208,7 +208,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "change_password": {
         "tags": ["auth"],
         "summary": "Change my password: every other session is signed out",
-        "description": "Records `password.changed`; the calling session stays. A wrong "
+        "description": "Records `password.changed`; the calling session stays. The new "
+        "password is checked against the policy first, then the current one. A wrong "
         "current password counts like a failed sign-in.",
         "security": _BEARER,
         "requestBody": _body("PasswordChange"),
@@ -216,7 +217,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "200": _ok("How many other sessions were revoked.", "Revoked"),
             "400": _problem(
                 "Bad body (`invalid_request`), or a new password the policy refuses "
-                "(`weak_password`, with the rule in `detail`)."
+                "(`weak_password`; `detail` names the rule: too short or too long, one of "
+                "the 30,000 most common passwords, the username, or the current password)."
             ),
             **_TOO_LARGE,
             "401": _problem(
