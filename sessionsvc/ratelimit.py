@@ -8,6 +8,10 @@ live in the session store's Redis, under the key prefix, so every worker and
 host shares them; when they cannot be counted the login fails closed (503),
 as every session check does. A refused attempt is 429 ``rate_limited`` with
 ``Retry-After`` (rendered by :mod:`sessionsvc.errors`).
+
+``POST /api/v1/auth/password`` counts into the same two counters (the
+username being the token's): each attempt before its current password is
+checked, given back afterwards unless that password was wrong.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from flask_limiter import Limiter, RequestLimit
 from limits.errors import StorageError
 
 from . import accounts, auth, devices, tokens
-from .errors import StoreUnavailable
+from .errors import InvalidCredentials, StoreUnavailable
 from .settings import Settings
 from .store import UNAVAILABLE_ERRORS, SessionStore, address_group, user_tag
 
@@ -84,21 +88,22 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
     # shared by every app, the limiter is this app's.
     view: Callable[..., Any] = app.view_functions[LOGIN_ENDPOINT]
     app.view_functions[LOGIN_ENDPOINT] = _fail_closed(per_address(per_username(view)))
-    # The same counters for a password change, but only a wrong current
-    # password counts: the user is the token's.
-    wrong_address = limiter.shared_limit(
-        limit, "login:ip", deduct_when=_wrong_password, error_message=_DETAIL
-    )
-    wrong_username = limiter.shared_limit(
+    # The same counters for a password change, the user being the token's.
+    # Each attempt is counted before its current password is checked (one
+    # atomic INCR per counter, refused past the limit), so attempts sent at
+    # once cannot all pass a count taken before any of them was wrong; the
+    # attempt is given back unless the current password was wrong.
+    change_username = limiter.shared_limit(
         limit,
         "login:user",
         key_func=lambda: user_tag(_token_user()),
-        deduct_when=_wrong_password,
         exempt_when=lambda: _known_address(_token_user()),
         error_message=_DETAIL,
     )
-    change: Callable[..., Any] = app.view_functions[PASSWORD_ENDPOINT]
-    app.view_functions[PASSWORD_ENDPOINT] = _fail_closed(wrong_address(wrong_username(change)))
+    change: Callable[..., Any] = _given_back_unless_wrong(
+        limiter, app.view_functions[PASSWORD_ENDPOINT]
+    )
+    app.view_functions[PASSWORD_ENDPOINT] = _fail_closed(per_address(change_username(change)))
 
 
 #: Errors that mean "the counters cannot be reached".
@@ -154,11 +159,40 @@ def _token_user() -> str:
     return user
 
 
-def _wrong_password(response: Response) -> bool:
-    if response.status_code != 401 or not response.is_json:
-        return False
-    body = response.get_json(silent=True)
-    return isinstance(body, dict) and body.get("code") == "invalid_credentials"
+def _given_back_unless_wrong(limiter: Limiter, view: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the password change, counted already; give its count back unless
+    the current password was wrong.
+
+    Only a wrong current password is a guess: a right one, a new password
+    the policy refuses (checked first, with no hash) or a busy answer costs
+    the user nothing once answered. It held its place in the count while it
+    ran, which is what keeps attempts sent at once within the limit.
+    """
+
+    @functools.wraps(view)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        wrong = False
+        try:
+            return view(*args, **kwargs)
+        except InvalidCredentials:
+            wrong = True
+            raise
+        finally:
+            if not wrong:
+                _give_back(limiter)
+
+    return counted
+
+
+def _give_back(limiter: Limiter) -> None:
+    """Take this request's hit off each counter it was counted in."""
+    strategy = limiter.limiter
+    for hit in limiter.current_limits:
+        try:
+            strategy.hit(hit.limit, *hit.request_args, cost=-1)
+        except _COUNTING_ERRORS as exc:
+            # The change itself is done: the attempt stays counted, no more.
+            logger.warning("could not give back a counted attempt: %s", type(exc).__name__)
 
 
 def _username() -> str:

@@ -209,8 +209,9 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "tags": ["auth"],
         "summary": "Change my password: every other session is signed out",
         "description": "Records `password.changed`; the calling session stays. The new "
-        "password is checked against the policy first, then the current one. A wrong "
-        "current password counts like a failed sign-in.",
+        "password is checked against the policy first, then the current one. Each attempt "
+        "is counted towards the sign-in limit before its current password is checked, and "
+        "given back unless that password was wrong.",
         "security": _BEARER,
         "requestBody": _body("PasswordChange"),
         "responses": {
