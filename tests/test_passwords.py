@@ -310,3 +310,13 @@ def test_past_the_bound_a_user_signing_in_from_a_known_address_waits_its_turn(
         # A stranger is refused meanwhile; alice gets the first slot that frees.
         assert_problem(login(app, "nobody-else", "a guess"), 503, "busy")
     assert alice.result(10).status_code == 200
+
+
+def test_the_openapi_document_says_busy_where_a_password_is_hashed(app: Flask) -> None:
+    paths = app.test_client().get("/apispec.json").get_json()["paths"]
+    for path in (LOGIN, PASSWORD):
+        busy = paths[path]["post"]["responses"]["503"]
+        assert "`busy`" in busy["description"] and "`store_unavailable`" in busy["description"]
+        assert busy["headers"]["Retry-After"]["required"] is True
+    weak = paths[PASSWORD]["post"]["responses"]["400"]["description"]
+    assert "30,000 most common passwords" in weak and "current password" in weak
