@@ -14,11 +14,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flask import has_request_context, request
+
 from . import audit, devices, passwords
-from .errors import InvalidCredentials, LastAdmin, StoreUnavailable, UserDisabled, UserNotFound
+from .errors import (
+    InvalidCredentials,
+    LastAdmin,
+    StoreUnavailable,
+    UserDisabled,
+    UserNotFound,
+    WeakPassword,
+)
 from .models import TokenPair, User
 from .state import current_manager, current_state
-from .store import Actor, AdminsLeft, UserChanged
+from .store import Actor, AdminsLeft, UserChanged, address_group
 
 
 def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
@@ -47,20 +56,42 @@ def get(user_id: str) -> User:
     return user
 
 
+def signed_in_here(user_id: str) -> bool:
+    """Whether ``user_id`` signed in from the request's client address (its
+    group: an IPv4 address, an IPv6 /64) within a session lifetime."""
+    address = devices.client_ip(request) if has_request_context() else None
+    if address is None:
+        return False
+    state = current_state()
+    since = int(time.time()) - state.settings.refresh_expires
+    return state.store.signed_in_from(user_id, address_group(address), since=since)
+
+
 def authenticate(user_id: str, password: str) -> tuple[User, str | None]:
     """The user whose password this is, and a hash to store instead of an
     older scheme's (see :func:`passwords.verify`).
 
     An unknown user costs one hash check, as a wrong password does, and is
-    refused the same way.
+    refused the same way; either waits for one of the process's hash slots,
+    ahead of the others when the user signed in from this address before.
 
     :raises InvalidCredentials: no such user, or not its password.
+    :raises Busy: no hash slot came free in time (nothing was checked).
     """
-    user = current_state().store.get_user(user_id) if user_id else None
+    state = current_state()
+    user = state.store.get_user(user_id) if user_id else None
+
+    # Asked for every name, existing or not, and only when the slots are
+    # full: the answer says nothing of which names exist.
+    def known() -> bool:
+        return bool(user_id) and signed_in_here(user_id)
+
     if user is None:
-        passwords.waste_time(password)
+        with state.hash_slots.held(known=known):
+            passwords.waste_time(password)
         raise InvalidCredentials("Wrong username or password.")
-    matches, upgraded = passwords.verify(user.password_hash, password)
+    with state.hash_slots.held(known=known):
+        matches, upgraded = passwords.verify(user.password_hash, password)
     if not matches:
         raise InvalidCredentials("Wrong username or password.")
     return user, upgraded
@@ -277,8 +308,11 @@ def change_password(
     :returns: how many sessions ended.
     :raises InvalidCredentials: the current password is wrong, or another
         change came first (nothing changed).
-    :raises WeakPassword: the new password breaks the policy (nothing changed).
+    :raises WeakPassword: the new password breaks the policy, or is the
+        current one (nothing changed, and nothing checked: the policy comes
+        first, as it needs no hash).
     """
+    passwords.check_policy(user_id, new_password, current=current_password)
     user, _ = authenticate(user_id, current_password)
     return _store_new_password(user, new_password, keep=keep)
 
@@ -287,14 +321,18 @@ def set_password(user_id: str, new_password: str) -> int:
     """Set a user's password (the CLI): every session ends.
 
     :raises UserNotFound: no such user.
-    :raises WeakPassword: the new password breaks the policy.
+    :raises WeakPassword: the new password breaks the policy, or is the current one.
     """
-    return _store_new_password(get(user_id), new_password, keep=None)
+    user = get(user_id)
+    passwords.check_policy(user_id, new_password)
+    if passwords.verify(user.password_hash, new_password)[0]:
+        raise WeakPassword(passwords.SAME_AS_CURRENT)
+    return _store_new_password(user, new_password, keep=None)
 
 
 def _store_new_password(user: User, new_password: str, *, keep: str | None) -> int:
-    passwords.check_policy(user.id, new_password)
-    new = passwords.hash_password(new_password)
+    with current_state().hash_slots.held():
+        new = passwords.hash_password(new_password)
     revoked = current_state().store.change_password(
         user.id, new, expected=user.password_hash, now=int(time.time()), actor=_actor(), keep=keep
     )

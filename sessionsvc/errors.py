@@ -110,6 +110,13 @@ class StoreUnavailable(SessionsvcError):
     headers = {"Retry-After": "1"}
 
 
+class Busy(SessionsvcError):
+    """Too many password hashes at once in this process (see ``passwords.HashSlots``)."""
+
+    status, code, title = 503, "busy", "Service Unavailable"
+    headers = {"Retry-After": "1"}
+
+
 def problem(
     status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:

@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import admin, api, audit, auth, cli, devices, errors, geo, metrics, ratelimit, tokens
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
+from .passwords import HashSlots
 from .settings import ConfigError, Settings
 from .state import EXTENSION_KEY, State, current_state
 from .store import Actor, CheckResult, CheckStatus, Policy, SessionStore, store_from_url
@@ -123,7 +124,9 @@ class SessionManager:
         if self._auth_routes:
             prefixes.append(auth.URL_PREFIX)
         problem_paths = self._problem_paths or tuple(prefixes)
-        app.extensions[EXTENSION_KEY] = State(self, settings, store, locator, problem_paths)
+        app.extensions[EXTENSION_KEY] = State(
+            self, settings, store, locator, problem_paths, HashSlots(settings.password_hashes)
+        )
 
         tokens.bind(app, jwt, self.is_revoked)
         tokens.guard(app, jwt)

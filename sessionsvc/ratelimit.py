@@ -8,6 +8,10 @@ live in the session store's Redis, under the key prefix, so every worker and
 host shares them; when they cannot be counted the login fails closed (503),
 as every session check does. A refused attempt is 429 ``rate_limited`` with
 ``Retry-After`` (rendered by :mod:`sessionsvc.errors`).
+
+``POST /api/v1/auth/password`` counts into the same two counters (the
+username being the token's): each attempt before its current password is
+checked, given back afterwards unless that password was wrong.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_limiter import Limiter, RequestLimit
 from limits.errors import StorageError
 
-from . import auth, devices, tokens
-from .errors import StoreUnavailable
+from . import accounts, auth, devices, tokens
+from .errors import InvalidCredentials, StoreUnavailable
 from .settings import Settings
 from .store import UNAVAILABLE_ERRORS, SessionStore, address_group, user_tag
 
@@ -77,28 +81,29 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
         # counts. And a stranger must not lock a user out: an address the
         # user signed in from within a session lifetime passes this limit
         # (its own per-address limit still holds).
-        exempt_when=lambda: _known_address(store, settings, auth.attempted_username(request)),
+        exempt_when=lambda: _known_address(auth.attempted_username(request)),
         error_message=_DETAIL,
     )
     # Decorated here rather than in auth.py: the blueprint and its view are
     # shared by every app, the limiter is this app's.
     view: Callable[..., Any] = app.view_functions[LOGIN_ENDPOINT]
     app.view_functions[LOGIN_ENDPOINT] = _fail_closed(per_address(per_username(view)))
-    # The same counters for a password change, but only a wrong current
-    # password counts: the user is the token's.
-    wrong_address = limiter.shared_limit(
-        limit, "login:ip", deduct_when=_wrong_password, error_message=_DETAIL
-    )
-    wrong_username = limiter.shared_limit(
+    # The same counters for a password change, the user being the token's.
+    # Each attempt is counted before its current password is checked (one
+    # atomic INCR per counter, refused past the limit), so attempts sent at
+    # once cannot all pass a count taken before any of them was wrong; the
+    # attempt is given back unless the current password was wrong.
+    change_username = limiter.shared_limit(
         limit,
         "login:user",
         key_func=lambda: user_tag(_token_user()),
-        deduct_when=_wrong_password,
-        exempt_when=lambda: _known_address(store, settings, _token_user()),
+        exempt_when=lambda: _known_address(_token_user()),
         error_message=_DETAIL,
     )
-    change: Callable[..., Any] = app.view_functions[PASSWORD_ENDPOINT]
-    app.view_functions[PASSWORD_ENDPOINT] = _fail_closed(wrong_address(wrong_username(change)))
+    change: Callable[..., Any] = _given_back_unless_wrong(
+        limiter, app.view_functions[PASSWORD_ENDPOINT]
+    )
+    app.view_functions[PASSWORD_ENDPOINT] = _fail_closed(per_address(change_username(change)))
 
 
 #: Errors that mean "the counters cannot be reached".
@@ -132,19 +137,13 @@ def _client_address() -> str:
     return address_group(address) if address else UNKNOWN_ADDRESS
 
 
-def _known_address(store: SessionStore, settings: Settings, username: str | None) -> bool:
+def _known_address(username: str | None) -> bool:
     """Whether the user signed in from this client's address group before.
 
     ``None`` (a body the view will refuse names no account) is exempt too:
     only its address counts.
     """
-    address = devices.client_ip(request)
-    if username is None:
-        return True
-    if address is None:
-        return False
-    since = int(time.time()) - settings.refresh_expires
-    return store.signed_in_from(username, address_group(address), since=since)
+    return username is None or accounts.signed_in_here(username)
 
 
 def _token_user() -> str:
@@ -160,11 +159,40 @@ def _token_user() -> str:
     return user
 
 
-def _wrong_password(response: Response) -> bool:
-    if response.status_code != 401 or not response.is_json:
-        return False
-    body = response.get_json(silent=True)
-    return isinstance(body, dict) and body.get("code") == "invalid_credentials"
+def _given_back_unless_wrong(limiter: Limiter, view: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the password change, counted already; give its count back unless
+    the current password was wrong.
+
+    Only a wrong current password is a guess: a right one, a new password
+    the policy refuses (checked first, with no hash) or a busy answer costs
+    the user nothing once answered. It held its place in the count while it
+    ran, which is what keeps attempts sent at once within the limit.
+    """
+
+    @functools.wraps(view)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        wrong = False
+        try:
+            return view(*args, **kwargs)
+        except InvalidCredentials:
+            wrong = True
+            raise
+        finally:
+            if not wrong:
+                _give_back(limiter)
+
+    return counted
+
+
+def _give_back(limiter: Limiter) -> None:
+    """Take this request's hit off each counter it was counted in."""
+    strategy = limiter.limiter
+    for hit in limiter.current_limits:
+        try:
+            strategy.hit(hit.limit, *hit.request_args, cost=-1)
+        except _COUNTING_ERRORS as exc:
+            # The change itself is done: the attempt stays counted, no more.
+            logger.warning("could not give back a counted attempt: %s", type(exc).__name__)
 
 
 def _username() -> str:

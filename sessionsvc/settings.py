@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -50,6 +51,7 @@ KEYS: tuple[Key, ...] = (
     Key("SESSIONSVC_IDLE_TIMEOUT", None, "seconds"),
     Key("SESSIONSVC_REVOKE_ON_ANOMALY", False, "boolean"),
     Key("SESSIONSVC_LOGIN_RATE_LIMIT", "10/minute", "text"),
+    Key("SESSIONSVC_PASSWORD_HASHES", None, "integer"),
     Key("SESSIONSVC_METRICS", True, "boolean"),
     Key("SESSIONSVC_METRICS_TOKEN", None, "text"),
     Key("SESSIONSVC_EVENTS_MAX", 1000, "integer"),
@@ -86,6 +88,13 @@ def _int(key: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -273,6 +282,8 @@ class Settings:
     webhook_events: frozenset[str] | None = None
     #: Seconds before each retry of a failed delivery.
     webhook_retry: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    #: Password hashes one process runs at once (default: its CPUs).
+    password_hashes: int = 1
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -308,6 +319,7 @@ class Settings:
                 f"SESSIONSVC_TOUCH_INTERVAL ({touch} s)"
             )
         webhook_urls = _webhook_urls("SESSIONSVC_WEBHOOK_URLS", get("SESSIONSVC_WEBHOOK_URLS"))
+        hashes = get("SESSIONSVC_PASSWORD_HASHES")
         return cls(
             redis_url=_optional_str("SESSIONSVC_REDIS_URL", get("SESSIONSVC_REDIS_URL")),
             key_prefix=prefix,
@@ -347,5 +359,10 @@ class Settings:
             ),
             webhook_retry=_webhook_retry(
                 "SESSIONSVC_WEBHOOK_RETRY", get("SESSIONSVC_WEBHOOK_RETRY")
+            ),
+            password_hashes=(
+                available_cpus()
+                if hashes is None
+                else _int("SESSIONSVC_PASSWORD_HASHES", hashes, minimum=1)
             ),
         )

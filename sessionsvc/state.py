@@ -18,6 +18,7 @@ from flask import Flask, current_app
 if TYPE_CHECKING:
     from .extension import SessionManager
     from .geo import Locator
+    from .passwords import HashSlots
     from .settings import Settings
     from .store import SessionStore
 
@@ -36,6 +37,8 @@ class State:
     locator: Locator | None
     #: Path prefixes whose HTTP errors are answered as problem documents.
     problem_paths: tuple[str, ...]
+    #: The bound on this process's password hashes for this app's requests.
+    hash_slots: HashSlots
 
 
 def state_of(app: Flask) -> State:

@@ -285,6 +285,12 @@ def test_change_password_from_the_page_signs_the_other_devices_out(
         # (The page's CSP allows no eval: wait with selectors, not functions.)
         on_laptop.locator("#password-error", has_text="not your current password").wait_for()
         assert on_laptop.is_visible("#account")
+        # A common new password: the API's detail, naming the rule, is said on the form.
+        on_laptop.fill("#current-password", PASSWORD)
+        on_laptop.fill("#new-password", "qwerty123")
+        on_laptop.click("#password-form button[type=submit]")
+        on_laptop.locator("#password-error", has_text="30,000 most common passwords").wait_for()
+        assert on_laptop.is_visible("#account")
         # The right one: one other session ends.
         on_laptop.fill("#current-password", PASSWORD)
         on_laptop.fill("#new-password", "a brand new password")

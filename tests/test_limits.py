@@ -8,8 +8,10 @@ import logging
 import secrets
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import pytest
@@ -19,7 +21,7 @@ from flask.testing import FlaskClient
 from redis.connection import SSLConnection, UnixDomainSocketConnection
 from redis.sentinel import SentinelConnectionPool
 
-from sessionsvc import ConfigError, SessionManager, create_app, current_manager
+from sessionsvc import ConfigError, SessionManager, create_app, current_manager, passwords
 from sessionsvc.store import address_group, store_from_url, user_tag
 from tests.backends import AppFactory, Backend, delete_prefix, served
 from tests.clients import JWT_KEY, Auth, assert_problem, http
@@ -654,3 +656,105 @@ def test_a_dual_stack_socket_sees_ipv4_clients_as_ipv4(redis_url: str) -> None:
 
         wait_until(lambda: clients() >= expected, 5, lambda: service.output()[-2000:])
         assert "::ffff:" not in service.output()
+
+
+# -- guesses sent at once --------------------------------------------------------------------
+
+PASSWORD = "/api/v1/auth/password"
+
+
+def test_wrong_current_passwords_sent_at_once_are_counted_before_they_are_checked(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Enough hash slots that none of the held checks below is answered busy.
+    app = make_app(SESSIONSVC_LOGIN_RATE_LIMIT="10/minute", SESSIONSVC_PASSWORD_HASHES=64)
+    tokens = Auth(create_users(app, "alice")).login("alice", "pw", ip="198.51.100.7")
+    guesses = 40
+    ready = threading.Condition()
+    checked: list[str] = []
+    refused: list[Any] = []
+    verify = passwords.verify
+
+    def held_verify(stored: str, password: str) -> tuple[bool, str | None]:
+        # Each check waits until every guess has been checked or refused: had
+        # the count come after the check, all 40 would be in here at once.
+        with ready:
+            checked.append(password)
+            ready.notify_all()
+            ready.wait_for(lambda: len(checked) + len(refused) >= guesses, timeout=10)
+        return verify(stored, password)
+
+    monkeypatch.setattr(passwords, "verify", held_verify)
+
+    def guess(i: int) -> Any:
+        response = app.test_client().post(
+            PASSWORD,
+            json={"current_password": f"guess-{i}", "new_password": "a brand new one"},
+            headers=Auth.headers(tokens),
+            environ_base={"REMOTE_ADDR": "203.0.113.50"},
+        )
+        if response.status_code == 429:
+            with ready:
+                refused.append(response)
+                ready.notify_all()
+        return response
+
+    with ThreadPoolExecutor(guesses) as pool:
+        responses = list(pool.map(guess, range(guesses)))
+    # Her sign-in took 1 of the 10 for her name: 9 guesses were checked.
+    assert len(checked) == 9
+    assert sorted(r.status_code for r in responses) == [401] * 9 + [429] * 31
+    for response in refused:
+        assert_problem(response, 429, "rate_limited")
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_a_right_current_password_gives_its_count_back(limited: Flask, backend: Backend) -> None:
+    tokens = Auth(limited).login("alice", "pw", ip="198.51.100.7")
+    before = counters(backend)
+    response = limited.test_client().post(
+        PASSWORD,
+        json={"current_password": "pw", "new_password": "a brand new one"},
+        headers=Auth.headers(tokens),
+        environ_base={"REMOTE_ADDR": "203.0.113.50"},
+    )
+    assert response.status_code == 200, response.get_json()
+    # Counted while it was checked, then given back: nothing left of it.
+    assert counters(backend).get(address_key("203.0.113.50"), 0) == 0
+    assert counters(backend)[username_key("alice")] == before[username_key("alice")] == 1
+
+
+@pytest.mark.slow
+def test_wrong_current_passwords_sent_at_once_to_gunicorn_stay_within_the_limit(
+    redis_url: str,
+) -> None:
+    with served(
+        redis_url, {"alice": "alice-password"}, SESSIONSVC_LOGIN_RATE_LIMIT="10/minute"
+    ) as service:
+        url = f"http://127.0.0.1:{service.port}/api/v1/auth"
+        status, tokens = http(
+            "POST", f"{url}/login", body={"username": "alice", "password": "alice-password"}
+        )
+        assert status == 200
+        start = threading.Barrier(40)
+
+        def guess(i: int) -> tuple[int, str | None]:
+            connection = http_client.HTTPConnection("127.0.0.1", service.port, timeout=20)
+            try:
+                body = json.dumps({"current_password": f"guess-{i}", "new_password": "a new one!"})
+                headers = {
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {tokens['access_token']}",
+                }
+                start.wait()
+                connection.request("POST", PASSWORD, body, headers)
+                response = connection.getresponse()
+                return response.status, response.getheader("Retry-After")
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(guess, range(40)))
+    # Her sign-in took 1 of the 10 for 127.0.0.1 (her name is known there).
+    assert sorted(status for status, _ in answers) == [401] * 9 + [429] * 31
+    assert all(retry is not None for status, retry in answers if status == 429)

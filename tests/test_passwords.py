@@ -1,18 +1,29 @@
-"""sessionsvc.passwords: the policy, argon2id hashes, older hashes upgraded at login."""
+"""sessionsvc.passwords: the policy, argon2id hashes, older hashes upgraded at
+login, the bound on hashes at once."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
-from sessionsvc import current_manager, passwords
-from sessionsvc.errors import WeakPassword
+from sessionsvc import ConfigError, current_manager, passwords
+from sessionsvc.errors import Busy, WeakPassword
 from sessionsvc.models import User
-from tests.clients import CHROME, fast_hash
+from sessionsvc.settings import Settings, available_cpus
+from sessionsvc.state import state_of
+from tests.backends import AppFactory
+from tests.clients import CHROME, Auth, assert_problem, fast_hash
 
 OWASP = "$argon2id$v=19$m=19456,t=2,p=1$"
+LOGIN, PASSWORD = "/api/v1/auth/login", "/api/v1/auth/password"
 
 
 @pytest.mark.parametrize(
@@ -34,7 +45,7 @@ def test_the_policy_says_which_rule_a_password_breaks(
 
 @pytest.mark.parametrize(
     "password",
-    ["12345678", " spaces at both ends ", "x" * 1024, "Alice-Smith", "correct horse"],
+    ["73920461", " spaces at both ends ", "x" * 1024, "Alice-Smith", "correct horse"],
 )
 def test_the_policy_has_no_composition_rules(password: str) -> None:
     passwords.check_policy("alice-smith", password)  # no exception: allowed as it is
@@ -103,3 +114,209 @@ def test_an_upgrade_never_overwrites_a_change_made_meanwhile(app: Flask) -> None
 def test_an_unknown_user_costs_one_argon2id_check() -> None:
     passwords.waste_time("anything")
     assert passwords._unknown_user_hash().startswith(OWASP)
+
+
+# -- common passwords --------------------------------------------------------------------------
+
+COMMON_RULE = "one of the 30,000 most common passwords"
+CURRENT_RULE = "must not be the current password"
+
+
+@pytest.mark.parametrize(
+    "password", ["12345678", "qwerty123", "password1", "iloveyou1", "Password1", "QWERTY123"]
+)
+def test_a_common_password_is_refused_naming_the_rule(password: str) -> None:
+    with pytest.raises(WeakPassword, match=COMMON_RULE):
+        passwords.check_policy("alice", password)
+
+
+def test_the_blocklist_is_the_long_entries_of_the_30000_most_common() -> None:
+    common = passwords.common_passwords()
+    # Every entry of 8 characters or more of zxcvbn's ranked 30,000 (the rest
+    # are too short already); entries are lowercase, compared as such.
+    assert len(common) == 11_611
+    assert all(len(entry) >= passwords.MIN_LENGTH and entry == entry.lower() for entry in common)
+    assert {"12345678", "qwerty123", "password1", "iloveyou1", "baseball"} <= common
+    assert "correct horse battery staple" not in common
+
+
+def test_a_strong_passphrase_passes_and_the_current_password_is_refused() -> None:
+    passwords.check_policy("alice", "correct horse battery staple")
+    passwords.check_policy("alice", "correct horse battery staple", current="old secret words")
+    with pytest.raises(WeakPassword, match=CURRENT_RULE):
+        passwords.check_policy("alice", "old secret words", current="old secret words")
+
+
+@pytest.mark.parametrize(
+    ("new", "rule"), [("qwerty123", COMMON_RULE), ("alice-password", CURRENT_RULE)]
+)
+def test_a_password_change_refuses_a_common_or_the_current_password(
+    client: FlaskClient, auth: Auth, new: str, rule: str
+) -> None:
+    tokens = auth.login("alice", "alice-password")
+    body = {"current_password": "alice-password", "new_password": new}
+    problem = assert_problem(
+        client.post(PASSWORD, json=body, headers=Auth.headers(tokens)), 400, "weak_password"
+    )
+    assert rule in problem["detail"]
+    ok = client.post(LOGIN, json={"username": "alice", "password": "alice-password"})
+    assert ok.status_code == 200  # nothing changed
+    body["new_password"] = "correct horse battery staple"
+    assert client.post(PASSWORD, json=body, headers=Auth.headers(tokens)).status_code == 200
+
+
+def cli(app: Flask, *args: str, password: str) -> Any:
+    return app.test_cli_runner().invoke(
+        args=["sessions", *args, "--password-stdin"], input=password + "\n"
+    )
+
+
+@pytest.mark.parametrize("password", ["12345678", "qwerty123", "password1", "iloveyou1"])
+def test_the_cli_refuses_a_common_password(app: Flask, auth: Auth, password: str) -> None:
+    created = cli(app, "create-user", "bob", password=password)
+    assert created.exit_code == 1
+    assert COMMON_RULE in created.output
+    auth.create_user("alice", "alice-password")
+    changed = cli(app, "set-password", "alice", password=password)
+    assert changed.exit_code == 1
+    assert COMMON_RULE in changed.output
+    with app.app_context():
+        store = current_manager().store
+        assert store.get_user("bob") is None
+        alice = store.get_user("alice")
+    assert alice is not None and passwords.verify(alice.password_hash, "alice-password")[0]
+
+
+def test_the_cli_refuses_the_current_password(app: Flask) -> None:
+    assert cli(app, "create-user", "alice", password="alice's own words").exit_code == 0
+    again = cli(app, "set-password", "alice", password="alice's own words")
+    assert again.exit_code == 1
+    assert again.output.strip() == f"Error: {passwords.SAME_AS_CURRENT}"
+    assert cli(app, "set-password", "alice", password="alice's new words").exit_code == 0
+
+
+# -- hashes at once ----------------------------------------------------------------------------
+
+
+def test_hash_slots_refuse_one_more_than_their_size() -> None:
+    slots = passwords.HashSlots(2, wait=0.01)
+    with slots.held(), slots.held(), pytest.raises(Busy) as raised, slots.held():
+        pass
+    assert (raised.value.status, raised.value.code) == (503, "busy")
+    assert raised.value.headers == {"Retry-After": "1"}
+    with slots.held(), slots.held():  # both given back
+        pass
+
+
+def waiting(slots: passwords.HashSlots, *, known: int = 0, others: int = 0) -> None:
+    """Until that many hashes wait for a slot."""
+    for _ in range(1000):
+        with slots._lock:
+            if (slots._known_waiting, slots._others_waiting) == (known, others):
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("the hashes never came to wait")
+
+
+def test_a_known_sign_in_takes_the_next_slot_before_the_others() -> None:
+    slots = passwords.HashSlots(1, wait=10, known_wait=10)
+    order: list[str] = []
+
+    def hash_for(who: str) -> None:
+        with slots.held(known=lambda: who == "known"):
+            order.append(who)
+
+    with ThreadPoolExecutor(2) as pool:
+        with slots.held():
+            other = pool.submit(hash_for, "other")
+            waiting(slots, others=1)
+            known = pool.submit(hash_for, "known")
+            waiting(slots, known=1, others=1)
+        known.result(10)
+        other.result(10)
+    assert order == ["known", "other"]
+
+
+def test_at_most_size_others_wait_and_the_next_is_refused_at_once() -> None:
+    slots = passwords.HashSlots(1, wait=10)
+    with ThreadPoolExecutor(1) as pool:
+        with slots.held():
+            first = pool.submit(lambda: slots.held().__enter__())
+            waiting(slots, others=1)
+            with pytest.raises(Busy), slots.held():
+                pass
+        first.result(10)
+
+
+def test_the_bound_defaults_to_the_cpus_and_is_validated() -> None:
+    assert Settings.from_config({}).password_hashes == available_cpus() >= 1
+    assert Settings.from_config({"SESSIONSVC_PASSWORD_HASHES": 3}).password_hashes == 3
+    with pytest.raises(ConfigError, match="SESSIONSVC_PASSWORD_HASHES"):
+        Settings.from_config({"SESSIONSVC_PASSWORD_HASHES": 0})
+
+
+def login(app: Flask, username: str, password: str) -> Any:
+    body = {"username": username, "password": password}
+    return app.test_client().post(LOGIN, json=body, headers={"User-Agent": CHROME})
+
+
+@contextmanager
+def two_unknown_names_hashing(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Two sign-ins of unknown names, each holding a hash slot (of two) until
+    the block ends; yields the pool they run on (with a spare thread)."""
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+    waste_time = passwords.waste_time
+
+    def slow_waste_time(password: str) -> None:
+        inside.release()
+        assert release.wait(10)
+        waste_time(password)
+
+    monkeypatch.setattr(passwords, "waste_time", slow_waste_time)
+    with ThreadPoolExecutor(3) as pool:
+        flood = [pool.submit(login, app, f"nobody-{i}", "a guess") for i in range(2)]
+        for _ in flood:
+            assert inside.acquire(timeout=10)
+        try:
+            yield pool
+        finally:
+            release.set()
+        assert [future.result().status_code for future in flood] == [401, 401]
+
+
+def test_past_the_bound_a_sign_in_is_busy_and_works_once_a_slot_is_free(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=2)
+    Auth(app).create_user("alice", "alice-password")
+    with two_unknown_names_hashing(app, monkeypatch):
+        # Both slots are held: a third hash waits its short while, then is refused.
+        busy = login(app, "alice", "alice-password")
+    problem = assert_problem(busy, 503, "busy")
+    assert busy.headers["Retry-After"] == "1"
+    assert "try again" in problem["detail"]
+    assert login(app, "alice", "alice-password").status_code == 200
+
+
+def test_past_the_bound_a_user_signing_in_from_a_known_address_waits_its_turn(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=2)
+    Auth(app).login("alice", "alice-password")  # from 127.0.0.1: known there now
+    with two_unknown_names_hashing(app, monkeypatch) as pool:
+        alice = pool.submit(login, app, "alice", "alice-password")
+        waiting(state_of(app).hash_slots, known=1)
+        # A stranger is refused meanwhile; alice gets the first slot that frees.
+        assert_problem(login(app, "nobody-else", "a guess"), 503, "busy")
+    assert alice.result(10).status_code == 200
+
+
+def test_the_openapi_document_says_busy_where_a_password_is_hashed(app: Flask) -> None:
+    paths = app.test_client().get("/apispec.json").get_json()["paths"]
+    for path in (LOGIN, PASSWORD):
+        busy = paths[path]["post"]["responses"]["503"]
+        assert "`busy`" in busy["description"] and "`store_unavailable`" in busy["description"]
+        assert busy["headers"]["Retry-After"]["required"] is True
+    weak = paths[PASSWORD]["post"]["responses"]["400"]["description"]
+    assert "30,000 most common passwords" in weak and "current password" in weak

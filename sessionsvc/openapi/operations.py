@@ -60,6 +60,13 @@ _AUTH_ERRORS = {
         retry_after=True,
     ),
 }
+#: A route that hashes a password: it may also be too busy to.
+_HASHING_UNAVAILABLE = _problem(
+    "The session store is unreachable (`store_unavailable`), or this process already "
+    "runs as many password hashes as `SESSIONSVC_PASSWORD_HASHES` allows (`busy`, "
+    "nothing checked); `Retry-After` says when to try again.",
+    retry_after=True,
+)
 _BAD_REQUEST = {"400": _problem("Bad body or query value (`invalid_request`).")}
 _NOT_FOUND = {"404": _problem("No such session of yours (`session_not_found`).")}
 _TOO_LARGE = {"413": _problem(f"Body over {MAX_BODY // 1024} KiB (`payload_too_large`).")}
@@ -180,7 +187,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "(`rate_limited`); `Retry-After` says when to try again.",
                 retry_after=True,
             ),
-            "503": _AUTH_ERRORS["503"],
+            "503": _HASHING_UNAVAILABLE,
         },
     },
     "refresh": {
@@ -207,15 +214,18 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "change_password": {
         "tags": ["auth"],
         "summary": "Change my password: every other session is signed out",
-        "description": "Records `password.changed`; the calling session stays. A wrong "
-        "current password counts like a failed sign-in.",
+        "description": "Records `password.changed`; the calling session stays. The new "
+        "password is checked against the policy first, then the current one. Each attempt "
+        "is counted towards the sign-in limit before its current password is checked, and "
+        "given back unless that password was wrong.",
         "security": _BEARER,
         "requestBody": _body("PasswordChange"),
         "responses": {
             "200": _ok("How many other sessions were revoked.", "Revoked"),
             "400": _problem(
                 "Bad body (`invalid_request`), or a new password the policy refuses "
-                "(`weak_password`, with the rule in `detail`)."
+                "(`weak_password`; `detail` names the rule: too short or too long, one of "
+                "the 30,000 most common passwords, the username, or the current password)."
             ),
             **_TOO_LARGE,
             "401": _problem(
@@ -224,7 +234,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "`session_revoked`, `wrong_token_type`."
             ),
             "429": _problem("Too many wrong passwords (`rate_limited`).", retry_after=True),
-            "503": _AUTH_ERRORS["503"],
+            "503": _HASHING_UNAVAILABLE,
         },
     },
     "admin_get_user": {
