@@ -10,8 +10,10 @@ Metrics: each worker counts in its own process, so prometheus_client runs in
 multiprocess mode — every worker writes its values to files in
 ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums them, whichever worker
 answers. When the variable is unset the master makes a temporary directory
-(removed on exit) before any worker imports prometheus_client; a directory
-you set yourself should be emptied between runs. ``child_exit`` tells
+(removed when the master exits) as soon as it reads this file: gunicorn loads
+the worker and logger classes, which import prometheus_client, before any
+hook runs, and prometheus_client picks in-memory or file-backed values once,
+at import. A directory you set yourself should be emptied between runs. ``child_exit`` tells
 prometheus_client a worker is gone, so its live-only series are dropped.
 
 Webhooks: with ``SESSIONSVC_WEBHOOK_URLS`` set, the master starts one
@@ -23,6 +25,7 @@ config adds one.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -30,6 +33,18 @@ import subprocess
 import sys
 import tempfile
 from typing import Any
+
+
+def _remove_dir(path: str, owner: int) -> None:
+    if os.getpid() == owner:  # not in a worker, which runs the master's atexit too
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# First, before gunicorn imports prometheus_client (see above). gunicorn
+# reads this file again on SIGHUP: the variable, set by then, is kept.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sessionsvc-metrics-")
+    atexit.register(_remove_dir, os.environ["PROMETHEUS_MULTIPROC_DIR"], os.getpid())
 
 # Threaded workers (gunicorn's gthread, see sessionsvc.serving.Worker): a
 # request spends its time in one Redis round trip and a JWT decode, both
@@ -63,19 +78,11 @@ logger_class = "sessionsvc.serving.Logger"
 control_socket_disable = True
 
 
-#: The metrics directory this master made, to remove on exit.
-_made_multiproc_dir: str | None = None
 #: The webhook deliverer this master started, to stop on exit.
 _deliverer: subprocess.Popen[bytes] | None = None
 
 
 def on_starting(server: Any) -> None:
-    global _made_multiproc_dir
-    # Before anything imports prometheus_client: it picks file-backed values
-    # at import time, from this variable.
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        _made_multiproc_dir = tempfile.mkdtemp(prefix="sessionsvc-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made_multiproc_dir
     if os.environ.get("SESSIONSVC_REDIS_URL"):
         # A real store: the app itself insists on a JWT_SECRET_KEY.
         return
@@ -127,5 +134,3 @@ def on_exit(server: Any) -> None:
         except subprocess.TimeoutExpired:
             _deliverer.kill()
             _deliverer.wait()
-    if _made_multiproc_dir is not None:
-        shutil.rmtree(_made_multiproc_dir, ignore_errors=True)

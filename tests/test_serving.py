@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sessionsvc.serving import HEAD_TIMEOUT
 from tests.backends import served
 from tests.clients import CHROME, http
-from tests.servers import Gunicorn
+from tests.servers import Gunicorn, service_env
 
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"
 METRICS_TOKEN = "scrape-" + secrets.token_urlsafe(16)
+CREATE_ALICE = ("sessions", "create-user", "alice", "--password-stdin")
 
 
 @pytest.fixture(scope="module")
@@ -327,6 +329,30 @@ def test_a_metrics_token_opens_them_to_other_addresses(redis_url: str) -> None:
         assert metrics_status(service.port, remote, "Authorization: Bearer wrong-token") == 404
         assert metrics_status(service.port, remote, f"Authorization: Bearer {METRICS_TOKEN}") == 200
         assert METRICS_TOKEN not in service.output()
+
+
+def test_metrics_count_under_the_run_command_as_shipped() -> None:
+    # `make run` exactly: the embedded store, and no PROMETHEUS_MULTIPROC_DIR
+    # (gunicorn.conf.py makes one before gunicorn imports prometheus_client).
+    env = service_env()
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    service = Gunicorn(env, workers=None).start()
+    try:
+        created = service.flask(*CREATE_ALICE, stdin=PASSWORD + "\n")
+        assert created.returncode == 0, created.stderr
+        login(service.base)
+        status, _, body = parse(
+            raw(service.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        )
+        assert status == 200
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+        }
+        assert samples["sessionsvc_sessions_opened_total"] >= 1
+    finally:
+        service.stop()
 
 
 # -- 8. no control socket shared between services ------------------------------------------
