@@ -48,14 +48,14 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 # Threaded workers (gunicorn's gthread, see sessionsvc.serving.Worker): a
 # request spends its time in one Redis round trip and a JWT decode, both
-# short, so threads cost little; what they buy is that a client sending its
-# request slowly holds one thread, not a whole worker. With sync workers two
-# such clients stopped the service. A request gets 10 s for its headers and
-# 30 s for its body (408 / 400 after that), and each worker has THREADS
-# threads, so slow clients delay nobody until they hold THREADS threads in
-# one worker. A proxy in front must still buffer requests (README,
-# "Operations"). Scale with WEB_CONCURRENCY (about two per core). The
-# store's Redis client is made lazily in each worker after the fork
+# short, so threads cost little. A worker's poller reads each request's line
+# and headers without blocking and takes a thread only once they have all
+# arrived, so clients sending slowly or nothing hold no thread (with sync
+# workers two such clients stopped the service). A request gets 10 s from
+# its first byte for its headers and 30 s for its body, read by a thread
+# (408 / 400 after that). A proxy in front should still buffer requests
+# (README, "Operations"). Scale with WEB_CONCURRENCY (about two per core).
+# The store's Redis client is made lazily in each worker after the fork
 # (SessionStore.client checks the pid), so no connection is shared across
 # processes, with or without --preload; a worker's pool holds at most one
 # connection per thread.
@@ -63,6 +63,14 @@ bind = os.environ.get("SESSIONSVC_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "sessionsvc.serving.Worker"
 threads = int(os.environ.get("SESSIONSVC_THREADS", "16"))
+# Open connections one client address (an IPv6 client's /64) may hold in
+# each worker; its next ones are closed at once, unanswered; 0 turns the cap
+# off. Behind a proxy every connection comes from the proxy: set it above
+# what the proxy opens to a worker, or 0. A worker holds at most
+# worker_connections (gunicorn's 1000; each an open file, see ulimit -n),
+# so one address takes a tenth of them: 3,000 silent connections from one
+# address leave 200 open (2 workers) and the rest are closed at once.
+max_connections_per_client = int(os.environ.get("SESSIONSVC_MAX_CONNECTIONS_PER_CLIENT", "100"))
 # A request waits at most SESSIONSVC_STORE_TIMEOUT (0.5 s) for Redis: 30 s
 # only catches a stuck worker.
 timeout = 30
@@ -117,6 +125,10 @@ def when_ready(server: Any) -> None:
     command = [sys.executable, "-m", "flask", "--app", "wsgi", "sessions", "webhooks", "run"]
     _deliverer = subprocess.Popen([*command, "--exit-with", str(os.getpid())])  # noqa: S603
     server.log.info("started a webhook deliverer (pid %d)", _deliverer.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    worker.max_connections_per_client = max_connections_per_client
 
 
 def child_exit(server: Any, worker: Any) -> None:
