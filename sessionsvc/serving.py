@@ -9,7 +9,9 @@
   :data:`HEAD_TIMEOUT` seconds from its first byte (then 408), a body
   :data:`BODY_TIMEOUT` seconds. A client address holds at most
   :attr:`Worker.max_connections_per_client` open connections in a worker;
-  past that its new ones are closed at once, unanswered. Connections are
+  past that its new ones are closed at once, unanswered; and a worker
+  holding as many connections as gunicorn lets it closes its longest-silent
+  one for each new one, where gthread would stop accepting. Connections are
   closed gracefully in the poller too (gthread's own close waited for the
   client in its loop, up to 2 s). What gunicorn refuses before the app runs
   (a request line or headers too long, a malformed request) is answered with
@@ -213,6 +215,13 @@ class Worker(ThreadWorker):
             util.close(sock)  # at once: answering would mean reading its request
             self.log.debug("closed a connection from %s: %d open", client, cap)
             return
+        if self.nr_conns >= self.worker_connections - 1 and self.keepalived_conns:
+            # Full (gthread would stop accepting): the connection silent the
+            # longest makes room, so silent ones cannot keep others out.
+            idle = self.keepalived_conns[0]
+            self.stop_waiting(idle)
+            self.nr_conns -= 1
+            idle.close()
         self.connections_of[client] += 1
         self.nr_conns += 1
         self.wait_for_head(_Connection(self, sock, addr, listener.getsockname()))

@@ -87,6 +87,13 @@ def get_healthz(port: int) -> float:
     return time.perf_counter() - started
 
 
+def assert_healthz_prompt(port: int) -> None:
+    """Ten GET /healthz, once the connections just opened have settled, each under 1 s."""
+    time.sleep(0.5)
+    delays = [get_healthz(port) for _ in range(10)]
+    assert max(delays) < 1.0, delays
+
+
 # -- 1. slow clients -------------------------------------------------------------
 
 
@@ -136,9 +143,7 @@ def test_forty_silent_connections_hold_no_thread_and_are_closed(shipped: Gunicor
     # More than both workers' threads together (2 x 16).
     silent = [socket.create_connection(("127.0.0.1", shipped.port)) for _ in range(40)]
     try:
-        time.sleep(0.5)
-        delays = [get_healthz(shipped.port) for _ in range(10)]
-        assert max(delays) < 1.0, delays
+        assert_healthz_prompt(shipped.port)
         # The keep-alive timeout (5 s) closes them, answered with nothing.
         for sock in silent:
             sock.settimeout(10)
@@ -168,9 +173,7 @@ def test_clients_that_keep_their_side_open_after_the_answer_delay_nobody(
     for client in clients:
         client.start()
     try:
-        time.sleep(0.5)
-        delays = [get_healthz(shipped.port) for _ in range(10)]
-        assert max(delays) < 1.0, delays
+        assert_healthz_prompt(shipped.port)
     finally:
         stop.set()
 
@@ -286,6 +289,26 @@ def test_a_client_address_holds_at_most_the_cap_of_connections(capped: Gunicorn)
     finally:
         for sock in held:
             sock.close()
+
+
+def test_a_full_worker_closes_its_longest_silent_connection_for_a_new_one(
+    redis_url: str,
+) -> None:
+    # gthread stops accepting at worker_connections: silent connections from
+    # a few addresses, each under the cap, would keep everyone else out.
+    with served(redis_url, {}, workers=1, GUNICORN_CMD_ARGS="--worker-connections 40") as service:
+        silent = [connect(service.port, f"127.0.0.{4 + n % 3}") for n in range(60)]
+        try:
+            assert_healthz_prompt(service.port)
+            # The first ones made room, answered with nothing; the last are open.
+            for sock in silent:
+                sock.settimeout(0.2)
+            assert silent[0].recv(1) == b""
+            with pytest.raises(TimeoutError):
+                silent[-1].recv(1)
+        finally:
+            for sock in silent:
+                sock.close()
 
 
 def test_connections_are_counted_by_client() -> None:
