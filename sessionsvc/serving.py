@@ -245,6 +245,8 @@ class Worker(ThreadWorker):
             self.add_to_head(conn, head)
 
     def on_head_readable(self, conn: _Connection, _sock: Any) -> None:
+        if not conn.waiting:  # closed by an earlier event of the same poll (accept)
+            return
         if self.cfg.is_ssl:
             # TLS is read in a thread, as gthread does (a proxy should end it).
             self.stop_waiting(conn)
@@ -323,6 +325,8 @@ class Worker(ThreadWorker):
         self.lingering.append((time.monotonic() + LINGER, conn))
 
     def on_linger_readable(self, conn: _Connection, _sock: Any) -> None:
+        if conn.closed:
+            return
         data = received(conn.raw, LINGER_BYTES)
         if data is None:
             return
@@ -336,6 +340,7 @@ class Worker(ThreadWorker):
         if conn.closed:
             return
         conn.closed = True
+        conn.waiting = False
         util.close(conn.sock)
         self.connections_of[conn.client_key] -= 1
         if self.connections_of[conn.client_key] <= 0:
