@@ -10,8 +10,10 @@ Metrics: each worker counts in its own process, so prometheus_client runs in
 multiprocess mode — every worker writes its values to files in
 ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums them, whichever worker
 answers. When the variable is unset the master makes a temporary directory
-(removed on exit) before any worker imports prometheus_client; a directory
-you set yourself should be emptied between runs. ``child_exit`` tells
+(removed when the master exits) as soon as it reads this file: gunicorn loads
+the worker and logger classes, which import prometheus_client, before any
+hook runs, and prometheus_client picks in-memory or file-backed values once,
+at import. A directory you set yourself should be emptied between runs. ``child_exit`` tells
 prometheus_client a worker is gone, so its live-only series are dropped.
 
 Webhooks: with ``SESSIONSVC_WEBHOOK_URLS`` set, the master starts one
@@ -23,6 +25,7 @@ config adds one.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -31,16 +34,28 @@ import sys
 import tempfile
 from typing import Any
 
+
+def _remove_dir(path: str, owner: int) -> None:
+    if os.getpid() == owner:  # not in a worker, which runs the master's atexit too
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# First, before gunicorn imports prometheus_client (see above). gunicorn
+# reads this file again on SIGHUP: the variable, set by then, is kept.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sessionsvc-metrics-")
+    atexit.register(_remove_dir, os.environ["PROMETHEUS_MULTIPROC_DIR"], os.getpid())
+
 # Threaded workers (gunicorn's gthread, see sessionsvc.serving.Worker): a
 # request spends its time in one Redis round trip and a JWT decode, both
-# short, so threads cost little; what they buy is that a client sending its
-# request slowly holds one thread, not a whole worker. With sync workers two
-# such clients stopped the service. A request gets 10 s for its headers and
-# 30 s for its body (408 / 400 after that), and each worker has THREADS
-# threads, so slow clients delay nobody until they hold THREADS threads in
-# one worker. A proxy in front must still buffer requests (README,
-# "Operations"). Scale with WEB_CONCURRENCY (about two per core). The
-# store's Redis client is made lazily in each worker after the fork
+# short, so threads cost little. A worker's poller reads each request's line
+# and headers without blocking and takes a thread only once they have all
+# arrived, so clients sending slowly or nothing hold no thread (with sync
+# workers two such clients stopped the service). A request gets 10 s from
+# its first byte for its headers and 30 s for its body, read by a thread
+# (408 / 400 after that). A proxy in front should still buffer requests
+# (README, "Operations"). Scale with WEB_CONCURRENCY (about two per core).
+# The store's Redis client is made lazily in each worker after the fork
 # (SessionStore.client checks the pid), so no connection is shared across
 # processes, with or without --preload; a worker's pool holds at most one
 # connection per thread.
@@ -48,6 +63,15 @@ bind = os.environ.get("SESSIONSVC_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "sessionsvc.serving.Worker"
 threads = int(os.environ.get("SESSIONSVC_THREADS", "16"))
+# Open connections one client address (an IPv6 client's /64) may hold in
+# each worker; its next ones are closed at once, unanswered; 0 turns the cap
+# off. Behind a proxy every connection comes from the proxy: set it above
+# what the proxy opens to a worker, or 0. A worker holds at most
+# worker_connections (gunicorn's 1000; each an open file, see ulimit -n),
+# so one address takes a tenth of them: 3,000 silent connections from one
+# address leave 200 open (2 workers) and the rest are closed at once. A
+# full worker closes its longest-silent connection for each new one.
+max_connections_per_client = int(os.environ.get("SESSIONSVC_MAX_CONNECTIONS_PER_CLIENT", "100"))
 # A request waits at most SESSIONSVC_STORE_TIMEOUT (0.5 s) for Redis: 30 s
 # only catches a stuck worker.
 timeout = 30
@@ -63,19 +87,11 @@ logger_class = "sessionsvc.serving.Logger"
 control_socket_disable = True
 
 
-#: The metrics directory this master made, to remove on exit.
-_made_multiproc_dir: str | None = None
 #: The webhook deliverer this master started, to stop on exit.
 _deliverer: subprocess.Popen[bytes] | None = None
 
 
 def on_starting(server: Any) -> None:
-    global _made_multiproc_dir
-    # Before anything imports prometheus_client: it picks file-backed values
-    # at import time, from this variable.
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        _made_multiproc_dir = tempfile.mkdtemp(prefix="sessionsvc-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made_multiproc_dir
     if os.environ.get("SESSIONSVC_REDIS_URL"):
         # A real store: the app itself insists on a JWT_SECRET_KEY.
         return
@@ -112,6 +128,10 @@ def when_ready(server: Any) -> None:
     server.log.info("started a webhook deliverer (pid %d)", _deliverer.pid)
 
 
+def post_worker_init(worker: Any) -> None:
+    worker.max_connections_per_client = max_connections_per_client
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -127,5 +147,3 @@ def on_exit(server: Any) -> None:
         except subprocess.TimeoutExpired:
             _deliverer.kill()
             _deliverer.wait()
-    if _made_multiproc_dir is not None:
-        shutil.rmtree(_made_multiproc_dir, ignore_errors=True)

@@ -6,11 +6,14 @@ gunicorn.conf.py wsgi:app`` twice: as shipped, and with plain sync workers
 (``-k sync``, the configuration before the threaded worker). For each it
 measures
 
-1. how long ``GET /healthz`` takes while N clients send their request
-   headers a byte a second (slowloris), sampled every 0.25 s;
-2. the throughput of an authenticated ``GET /api/v1/sessions`` under
+1. how long ``GET /healthz`` takes, sampled every 0.25 s from 127.0.0.1,
+   while ``--slow`` clients (100), each from an address of its own
+   (127.1.x.y), send their request headers a byte a second (slowloris);
+2. the same while ``--silent`` connections (3,000), all from 127.0.0.2, are
+   opened and send nothing;
+3. the throughput of an authenticated ``GET /api/v1/sessions`` under
    ``wrk -c8``, in alternating pairs (the ratio is only meaningful side by
-   side).
+   side; ``--pairs 0`` skips it).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +94,11 @@ def get(host: str, port: int, path: str, *, timeout: float) -> float | None:
         connection.close()
 
 
-def slow_client(host: str, port: int, stop: threading.Event) -> None:
-    """Send a request's headers a byte a second until told to stop."""
+def slow_client(host: str, port: int, source: str, stop: threading.Event) -> None:
+    """Send a request's headers a byte a second, from ``source``, until told to stop."""
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 4000
     try:
-        with socket.create_connection((host, port), timeout=5) as sock:
+        with socket.create_connection((host, port), timeout=5, source_address=(source, 0)) as sock:
             for byte in head:
                 if stop.wait(1.0):
                     return
@@ -104,22 +107,55 @@ def slow_client(host: str, port: int, stop: threading.Event) -> None:
         return  # cut off by the server: the point of the exercise
 
 
-def under_slow_clients(host: str, port: int, clients: int, seconds: float) -> dict[str, Any]:
-    """GET /healthz every 0.25 s while ``clients`` slow clients hold connections."""
+@contextmanager
+def slow_clients(host: str, port: int, clients: int) -> Iterator[None]:
+    """``clients`` slow clients, each from its own loopback address, while the block runs."""
     stop = threading.Event()
+    sources = [f"127.1.{n // 250}.{n % 250 + 1}" for n in range(clients)]
     threads = [
-        threading.Thread(target=slow_client, args=(host, port, stop), daemon=True)
-        for _ in range(clients)
+        threading.Thread(target=slow_client, args=(host, port, source, stop), daemon=True)
+        for source in sources
     ]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)  # every slow client is connected and sending
-    times: list[float | None] = []
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        times.append(get(host, port, "/healthz", timeout=10))
-        time.sleep(0.25)
-    stop.set()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+@contextmanager
+def silent_connections(host: str, port: int, count: int) -> Iterator[None]:
+    """``count`` connections from 127.0.0.2 that send nothing, while the block runs.
+
+    Connected without waiting (a full listen queue would hold each connect
+    for seconds); whatever the server does with them, they stay open here.
+    """
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            socks.append(sock)
+            sock.bind(("127.0.0.2", 0))
+            sock.setblocking(False)
+            sock.connect_ex((host, port))
+        yield
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def healthz_while(
+    load: AbstractContextManager[None], host: str, port: int, seconds: float
+) -> dict[str, Any]:
+    """GET /healthz every 0.25 s for ``seconds`` under ``load``."""
+    with load:
+        time.sleep(1.5)  # every client is connected (and sending)
+        times: list[float | None] = []
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            times.append(get(host, port, "/healthz", timeout=10))
+            time.sleep(0.25)
     done = [t for t in times if t is not None]
     return {
         "samples": len(times),
@@ -144,14 +180,22 @@ def token(host: str, port: int) -> str:
     return access
 
 
+def shown(figures: dict[str, Any]) -> str:
+    return (
+        f"median {figures['median_ms']} ms, max {figures['max_ms']} ms, "
+        f"{figures['failed']}/{figures['samples']} failed"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__)
-    parser.add_argument("--slow", type=int, default=8, help="slow clients")
+    parser.add_argument("--slow", type=int, default=100, help="slow clients")
+    parser.add_argument("--silent", type=int, default=3000, help="silent connections")
     parser.add_argument("--seconds", type=float, default=5, help="seconds per measurement")
     parser.add_argument("--pairs", type=int, default=3, help="alternating throughput pairs")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     args = parser.parse_args(argv)
-    wrk_bin = ensure_wrk()
+    wrk_bin = ensure_wrk() if args.pairs else ""
     results: dict[str, dict[str, Any]] = {name: {"rps": []} for name in CONFIGS}
     with redis_server() as url:
         client = redis.Redis.from_url(url, decode_responses=True)
@@ -161,7 +205,12 @@ def main(argv: list[str] | None = None) -> None:
         for name, extra in CONFIGS.items():
             print(f"{name}: /healthz under {args.slow} slow clients", flush=True)
             with service(url, extra) as (host, port):
-                results[name]["slow"] = under_slow_clients(host, port, args.slow, args.seconds)
+                load = slow_clients(host, port, args.slow)
+                results[name]["slow"] = healthz_while(load, host, port, args.seconds)
+            print(f"{name}: /healthz beside {args.silent} silent connections", flush=True)
+            with service(url, extra) as (host, port):
+                load = silent_connections(host, port, args.silent)
+                results[name]["silent"] = healthz_while(load, host, port, args.seconds)
         for pair in range(args.pairs):
             for name, extra in CONFIGS.items():
                 with service(url, extra) as (host, port):
@@ -175,19 +224,17 @@ def main(argv: list[str] | None = None) -> None:
                     results[name]["rps"].append(round(summary["rps"]))
             print(f"throughput pair {pair + 1}/{args.pairs} done", flush=True)
     print()
-    print(
-        f"{'configuration':<14} {f'healthz under {args.slow} slow clients':<44} "
-        f"GET /api/v1/sessions, req/s (wrk -c{args.connections})"
-    )
     for name, figures in results.items():
-        slow = figures["slow"]
-        shown = (
-            f"median {slow['median_ms']} ms, max {slow['max_ms']} ms, "
-            f"{slow['failed']}/{slow['samples']} failed"
-        )
+        print(f"{name}: GET /healthz")
+        print(f"  under {args.slow} slow clients (one address each): {shown(figures['slow'])}")
         print(
-            f"{name:<14} {shown:<44} {figures['rps']} (median {statistics.median(figures['rps'])})"
+            f"  beside {args.silent} silent connections (one address): {shown(figures['silent'])}"
         )
+    if not args.pairs:
+        return
+    print(f"\nGET /api/v1/sessions, req/s (wrk -c{args.connections})")
+    for name, figures in results.items():
+        print(f"  {name:<8} {figures['rps']} (median {statistics.median(figures['rps'])})")
     ratios = [s / b for s, b in zip(results["shipped"]["rps"], results["sync"]["rps"], strict=True)]
     print(f"\nshipped / sync throughput, by pair: {[round(r, 3) for r in ratios]}")
     print(f"median ratio: {statistics.median(ratios):.3f}")

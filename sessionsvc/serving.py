@@ -1,12 +1,22 @@
 """What gunicorn runs around the standalone app (``gunicorn.conf.py`` names it).
 
-- :class:`Worker`: gunicorn's threaded worker, with two changes. A request
-  gets :data:`HEAD_TIMEOUT` seconds to send its request line and headers and
-  :data:`BODY_TIMEOUT` for its body, so a slow client holds a thread for
-  seconds, not for as long as it likes. And what gunicorn refuses before
-  the app runs (a request line or headers too long, a malformed request)
-  is answered with the same RFC 9457 problem documents as the app's own
-  errors, not gunicorn's HTML page.
+- :class:`Worker`: gunicorn's threaded worker, changed so that a slow or
+  silent client holds no thread. Its poller (the loop that accepts
+  connections) reads each request head itself, without blocking, a
+  connection's bytes buffered until the head is whole, and only then hands
+  the connection to a thread, which parses the head from that buffer; a
+  kept-alive connection's next request comes back the same way. A head has
+  :data:`HEAD_TIMEOUT` seconds from its first byte (then 408), a body
+  :data:`BODY_TIMEOUT` seconds. A client address holds at most
+  :attr:`Worker.max_connections_per_client` open connections in a worker;
+  past that its new ones are closed at once, unanswered; and a worker
+  holding as many connections as gunicorn lets it closes its longest-silent
+  one for each new one, where gthread would stop accepting. Connections are
+  closed gracefully in the poller too (gthread's own close waited for the
+  client in its loop, up to 2 s). What gunicorn refuses before the app runs
+  (a request line or headers too long, a malformed request) is answered with
+  the same RFC 9457 problem documents as the app's own errors, not
+  gunicorn's HTML page.
 - :class:`Logger`: gunicorn's logger, writing one JSON object per line: the
   access log (method, route, path, status, duration, bytes, client, request
   id) and gunicorn's own messages alike, each a plain-ASCII
@@ -18,11 +28,16 @@ gunicorn is the ``server`` extra: only a gunicorn process imports this.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import selectors
 import socket
 import time
+from collections import Counter, deque
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from gunicorn import glogging, util
@@ -35,11 +50,20 @@ from .app import REQUEST_ID, ROUTE
 from .devices import normalised
 from .errors import SessionsvcError, error_response, http_error_response
 from .logs import JsonLines, json_line
+from .store.keys import address_group
 
-#: Seconds a client has to send a request line and its headers.
+#: Seconds a client has to send a request line and its headers, from their first byte.
 HEAD_TIMEOUT = 10.0
 #: Seconds a client has to send a request body (the service reads 64 KiB at most).
 BODY_TIMEOUT = 30.0
+#: Bytes of a request head the poller holds for a connection. gunicorn's limits
+#: allow heads of about 800 KiB: one not whole by then is read on by a thread,
+#: by the same deadline.
+HEAD_BUFFER = 64 * 1024
+#: Seconds a closed connection has to send what it still had in flight, and
+#: the bytes read from it meanwhile (gunicorn's graceful close).
+LINGER = 2.0
+LINGER_BYTES = 64 * 1024
 
 
 class HeadTimeout(http_errors.ParseException):
@@ -61,8 +85,8 @@ class _TimedSocket:
         self.deadline = 0.0
         self.in_head = True
 
-    def start_head(self) -> None:
-        self.deadline = time.monotonic() + HEAD_TIMEOUT
+    def start_head(self, deadline: float) -> None:
+        self.deadline = deadline
         self.in_head = True
 
     def start_body(self) -> None:
@@ -88,20 +112,261 @@ class _TimedSocket:
         return getattr(self._sock, name)
 
 
-class Worker(ThreadWorker):
-    """gunicorn's ``gthread`` worker with read deadlines and problem-document refusals."""
+def head_ready(head: bytes, start: int, line_limit: int) -> bool:
+    """Whether gunicorn's parser can act on ``head`` without waiting for more.
 
-    def handle(self, conn: Any) -> Any:
-        if not conn.initialized and not conn.wait_for_data(0):
-            # A new connection that has sent nothing yet waits in the poller,
-            # holding no thread (gthread would hold one for 5 s), and is
-            # closed after the keep-alive timeout if it stays silent.
-            return gthread._DEFER  # gthread's own "back to the poller" answer
-        # Each call reads one request head (a new or a kept-alive connection).
+    ``start`` is where the bytes just added begin. True once the head has
+    ended (an empty line), or holds what gunicorn refuses before its end (a
+    bare LF, a request line over ``line_limit``), or fills :data:`HEAD_BUFFER`.
+    """
+    if len(head) >= HEAD_BUFFER or head.find(b"\r\n\r\n", max(start - 3, 0)) >= 0:
+        return True
+    if head.count(b"\n", start) != head.count(b"\r\n", max(start - 1, 0)):
+        return True  # an LF without its CR among the new bytes
+    return 0 < line_limit < len(head) - 2 and head.find(b"\n", 0, line_limit + 3) < 0
+
+
+def received(sock: socket.socket, size: int) -> bytes | None:
+    """What a non-blocking socket has to read: None if nothing yet, b"" once
+    the client has closed it (or it failed)."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
+def client_of(addr: Any) -> str | None:
+    """Whose connection this is, for the cap on connections per client.
+
+    An IPv4 address, also when a dual-stack socket shows it IPv4-mapped
+    (``::ffff:a.b.c.d``), or the /64 network of an IPv6 one (one
+    subscriber's, as for the login limits); ``None`` on a Unix socket.
+    """
+    if not isinstance(addr, tuple) or not addr:
+        return None
+    try:
+        return address_group(addr[0])
+    except ValueError:
+        return str(addr[0])
+
+
+class _Connection(gthread.TConn):
+    """A connection, with what the poller has read of its next request head."""
+
+    def __init__(self, worker: Worker, sock: socket.socket, addr: Any, server: Any) -> None:
+        super().__init__(worker.cfg, sock, addr, server)
+        self.data_ready = True  # gthread's own wait for the first byte: the poller did it
+        self.worker = worker
+        self.client_key = client_of(addr)
+        #: What has arrived of the next request head, and when it must be whole
+        #: (None: nothing yet, the connection waits as a kept-alive one).
+        self.head = b""
+        self.head_deadline: float | None = None
+        #: In the poller, waiting for (the rest of) a head.
+        self.waiting = False
+        #: Bytes read from it while it closes (see :meth:`Worker.linger`).
+        self.drained = 0
+        self.closed = False
+
+    @property
+    def raw(self) -> Any:
+        """The socket itself, under the read deadlines' wrapper."""
+        return self.sock._sock if isinstance(self.sock, _TimedSocket) else self.sock
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.worker.linger(self)
+        else:
+            self.worker.forget(self)
+
+
+class Worker(ThreadWorker):
+    """gunicorn's ``gthread`` worker, reading request heads in its poller (see the module)."""
+
+    #: Open connections one client (see :func:`client_of`) may hold in this
+    #: worker; 0: no cap. gunicorn.conf.py sets it.
+    max_connections_per_client = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections_of: Counter[str | None] = Counter()
+        #: (deadline, connection) of heads being read, oldest first; an entry
+        #: whose connection has moved on since is skipped.
+        self.heads: deque[tuple[float, _Connection]] = deque()
+        #: (deadline, connection) of gracefully closing connections.
+        self.lingering: deque[tuple[float, _Connection]] = deque()
+
+    def accept(self, listener: Any) -> None:
+        try:
+            sock, addr = listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
+        client = client_of(addr)
+        cap = self.max_connections_per_client
+        if cap and client is not None and self.connections_of[client] >= cap:
+            util.close(sock)  # at once: answering would mean reading its request
+            self.log.debug("closed a connection from %s: %d open", client, cap)
+            return
+        if self.nr_conns >= self.worker_connections - 1 and self.keepalived_conns:
+            # Full (gthread would stop accepting): the connection silent the
+            # longest makes room, so silent ones cannot keep others out.
+            idle = self.keepalived_conns[0]
+            self.stop_waiting(idle)
+            self.nr_conns -= 1
+            idle.close()
+        self.connections_of[client] += 1
+        self.nr_conns += 1
+        self.wait_for_head(_Connection(self, sock, addr, listener.getsockname()))
+
+    def wait_for_head(self, conn: _Connection) -> None:
+        """Keep a new or kept-alive connection in the poller until its next head is whole.
+
+        Silent, it is closed after the keep-alive timeout, as gthread closes
+        kept-alive connections (sooner when the worker stops).
+        """
+        conn.raw.setblocking(False)
+        self.poller.register(conn.raw, selectors.EVENT_READ, partial(self.on_head_readable, conn))
+        conn.waiting = True
+        conn.head_deadline = None
+        conn.set_timeout()
+        if not self.alive:
+            conn.timeout = min(conn.timeout, time.monotonic() + gthread.STOP_KEEPALIVE_LINGER)
+        self.keepalived_conns.append(conn)
+        if conn.head:  # sent behind the last request (pipelined)
+            head, conn.head = conn.head, b""
+            self.add_to_head(conn, head)
+
+    def on_head_readable(self, conn: _Connection, _sock: Any) -> None:
+        if not conn.waiting:  # closed by an earlier event of the same poll (accept)
+            return
+        if self.cfg.is_ssl:
+            # TLS is read in a thread, as gthread does (a proxy should end it).
+            self.stop_waiting(conn)
+            self.enqueue_req(conn)
+            return
+        data = received(conn.raw, HEAD_BUFFER)
+        if data is None:
+            return
+        if not data:  # the client closed the connection
+            self.stop_waiting(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self.add_to_head(conn, data)
+
+    def add_to_head(self, conn: _Connection, data: bytes) -> None:
+        """Add bytes to a connection's head; hand it to a thread once gunicorn can parse it."""
+        if conn.head_deadline is None:  # its first bytes start the head's deadline
+            self.keepalived_conns.remove(conn)
+            conn.head_deadline = time.monotonic() + HEAD_TIMEOUT
+            self.heads.append((conn.head_deadline, conn))
+        start = len(conn.head)
+        conn.head += data
+        if head_ready(conn.head, start, self.cfg.limit_request_line):
+            self.stop_waiting(conn)
+            self.enqueue_req(conn)
+
+    def stop_waiting(self, conn: _Connection) -> None:
+        self.poller.unregister(conn.raw)
+        conn.waiting = False
+        if conn.head_deadline is None:
+            self.keepalived_conns.remove(conn)
+
+    def murder_pending(self) -> None:
+        """Answer 408 to heads past their deadline; close lingering connections past theirs.
+
+        (gthread's own pending connections, deferred by a thread, are none here.)
+        """
+        now = time.monotonic()
+        while self.heads and self.heads[0][0] <= now:
+            deadline, conn = self.heads.popleft()
+            if conn.waiting and conn.head_deadline == deadline:
+                self.stop_waiting(conn)
+                self.handle_error(None, conn.raw, conn.client, HeadTimeout())
+                self.nr_conns -= 1
+                conn.close(graceful=True)
+        while self.lingering and self.lingering[0][0] <= now:
+            _, conn = self.lingering.popleft()
+            if not conn.closed:
+                self.poller.unregister(conn.raw)
+                self.forget(conn)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # gthread's loop wakes every second: sooner when a deadline falls due.
+        for due in (self.heads, self.lingering):
+            if due:
+                timeout = min(timeout, max(due[0][0] - time.monotonic(), 0.0))
+        super().wait_for_and_dispatch_events(timeout)
+
+    def linger(self, conn: _Connection) -> None:
+        """Close a connection once the client has closed its side, or after :data:`LINGER`.
+
+        gunicorn's graceful close (RFC 9112 section 9.6: the client reads the
+        whole answer, not a reset), in the poller: gthread's waits in its
+        loop, up to 2 s for each client that keeps its side open.
+        """
+        try:
+            conn.raw.shutdown(socket.SHUT_WR)
+            conn.raw.setblocking(False)
+            self.poller.register(
+                conn.raw, selectors.EVENT_READ, partial(self.on_linger_readable, conn)
+            )
+        except (OSError, ValueError, KeyError):
+            self.forget(conn)
+            return
+        self.lingering.append((time.monotonic() + LINGER, conn))
+
+    def on_linger_readable(self, conn: _Connection, _sock: Any) -> None:
+        if conn.closed:
+            return
+        data = received(conn.raw, LINGER_BYTES)
+        if data is None:
+            return
+        conn.drained += len(data)
+        if not data or conn.drained >= LINGER_BYTES:
+            self.poller.unregister(conn.raw)
+            self.forget(conn)
+
+    def forget(self, conn: _Connection) -> None:
+        """Close a connection for good, and stop counting it for its client."""
+        if conn.closed:
+            return
+        conn.closed = True
+        conn.waiting = False
+        util.close(conn.sock)
+        self.connections_of[conn.client_key] -= 1
+        if self.connections_of[conn.client_key] <= 0:
+            del self.connections_of[conn.client_key]
+
+    def finish_request(self, conn: _Connection, fs: Future[Any]) -> None:
+        """After a request: close the connection, or wait in the poller for its next head."""
+        try:
+            keep = not fs.cancelled() and bool(fs.result())
+        except Exception:  # handle() answers what it can; the rest closes
+            keep = False
+        if not keep:
+            self.nr_conns -= 1
+            conn.close(graceful=True)
+            return
+        # What the client sent behind the request (its next one) starts the next head.
+        conn.head = conn.parser.unreader.take_buffered()
+        self.wait_for_head(conn)
+
+    def handle(self, conn: _Connection) -> Any:
+        """Serve one request (in a thread), its head read by the poller."""
         if not self.cfg.is_ssl:  # TLS ends at the proxy; the wrapper is for plain sockets
             if not isinstance(conn.sock, _TimedSocket):
                 conn.sock = _TimedSocket(conn.sock)
-            conn.sock.start_head()
+            # A head longer than HEAD_BUFFER is read on by the same deadline.
+            conn.sock.start_head(conn.head_deadline or time.monotonic() + HEAD_TIMEOUT)
+        if conn.head:
+            conn.init()  # the parser, made on the first request
+            conn.parser.unreader.unread(conn.head)
+            conn.head = b""
         return super().handle(conn)
 
     def handle_request(self, req: Any, conn: Any) -> Any:

@@ -1,9 +1,11 @@
 """The standalone service as shipped: gunicorn with gunicorn.conf.py, over real sockets.
 
-One test (or one table) per serving rule: slow clients, what gunicorn
-refuses, uncached token answers, JSON access lines that no client byte can
-break, only our Swagger UI, the Bearer scheme in any case, /metrics only for
-whom it is meant, and no shared control socket.
+One test (or one table) per serving rule: slow and silent clients, heads
+read whole in the poller, the cap on connections per client address, what
+gunicorn refuses, uncached token answers, JSON access lines that no client
+byte can break, only our Swagger UI, the Bearer scheme in any case, /metrics
+counted under the run command and only for whom it is meant, and no shared
+control socket.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from sessionsvc.serving import HEAD_TIMEOUT
+from sessionsvc.serving import HEAD_BUFFER, HEAD_TIMEOUT, client_of
 from tests.backends import served
 from tests.clients import CHROME, http
-from tests.servers import Gunicorn
+from tests.servers import Gunicorn, service_env
 
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"
 METRICS_TOKEN = "scrape-" + secrets.token_urlsafe(16)
+CREATE_ALICE = ("sessions", "create-user", "alice", "--password-stdin")
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +87,19 @@ def get_healthz(port: int) -> float:
     return time.perf_counter() - started
 
 
+def assert_healthz_prompt(port: int) -> None:
+    """Ten GET /healthz, once the connections just opened have settled, each under 1 s."""
+    time.sleep(0.5)
+    delays = [get_healthz(port) for _ in range(10)]
+    assert max(delays) < 1.0, delays
+
+
 # -- 1. slow clients -------------------------------------------------------------
 
 
-def test_eight_slow_clients_delay_nobody_and_are_cut_off(shipped: Gunicorn) -> None:
+def test_forty_slow_clients_delay_nobody_and_are_cut_off(shipped: Gunicorn) -> None:
+    # More than both workers' threads together (2 x 16): their heads are read
+    # by the workers' pollers, and no thread is taken until a head is whole.
     stop = threading.Event()
     answers: list[bytes] = []
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200
@@ -102,11 +115,11 @@ def test_eight_slow_clients_delay_nobody_and_are_cut_off(shipped: Gunicorn) -> N
                     return
             answers.append(sock.recv(65536))
 
-    clients = [threading.Thread(target=slow, daemon=True) for _ in range(8)]
+    clients = [threading.Thread(target=slow, daemon=True) for _ in range(40)]
     started = time.monotonic()
     for client in clients:
         client.start()
-    time.sleep(1.5)  # all eight are sending
+    time.sleep(1.5)  # all forty are sending
     delays = []
     while time.monotonic() - started < HEAD_TIMEOUT - 2:
         delays.append(get_healthz(shipped.port))
@@ -117,7 +130,7 @@ def test_eight_slow_clients_delay_nobody_and_are_cut_off(shipped: Gunicorn) -> N
     for client in clients:
         client.join(HEAD_TIMEOUT + 10)
     stop.set()
-    assert len(answers) == 8
+    assert len(answers) == 40
     for answer in answers:
         status, headers, body = parse(answer)
         assert status == 408
@@ -130,9 +143,7 @@ def test_forty_silent_connections_hold_no_thread_and_are_closed(shipped: Gunicor
     # More than both workers' threads together (2 x 16).
     silent = [socket.create_connection(("127.0.0.1", shipped.port)) for _ in range(40)]
     try:
-        time.sleep(0.5)
-        delays = [get_healthz(shipped.port) for _ in range(10)]
-        assert max(delays) < 1.0, delays
+        assert_healthz_prompt(shipped.port)
         # The keep-alive timeout (5 s) closes them, answered with nothing.
         for sock in silent:
             sock.settimeout(10)
@@ -140,6 +151,175 @@ def test_forty_silent_connections_hold_no_thread_and_are_closed(shipped: Gunicor
     finally:
         for sock in silent:
             sock.close()
+
+
+def test_clients_that_keep_their_side_open_after_the_answer_delay_nobody(
+    shipped: Gunicorn,
+) -> None:
+    # An answer that closes the connection waits up to 2 s for the client to
+    # close its side too; gthread waited in its loop, holding up everything.
+    stop = threading.Event()
+
+    def lingering() -> None:
+        with socket.create_connection(("127.0.0.1", shipped.port), timeout=30) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    sock.sendall(b"x")  # never closes, and keeps the server reading
+                except OSError:
+                    return
+
+    clients = [threading.Thread(target=lingering, daemon=True) for _ in range(20)]
+    for client in clients:
+        client.start()
+    try:
+        assert_healthz_prompt(shipped.port)
+    finally:
+        stop.set()
+
+
+def send_slowly(sock: socket.socket, data: bytes, pieces: int) -> None:
+    """``data`` in ``pieces`` packets, a little apart."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    size = -(-len(data) // pieces)
+    for start in range(0, len(data), size):
+        sock.sendall(data[start : start + size])
+        time.sleep(0.01)
+
+
+def test_a_head_in_many_packets_is_read_whole(shipped: Gunicorn) -> None:
+    body = json.dumps({"username": "alice", "password": PASSWORD}).encode()
+    request = (
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nUser-Agent: " + CHROME.encode() + b"\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", shipped.port), timeout=10) as sock:
+        send_slowly(sock, request, 60)  # the empty line ending it split too
+        send_slowly(sock, body, 5)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status, _, body = parse(answer)
+    assert status == 200
+    assert json.loads(body)["token_type"] == "Bearer"
+
+
+def test_a_head_larger_than_the_poller_holds_is_served(shipped: Gunicorn) -> None:
+    # Within gunicorn's limits (100 headers of 8190 bytes), past HEAD_BUFFER.
+    headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(90))
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n"
+    assert len(request) > HEAD_BUFFER
+    with socket.create_connection(("127.0.0.1", shipped.port), timeout=10) as sock:
+        send_slowly(sock, request, 20)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert parse(answer)[0] == 200
+
+
+def test_a_kept_alive_connection_serves_requests_sent_apart_and_pipelined(
+    shipped: Gunicorn,
+) -> None:
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with (
+        socket.create_connection(("127.0.0.1", shipped.port), timeout=HEAD_TIMEOUT + 5) as sock,
+        sock.makefile("rb") as file,
+    ):
+
+        def answer() -> tuple[int, bytes]:
+            status = int(file.readline().split()[1])
+            length = 0
+            while (line := file.readline()) != b"\r\n":
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            return status, file.read(length)
+
+        for _ in range(3):  # each sent once the last is answered
+            sock.sendall(healthz)
+            assert answer() == (200, b'{"status":"ok"}\n')
+            time.sleep(0.2)
+        # Two at once, the second head cut in two: it waits in the poller.
+        sock.sendall(healthz + healthz[:10])
+        assert answer()[0] == 200
+        time.sleep(0.3)
+        send_slowly(sock, healthz[10:], 4)
+        assert answer()[0] == 200
+        # A kept-alive connection's next head has its deadline too.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        started = time.monotonic()
+        status, _ = answer()
+        assert status == 408
+        assert HEAD_TIMEOUT - 0.5 <= time.monotonic() - started < HEAD_TIMEOUT + 3
+        assert file.read() == b""
+
+
+@pytest.fixture(scope="module")
+def capped(redis_url: str) -> Iterator[Gunicorn]:
+    """One worker, five connections per client address."""
+    with served(
+        redis_url, {}, workers=1, SESSIONSVC_MAX_CONNECTIONS_PER_CLIENT=str(CAP)
+    ) as service:
+        yield service
+
+
+CAP = 5
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def test_a_client_address_holds_at_most_the_cap_of_connections(capped: Gunicorn) -> None:
+    held = [connect(capped.port, "127.0.0.3") for _ in range(CAP)]
+    try:
+        time.sleep(0.3)
+        # The next one from that address is closed at once, unanswered.
+        with connect(capped.port, "127.0.0.3") as refused:
+            assert refused.recv(65536) == b""
+        # Another address is served.
+        assert get_healthz(capped.port) < 1.0
+        # A connection closed makes room for one more.
+        held.pop().close()
+        time.sleep(0.3)
+        with connect(capped.port, "127.0.0.3") as again:
+            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert again.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_full_worker_closes_its_longest_silent_connection_for_a_new_one(
+    redis_url: str,
+) -> None:
+    # gthread stops accepting at worker_connections: silent connections from
+    # a few addresses, each under the cap, would keep everyone else out.
+    with served(redis_url, {}, workers=1, GUNICORN_CMD_ARGS="--worker-connections 40") as service:
+        silent = [connect(service.port, f"127.0.0.{4 + n % 3}") for n in range(60)]
+        try:
+            assert_healthz_prompt(service.port)
+            # The first ones made room, answered with nothing; the last are open.
+            for sock in silent:
+                sock.settimeout(0.2)
+            assert silent[0].recv(1) == b""
+            with pytest.raises(TimeoutError):
+                silent[-1].recv(1)
+        finally:
+            for sock in silent:
+                sock.close()
+
+
+def test_connections_are_counted_by_client() -> None:
+    assert client_of(("203.0.113.9", 5000)) == "203.0.113.9"
+    # A dual-stack socket shows an IPv4 client IPv4-mapped: counted as itself.
+    assert client_of(("::ffff:203.0.113.9", 5000, 0, 0)) == "203.0.113.9"
+    assert client_of(("::ffff:cb00:7109", 5000, 0, 0)) == "203.0.113.9"
+    # An IPv6 client by its /64, which it picks addresses from.
+    assert client_of(("2001:db8:1:2::5", 5000, 0, 0)) == "2001:db8:1:2::/64"
+    assert client_of(("2001:db8:1:2:ffff::9", 5000, 0, 0)) == "2001:db8:1:2::/64"
+    assert client_of("") is None  # a Unix socket
 
 
 # -- 2. what gunicorn refuses is a problem document too -------------------------------
@@ -152,6 +332,12 @@ REFUSED = {
         b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         400,
+    ),
+    "too many headers, past what the poller holds": (
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(120))
+        + b"\r\n",
+        431,
     ),
     "too many headers": (
         b"GET / HTTP/1.1\r\nHost: x\r\n"
@@ -327,6 +513,30 @@ def test_a_metrics_token_opens_them_to_other_addresses(redis_url: str) -> None:
         assert metrics_status(service.port, remote, "Authorization: Bearer wrong-token") == 404
         assert metrics_status(service.port, remote, f"Authorization: Bearer {METRICS_TOKEN}") == 200
         assert METRICS_TOKEN not in service.output()
+
+
+def test_metrics_count_under_the_run_command_as_shipped() -> None:
+    # `make run` exactly: the embedded store, and no PROMETHEUS_MULTIPROC_DIR
+    # (gunicorn.conf.py makes one before gunicorn imports prometheus_client).
+    env = service_env()
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    service = Gunicorn(env, workers=None).start()
+    try:
+        created = service.flask(*CREATE_ALICE, stdin=PASSWORD + "\n")
+        assert created.returncode == 0, created.stderr
+        login(service.base)
+        status, _, body = parse(
+            raw(service.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        )
+        assert status == 200
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+        }
+        assert samples["sessionsvc_sessions_opened_total"] >= 1
+    finally:
+        service.stop()
 
 
 # -- 8. no control socket shared between services ------------------------------------------

@@ -105,16 +105,7 @@ def test_embedded_store_under_the_run_command_is_shared_by_workers_and_cli() -> 
     service = Gunicorn(service_env(), workers=4).start()
     try:
         assert "serving the embedded development store" in service.output()
-        created = subprocess.run(
-            [*(sys.executable, "-m", "flask", "--app", "wsgi"), *CREATE_ALICE],
-            input=PASSWORD + "\n",
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env=service_env(),
-            timeout=60,
-            check=False,
-        )
+        created = service.flask(*CREATE_ALICE, stdin=PASSWORD + "\n")
         assert created.returncode == 0, created.stderr
         sign_in_twice_and_revoke(service.base)
     finally:
