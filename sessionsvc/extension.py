@@ -94,6 +94,8 @@ class SessionManager:
         for warning in tokens.check_signing(app.config, strict=not (app.debug or app.testing)):
             logger.warning(warning)
         locator = geo.Locator(settings.geoip_db) if settings.geoip_db is not None else None
+        # The request path's parsers are built now, not by a worker's first user.
+        devices.warm_up()
         policy = Policy(
             touch_interval=settings.touch_interval,
             idle_timeout=settings.idle_timeout,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
 
 import pytest
 from flask import Flask, request
@@ -262,3 +264,39 @@ def test_families_of_random_user_agents_agree_with_the_full_parse() -> None:
         for agent in (re.sub(r"\d+\.\d+", version, base, count=1), base[:cut]):
             full = parse_user_agent(agent)
             assert families(agent) == Device(browser=full.browser, os=full.os), agent
+
+
+#: In a process of its own: the app is built, then building a user-agent
+#: parser fails; a request that parses its user agent must not need to.
+_FIRST_REQUEST = """
+import ua_parser.regex
+from sessionsvc import create_app, current_manager
+
+app = create_app({"JWT_SECRET_KEY": "k" * 32, "SESSIONSVC_LOGIN_RATE_LIMIT": ""})
+
+
+def built_during_a_request(*args, **kwargs):
+    raise AssertionError("a user-agent parser was built during a request")
+
+
+ua_parser.regex.Resolver.__init__ = built_during_a_request
+agent = AGENT
+with app.app_context():
+    pair = current_manager().open("alice", ip="127.0.0.1", user_agent=agent)
+response = app.test_client().get(
+    "/api/v1/sessions",
+    headers={"Authorization": "Bearer " + pair.access_token, "User-Agent": agent},
+)
+print(response.status_code, response.get_json()["sessions"][0]["device"]["browser"])
+"""
+
+
+def test_the_parsers_are_built_at_start_up_not_by_a_first_request() -> None:
+    # The first authenticated request of every worker paid for them
+    # (~0.2 s), and a fresh process is the only place to see it.
+    script = _FIRST_REQUEST.replace("AGENT", repr(FIREFOX_LINUX))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["200", "Firefox"]
