@@ -87,7 +87,7 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
     # Decorated here rather than in auth.py: the blueprint and its view are
     # shared by every app, the limiter is this app's.
     view: Callable[..., Any] = app.view_functions[LOGIN_ENDPOINT]
-    app.view_functions[LOGIN_ENDPOINT] = _fail_closed(per_address(per_username(view)))
+    app.view_functions[LOGIN_ENDPOINT] = _fail_closed(per_address(per_username(view)), store.where)
     # The same counters for a password change, the user being the token's.
     # Each attempt is counted before its current password is checked (one
     # atomic INCR per counter, refused past the limit), so attempts sent at
@@ -103,14 +103,16 @@ def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
     change: Callable[..., Any] = _given_back_unless_wrong(
         limiter, app.view_functions[PASSWORD_ENDPOINT]
     )
-    app.view_functions[PASSWORD_ENDPOINT] = _fail_closed(per_address(change_username(change)))
+    app.view_functions[PASSWORD_ENDPOINT] = _fail_closed(
+        per_address(change_username(change)), store.where
+    )
 
 
 #: Errors that mean "the counters cannot be reached".
 _COUNTING_ERRORS: tuple[type[Exception], ...] = (StorageError, *UNAVAILABLE_ERRORS)
 
 
-def _fail_closed(view: Callable[..., Any]) -> Callable[..., Any]:
+def _fail_closed(view: Callable[..., Any], where: str) -> Callable[..., Any]:
     """Answer 503 when the counters cannot be reached: the one place for it.
 
     limits wraps redis-py's ``RedisError`` in its ``StorageError``, but not a
@@ -126,7 +128,9 @@ def _fail_closed(view: Callable[..., Any]) -> Callable[..., Any]:
             return view(*args, **kwargs)
         except _COUNTING_ERRORS as exc:
             cause = exc.storage_error if isinstance(exc, StorageError) else exc
-            logger.warning("rate-limit store unavailable: %s", type(cause).__name__)
+            logger.warning(
+                "rate-limit store %s unavailable: %s: %s", where, type(cause).__name__, cause
+            )
             raise StoreUnavailable("The session store is unavailable; try again shortly.") from exc
 
     return counted

@@ -13,7 +13,7 @@ from flask import Flask
 
 from sessionsvc import create_app, current_manager
 from tests.clients import JWT_KEY, Auth, assert_problem
-from tests.servers import RedisProcess
+from tests.servers import RedisProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +166,26 @@ def test_nothing_is_let_through_during_an_outage_and_recovery_is_quick(
     )
     print(f"outage: {len(during)} requests, 0 let through; ready again after {recovered:.3f} s")
     assert recovered < 5
+
+
+def test_the_log_names_where_the_store_is_and_why_it_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()  # nothing listens there
+    app = create_app(
+        {
+            "TESTING": True,
+            "JWT_SECRET_KEY": JWT_KEY,
+            "SESSIONSVC_REDIS_URL": f"redis://someone:hunter2-secret@127.0.0.1:{port}/3",
+            "SESSIONSVC_STORE_TIMEOUT": TIMEOUT,
+        }
+    )
+    assert_problem(app.test_client().get("/readyz"), 503, "store_unavailable")
+    lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert lines, caplog.text
+    assert lines[0].startswith(
+        f"session store redis://127.0.0.1:{port}/3 unavailable: ConnectionError: "
+    )
+    assert "refused" in lines[0].lower()  # the cause, as the operating system gave it
+    assert "hunter2-secret" not in caplog.text
+    assert "someone" not in caplog.text

@@ -13,7 +13,13 @@ from redis.cluster import RedisCluster
 
 from . import scripts
 from .codec import AgentTexts, event_from_json, event_head
-from .connections import UNAVAILABLE_ERRORS, ClientFactory, limiter_storage, unavailable
+from .connections import (
+    UNAVAILABLE_ERRORS,
+    ClientFactory,
+    client_location,
+    limiter_storage,
+    unavailable,
+)
 from .keys import Keys, stream_tag
 from .records import Actor, EventSink, Policy
 
@@ -36,6 +42,8 @@ class StoreBase:
         signal them.
     :param webhooks: also queue every event recorded in a webhook stream,
         in the same atomic step (see :mod:`.webhooks`).
+    :param where: where the store is, for log lines (no credentials); by
+        default, where the client connects.
     """
 
     def __init__(
@@ -48,8 +56,10 @@ class StoreBase:
         policy: Policy | None = None,
         on_events: EventSink | None = None,
         webhooks: bool = False,
+        where: str | None = None,
     ) -> None:
         self._factory = client_factory
+        self._where = where
         #: Where everything lives.
         self.keys = Keys(prefix)
         self._events_max = events_max
@@ -104,7 +114,12 @@ class StoreBase:
         try:
             yield
         except UNAVAILABLE_ERRORS as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, self.where) from exc
+
+    @property
+    def where(self) -> str:
+        """Where the store is, for log lines: its URL without credentials."""
+        return self._where or client_location(self._client)
 
     def _hgetall(self, key: str) -> dict[str, str]:
         # The client decodes responses: every value is a str.

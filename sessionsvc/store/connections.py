@@ -25,7 +25,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 from .. import metrics
 from ..errors import StoreUnavailable
 from ..settings import ConfigError
-from .devstore import embedded_factory
+from .devstore import DEV_STORE_HOST, DEV_STORE_PORT, embedded_factory
 
 logger = logging.getLogger("sessionsvc")
 
@@ -44,15 +44,38 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 _OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def unavailable(exc: Exception) -> StoreUnavailable:
-    """Log why the store could not answer; the error to fail closed with."""
+def client_location(client: Any) -> str:
+    """Where a Redis client given to the extension connects, for log lines."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    if "host" in kwargs:
+        return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    return f"(the {type(client).__name__} given to SessionManager)"
+
+
+def unavailable(exc: Exception, where: str) -> StoreUnavailable:
+    """Log why the store at ``where`` (:func:`describe`) could not answer;
+    the error to fail closed with."""
     if isinstance(exc, _OUTAGE_ERRORS):
         metrics.STORE_ERRORS.labels("outage").inc()
-        logger.warning("session store unavailable: %s", type(exc).__name__)
+        # redis-py's text says what failed (refused, timed out, name unknown).
+        logger.warning("session store %s unavailable: %s: %s", where, type(exc).__name__, exc)
     else:
         metrics.STORE_ERRORS.labels("refused").inc()
-        logger.error("session store refused: %s: %s", type(exc).__name__, exc)
+        logger.error("session store %s refused: %s: %s", where, type(exc).__name__, exc)
     return StoreUnavailable("The session store is unavailable; try again shortly.")
+
+
+def describe(url: str | None) -> str:
+    """Where a ``SESSIONSVC_REDIS_URL`` points, for log lines: its scheme,
+    hosts and ports (or socket path) and database, without credentials or
+    options."""
+    if url is None:
+        return f"(the embedded development store; shared at {DEV_STORE_HOST}:{DEV_STORE_PORT})"
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{hosts}{parts.path}"
 
 
 def _retry() -> Retry:

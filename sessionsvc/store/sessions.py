@@ -40,6 +40,7 @@ from .codec import (
 from .connections import (
     UNAVAILABLE_ERRORS,
     client_factory_from_url,
+    describe,
     unavailable,
 )
 from .keys import address_group
@@ -210,7 +211,7 @@ class SessionStore(UserStore, WebhookStore):
             else:
                 hot = (client or self.client).execute_command("HMGET", key, *HOT_FIELDS)  # type: ignore[no-untyped-call]
         except UNAVAILABLE_ERRORS as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, self.where) from exc
         seen, last_ip, browser, system, mark = hot
         if seen is None:
             return GONE
@@ -467,4 +468,5 @@ def store_from_url(
         prefix=prefix,
         events_max=events_max,
         events_ttl=events_ttl,
+        where=describe(url),
     )
