@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from . import admin, api, audit, auth, cli, devices, errors, geo, metrics, ratel
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
 from .passwords import HashSlots
-from .settings import ConfigError, Settings
+from .settings import ConfigError, Settings, unknown_keys
 from .state import EXTENSION_KEY, State, current_state
 from .store import Actor, CheckResult, CheckStatus, Policy, SessionStore, store_from_url
 
@@ -91,6 +92,8 @@ class SessionManager:
                 "after SessionManager.init_app and call sessions.is_revoked() from it"
             )
         settings = Settings.from_config(app.config)
+        for warning in unknown_keys(app.config, os.environ):
+            logger.warning(warning)
         for warning in tokens.check_signing(app.config, strict=not (app.debug or app.testing)):
             logger.warning(warning)
         locator = geo.Locator(settings.geoip_db) if settings.geoip_db is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,45 @@ KEYS: tuple[Key, ...] = (
 
 #: Each key's default, by name.
 DEFAULTS: dict[str, Any] = {key.name: key.default for key in KEYS}
+
+#: ``SESSIONSVC_*`` environment variables that are no Flask config key: the
+#: standalone server's (``gunicorn.conf.py``), the test suite's and the
+#: example client's (README). Known, so they draw no warning.
+OTHER_VARIABLES: tuple[str, ...] = (
+    "SESSIONSVC_BIND",
+    "SESSIONSVC_THREADS",
+    "SESSIONSVC_MAX_CONNECTIONS_PER_CLIENT",
+    "SESSIONSVC_TEST_REDIS_URL",
+    "SESSIONSVC_TEST_SCREENSHOTS",
+    "SESSIONSVC_TEST_CHROMIUM",
+    "SESSIONSVC_PASSWORD",
+)
+
+
+_PREFIX = "SESSIONSVC_"
+
+
+def unknown_keys(config: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``SESSIONSVC_*`` name in ``config`` or ``environ``
+    that the service does not read, naming the closest one it does.
+
+    A misspelt key (``SESSIONSVC_REDIS_URI``) is otherwise ignored in
+    silence, and its default used: the embedded development store, say.
+    """
+    keys = [key.name for key in KEYS if key.name.startswith(_PREFIX)]
+    warnings = []
+    for where, names in (("configuration key", config), ("environment variable", environ)):
+        known = keys if where == "configuration key" else [*keys, *OTHER_VARIABLES]
+        for name in sorted(names):
+            if not name.startswith(_PREFIX) or name in known:
+                continue
+            # Compared without the prefix every name shares.
+            close = difflib.get_close_matches(
+                name.removeprefix(_PREFIX), [k.removeprefix(_PREFIX) for k in known], n=1
+            )
+            hint = f"did you mean {_PREFIX}{close[0]}?" if close else "docs/api.md lists the keys"
+            warnings.append(f"unknown {where} {name} is ignored: {hint}")
+    return warnings
 
 
 class ConfigError(ValueError):

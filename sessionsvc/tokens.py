@@ -63,11 +63,28 @@ def token_session(payload: dict[str, Any]) -> tuple[str, str]:
     :raises InvalidToken: when the token carries no usable ``sid``.
     """
     user_id, session_id = payload.get("sub"), payload.get("sid")
+    if "sid" not in payload:
+        _explain_sessionless_token()
     if not isinstance(user_id, str) or not user_id or not isinstance(session_id, str):
         raise InvalidToken("The token does not belong to a session.")
     if not is_session_id(session_id):
         raise InvalidToken("The token does not belong to a session.")
     return user_id, session_id
+
+
+@functools.cache
+def _explain_sessionless_token() -> None:
+    """Say once per process why a validly signed token without ``sid`` fails.
+
+    Such a token was made with ``create_access_token`` (or another issuer):
+    refused as it must be, but the 401 alone leaves a host app's developer
+    guessing. Once, so a client retrying it cannot fill the log.
+    """
+    logger.warning(
+        "refused a validly signed token without a session id ('sid' claim): tokens for "
+        "sessionsvc come from sessions.open(user_id) (or rotate() on refresh), not "
+        "create_access_token(); this is said once per process"
+    )
 
 
 class RevocationCheckBypassed(RuntimeError):

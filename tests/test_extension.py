@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from flask import Flask, jsonify
-from flask_jwt_extended import JWTManager, jwt_required
+from flask_jwt_extended import JWTManager, create_access_token, jwt_required
 from werkzeug.exceptions import HTTPException
 
 from sessionsvc import ConfigError, SessionManager, current_manager
+from sessionsvc import tokens as token_wiring
 from sessionsvc.state import EXTENSION_KEY
 from tests.backends import Backend, delete_prefix, host_app, record_commands
 from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem
@@ -367,3 +368,40 @@ def test_a_host_app_supplies_the_claims_of_a_refresh(backend: Backend) -> None:
         assert decode_token(new.access_token)["roles"] == ["viewer"]
         assert decode_token(new.refresh_token)["roles"] == ["viewer"]
     assert seen == [("alice", {"roles": ["reader"]})]
+
+
+def test_misspelt_keys_are_named_with_the_closest_known_one(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SESSIONSVC_REDIS_URI", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("SESSIONSVC_BIND", "127.0.0.1:8000")  # the server's: known
+    with caplog.at_level(logging.WARNING, logger="sessionsvc"):
+        host_app(backend, SESSIONSVC_MAX_SESSIONS=3, SESSIONSVC_TOTALLY_NEW=1)
+    unknown = sorted(m for m in caplog.messages if m.startswith("unknown "))
+    assert unknown == [
+        "unknown configuration key SESSIONSVC_MAX_SESSIONS is ignored: "
+        "did you mean SESSIONSVC_MAX_SESSIONS_PER_USER?",
+        "unknown configuration key SESSIONSVC_TOTALLY_NEW is ignored: docs/api.md lists the keys",
+        "unknown environment variable SESSIONSVC_REDIS_URI is ignored: "
+        "did you mean SESSIONSVC_REDIS_URL?",
+    ]
+
+
+def test_a_token_made_without_a_session_is_refused_and_explained_once(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = host_app(backend)
+    with app.app_context():
+        token = create_access_token("alice")  # not through sessions.open()
+    token_wiring._explain_sessionless_token.cache_clear()  # once per process: this test's
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING, logger="sessionsvc"):
+        for _ in range(3):
+            assert_problem(
+                client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {token}"}),
+                401,
+                "invalid_token",
+            )
+    said = [m for m in caplog.messages if "sessions.open(" in m]
+    assert len(said) == 1
+    assert "create_access_token()" in said[0]
