@@ -1,6 +1,6 @@
-"""The admin blueprints, for the callers :meth:`SessionManager.is_admin`
-admits: any user's sessions, and (standalone service) the users of the user
-store. Mounted only when the app turns them on."""
+"""The admin blueprints, for the callers the app's admin loader admits
+(:meth:`SessionManager.admin_loader`): any user's sessions, and (standalone
+service) the users of the user store. Mounted only when the app turns them on."""
 
 from __future__ import annotations
 
