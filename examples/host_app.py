@@ -112,7 +112,7 @@ def _routes(app: Flask) -> None:
         return jsonify(revoked=revoked)
 
     @app.get("/me")
-    @jwt_required()  # 401 session_revoked as soon as the session is revoked
+    @jwt_required()  # 401 (your revoked_token_loader) as soon as the session is revoked
     def me() -> Any:
         row = (
             _db()

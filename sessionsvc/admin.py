@@ -1,19 +1,29 @@
-"""The admin blueprints, for tokens with the ``admin`` role: any user's
-sessions, and (standalone service) the users of the user store."""
+"""The admin blueprints, for the callers the app's admin loader admits
+(:meth:`SessionManager.admin_loader`): any user's sessions, and (standalone
+service) the users of the user store. Mounted only when the app turns them on."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
-from flask_jwt_extended import get_jwt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from flask_jwt_extended import get_jwt, get_jwt_identity
 
 from . import accounts, openapi, payloads, tokens
 from .errors import Forbidden, SessionNotFound
 from .payloads import no_content
 from .state import current_manager
 
+logger = logging.getLogger("sessionsvc")
+
 URL_PREFIX = "/api/v1/admin"
 
-#: The role an access token's ``roles`` claim must hold.
+#: ``callback(user_id, claims) -> bool``: see :meth:`SessionManager.admin_loader`.
+AdminLoader = Callable[[str, dict[str, Any]], bool]
+
+#: The role the standalone service's tokens carry in ``roles`` for its admins.
 ADMIN_ROLE = accounts.ADMIN_ROLE
 
 blueprint = Blueprint("sessionsvc_admin", __name__)
@@ -24,10 +34,42 @@ for _admin in (blueprint, users):
     _admin.after_request(payloads.no_store)
 
 
+def register(app: Flask, *, with_users: bool) -> None:
+    """Mount the admin routes on ``app``; ``with_users``: the user store's too."""
+    app.register_blueprint(blueprint, url_prefix=URL_PREFIX)
+    if with_users:
+        app.register_blueprint(users, url_prefix=URL_PREFIX)
+
+
+def holds_admin_role(user_id: str, claims: dict[str, Any]) -> bool:
+    """The standalone service's admin loader: the access token's ``roles``
+    claim holds ``admin``. Its login and refresh put the user store's roles
+    there, as they are at that moment; another app's claims are its own."""
+    roles = claims.get("roles")
+    return isinstance(roles, list) and ADMIN_ROLE in roles
+
+
+#: Whether this process has logged that no admin loader is registered.
+_told_no_loader = False
+
+
 def _require_admin() -> None:
-    roles = get_jwt().get("roles")
-    if not isinstance(roles, list) or ADMIN_ROLE not in roles:
-        raise Forbidden("This route needs a token with the admin role.")
+    """Refuse (403) unless the app's admin loader returns ``True`` for the token.
+
+    Without a loader no one is an admin (fail closed): the loader is
+    registered after ``init_app``, so this is only known now, and the first
+    refusal of the process logs the fix.
+    """
+    global _told_no_loader
+    loader = current_manager().admin_callback
+    if loader is None and not _told_no_loader:
+        _told_no_loader = True
+        logger.error(
+            "the admin routes are on but no admin loader is registered, so no one is an "
+            "admin: decorate a function (user_id, claims) -> bool with @sessions.admin_loader"
+        )
+    if loader is None or loader(get_jwt_identity(), get_jwt()) is not True:
+        raise Forbidden("This route is for admins only.")
 
 
 @blueprint.get("/users/<user_id>/sessions")

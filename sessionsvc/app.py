@@ -14,7 +14,7 @@ from flasgger import Swagger
 from flask import Blueprint, Flask, Response, jsonify, request
 from prometheus_client.exposition import choose_encoder
 
-from . import account, devices, metrics, openapi, payloads
+from . import account, admin, devices, metrics, openapi, payloads
 from .errors import NotFound
 from .extension import SessionManager
 from .payloads import MAX_BODY
@@ -104,6 +104,8 @@ def create_app(
     # claim to carry in every token.
     app.config["JWT_TOKEN_LOCATION"] = ["headers"]
     app.config["JWT_COOKIE_CSRF_PROTECT"] = False
+    # The standalone service's admins are its user store's: on unless turned off.
+    app.config["SESSIONSVC_ADMIN_ROUTES"] = True
     app.config.update(config or {})
     if not app.config.get("JWT_SECRET_KEY"):
         if app.config.get("SESSIONSVC_REDIS_URL") or redis_client is not None:
@@ -115,7 +117,10 @@ def create_app(
             "tokens stop working when it restarts"
         )
         app.config["JWT_SECRET_KEY"] = secrets.token_urlsafe(32)
-    SessionManager(app, redis_client=redis_client, auth_routes=True, problem_paths=("/",))
+    sessions = SessionManager(
+        app, redis_client=redis_client, auth_routes=True, problem_paths=("/",)
+    )
+    sessions.admin_loader(admin.holds_admin_role)
     app.register_blueprint(health)
     if state_of(app).settings.metrics:
         # Switched off, /metrics is the plain 404 problem.

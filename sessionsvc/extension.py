@@ -16,6 +16,7 @@ from flask_jwt_extended import JWTManager, create_access_token, create_refresh_t
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import admin, api, audit, auth, cli, devices, errors, geo, metrics, ratelimit, tokens
+from .admin import AdminLoader
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
 from .passwords import HashSlots
@@ -52,6 +53,8 @@ class SessionManager:
     :param url_prefix: where the sessions blueprint is mounted.
     :param auth_routes: also mount ``/api/v1/auth`` (login, refresh, logout)
         backed by the user store; the standalone service does.
+    :param admin_routes: mount the admin routes (:meth:`admin_loader`
+        says who may use them); ``None``: ``SESSIONSVC_ADMIN_ROUTES``.
     :param problem_paths: path prefixes whose HTTP errors (404, 405, 413...)
         are answered as problem documents; defaults to the blueprints'
         prefixes, so the host app keeps its own error pages elsewhere.
@@ -64,11 +67,15 @@ class SessionManager:
         redis_client: redis.Redis | None = None,
         url_prefix: str = "/api/v1/sessions",
         auth_routes: bool = False,
+        admin_routes: bool | None = None,
         problem_paths: Sequence[str] | None = None,
     ) -> None:
         self._redis_client = redis_client
         self._url_prefix = url_prefix
         self._auth_routes = auth_routes
+        self._admin_routes = admin_routes
+        #: Who may use the admin routes: see :meth:`admin_loader`.
+        self.admin_callback: AdminLoader | None = None
         self._problem_paths = tuple(problem_paths) if problem_paths is not None else None
         self._refresh_claims: ClaimsLoader | None = None
         if app is not None:
@@ -125,7 +132,8 @@ class SessionManager:
         store.policy = policy
         store.on_events = audit.recorded
         store.webhooks = bool(settings.webhook_urls)
-        prefixes = [self._url_prefix, admin.URL_PREFIX]
+        admin_routes = settings.admin_routes if self._admin_routes is None else self._admin_routes
+        prefixes = [self._url_prefix, *([admin.URL_PREFIX] if admin_routes else [])]
         if self._auth_routes:
             prefixes.append(auth.URL_PREFIX)
         problem_paths = self._problem_paths or tuple(prefixes)
@@ -133,14 +141,14 @@ class SessionManager:
             self, settings, store, locator, problem_paths, HashSlots(settings.password_hashes)
         )
 
-        tokens.bind(app, jwt, self.is_revoked)
+        tokens.bind(app, jwt, self.is_revoked, _owns_request)
         tokens.guard(app, jwt)
         errors.register_error_handlers(app, _owns_request)
         app.register_blueprint(api.blueprint, url_prefix=self._url_prefix)
-        app.register_blueprint(admin.blueprint, url_prefix=admin.URL_PREFIX)
+        if admin_routes:
+            admin.register(app, with_users=self._auth_routes)
         if self._auth_routes:
             app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
-            app.register_blueprint(admin.users, url_prefix=admin.URL_PREFIX)
             ratelimit.init_app(app, settings, store)
         app.cli.add_command(cli.sessions_cli)
         if settings.trusted_proxies:
@@ -234,6 +242,11 @@ class SessionManager:
         of the session. Without one, the claims are handed on as they are.
         """
         self._refresh_claims = callback
+        return callback
+
+    def admin_loader(self, callback: AdminLoader) -> AdminLoader:
+        """Decorate ``callback(user_id, claims) -> bool``: who is an admin (docs/api.md, 5)."""
+        self.admin_callback = callback
         return callback
 
     # -- the Python API -----------------------------------------------------------

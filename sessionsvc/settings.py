@@ -56,6 +56,7 @@ KEYS: tuple[Key, ...] = (
     Key("SESSIONSVC_METRICS", True, "boolean"),
     Key("SESSIONSVC_METRICS_TOKEN", None, "text"),
     Key("SESSIONSVC_EVENTS_MAX", 1000, "integer"),
+    Key("SESSIONSVC_ADMIN_ROUTES", False, "boolean"),
     Key("SESSIONSVC_STORE_TIMEOUT", 0.5, "number"),
     Key("SESSIONSVC_WEBHOOK_URLS", None, "text"),
     Key("SESSIONSVC_WEBHOOK_SECRET", None, "text"),
@@ -324,6 +325,8 @@ class Settings:
     webhook_retry: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     #: Password hashes one process runs at once (default: its CPUs).
     password_hashes: int = 1
+    #: Mount the admin routes (the standalone service does by default).
+    admin_routes: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -400,6 +403,7 @@ class Settings:
             webhook_retry=_webhook_retry(
                 "SESSIONSVC_WEBHOOK_RETRY", get("SESSIONSVC_WEBHOOK_RETRY")
             ),
+            admin_routes=_bool("SESSIONSVC_ADMIN_ROUTES", get("SESSIONSVC_ADMIN_ROUTES")),
             password_hashes=(
                 available_cpus()
                 if hashes is None

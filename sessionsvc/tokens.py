@@ -1,9 +1,11 @@
 """The flask-jwt-extended wiring: revocation check and error answers.
 
 flask-jwt-extended keeps one callback per slot on its ``JWTManager``;
-:func:`bind` fills the slots that decide whether a token is accepted and how
-a rejected one is answered. A host app that needs its own blocklist logic as
-well composes it with :meth:`SessionManager.is_revoked`.
+:func:`bind` fills the one that decides whether a token is accepted (the
+blocklist check), and answers rejected tokens on sessionsvc's own paths
+through error handlers, leaving the host's callbacks to answer on the
+host's paths. A host app that needs its own blocklist logic as well
+composes it with :meth:`SessionManager.is_revoked`.
 """
 
 from __future__ import annotations
@@ -20,18 +22,38 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, jwt_required
 from flask_jwt_extended.default_callbacks import (
     default_blocklist_callback,
     default_decode_key_callback,
 )
-from flask_jwt_extended.exceptions import InvalidHeaderError, WrongTokenError
+from flask_jwt_extended.exceptions import (
+    CSRFError,
+    InvalidHeaderError,
+    InvalidQueryParamError,
+    JWTDecodeError,
+    NoAuthorizationError,
+    RevokedTokenError,
+    UserClaimsVerificationError,
+    UserLookupError,
+    WrongTokenError,
+)
+from jwt import (
+    DecodeError,
+    ExpiredSignatureError,
+    InvalidAudienceError,
+    InvalidIssuerError,
+    InvalidTokenError,
+    MissingRequiredClaimError,
+)
 
 from .errors import (
     AuthorizationRequired,
     InvalidToken,
+    RefreshTokenReused,
     SessionRevoked,
+    SessionsvcError,
     TokenExpired,
     WrongTokenType,
     error_response,
@@ -187,12 +209,13 @@ def guard(app: Flask, jwt: JWTManager) -> None:
             )
 
 
-def _case_insensitive_scheme(app: Flask) -> None:
+def _case_insensitive_scheme(app: Flask, owns: Callable[[], bool]) -> None:
     """Accept the header's scheme name in any case (RFC 9110, section 11.1).
 
     flask-jwt-extended compares ``JWT_HEADER_TYPE`` (``Bearer``) exactly; a
-    client that sends ``bearer`` gets its scheme rewritten before any view
-    (or ``jwt_required``) reads the header.
+    client that sends ``bearer`` to one of our paths gets its scheme
+    rewritten before any view (or ``jwt_required``) reads the header. The
+    host's own paths see the header as it came.
     """
     scheme = app.config.get("JWT_HEADER_TYPE", "Bearer")
     if not scheme:
@@ -208,7 +231,7 @@ def _case_insensitive_scheme(app: Flask) -> None:
     def _scheme_in_any_case() -> None:
         environ = request.environ
         value = environ.get(environ_key)
-        if value and not value.startswith(exact):
+        if value and not value.startswith(exact) and owns():
             environ[environ_key] = other_case.sub(lambda m: m.group(1) + scheme, value)
 
 
@@ -361,38 +384,129 @@ def bind(
     app: Flask,
     jwt: JWTManager,
     is_revoked: Callable[[dict[str, Any], dict[str, Any]], bool],
+    owns: Callable[[], bool],
 ) -> None:
     """Install the revocation check and the problem-document error answers.
 
-    Must run after ``jwt.init_app(app)``: the handlers for wrong token types
-    and malformed headers replace the ones it registered.
+    flask-jwt-extended's own callback slots (``expired_token_loader``,
+    ``invalid_token_loader``, ``unauthorized_loader``, ``revoked_token_loader``
+    and the rest) stay the host's: sessionsvc answers the errors they answer
+    through error handlers of its own, which render problem documents on the
+    paths it owns and hand every other request to the handler that was there
+    before (flask-jwt-extended's, which calls the host's callback or its
+    default). Must run after ``jwt.init_app(app)``.
+
+    :param owns: tells, inside a request, whether the request is sessionsvc's.
     """
-    jwt.token_in_blocklist_loader(is_revoked)
+    jwt.token_in_blocklist_loader(_session_check(is_revoked, owns))
     cache_verified_tokens(jwt)
-    _case_insensitive_scheme(app)
+    _case_insensitive_scheme(app, owns)
+    _answer_token_errors(app, owns)
 
-    @jwt.unauthorized_loader
-    def _missing(reason: str) -> Response:
-        return error_response(AuthorizationRequired(reason))
 
-    @jwt.invalid_token_loader
-    def _invalid(reason: str) -> Response:
-        return error_response(InvalidToken(reason))
+def _session_check(
+    is_revoked: Callable[[dict[str, Any], dict[str, Any]], bool], owns: Callable[[], bool]
+) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
+    """``is_revoked`` as the blocklist loader.
 
-    @jwt.expired_token_loader
-    def _expired(header: dict[str, Any], payload: dict[str, Any]) -> Response:
-        return error_response(TokenExpired("The token has expired."))
+    On the host's routes a token that belongs to no session, and a refresh
+    token presented again (its session is revoked by then), are revoked
+    tokens: the host's ``revoked_token_loader`` answers them, as it answers a
+    signed-out session. sessionsvc's routes keep their own codes for both.
+    """
 
-    @jwt.revoked_token_loader
-    def _revoked(header: dict[str, Any], payload: dict[str, Any]) -> Response:
-        return error_response(SessionRevoked("The token's session was signed out or has expired."))
+    def check(jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> bool:
+        try:
+            return is_revoked(jwt_header, jwt_payload)
+        except (InvalidToken, RefreshTokenReused):
+            if owns():
+                raise
+            return True
 
-    # flask-jwt-extended sends these to the invalid-token callback as a bare
-    # string; docs/api.md gives each its own code.
-    @app.errorhandler(WrongTokenError)
-    def _wrong_type(error: WrongTokenError) -> Response:
-        return error_response(WrongTokenType(str(error)))
+    return check
 
-    @app.errorhandler(InvalidHeaderError)
-    def _bad_header(error: InvalidHeaderError) -> Response:
-        return error_response(AuthorizationRequired(str(error)))
+
+def _invalid(error: Exception) -> SessionsvcError:
+    return InvalidToken(str(error))
+
+
+def _unauthorized(error: Exception) -> SessionsvcError:
+    return AuthorizationRequired(str(error))
+
+
+#: How sessionsvc's routes answer each error ``JWTManager.init_app`` registers
+#: a handler for (but ``FreshTokenRequired``: no route of ours asks for one).
+_TOKEN_ERRORS: dict[type[Exception], Callable[[Exception], SessionsvcError]] = {
+    NoAuthorizationError: _unauthorized,
+    CSRFError: _unauthorized,
+    # flask-jwt-extended sends these two to the invalid-token callback as a
+    # bare string; docs/api.md gives each its own code.
+    InvalidHeaderError: _unauthorized,
+    WrongTokenError: lambda error: WrongTokenType(str(error)),
+    ExpiredSignatureError: lambda error: TokenExpired("The token has expired."),
+    RevokedTokenError: lambda error: SessionRevoked(
+        "The token's session was signed out or has expired."
+    ),
+    # The host's user_lookup_loader and token_verification_loader run on our
+    # routes too (in jwt_required); what they refuse is an invalid token here.
+    UserLookupError: lambda error: InvalidToken("The token's user could not be loaded."),
+    UserClaimsVerificationError: lambda error: InvalidToken(
+        "The token's claims failed the app's verification."
+    ),
+    DecodeError: _invalid,
+    InvalidTokenError: _invalid,
+    MissingRequiredClaimError: _invalid,
+    InvalidAudienceError: _invalid,
+    InvalidIssuerError: _invalid,
+    JWTDecodeError: _invalid,
+    InvalidQueryParamError: _invalid,
+}
+
+
+def _answer_token_errors(app: Flask, owns: Callable[[], bool]) -> None:
+    """Answer token errors as problem documents on our paths, the host's way elsewhere.
+
+    Flask keeps one handler per exception class: each of ours keeps the one
+    it replaced (flask-jwt-extended's, which calls the slot's callback at the
+    time, so callbacks the host registers later are honoured too; or the
+    host's own handler) and hands it the host's requests. A handler the host
+    registers for one of these classes after ``init_app`` would replace ours
+    on every path; at the first request (after which Flask accepts no new
+    handlers) it is taken over the same way.
+    """
+    handlers = app.error_handler_spec[None][None]
+    host: dict[type[Exception], Callable[[Any], Any]] = {}
+    ours: dict[type[Exception], Callable[[Any], Any]] = {}
+
+    def answer_with(
+        error_class: type[Exception], problem_of: Callable[[Exception], SessionsvcError]
+    ) -> Callable[[Exception], Any]:
+        def answer(error: Exception) -> Any:
+            if not owns():
+                handler = host.get(error_class)
+                if handler is not None:
+                    return handler(error)
+            return error_response(problem_of(error))
+
+        return answer
+
+    for error_class, problem_of in _TOKEN_ERRORS.items():
+        previous = handlers.get(error_class)
+        if previous is not None:
+            host[error_class] = previous
+        ours[error_class] = answer_with(error_class, problem_of)
+        app.register_error_handler(error_class, ours[error_class])
+
+    taken_over = False
+
+    @app.before_request
+    def _take_over_later_handlers() -> None:
+        nonlocal taken_over
+        if taken_over:
+            return
+        for error_class, answer in ours.items():
+            current = handlers.get(error_class)
+            if current is not None and current is not answer:
+                host[error_class] = current
+                handlers[error_class] = answer
+        taken_over = True

@@ -115,6 +115,14 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
+def assert_jwt_answer(response: Any, status: int, msg: str) -> None:
+    """The response is flask-jwt-extended's own answer (its default callbacks):
+    what a host app's route gives when the host registered no callback."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert response.get_json() == {"msg": msg}
+
+
 def http(
     method: str, url: str, *, token: str | None = None, body: dict[str, Any] | None = None,
     user_agent: str | None = None,

@@ -14,7 +14,7 @@ from sessionsvc import ConfigError, SessionManager, current_manager
 from sessionsvc import tokens as token_wiring
 from sessionsvc.state import EXTENSION_KEY
 from tests.backends import Backend, delete_prefix, host_app, record_commands
-from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_problem
+from tests.clients import CHROME, FIREFOX_LINUX, JWT_KEY, Auth, assert_jwt_answer, assert_problem
 
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:
@@ -67,7 +67,8 @@ def test_open_from_the_host_login_view_and_revoke_bites(backend: Backend) -> Non
     with app.app_context():
         assert sessions.revoke("alice", tokens["session_id"]) is True
         assert sessions.revoke("alice", tokens["session_id"]) is False
-    assert_problem(client.get("/things", headers=bearer(tokens)), 401, "session_revoked")
+    assert_jwt_answer(client.get("/things", headers=bearer(tokens)), 401, "Token has been revoked")
+    assert_problem(client.get("/api/v1/sessions", headers=bearer(tokens)), 401, "session_revoked")
 
 
 def test_extra_claims_reach_both_tokens_and_survive_refresh(backend: Backend) -> None:
@@ -115,7 +116,8 @@ def test_revoke_all_after_password_change(backend: Backend) -> None:
     reasons = [e.detail.get("reason") for e in events if e.type == "session.revoked"]
     assert reasons == ["admin", "admin"]
     for tokens in (first, second):
-        assert_problem(client.get("/things", headers=bearer(tokens)), 401, "session_revoked")
+        response = client.get("/things", headers=bearer(tokens))
+        assert_jwt_answer(response, 401, "Token has been revoked")
     assert client.get("/things", headers=bearer(other)).status_code == 200
 
 
@@ -159,7 +161,8 @@ def test_host_jwt_manager_is_reused_and_loaders_compose(backend: Backend) -> Non
 
     with app.app_context():
         denied.add(decode_token(pair.access_token)["jti"])
-    assert_problem(client.get("/things", headers=headers), 401, "session_revoked")
+    assert_jwt_answer(client.get("/things", headers=headers), 401, "Token has been revoked")
+    assert_problem(client.get("/api/v1/sessions", headers=headers), 401, "session_revoked")
 
 
 def test_missing_signing_key_fails_at_init(backend: Backend) -> None:
@@ -180,6 +183,7 @@ def test_missing_signing_key_fails_at_init(backend: Backend) -> None:
         ("SESSIONSVC_GEOIP_DB", "/nonexistent/city.mmdb"),
         ("SESSIONSVC_IDLE_TIMEOUT", 60),  # not longer than the touch interval
         ("SESSIONSVC_REVOKE_ON_ANOMALY", "yes"),
+        ("SESSIONSVC_ADMIN_ROUTES", "yes"),
     ],
 )
 def test_bad_setting_fails_at_init_naming_the_key(key: str, value: Any) -> None:

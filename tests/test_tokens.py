@@ -16,7 +16,7 @@ from flask_jwt_extended import JWTManager, decode_token, get_jwt, jwt_required
 
 from sessionsvc.tokens import VerifiedTokens, cache_verified_tokens
 from tests.backends import Backend, host_app
-from tests.clients import CHROME, JWT_KEY, assert_problem
+from tests.clients import CHROME, JWT_KEY, assert_jwt_answer
 
 
 def cache_of(app: Flask) -> VerifiedTokens:
@@ -71,7 +71,7 @@ def test_the_revocation_check_runs_on_every_cached_token(backend: Backend) -> No
     with app.app_context():
         assert sessions.revoke("alice", session_id)
     response = client.get("/things", headers=headers)
-    assert_problem(response, 401, "session_revoked")
+    assert_jwt_answer(response, 401, "Token has been revoked")
     assert cache_of(app).hits == 1  # it was a hit, and still refused
 
 
@@ -81,7 +81,7 @@ def test_an_expired_token_is_refused_on_a_hit(backend: Backend) -> None:
     client = app.test_client()
     assert client.get("/things", headers=headers).status_code == 200
     with time_machine.travel(time.time() + 15 * 60 + 1, tick=False):
-        assert_problem(client.get("/things", headers=headers), 401, "token_expired")
+        assert_jwt_answer(client.get("/things", headers=headers), 401, "Token has expired")
     assert len(cache_of(app)) == 0
 
 
@@ -96,7 +96,7 @@ def test_a_forged_token_never_enters(backend: Backend) -> None:
     client = app.test_client()
     for forged in (f"{head}.{forged_payload}.{signature}", f"{head}.{payload}.{signature[:-2]}AA"):
         response = client.get("/things", headers={**headers, "Authorization": f"Bearer {forged}"})
-        assert_problem(response, 401, "invalid_token")
+        assert_jwt_answer(response, 422, "Signature verification failed")
     assert len(cache_of(app)) == 0
     assert client.get("/things", headers=headers).status_code == 200
 
@@ -107,7 +107,7 @@ def test_a_new_signing_key_empties_the_cache(backend: Backend) -> None:
     client = app.test_client()
     assert client.get("/things", headers=headers).status_code == 200
     app.config["JWT_SECRET_KEY"] = JWT_KEY[::-1] + "-rotated"
-    assert_problem(client.get("/things", headers=headers), 401, "invalid_token")
+    assert_jwt_answer(client.get("/things", headers=headers), 422, "Signature verification failed")
     assert len(cache_of(app)) == 0
 
 
@@ -164,7 +164,7 @@ def test_a_setting_changed_in_place_empties_the_cache(backend: Backend) -> None:
     assert client.get("/things", headers=headers).status_code == 200
     assert cache_of(app).hits == 1
     app.config["JWT_DECODE_AUDIENCE"].remove("mobile")  # in place: mobile tokens are out
-    assert_problem(client.get("/things", headers=headers), 401, "invalid_token")
+    assert_jwt_answer(client.get("/things", headers=headers), 422, "Audience doesn't match")
 
 
 def test_a_decimal_exp_ends_as_pyjwt_ends_it() -> None:
