@@ -137,7 +137,7 @@ class SessionManager:
             app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
             app.register_blueprint(admin.users, url_prefix=admin.URL_PREFIX)
             ratelimit.init_app(app, settings, store)
-        app.cli.add_command(cli.sessions_cli)
+        app.cli.add_command(cli.command_group(user_store=self._auth_routes))
         if settings.trusted_proxies:
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
