@@ -22,6 +22,7 @@ from .models import isotime
 from .state import current_manager, current_state
 from .webhooks import TAKEOVER_AFTER, TIMEOUT, Deliverer, redact, tidy
 
+#: The whole group, as the standalone service has it: sessions and the user store.
 sessions_cli = AppGroup("sessions", help="Manage sessionsvc users and sessions.")
 
 # Session ids (and user ids) may start with "-": take unknown options as
@@ -310,3 +311,24 @@ def webhooks_status(as_json: bool, show_failed: int) -> None:
                 f"  parked {item.get('id')} after {item.get('attempts')} attempt(s) "
                 f"at {isotime(item.get('at'))}: {item.get('error')}"
             )
+
+
+#: The commands of the built-in user store (the standalone service's users);
+#: a host app's users are its own.
+USER_COMMANDS = frozenset(
+    {"create-user", "set-password", "delete-user", "disable-user", "enable-user", "list-users"}
+)
+
+#: The group of a host app without the user store: its users' sessions
+#: (``list``, ``revoke``, ``revoke-all``) and the webhooks.
+host_sessions_cli = AppGroup("sessions", help="Manage sessionsvc sessions.")
+for _name, _command in sessions_cli.commands.items():
+    if _name not in USER_COMMANDS:
+        host_sessions_cli.add_command(_command)
+
+
+def command_group(*, user_store: bool) -> AppGroup:
+    """The ``flask sessions`` group for an app: every command with the
+    built-in user store (``SessionManager(auth_routes=True)``), without it
+    only those that do not manage its users."""
+    return sessions_cli if user_store else host_sessions_cli

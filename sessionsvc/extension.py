@@ -19,6 +19,7 @@ from . import admin, api, audit, auth, cli, devices, errors, geo, metrics, ratel
 from .admin import AdminLoader
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
+from .openapi import mounted
 from .passwords import HashSlots
 from .settings import ConfigError, Settings, unknown_keys
 from .state import EXTENSION_KEY, State, current_state
@@ -58,6 +59,9 @@ class SessionManager:
     :param problem_paths: path prefixes whose HTTP errors (404, 405, 413...)
         are answered as problem documents; defaults to the blueprints'
         prefixes, so the host app keeps its own error pages elsewhere.
+    :param docs: also serve the OpenAPI 3.1 document of the routes mounted
+        here at ``spec_path``, and Swagger UI for it at ``docs_path`` (see
+        :mod:`sessionsvc.openapi.mounted`).
     """
 
     def __init__(
@@ -69,6 +73,9 @@ class SessionManager:
         auth_routes: bool = False,
         admin_routes: bool | None = None,
         problem_paths: Sequence[str] | None = None,
+        docs: bool = False,
+        docs_path: str = "/docs",
+        spec_path: str = "/apispec.json",
     ) -> None:
         self._redis_client = redis_client
         self._url_prefix = url_prefix
@@ -77,6 +84,7 @@ class SessionManager:
         #: Who may use the admin routes: see :meth:`admin_loader`.
         self.admin_callback: AdminLoader | None = None
         self._problem_paths = tuple(problem_paths) if problem_paths is not None else None
+        self._docs = (docs_path, spec_path) if docs else None
         self._refresh_claims: ClaimsLoader | None = None
         if app is not None:
             self.init_app(app)
@@ -150,7 +158,9 @@ class SessionManager:
         if self._auth_routes:
             app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
             ratelimit.init_app(app, settings, store)
-        app.cli.add_command(cli.sessions_cli)
+        if self._docs is not None:
+            mounted.install(app, *self._docs)
+        app.cli.add_command(cli.command_group(user_store=self._auth_routes))
         if settings.trusted_proxies:
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 

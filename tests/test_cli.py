@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import create_app, current_manager
+from sessionsvc import SessionManager, create_app, current_manager
 from tests.clients import JWT_KEY, Auth
 from tests.servers import free_port
 
@@ -253,3 +254,58 @@ def test_an_admin_who_is_not_the_last_is_disabled_without_force(app: Flask) -> N
     assert run(app, "delete-user", "root").exit_code == 1  # the last one now
     assert run(app, "enable-user", "ops").exit_code == 0
     assert run(app, "delete-user", "root").exit_code == 0
+
+
+# -- a host app's group --------------------------------------------------------------
+
+#: What a host app that mounts the extension (no user store) may run.
+HOST_COMMANDS = {"list", "revoke", "revoke-all", "webhooks"}
+#: The standalone service's user store, which a host app's users are not in.
+USER_COMMANDS = {
+    "create-user", "set-password", "delete-user", "disable-user", "enable-user", "list-users",
+}  # fmt: skip
+
+
+def host() -> tuple[Flask, SessionManager]:
+    app = Flask("host")
+    app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY)
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    return app, SessionManager(app, redis_client=client)
+
+
+def listed_commands(help_text: str) -> set[str]:
+    commands = help_text.split("Commands:\n", 1)[1]
+    return {line.split()[0] for line in commands.splitlines() if line.startswith("  ")}
+
+
+def test_a_host_app_lists_only_the_session_commands() -> None:
+    app, _ = host()
+    result = run(app, "--help")
+    assert result.exit_code == 0, result.output
+    assert listed_commands(result.output) == HOST_COMMANDS
+    assert "Manage sessionsvc sessions." in result.output
+    for command in sorted(USER_COMMANDS):
+        result = run(app, command, "alice", input="a-long-password\na-long-password\n")
+        assert result.exit_code == 2, command
+        assert f"No such command '{command}'" in result.output
+    assert "run" in run(app, "webhooks", "--help").output
+
+
+def test_a_host_apps_session_commands_work() -> None:
+    app, sessions = host()
+    with app.app_context():
+        first = sessions.open("alice", ip="203.0.113.9", user_agent=None)
+        sessions.open("alice", ip=None, user_agent=None)
+    result = run(app, "list", "alice")
+    assert result.exit_code == 0, result.output
+    assert first.session_id in result.output
+    assert run(app, "revoke", "alice", first.session_id).output == f"revoked {first.session_id}\n"
+    assert run(app, "revoke-all", "alice").output == "revoked 1 session(s)\n"
+    with app.app_context():
+        assert sessions.list_for("alice") == []
+
+
+def test_the_standalone_service_keeps_every_command(app: Flask) -> None:
+    result = run(app, "--help")
+    assert result.exit_code == 0, result.output
+    assert listed_commands(result.output) == HOST_COMMANDS | USER_COMMANDS

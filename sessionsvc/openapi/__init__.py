@@ -24,10 +24,26 @@ from .schemas import SCHEMAS
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: The attribute of a view that names its operation (see :func:`operation_of`).
+_OPERATION = "sessionsvc_operation"
+
+
 def spec(operation: str) -> Callable[[F], F]:
     """Attach the named operation's OpenAPI spec to a view; the name is its ``operationId``."""
-    decorate: Callable[[F], F] = swag_from({"operationId": operation, **OPERATIONS[operation]})
+    swag: Callable[[F], F] = swag_from({"operationId": operation, **OPERATIONS[operation]})
+
+    def decorate(view: F) -> F:
+        # functools.wraps copies it to the wrappers, as it does flasgger's attributes.
+        setattr(view, _OPERATION, operation)
+        return swag(view)
+
     return decorate
+
+
+def operation_of(view: Callable[..., Any]) -> str | None:
+    """The ``operationId`` of a view of sessionsvc's; ``None`` for any other view."""
+    operation = getattr(view, _OPERATION, None)
+    return operation if isinstance(operation, str) else None
 
 
 def documented(rule: Rule) -> bool:
@@ -69,6 +85,9 @@ TEMPLATE: dict[str, Any] = {
     },
 }
 
+#: The /docs page's own files and the Swagger UI release shipped in the package.
+STATIC_DOCS = str(Path(__file__).parent.parent / "static" / "docs")
+
 #: Where the /docs page's own files and the Swagger UI release shipped in the
 #: package (``static/docs/``: ``init.js``, ``docs.css``, ``swagger-ui/``) are served.
 DOCS_ASSETS = "/docs/assets"
@@ -96,7 +115,7 @@ SWAGGER_CONFIG: dict[str, Any] = {
     ],
     # flasgger's own static folder (Swagger UI 3.28.0, in a known XSS range,
     # and jQuery 2.2.4) is replaced by ours: only the UI we ship is served.
-    "static_folder": str(Path(__file__).parent.parent / "static" / "docs"),
+    "static_folder": STATIC_DOCS,
     "static_url_path": DOCS_ASSETS,
     "swagger_ui": True,
     "specs_route": "/docs",
