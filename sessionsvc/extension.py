@@ -8,11 +8,10 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_request_context, request
-from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
+from flask_jwt_extended import JWTManager
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import admin, api, audit, auth, cli, devices, errors, geo, metrics, ratelimit, tokens
@@ -121,22 +120,14 @@ class SessionManager:
             locate=locator.lookup if locator is not None else None,
         )
 
-        if self._redis_client is not None:
-            client = self._redis_client
-            store = SessionStore(
-                lambda: client,
-                prefix=settings.key_prefix,
-                events_max=settings.events_max,
-                events_ttl=settings.refresh_expires,
-            )
-        else:
-            store = store_from_url(
-                settings.redis_url,
-                prefix=settings.key_prefix,
-                timeout=settings.store_timeout,
-                events_max=settings.events_max,
-                events_ttl=settings.refresh_expires,
-            )
+        store = store_from_url(
+            settings.redis_url,
+            client=self._redis_client,
+            prefix=settings.key_prefix,
+            timeout=settings.store_timeout,
+            events_max=settings.events_max,
+            events_ttl=settings.refresh_expires,
+        )
         store.policy = policy
         store.on_events = audit.recorded
         store.webhooks = bool(settings.webhook_urls)
@@ -320,7 +311,7 @@ class SessionManager:
                 account=account,
             )
             # Sign first: a token that cannot be made leaves no session behind.
-            pair = _token_pair(
+            pair = tokens.token_pair(
                 user_id, session.id, session.refresh_jti, settings, extra, settings.refresh_expires
             )
             opened = state.store.create(
@@ -362,7 +353,7 @@ class SessionManager:
         if self._refresh_claims is not None:
             extra = self._refresh_claims(user_id, extra)
         lifetime = max(result.expires_at - now, 1)
-        return _token_pair(user_id, session_id, new_jti, state.settings, extra, lifetime)
+        return tokens.token_pair(user_id, session_id, new_jti, state.settings, extra, lifetime)
 
     def get(self, user_id: str, session_id: str) -> Session | None:
         """One of a user's sessions, or ``None`` (also for ids that cannot be ours)."""
@@ -489,27 +480,3 @@ def _owns_request() -> bool:
         prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
         for prefix in state.problem_paths
     )
-
-
-def _token_pair(
-    user_id: str,
-    session_id: str,
-    refresh_jti: str | None,
-    settings: Settings,
-    extra: dict[str, Any],
-    refresh_lifetime: int,
-) -> TokenPair:
-    claims = {**extra, "sid": session_id}
-    access = create_access_token(
-        identity=user_id,
-        # 128 random bits in 22 characters instead of a 36-character UUID:
-        # every request decodes the token, so its length is paid per request.
-        additional_claims={**claims, "jti": secrets.token_urlsafe(16)},
-        expires_delta=timedelta(seconds=settings.access_expires),
-    )
-    refresh = create_refresh_token(
-        identity=user_id,
-        additional_claims={**claims, "jti": refresh_jti},
-        expires_delta=timedelta(seconds=refresh_lifetime),
-    )
-    return TokenPair(access, refresh, settings.access_expires, session_id)

@@ -10,23 +10,23 @@ composes it with :meth:`SessionManager.is_revoked`.
 
 from __future__ import annotations
 
-import copy
 import functools
-import inspect
-import json
 import logging
 import re
-import threading
-import time
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from flask import Flask, current_app, g, request
-from flask_jwt_extended import JWTManager, jwt_required
+from flask import Flask, g, request
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    create_refresh_token,
+    jwt_required,
+)
 from flask_jwt_extended.default_callbacks import (
     default_blocklist_callback,
-    default_decode_key_callback,
 )
 from flask_jwt_extended.exceptions import (
     CSRFError,
@@ -48,6 +48,7 @@ from jwt import (
     MissingRequiredClaimError,
 )
 
+from . import token_cache
 from .errors import (
     AuthorizationRequired,
     InvalidToken,
@@ -58,7 +59,8 @@ from .errors import (
     WrongTokenType,
     error_response,
 )
-from .settings import ConfigError
+from .models import TokenPair
+from .settings import ConfigError, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -235,151 +237,6 @@ def _case_insensitive_scheme(app: Flask, owns: Callable[[], bool]) -> None:
             environ[environ_key] = other_case.sub(lambda m: m.group(1) + scheme, value)
 
 
-#: The config keys a token's verification depends on: when any changes
-#: (a new signing key, say), the verified-token cache is emptied.
-_VERIFYING_KEYS = (
-    "JWT_SECRET_KEY",
-    "SECRET_KEY",
-    "JWT_PUBLIC_KEY",
-    "JWT_ALGORITHM",
-    "JWT_DECODE_ALGORITHMS",
-    "JWT_DECODE_AUDIENCE",
-    "JWT_DECODE_ISSUER",
-    "JWT_DECODE_LEEWAY",
-    "JWT_IDENTITY_CLAIM",
-    "JWT_VERIFY_SUB",
-)
-#: What flask-jwt-extended's decode step looks like, which the cache wraps.
-_DECODE_PARAMETERS = ["self", "encoded_token", "csrf_value", "allow_expired"]
-
-
-class VerifiedTokens:
-    """A bounded cache of tokens this process verified, by their exact text.
-
-    flask-jwt-extended decodes every token twice per request and PyJWT
-    checks its base64 in Python each time; a token is verified once and
-    then looked up. Only a token that passed verification enters; a hit is
-    refused once the token's ``exp`` (or before its ``nbf``) is passed, by
-    the app's leeway, so that the full decode raises the error it would;
-    the claims come back as a new object each time (stored as JSON), so a
-    view that changes them changes nothing here. The revocation check runs
-    on every request, hit or not.
-
-    :param maxsize: tokens kept; beyond it the oldest is dropped.
-    """
-
-    def __init__(self, maxsize: int = 4096) -> None:
-        self.maxsize = maxsize
-        self._entries: dict[str, tuple[str, float, float, tuple[Any, ...]]] = {}
-        self._fingerprint: tuple[Any, ...] | None = None
-        self._lock = threading.Lock()
-        #: Lookups answered from the cache (for tests and curiosity).
-        self.hits = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, token: str, fingerprint: tuple[Any, ...]) -> dict[str, Any] | None:
-        """The claims of a verified token still valid now, or ``None``."""
-        if fingerprint != self._fingerprint:
-            with self._lock:
-                self._entries.clear()
-                # A copy: a list changed in place (an audience removed) must
-                # compare unequal next time.
-                self._fingerprint = copy.deepcopy(fingerprint)
-            return None
-        entry = self._entries.get(token)
-        if entry is None:
-            return None
-        claims, not_after, not_before, verified_with = entry
-        if verified_with != fingerprint:
-            # Verified under other settings (another app on the same
-            # manager, between the check above and this read).
-            return None
-        now = time.time()
-        if now >= not_after or now < not_before:
-            with self._lock:
-                self._entries.pop(token, None)
-            return None
-        self.hits += 1
-        loaded: dict[str, Any] = json.loads(claims)
-        return loaded
-
-    def put(self, token: str, fingerprint: tuple[Any, ...], claims: dict[str, Any]) -> None:
-        """Keep a token that just passed verification."""
-        leeway = _seconds(current_app.config.get("JWT_DECODE_LEEWAY") or 0)
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-            return  # a token that never expires is decoded every time
-        try:
-            # As PyJWT compares them: whole seconds of exp.
-            not_after = float(int(exp)) + leeway
-            not_before = float(nbf) - leeway if isinstance(nbf, (int, float)) else float("-inf")
-            text = json.dumps(claims)
-        except (TypeError, ValueError, OverflowError):
-            return
-        with self._lock:
-            if fingerprint != self._fingerprint:
-                return
-            if len(self._entries) >= self.maxsize and token not in self._entries:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[token] = (text, not_after, not_before, self._fingerprint)
-
-
-def _seconds(value: Any) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def cache_verified_tokens(
-    jwt: JWTManager, cache: VerifiedTokens | None = None
-) -> VerifiedTokens | None:
-    """Put :class:`VerifiedTokens` in front of ``jwt``'s token decoding.
-
-    The one place that touches flask-jwt-extended's internals: it wraps
-    ``JWTManager._decode_jwt_from_config``, through which both
-    ``verify_jwt_in_request``/``jwt_required`` and ``decode_token`` decode.
-    Host apps see the same claims and the same errors. Tokens with a CSRF
-    value, ``allow_expired`` decodes and apps with their own
-    ``decode_key_loader`` always take the full decode. If the internals are
-    not what this expects, nothing is wrapped (a warning says so) and
-    tokens are decoded as before; a test fails then.
-    """
-    original = getattr(jwt, "_decode_jwt_from_config", None)
-    if getattr(original, "sessionsvc_cache", None) is not None:
-        return cast(VerifiedTokens, original.sessionsvc_cache)  # type: ignore[union-attr]
-    try:
-        parameters = list(inspect.signature(JWTManager._decode_jwt_from_config).parameters)
-    except (AttributeError, TypeError, ValueError):
-        parameters = []
-    if original is None or parameters != _DECODE_PARAMETERS:
-        logger.warning(
-            "flask-jwt-extended's decoding is not as sessionsvc expects: tokens are not cached"
-        )
-        return None
-    cache = cache or VerifiedTokens()
-
-    def decode(
-        encoded_token: str, csrf_value: str | None = None, allow_expired: bool = False
-    ) -> dict[str, Any]:
-        if (
-            csrf_value
-            or allow_expired
-            or jwt._decode_key_callback is not default_decode_key_callback
-        ):
-            return cast(dict[str, Any], original(encoded_token, csrf_value, allow_expired))
-        config = current_app.config
-        fingerprint = tuple(config.get(key) for key in _VERIFYING_KEYS)
-        claims = cache.get(encoded_token, fingerprint)
-        if claims is None:
-            claims = cast(dict[str, Any], original(encoded_token, csrf_value, allow_expired))
-            cache.put(encoded_token, fingerprint, claims)
-        return claims
-
-    decode.sessionsvc_cache = cache  # type: ignore[attr-defined]
-    jwt._decode_jwt_from_config = decode  # type: ignore[method-assign]
-    return cache
-
-
 def bind(
     app: Flask,
     jwt: JWTManager,
@@ -399,7 +256,7 @@ def bind(
     :param owns: tells, inside a request, whether the request is sessionsvc's.
     """
     jwt.token_in_blocklist_loader(_session_check(is_revoked, owns))
-    cache_verified_tokens(jwt)
+    token_cache.cache_verified_tokens(jwt)
     _case_insensitive_scheme(app, owns)
     _answer_token_errors(app, owns)
 
@@ -510,3 +367,28 @@ def _answer_token_errors(app: Flask, owns: Callable[[], bool]) -> None:
                 host[error_class] = current
                 handlers[error_class] = answer
         taken_over = True
+
+
+def token_pair(
+    user_id: str,
+    session_id: str,
+    refresh_jti: str | None,
+    settings: Settings,
+    extra: dict[str, Any],
+    refresh_lifetime: int,
+) -> TokenPair:
+    """A new token pair of a session: both carry ``sid`` and the extra claims."""
+    claims = {**extra, "sid": session_id}
+    access = create_access_token(
+        identity=user_id,
+        # 128 random bits in 22 characters instead of a 36-character UUID:
+        # every request decodes the token, so its length is paid per request.
+        additional_claims={**claims, "jti": secrets.token_urlsafe(16)},
+        expires_delta=timedelta(seconds=settings.access_expires),
+    )
+    refresh = create_refresh_token(
+        identity=user_id,
+        additional_claims={**claims, "jti": refresh_jti},
+        expires_delta=timedelta(seconds=refresh_lifetime),
+    )
+    return TokenPair(access, refresh, settings.access_expires, session_id)

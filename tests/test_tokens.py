@@ -14,7 +14,7 @@ import time_machine
 from flask import Flask, jsonify
 from flask_jwt_extended import JWTManager, decode_token, get_jwt, jwt_required
 
-from sessionsvc.tokens import VerifiedTokens, cache_verified_tokens
+from sessionsvc.token_cache import VerifiedTokens, cache_verified_tokens
 from tests.backends import Backend, host_app
 from tests.clients import CHROME, JWT_KEY, assert_jwt_answer
 

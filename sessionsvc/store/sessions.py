@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+import redis
+
 from ..models import (
     REASON_CHARS,
     REASON_MAX,
@@ -460,9 +462,21 @@ class SessionStore(UserStore, WebhookStore):
 
 
 def store_from_url(
-    url: str | None, *, prefix: str, timeout: float, events_max: int, events_ttl: int
+    url: str | None,
+    *,
+    prefix: str,
+    timeout: float,
+    events_max: int,
+    events_ttl: int,
+    client: redis.Redis | None = None,
 ) -> SessionStore:
-    """Build the store for a ``SESSIONSVC_REDIS_URL`` (``None``: embedded)."""
+    """Build the store for a ``SESSIONSVC_REDIS_URL`` (``None``: embedded),
+    or on ``client`` when one is given (the URL is then not used)."""
+    if client is not None:
+        given = client
+        return SessionStore(
+            lambda: given, prefix=prefix, events_max=events_max, events_ttl=events_ttl
+        )
     return SessionStore(
         client_factory_from_url(url, timeout=timeout),
         prefix=prefix,
