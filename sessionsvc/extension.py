@@ -129,6 +129,8 @@ class SessionManager:
             events_ttl=settings.refresh_expires,
         )
         store.policy = policy
+        if store.private:  # then one process must serve every request
+            app.before_request(lambda: store.check_one_process(request.environ))
         store.on_events = audit.recorded
         store.webhooks = bool(settings.webhook_urls)
         admin_routes = settings.admin_routes if self._admin_routes is None else self._admin_routes

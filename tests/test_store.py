@@ -16,6 +16,7 @@ import fakeredis
 import pytest
 import redis
 import time_machine
+from gunicorn.app.base import BaseApplication
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
@@ -1310,6 +1311,61 @@ def test_without_url_or_fakeredis_one_line_names_both_ways_out(
         assert raised.value.__suppress_context__
     assert "SESSIONSVC_REDIS_URL" in devstore.NOT_INSTALLED
     assert "sessionsvc[embedded]" in devstore.NOT_INSTALLED
+
+
+class _Loading(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn loading an app as a worker (or a ``--preload`` master) does."""
+
+    def __init__(self, workers: int, load: Callable[[], Any]) -> None:
+        self.workers, self._load = workers, load
+        super().__init__()
+
+    def load_config(self) -> None:
+        self.cfg.set("workers", self.workers)
+
+    def load(self) -> Any:
+        return self._load()
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_gunicorn_workers_on_private_stores_are_refused_naming_the_fixes(
+    monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    monkeypatch.setattr(devstore, "DEV_STORE_PORT", free_port())  # none served
+    loading = _Loading(
+        workers,
+        lambda: store_from_url(None, prefix="dev", timeout=0.5, events_max=3, events_ttl=60),
+    )
+    with pytest.raises(ConfigError) as raised:
+        loading.wsgi()
+    message = str(raised.value)
+    assert f"each of the server's {workers} workers would keep a private store" in message
+    for fix in ("gunicorn -w 1", "SESSIONSVC_REDIS_URL", "-c python:sessionsvc.gunicorn_config"):
+        assert fix in message
+
+
+def test_one_gunicorn_worker_or_none_keeps_its_private_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(devstore, "DEV_STORE_PORT", free_port())
+    build = lambda: store_from_url(None, prefix="dev", timeout=0.5, events_max=3, events_ttl=60)  # noqa: E731
+    for store in (_Loading(1, build).wsgi(), build()):
+        assert store.private
+        store.ping()
+        store.check_one_process({"wsgi.multiprocess": False})
+        with pytest.raises(StoreUnavailable):
+            # Any other multi-process server, found out at its first request.
+            store.check_one_process({"wsgi.multiprocess": True})
+
+
+def test_a_served_or_real_store_is_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setattr(devstore, "DEV_STORE_PORT", port)
+    devstore.serve_dev_store(port)
+    build = lambda: store_from_url(None, prefix="dev", timeout=0.5, events_max=3, events_ttl=60)  # noqa: E731
+    store = _Loading(4, build).wsgi()  # four workers, one store: allowed
+    assert not store.private
+    store.check_one_process({"wsgi.multiprocess": True})
 
 
 def test_store_from_url_uses_prefix_and_url(redis_url: str) -> None:

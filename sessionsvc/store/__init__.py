@@ -23,7 +23,7 @@ from .connections import (
     ClientFactory,
     client_factory_from_url,
 )
-from .devstore import DEV_STORE_HOST, DEV_STORE_PORT, serve_dev_store
+from .devstore import DEV_STORE_HOST, DEV_STORE_PORT, PER_WORKER, serve_dev_store
 from .keys import Keys, address_group, user_tag
 from .records import (
     Actor,
@@ -40,6 +40,7 @@ from .sessions import SessionStore, store_from_url
 __all__ = [
     "DEV_STORE_HOST",
     "DEV_STORE_PORT",
+    "PER_WORKER",
     "SENTINEL_CHECK_INTERVAL",
     "UNAVAILABLE_ERRORS",
     "Actor",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
 from redis.cluster import RedisCluster
 
+from ..errors import StoreUnavailable
 from . import scripts
 from .codec import AgentTexts, event_from_json, event_head
 from .connections import (
@@ -20,8 +23,11 @@ from .connections import (
     limiter_storage,
     unavailable,
 )
+from .devstore import PER_WORKER
 from .keys import Keys, stream_tag
 from .records import Actor, EventSink, Policy
+
+logger = logging.getLogger("sessionsvc")
 
 
 class StoreBase:
@@ -115,6 +121,23 @@ class StoreBase:
             yield
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc, self.where) from exc
+
+    @property
+    def private(self) -> bool:
+        """Whether this is an in-process embedded store, of this process alone."""
+        return bool(getattr(self._factory, "private", False))
+
+    def check_one_process(self, environ: Mapping[str, Any]) -> None:
+        """Fail closed when a multi-process WSGI server (``wsgi.multiprocess``)
+        runs on a private embedded store: each process would have sessions of
+        its own, a token made in one refused by the others (gunicorn is
+        refused at start-up already: see :mod:`.devstore`).
+
+        :raises StoreUnavailable: so it is.
+        """
+        if self.private and environ.get("wsgi.multiprocess"):
+            _say_per_process_store()
+            raise StoreUnavailable("The session store is not shared by the server's processes.")
 
     @property
     def where(self) -> str:
@@ -225,3 +248,8 @@ class StoreBase:
         """Raise :class:`StoreUnavailable` unless the store answers."""
         with self._available():
             self.client.ping()
+
+
+@functools.cache
+def _say_per_process_store() -> None:
+    logger.error(PER_WORKER.format(workers="several"))

@@ -10,8 +10,10 @@ fakeredis comes with the ``embedded`` extra and is imported only here.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import redis
@@ -82,9 +84,50 @@ def embedded_factory(options: dict[str, Any]) -> Callable[[], redis.Redis]:
     if url is not None:
         logger.warning("using the embedded development store served at %s", url)
         return lambda: redis.Redis.from_url(url, **options)
+    workers = _gunicorn_workers()
+    if workers is not None and workers > 1:
+        raise ConfigError(PER_WORKER.format(workers=workers))
     logger.warning(
         "SESSIONSVC_REDIS_URL is not set: using an in-process embedded development store, "
         "which keeps nothing across restarts and is not shared with other processes"
     )
     server = fakeredis.FakeServer()
-    return lambda: fakeredis.FakeRedis(server=server, decode_responses=True)
+
+    def private() -> redis.Redis:
+        return fakeredis.FakeRedis(server=server, decode_responses=True)  # type: ignore[no-any-return]
+
+    private.private = True  # type: ignore[attr-defined]  # see StoreBase.private
+    return private
+
+
+#: What a worker of a multi-worker server without a Redis URL or a served
+#: store is told: each worker would have a store of its own.
+PER_WORKER = (
+    "SESSIONSVC_REDIS_URL is not set and no embedded development store is served on "
+    f"{DEV_STORE_HOST}:{DEV_STORE_PORT}: each of the server's {{workers}} workers would keep "
+    "a private store of its own (a token made in one is refused by the others). Run one "
+    "worker (gunicorn -w 1), set SESSIONSVC_REDIS_URL to your Redis, or serve with the "
+    "config that shares one embedded store: gunicorn -c python:sessionsvc.gunicorn_config"
+)
+
+
+def _gunicorn_workers() -> int | None:
+    """How many workers the gunicorn loading this app runs, or ``None`` when
+    gunicorn is not loading it (its application is not on the call stack).
+
+    A worker builds the app inside gunicorn's ``Application.wsgi()`` (and a
+    ``--preload`` master likewise), whose ``cfg`` says how many workers
+    there are; nothing else tells an app it is one of several processes
+    before its first request (``wsgi.multiprocess``, which
+    ``SessionManager`` checks then for other servers).
+    """
+    base = sys.modules.get("gunicorn.app.base")
+    if base is None:
+        return None
+    frame: FrameType | None = sys._getframe()
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, base.BaseApplication):
+            return int(owner.cfg.workers)
+        frame = frame.f_back
+    return None
