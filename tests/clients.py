@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from email.message import Message
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -128,6 +129,15 @@ def http(
     user_agent: str | None = None,
 ) -> tuple[int, Any]:  # fmt: skip
     """One HTTP request over a new connection; returns (status, parsed JSON or None)."""
+    status, _, parsed = exchange(method, url, token=token, body=body, user_agent=user_agent)
+    return status, parsed
+
+
+def exchange(
+    method: str, url: str, *, token: str | None = None, body: dict[str, Any] | None = None,
+    user_agent: str | None = None,
+) -> tuple[int, Message, Any]:  # fmt: skip
+    """:func:`http`, with the response's headers: (status, headers, parsed JSON or None)."""
     headers = {}
     data = None
     if token:
@@ -141,7 +151,7 @@ def http(
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
-            return response.status, json.loads(raw) if raw else None
+            return response.status, response.headers, json.loads(raw) if raw else None
     except urllib.error.HTTPError as error:
         raw = error.read()
-        return error.code, json.loads(raw) if raw else None
+        return error.code, error.headers, json.loads(raw) if raw else None

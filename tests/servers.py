@@ -1,7 +1,7 @@
 """The processes the tests start: a redis-server of their own, the Sentinel
-group, the Redis Cluster, gunicorn and a webhook receiver; and what runs them (free ports,
-polling until ready, log tails for failure messages, the service's
-environment)."""
+group, the Redis Cluster, gunicorn, a host app served on its own and a webhook
+receiver; and what runs them (free ports, polling until ready, log tails for
+failure messages, the service's environment)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import redis
 
@@ -117,6 +119,20 @@ def service_env(**values: str) -> dict[str, str]:
     return env
 
 
+def stop_logged(proc: subprocess.Popen[bytes] | None, log: IO[bytes]) -> None:
+    """End a server gently (SIGTERM, then kill), and delete its log file."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if not log.closed:  # stop() may run twice: after a failed start, then in cleanup
+        log.close()
+        os.unlink(log.name)
+
+
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app``, as ``make run`` starts it."""
 
@@ -179,17 +195,8 @@ class Gunicorn:
         )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_logged(self.proc, self.log)
         self.proc = None
-        if not self.log.closed:  # stop() may run twice: after a failed start, then in cleanup
-            self.log.close()
-            os.unlink(self.log.name)
 
 
 class SentinelGroup:
@@ -564,3 +571,47 @@ class WebhookReceiver:
         self.held.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class HostProcess:
+    """A host app served by a command of its own (``flask run``, plain
+    gunicorn) from the checkout on ``port``; started once any route answers,
+    its output (stdout and stderr) kept in a log file."""
+
+    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
+        self.command, self.env, self.port = command, env, port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="host-", suffix=".log", delete=False)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answers(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"{self.command[:4]} exited:\n{self.output()}")
+        try:
+            with urllib.request.urlopen(self.base + "/", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # an answer all the same: the app is up
+        except OSError:
+            return False
+
+    def start(self) -> HostProcess:
+        self.proc = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until(self.answers, 30, lambda: f"{self.command} did not start:\n{self.output()}")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_logged(self.proc, self.log)
+        self.proc = None

@@ -1,10 +1,11 @@
-"""examples/host_app.py, the README's mounting example, and
+"""examples/host_app.py (the README's mounting recipe, which must be its code), and
 examples/webhook_receiver.py run as documented."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import time
 from types import ModuleType
 from typing import Any
@@ -29,7 +30,8 @@ def make_host(backend: Any) -> Flask:
     return app
 
 
-def test_the_host_app_signs_in_lists_and_signs_out_everywhere(backend: Any) -> None:
+def test_the_host_app_runs_the_whole_recipe(backend: Any) -> None:
+    """Login, refresh, logout and password change, as the README shows them."""
     app = make_host(backend)
     client = app.test_client()
     credentials = {"email": "ada@example.com", "password": "correct horse"}
@@ -37,27 +39,61 @@ def test_the_host_app_signs_in_lists_and_signs_out_everywhere(backend: Any) -> N
     assert client.post("/signup", json=credentials).status_code == 409
     assert client.post("/login", json={**credentials, "password": "wrong"}).status_code == 401
 
-    laptop = client.post("/login", json=credentials, headers={"User-Agent": CHROME}).get_json()
-    phone = client.post("/login", json=credentials, headers={"User-Agent": IPHONE}).get_json()
-    as_laptop = {"Authorization": f"Bearer {laptop['access_token']}", "User-Agent": CHROME}
-    as_phone = {"Authorization": f"Bearer {phone['access_token']}", "User-Agent": IPHONE}
+    def signed_in(agent: str) -> tuple[dict[str, Any], dict[str, str]]:
+        pair = client.post("/login", json=credentials, headers={"User-Agent": agent}).get_json()
+        return pair, {"Authorization": f"Bearer {pair['access_token']}", "User-Agent": agent}
+
+    laptop, as_laptop = signed_in(CHROME)
+    phone, as_phone = signed_in(IPHONE)
     assert client.get("/me", headers=as_phone).get_json() == {"email": "ada@example.com"}
     # The extension's own routes, mounted in the host app.
     listed = client.get("/api/v1/sessions", headers=as_laptop).get_json()["sessions"]
     assert {s["id"] for s in listed} == {laptop["session_id"], phone["session_id"]}
 
-    changed = client.post("/password", json={"new_password": "battery staple"}, headers=as_laptop)
-    assert changed.get_json() == {"revoked": 2}
-    for headers in (as_laptop, as_phone):
-        # The host's own route answers as flask-jwt-extended does for it.
-        assert_jwt_answer(client.get("/me", headers=headers), 401, "Token has been revoked")
+    # Refresh: a new pair for the same session, and the spent refresh token
+    # presented again ends the session (the host's revoked answer).
+    spent = {"Authorization": f"Bearer {phone['refresh_token']}", "User-Agent": IPHONE}
+    renewed = client.post("/refresh", headers=spent).get_json()
+    assert renewed["session_id"] == phone["session_id"]
+    assert renewed["access_token"] != phone["access_token"]
+    as_renewed = {"Authorization": f"Bearer {renewed['access_token']}", "User-Agent": IPHONE}
+    assert client.get("/me", headers=as_renewed).status_code == 200
+    assert_jwt_answer(client.post("/refresh", headers=spent), 401, "Token has been revoked")
+    assert_jwt_answer(client.get("/me", headers=as_renewed), 401, "Token has been revoked")
+
+    # Logout ends the calling session only.
+    phone, as_phone = signed_in(IPHONE)
+    assert client.post("/logout", headers=as_phone).status_code == 204
+    assert_jwt_answer(client.get("/me", headers=as_phone), 401, "Token has been revoked")
+    assert client.get("/me", headers=as_laptop).status_code == 200
+
+    # Password change: the old password is checked; the other sessions end.
+    phone, as_phone = signed_in(IPHONE)
+    change = {"current_password": "correct horse", "new_password": "battery staple"}
+    wrong = {**change, "current_password": "wrong"}
+    assert client.post("/password", json=wrong, headers=as_laptop).status_code == 401
+    changed = client.post("/password", json=change, headers=as_laptop)
+    assert changed.get_json() == {"revoked": 1}
+    assert_jwt_answer(client.get("/me", headers=as_phone), 401, "Token has been revoked")
+    assert client.get("/me", headers=as_laptop).status_code == 200
     assert client.post("/login", json=credentials).status_code == 401
     fresh = client.post("/login", json={**credentials, "password": "battery staple"})
     assert fresh.status_code == 200
     with app.app_context():
-        events = app.extensions["sessionsvc"].manager.events_for("1", limit=10)
+        events = app.extensions["sessionsvc"].manager.events_for("1", limit=20)
     reasons = [e.detail["reason"] for e in events if e.type == "session.revoked"]
-    assert reasons == ["admin", "admin"]
+    assert reasons == ["password_changed", "logout", "refresh_reuse"]
+
+
+def test_the_readmes_recipe_is_the_example_as_it_is() -> None:
+    """One source: the README's host recipe is the example's, line for line."""
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"<!-- host-recipe:start -->\n```python\n(.*?)```\n", readme, re.S)
+    assert shown, "the README has no host-recipe block"
+    example = (ROOT / "examples" / "host_app.py").read_text()
+    region = re.search(r"# README.md .*? as they are.\n(.*?)\n+# recipe: end\n", example, re.S)
+    assert region, "examples/host_app.py marks no recipe"
+    assert shown.group(1) == region.group(1) + "\n"
 
 
 def example_module(name: str) -> ModuleType:

@@ -1,0 +1,1 @@
+"""Host apps the tests serve as processes of their own (``flask run``, gunicorn)."""
