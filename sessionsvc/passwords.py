@@ -18,6 +18,7 @@ import contextlib
 import functools
 import gzip
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 from importlib import resources
 
@@ -55,6 +56,28 @@ def common_passwords() -> frozenset[str]:
     return frozenset(gzip.decompress(data).decode().splitlines())
 
 
+#: At most this many digits added at the end of a common password still
+#: make it common: ``football7``, ``sunshine12``, ``password2024``.
+COMMON_SUFFIX_DIGITS = 4
+
+
+def _blocklist_forms(password: str) -> Iterator[str]:
+    """The forms of ``password`` looked up in the blocklist.
+
+    As a guesser would try it: compatibility-normalised (NFKC: ``password``
+    in full-width letters is ``password``), case-folded (``Password1``),
+    without surrounding whitespace (``" password "``; the password itself
+    is stored as typed, never trimmed), and without up to
+    :data:`COMMON_SUFFIX_DIGITS` digits at its end (``football7``).
+    """
+    plain = unicodedata.normalize("NFKC", password).strip().casefold()
+    yield plain
+    for cut in range(1, COMMON_SUFFIX_DIGITS + 1):
+        if len(plain) <= cut or not plain[-cut].isdigit():
+            break
+        yield plain[:-cut]
+
+
 def check_policy(username: str, password: str, *, current: str | None = None) -> None:
     """Refuse a new password the policy does not allow.
 
@@ -65,11 +88,11 @@ def check_policy(username: str, password: str, *, current: str | None = None) ->
         raise WeakPassword(f"The password must be at least {MIN_LENGTH} characters long.")
     if len(password) > MAX_LENGTH:
         raise WeakPassword(f"The password must be at most {MAX_LENGTH} characters long.")
-    # zxcvbn's list is lowercase and meant to match case-insensitively:
-    # "Password1" is as guessable as "password1".
-    if password.lower() in common_passwords():
+    common = common_passwords()
+    if any(form in common for form in _blocklist_forms(password)):
         raise WeakPassword(
-            f"The password is one of the {COMMON_PASSWORDS_RANKED:,} most common passwords; "
+            f"The password is one of the {COMMON_PASSWORDS_RANKED:,} most common passwords "
+            "(ignoring case, spaces around it and digits added at its end); "
             "choose a less common one."
         )
     if password == username:

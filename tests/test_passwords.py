@@ -130,6 +130,36 @@ def test_a_common_password_is_refused_naming_the_rule(password: str) -> None:
         passwords.check_policy("alice", password)
 
 
+@pytest.mark.parametrize(
+    "password",
+    [
+        " password ",  # spaces around it (the password itself is not trimmed)
+        "\tqwerty123\n",
+        "".join(chr(ord(c) + 0xFEE0) for c in "password"),  # full width: NFKC undoes it
+        "".join(chr(ord(c) + 0xFEE0) for c in "PASSWORD1"),
+        "football7",  # a common password and a digit or a few (a year)
+        "sunshine12",
+        "superman007",
+        "password2024",
+        "Baseball1987 ",
+    ],
+)
+def test_a_common_password_in_another_form_is_refused(password: str) -> None:
+    # None of these is in the list as it is.
+    assert password not in passwords.common_passwords()
+    with pytest.raises(WeakPassword, match=COMMON_RULE):
+        passwords.check_policy("alice", password)
+
+
+@pytest.mark.parametrize(
+    "password", ["football-7", "sunshine123456", "7football", "73920461", "superman 7"]
+)
+def test_only_digits_added_at_the_end_of_a_common_password_are_looked_through(
+    password: str,
+) -> None:
+    passwords.check_policy("alice", password)  # no exception: not a common one
+
+
 def test_the_blocklist_is_the_long_entries_of_the_30000_most_common() -> None:
     common = passwords.common_passwords()
     # Every entry of 8 characters or more of zxcvbn's ranked 30,000 (the rest
@@ -148,7 +178,8 @@ def test_a_strong_passphrase_passes_and_the_current_password_is_refused() -> Non
 
 
 @pytest.mark.parametrize(
-    ("new", "rule"), [("qwerty123", COMMON_RULE), ("alice-password", CURRENT_RULE)]
+    ("new", "rule"),
+    [("qwerty123", COMMON_RULE), (" Football7 ", COMMON_RULE), ("alice-password", CURRENT_RULE)],
 )
 def test_a_password_change_refuses_a_common_or_the_current_password(
     client: FlaskClient, auth: Auth, new: str, rule: str
@@ -171,7 +202,9 @@ def cli(app: Flask, *args: str, password: str) -> Any:
     )
 
 
-@pytest.mark.parametrize("password", ["12345678", "qwerty123", "password1", "iloveyou1"])
+@pytest.mark.parametrize(
+    "password", ["12345678", "qwerty123", "password1", "iloveyou1", " sunshine12 "]
+)
 def test_the_cli_refuses_a_common_password(app: Flask, auth: Auth, password: str) -> None:
     created = cli(app, "create-user", "bob", password=password)
     assert created.exit_code == 1
