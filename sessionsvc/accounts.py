@@ -82,7 +82,8 @@ def authenticate(user_id: str, password: str) -> tuple[User, str | None]:
     user = state.store.get_user(user_id) if user_id else None
 
     # Asked for every name, existing or not, and only when the slots are
-    # full: the answer says nothing of which names exist.
+    # full: the answer says nothing of which names exist, except to a client
+    # behind an address the user signed in from (see passwords.HashSlots).
     def known() -> bool:
         return bool(user_id) and signed_in_here(user_id)
 

@@ -157,9 +157,12 @@ class HashSlots:
 
     - a hash for a user signing in from an address it signed in from before
       (``known``) waits up to :data:`KNOWN_WAIT` and takes the next free
-      slot before any other: a flood from elsewhere cannot crowd it out, and
-      no stranger's request gets this place, whatever name it tries (so it
-      tells nothing about which names exist);
+      slot before any other: a flood from elsewhere cannot crowd it out.
+      A stranger from elsewhere never gets this place, whatever name it
+      tries, so it tells nothing about which names exist; one behind the
+      same address (a shared NAT) who names the user does, and may learn
+      that the user signed in from there, which the login limit's
+      exemption (the same test) tells it already;
     - any other waits up to :data:`HASH_WAIT`, and at most ``size`` of them
       wait at once (the next is refused at once), so a flood holds at most
       twice ``size`` request threads of a worker and leaves the rest to the
