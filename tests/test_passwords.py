@@ -142,6 +142,10 @@ def test_a_common_password_is_refused_naming_the_rule(password: str) -> None:
         "superman007",
         "password2024",
         "Baseball1987 ",
+        "shadow77",  # a common password shorter than 8, with digits added
+        "master2000",
+        "love2024",
+        "12340917",  # 1234 and digits
     ],
 )
 def test_a_common_password_in_another_form_is_refused(password: str) -> None:
@@ -160,13 +164,14 @@ def test_only_digits_added_at_the_end_of_a_common_password_are_looked_through(
     passwords.check_policy("alice", password)  # no exception: not a common one
 
 
-def test_the_blocklist_is_the_long_entries_of_the_30000_most_common() -> None:
+def test_the_blocklist_is_the_30000_most_common() -> None:
     common = passwords.common_passwords()
-    # Every entry of 8 characters or more of zxcvbn's ranked 30,000 (the rest
-    # are too short already); entries are lowercase, compared as such.
-    assert len(common) == 11_611
-    assert all(len(entry) >= passwords.MIN_LENGTH and entry == entry.lower() for entry in common)
+    # Every entry of zxcvbn's ranked 30,000, the short ones too (a short one
+    # with digits added is refused); entries are lowercase, compared as such.
+    assert len(common) == passwords.COMMON_PASSWORDS_RANKED == 30_000
+    assert all(entry == entry.lower() for entry in common)
     assert {"12345678", "qwerty123", "password1", "iloveyou1", "baseball"} <= common
+    assert {"dragon", "letmein", "tiger", "love"} <= common
     assert "correct horse battery staple" not in common
 
 
