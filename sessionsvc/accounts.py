@@ -332,7 +332,10 @@ def set_password(user_id: str, new_password: str) -> int:
 
 
 def _store_new_password(user: User, new_password: str, *, keep: str | None) -> int:
-    with current_state().hash_slots.held():
+    # The new hash of a change from an address the user signed in from goes
+    # ahead of the others, as the check of its current password did: else a
+    # change whose current password was checked could be refused busy.
+    with current_state().hash_slots.held(known=lambda: signed_in_here(user.id)):
         new = passwords.hash_password(new_password)
     revoked = current_state().store.change_password(
         user.id, new, expected=user.password_hash, now=int(time.time()), actor=_actor(), keep=keep

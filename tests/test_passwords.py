@@ -350,6 +350,46 @@ def test_past_the_bound_a_user_signing_in_from_a_known_address_waits_its_turn(
     assert alice.result(10).status_code == 200
 
 
+def test_past_the_bound_a_password_change_from_a_known_address_hashes_its_new_password_in_turn(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Alice, from an address she signed in from, checks her current password
+    # in the one slot while a returning sign-in and a stranger's queue up:
+    # her new password's hash must take its turn as her check did, not be
+    # refused busy behind the stranger once her password was found right.
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=1)
+    slots = state_of(app).hash_slots
+    slots._wait = slots._known_wait = 10
+    auth = Auth(app)
+    tokens = auth.login("alice", "alice-password")
+    auth.login("bob", "bob-password")  # both known at 127.0.0.1 now
+    inside, release = threading.Event(), threading.Event()
+    verify = passwords.verify
+
+    def held_verify(stored: str, password: str) -> tuple[bool, str | None]:
+        if password == "alice-password":
+            inside.set()
+            assert release.wait(10)
+        return verify(stored, password)
+
+    monkeypatch.setattr(passwords, "verify", held_verify)
+    body = {"current_password": "alice-password", "new_password": "a brand new passphrase"}
+    with ThreadPoolExecutor(3) as pool:
+        change = pool.submit(
+            lambda: app.test_client().post(PASSWORD, json=body, headers=Auth.headers(tokens))
+        )
+        assert inside.wait(10)
+        bob = pool.submit(login, app, "bob", "bob-password")
+        waiting(slots, known=1)
+        stranger = pool.submit(login, app, "nobody", "a guess")
+        waiting(slots, known=1, others=1)
+        release.set()
+        assert change.result(10).get_json() == {"revoked": 0}
+        assert bob.result(10).status_code == 200
+        assert stranger.result(10).status_code == 401
+    assert login(app, "alice", "a brand new passphrase").status_code == 200
+
+
 def test_the_openapi_document_says_busy_where_a_password_is_hashed(app: Flask) -> None:
     paths = app.test_client().get("/apispec.json").get_json()["paths"]
     for path in (LOGIN, PASSWORD):
