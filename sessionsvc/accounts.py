@@ -82,7 +82,8 @@ def authenticate(user_id: str, password: str) -> tuple[User, str | None]:
     user = state.store.get_user(user_id) if user_id else None
 
     # Asked for every name, existing or not, and only when the slots are
-    # full: the answer says nothing of which names exist.
+    # full: the answer says nothing of which names exist, except to a client
+    # behind an address the user signed in from (see passwords.HashSlots).
     def known() -> bool:
         return bool(user_id) and signed_in_here(user_id)
 
@@ -331,7 +332,10 @@ def set_password(user_id: str, new_password: str) -> int:
 
 
 def _store_new_password(user: User, new_password: str, *, keep: str | None) -> int:
-    with current_state().hash_slots.held():
+    # The new hash of a change from an address the user signed in from goes
+    # ahead of the others, as the check of its current password did: else a
+    # change whose current password was checked could be refused busy.
+    with current_state().hash_slots.held(known=lambda: signed_in_here(user.id)):
         new = passwords.hash_password(new_password)
     revoked = current_state().store.change_password(
         user.id, new, expected=user.password_hash, now=int(time.time()), actor=_actor(), keep=keep
