@@ -68,7 +68,7 @@ def signed_in_here(user_id: str) -> bool:
 
 
 def authenticate(
-    user_id: str, password: str, *, matched: Collection[str] = ()
+    user_id: str, password: str, *, matched: Collection[str] = (), signed_in: bool = False
 ) -> tuple[User, str | None]:
     """The user whose password this is, and a hash to store instead of an
     older scheme's (see :func:`passwords.verify`).
@@ -80,6 +80,8 @@ def authenticate(
     :param matched: stored hashes this password was found to match already
         (a sign-in checking again after a change of the record): such a
         hash is not checked again, and a user gone since is refused at once.
+    :param signed_in: the request comes from a session of this user (its
+        token checked): it waits for a slot as a returning user does.
     :raises InvalidCredentials: no such user, or not its password.
     :raises Busy: no hash slot came free in time (nothing was checked).
     """
@@ -94,7 +96,7 @@ def authenticate(
     # Asked for every name, existing or not, and only when the slots are
     # full: the answer says nothing of which names exist.
     def known() -> bool:
-        return bool(user_id) and signed_in_here(user_id)
+        return signed_in or (bool(user_id) and signed_in_here(user_id))
 
     if user is None:
         with state.hash_slots.held(known=known):
@@ -329,7 +331,7 @@ def change_password(
         first, as it needs no hash).
     """
     passwords.check_policy(user_id, new_password, current=current_password)
-    user, _ = authenticate(user_id, current_password)
+    user, _ = authenticate(user_id, current_password, signed_in=True)
     return _store_new_password(user, new_password, keep=keep)
 
 
@@ -347,7 +349,9 @@ def set_password(user_id: str, new_password: str) -> int:
 
 
 def _store_new_password(user: User, new_password: str, *, keep: str | None) -> int:
-    with current_state().hash_slots.held():
+    # For a user who proved the current password (or the CLI's operator):
+    # it waits as a returning user's sign-in does, not as a stranger's.
+    with current_state().hash_slots.held(known=lambda: True):
         new = passwords.hash_password(new_password)
     revoked = current_state().store.change_password(
         user.id, new, expected=user.password_hash, now=int(time.time()), actor=_actor(), keep=keep

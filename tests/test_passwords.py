@@ -312,6 +312,26 @@ def test_past_the_bound_a_user_signing_in_from_a_known_address_waits_its_turn(
     assert alice.result(10).status_code == 200
 
 
+def test_past_the_bound_a_password_change_waits_as_a_returning_user_does(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=2)
+    tokens = Auth(app).login("alice", "alice-password")
+    # From an address alice never signed in from: her token, not the
+    # address, says she is no stranger.
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    body = {"current_password": "alice-password", "new_password": "alice's new passphrase"}
+
+    def change() -> Any:
+        return elsewhere.post(PASSWORD, json=body, headers=Auth.headers(tokens))
+
+    with two_unknown_names_hashing(app, monkeypatch) as pool:
+        changed = pool.submit(change)
+        waiting(state_of(app).hash_slots, known=1)
+    assert changed.result(10).status_code == 200
+
+
 def test_the_openapi_document_says_busy_where_a_password_is_hashed(app: Flask) -> None:
     paths = app.test_client().get("/apispec.json").get_json()["paths"]
     for path in (LOGIN, PASSWORD):
