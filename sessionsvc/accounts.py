@@ -9,15 +9,18 @@ revocation (:mod:`sessionsvc.audit`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import secrets
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from flask import has_request_context, request
 
 from . import audit, devices, passwords
 from .errors import (
+    AdminsLocked,
     InvalidCredentials,
     LastAdmin,
     StoreUnavailable,
@@ -28,6 +31,8 @@ from .errors import (
 from .models import TokenPair, User
 from .state import current_manager, current_state
 from .store import Actor, AdminsLeft, UserChanged, address_group
+
+T = TypeVar("T")
 
 
 def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
@@ -186,14 +191,21 @@ def _actor() -> Actor:
 # ran out, which adds no one), which can only refuse: so a refusal is
 # answered only after the registry was built anew from the user records and
 # asked again. A deployment from before the registry builds it the same way
-# on first use.
+# on first use. The SCAN of the records runs with the lock free; under it
+# the admins found and the members are read again (see _build_admins).
 
 #: The role of the admin routes.
 ADMIN_ROLE = "admin"
 
-#: Seconds a change of an admin state holds the lock at most (one that
-#: died frees it then), and the longest another waits for it.
+#: Seconds a change of an admin state holds the lock at most: one that
+#: died frees it then.
 ADMIN_LOCK_SECONDS = 10
+
+#: Seconds a change waits for the lock before it is answered 503 ``busy``
+#: (``Retry-After``: the holder's lease left). A holder keeps it for a few
+#: round trips; only one that died keeps it longer, up to its lease, and
+#: waiting that out would hold a request thread for 10 s.
+ADMIN_LOCK_WAIT = 2.0
 
 
 def is_admin(user: User | None) -> bool:
@@ -203,14 +215,22 @@ def is_admin(user: User | None) -> bool:
 
 @contextmanager
 def _admins_locked() -> Iterator[str]:
-    """Hold the lock of admin changes; its token."""
+    """Hold the lock of admin changes; its token.
+
+    :raises AdminsLocked: another change held it throughout the wait.
+    """
     store = current_state().store
     token = secrets.token_urlsafe(16)
-    deadline = time.monotonic() + ADMIN_LOCK_SECONDS
+    deadline = time.monotonic() + ADMIN_LOCK_WAIT
+    pause = 0.005
     while not store.lock_admins(token, seconds=ADMIN_LOCK_SECONDS):
         if time.monotonic() > deadline:
-            raise StoreUnavailable("Another change of the admins is in progress; try again.")
-        time.sleep(0.01)
+            raise AdminsLocked(
+                "Another change of the users is in progress; try again.",
+                retry_after=math.ceil(store.admins_lock_left()),
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
     try:
         yield token
     finally:
@@ -221,17 +241,58 @@ def _admins_locked() -> Iterator[str]:
 _TOO_LONG = "The change of the admins took too long; try again."
 
 
-def _build_admins(token: str) -> None:
-    """Build the registry of admins anew from the user records."""
+class _RegistryIncomplete(Exception):
+    """The registry must be built from the user records before this decision."""
+
+
+def _admin_change(change: Callable[[str, Collection[str] | None], T]) -> T:
+    """Run ``change(token, candidates)`` under the lock of admin changes.
+
+    ``candidates`` is ``None``, then, if the change raised
+    :class:`_RegistryIncomplete`, the admins a ``SCAN`` of every user record
+    found, made with the lock free (a ``SCAN`` of 10,000 users takes ~80 ms
+    of real Redis; held meanwhile, the lock would stop every change of a
+    user, and past the lease it would never end); the change runs again with
+    them, under the lock, and checks them (:func:`_build_admins`).
+    """
+    try:
+        with _admins_locked() as token:
+            return change(token, None)
+    except _RegistryIncomplete:
+        pass
+    candidates = current_state().store.enabled_users_with_role(ADMIN_ROLE)
+    with _admins_locked() as token:
+        return change(token, candidates)
+
+
+def _start_admins(token: str) -> None:
+    """Make the registry of admins if there is none (its members stay)."""
     store = current_state().store
-    if not store.admins_join(store.enabled_users_with_role(ADMIN_ROLE), token=token, rebuild=True):
+    if not store.admins_join([], token=token, start=True):
         raise StoreUnavailable(_TOO_LONG)
 
 
-def _leave_admins(user_id: str, token: str, *, force: bool) -> None:
+def _build_admins(token: str, candidates: Collection[str]) -> None:
+    """Build the registry of admins anew, under the lock, from the users
+    ``candidates`` (read without it) and its members: each is in if its
+    record is an admin's now. A user made an admin after the ``SCAN``
+    read its record joined the registry, so it is a member; one that was
+    an admin then and is not now is read again here, so it is left out."""
+    store = current_state().store
+    among = sorted({*candidates, *store.admins_members()})
+    admins = store.enabled_users_with_role(ADMIN_ROLE, among=among)
+    if not store.admins_join(admins, token=token, rebuild=True):
+        raise StoreUnavailable(_TOO_LONG)
+
+
+def _leave_admins(
+    user_id: str, token: str, *, force: bool, candidates: Collection[str] | None
+) -> None:
     """Drop an admin from the registry before the change that ends it.
 
     :raises LastAdmin: it is the last admin (and not ``force``).
+    :raises _RegistryIncomplete: not decided on the registry as it is, and
+        no ``candidates`` to build it from.
     """
     store = current_state().store
     for built in (False, True):
@@ -244,7 +305,13 @@ def _leave_admins(user_id: str, token: str, *, force: bool) -> None:
             break
         # No registry yet, or a would-be "last" on one that may lack an
         # admin: ask again of one built from the records.
-        _build_admins(token)
+        if candidates is None:
+            if left is AdminsLeft.UNDECIDED:
+                # Made now, empty: an admin made while the records are read
+                # joins it. Lacking admins, it can only make others ask again.
+                _start_admins(token)
+            raise _RegistryIncomplete
+        _build_admins(token, candidates)
     raise LastAdmin("This is the last admin: make another admin first.")
 
 
@@ -272,9 +339,14 @@ def update(
     :param force: even if it takes the last admin away (the CLI's ``--force``).
     :raises UserNotFound: no such user.
     :raises LastAdmin: the user is the last admin, and the change would end that.
+    :raises AdminsLocked: another change held the lock of admin changes too long.
     """
     store = current_state().store
-    with _admins_locked() as token:
+
+    # Under the lock even for a user who is no admin: a disable read while
+    # a promotion of the same user ran would otherwise land after the
+    # promotion joined the registry, and leave a disabled member in it.
+    def change(token: str, candidates: Collection[str] | None) -> User:
         before = get(user_id)
         after = dataclasses.replace(
             before,
@@ -282,7 +354,7 @@ def update(
             roles=before.roles if roles is None else roles,
         )
         if is_admin(before) and not is_admin(after):
-            _leave_admins(user_id, token, force=force)
+            _leave_admins(user_id, token, force=force, candidates=candidates)
         changed = store.update_user(
             user_id, now=int(time.time()), actor=_actor(), disabled=disabled, roles=roles
         )
@@ -293,7 +365,9 @@ def update(
         user = get(user_id)
         if is_admin(user):
             store.admins_join([user_id], token=token)
-    return user
+        return user
+
+    return _admin_change(change)
 
 
 def delete(user_id: str, *, force: bool = False) -> int:
@@ -302,11 +376,15 @@ def delete(user_id: str, *, force: bool = False) -> int:
     :param force: even the last admin (the CLI's ``--force``).
     :raises UserNotFound: no such user.
     :raises LastAdmin: the user is the last admin.
+    :raises AdminsLocked: another change held the lock of admin changes too long.
     """
-    with _admins_locked() as token:
+
+    def change(token: str, candidates: Collection[str] | None) -> list[str] | None:
         if is_admin(get(user_id)):
-            _leave_admins(user_id, token, force=force)
-        revoked = current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
+            _leave_admins(user_id, token, force=force, candidates=candidates)
+        return current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
+
+    revoked = _admin_change(change)
     if revoked is None:
         raise UserNotFound("No such user.")
     audit.revoked(user_id, revoked, "user_deleted", None)

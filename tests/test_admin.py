@@ -276,3 +276,104 @@ def test_a_registry_that_lacks_an_admin_is_built_anew_before_refusing(
     assert admins(app) == ({"root", "ops"}, {"root"})
     assert remove(client, admin_tokens, "root", "demote").status_code == 200
     assert admins(app) == ({"ops"}, {"ops"})
+
+
+def scanning(app: Flask, monkeypatch: pytest.MonkeyPatch, meanwhile: Any) -> list[bool]:
+    """Run ``meanwhile()`` right after the first ``SCAN`` of every user
+    record found the admins; whether the lock of admin changes was held
+    during each scan."""
+    with app.app_context():
+        store = current_manager().store
+    scan = store.enabled_users_with_role
+    locked: list[bool] = []
+
+    def scan_then(role: str, *, among: Any = None) -> list[str]:
+        if among is not None:
+            return scan(role, among=among)
+        found = scan(role)
+        locked.append(bool(store.client.exists(store.keys.admins_lock())))
+        if len(locked) == 1:
+            meanwhile()
+        return found
+
+    monkeypatch.setattr(store, "enabled_users_with_role", scan_then)
+    return locked
+
+
+#: A change while the SCAN of a refusal reads the user records: the user,
+#: created an admin or not, the change, the removal of root it races, and
+#: what it answers.
+WHILE_SCANNING = {
+    # bob, made an admin meanwhile, joined the registry: root is not the last.
+    "promotion": ("bob", False, {"roles": ["admin"]}, "demote", 200, {"bob"}),
+    # ops, an admin behind the registry's back, is found by the scan, then
+    # disabled before the registry is built: read again under the lock.
+    "disable": ("ops", True, {"disabled": True}, "delete", 409, {"root"}),
+}
+
+
+@pytest.mark.parametrize("case", list(WHILE_SCANNING))
+def test_the_scan_of_the_user_records_runs_with_the_lock_free(
+    app: Flask,
+    client: FlaskClient,
+    auth: Auth,
+    admin_tokens: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+) -> None:
+    # A SCAN of 10,000 users takes ~80 ms of real Redis, of 100,000 over a
+    # second: held meanwhile, the lock stopped every change of a user.
+    user, admin, change, removal, status, after = WHILE_SCANNING[case]
+    auth.create_user(user, "pw", admin=admin)
+    headers = Auth.headers(admin_tokens)
+
+    def meanwhile() -> None:
+        answer = client.patch(USER.format(user), json=change, headers=headers)
+        assert answer.status_code == 200
+
+    locked = scanning(app, monkeypatch, meanwhile)
+    assert remove(client, admin_tokens, "root", removal).status_code == status
+    assert locked and not any(locked)
+    assert admins(app) == (after, after)
+
+
+def test_a_lock_left_by_a_process_that_died_answers_busy_after_a_short_wait(
+    app: Flask,
+    client: FlaskClient,
+    auth: Auth,
+    admin_tokens: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    auth.create_user("bob", "pw")
+    with app.app_context():
+        store = current_manager().store
+    # Taken, then its holder died: it is free when its lease runs out.
+    assert store.lock_admins("died", seconds=accounts.ADMIN_LOCK_SECONDS)
+    monkeypatch.setattr(accounts, "ADMIN_LOCK_WAIT", 0.05, raising=False)
+    headers = Auth.headers(admin_tokens)
+    for removal in REMOVALS:
+        busy = remove(client, admin_tokens, "bob", removal)
+        problem = assert_problem(busy, 503, "busy")
+        assert "in progress" in problem["detail"]
+        # When to try again: when the lease runs out, at the latest.
+        assert 1 <= int(busy.headers["Retry-After"]) <= accounts.ADMIN_LOCK_SECONDS
+    assert client.get(USER.format("bob"), headers=headers).get_json()["disabled"] is False
+    store.client.delete(store.keys.admins_lock())
+    assert remove(client, admin_tokens, "bob", "disable").status_code == 200
+    spec = client.get("/apispec.json").get_json()["paths"]["/api/v1/admin/users/{user_id}"]
+    for method in ("patch", "delete"):
+        assert "`busy`" in spec[method]["responses"]["503"]["description"]
+
+
+@pytest.mark.parametrize("removal", list(REMOVALS))
+def test_an_admin_the_registry_lacks_is_not_let_go_when_it_is_the_last(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any], removal: str
+) -> None:
+    with app.test_request_context():
+        accounts.delete("root", force=True)  # the CLI's --force: no admin left
+    assert admins(app) == (set(), set())
+    # An admin made behind the registry's back (SessionManager.add_user).
+    auth.create_user("ops", "pw", admin=True)
+    ops = auth.login("ops", "pw")
+    assert_problem(remove(client, ops, "ops", removal), 409, "last_admin")
+    assert admins(app) == ({"ops"}, {"ops"})

@@ -997,7 +997,7 @@ def test_admins_leave_drops_a_member_only_if_another_remains(
 ) -> None:
     assert store.lock_admins("t1", seconds=10)
     assert not store.lock_admins("t2", seconds=10)  # one holder at a time
-    assert store.admins_leave("root", token="t1") is AdminsLeft.NO_REGISTRY
+    assert store.admins_leave("root", token="t1") is AdminsLeft.UNDECIDED
     assert store.admins_join(["root", "alice"], token="t1", rebuild=True)
     assert registry(store, rc) == {"", "root", "alice"}
     assert store.admins_leave("bob", token="t1") is AdminsLeft.LEFT  # not a member
@@ -1006,7 +1006,23 @@ def test_admins_leave_drops_a_member_only_if_another_remains(
     assert registry(store, rc) == {"", "root"}
     assert store.admins_leave("root", token="t1", force=True) is AdminsLeft.LEFT_LAST
     assert registry(store, rc) == {""}  # built, and empty
-    assert store.admins_leave("root", token="t1") is AdminsLeft.LEFT
+    # An admin it lacks (made behind its back), and no other member: it
+    # cannot tell whether another admin remains.
+    assert store.admins_leave("root", token="t1") is AdminsLeft.UNDECIDED
+
+
+def test_admins_leave_of_an_admin_the_registry_lacks(store: SessionStore, rc: redis.Redis) -> None:
+    assert store.lock_admins("t", seconds=10)
+    assert store.admins_join([], token="t", start=True)
+    assert registry(store, rc) == {""}
+    assert store.admins_leave("ops", token="t") is AdminsLeft.UNDECIDED
+    assert store.admins_join(["root"], token="t")
+    # Every member is an admin: with root in it, ops may go.
+    assert store.admins_leave("ops", token="t") is AdminsLeft.LEFT
+    assert registry(store, rc) == {"", "root"}
+    # Made only if there is none: its members stay.
+    assert store.admins_join([], token="t", start=True)
+    assert registry(store, rc) == {"", "root"}
 
 
 def test_the_registry_changes_only_under_its_lock(store: SessionStore, rc: redis.Redis) -> None:

@@ -87,8 +87,10 @@ class AdminsLeft(enum.IntEnum):
 
     #: The lock is not the caller's any more (its lease ran out): nothing changed.
     LOCK_LOST = -2
-    #: There is no registry (a deployment from before it): build it, ask again.
-    NO_REGISTRY = -1
+    #: The registry cannot decide: there is none (a deployment from before
+    #: it), or it lacks the user and holds no other admin (one made behind
+    #: its back). Build it, ask again.
+    UNDECIDED = -1
     #: The user is the last admin: nothing changed.
     LAST = 0
     #: Dropped, or it was not a member.

@@ -147,6 +147,18 @@ class UserStore(StoreBase):
         with self._available():
             return bool(self.client.set(self.keys.admins_lock(), token, nx=True, ex=seconds))
 
+    def admins_lock_left(self) -> float:
+        """Seconds until the lock of admin changes is free at the latest (``0``: free)."""
+        with self._available():
+            left = int(self.client.pttl(self.keys.admins_lock()))
+        return max(left, 0) / 1000
+
+    def admins_members(self) -> set[str]:
+        """The users the registry of admins holds (none when it is not built)."""
+        with self._available():
+            members = cast(set[str], self.client.smembers(self.keys.admins()))
+        return members - {""}
+
     def admins_leave(self, user_id: str, *, token: str, force: bool = False) -> AdminsLeft:
         """Drop a user from the registry of admins, unless it is the last
         (``force``: even then); one atomic step, under the lock ``token``."""
@@ -160,27 +172,33 @@ class UserStore(StoreBase):
         *,
         token: str,
         rebuild: bool = False,
+        start: bool = False,
         release: bool = False,
     ) -> bool:
         """Add users to the registry of admins (``rebuild``: make it hold just
-        them), then release the lock if asked; ``False`` (nothing changed)
-        when the lock is not ``token``'s."""
+        them; ``start``: make it first if there is none), then release the
+        lock if asked; ``False`` (nothing changed) when the lock is not
+        ``token``'s."""
         keys = [self.keys.admins(), self.keys.admins_lock()]
         # Lua's unpack() takes some thousands of values at most: in parts.
         parts = [user_ids[i : i + 1000] for i in range(0, len(user_ids), 1000)] or [[]]
+        make = "2" if rebuild else "1" if start else "0"
         with self._available():
             for i, part in enumerate(parts):
                 last = i == len(parts) - 1
-                args = [token, int(rebuild and i == 0), int(release and last), *part]
+                args = [token, make if i == 0 else "0", int(release and last), *part]
                 if not self._run("admins_join", keys, args):
                     return False
         return True
 
-    def enabled_users_with_role(self, role: str) -> list[str]:
-        """The ids of the users who hold ``role`` and are not disabled (a
-        ``SCAN`` of every user record, read in pipelined batches)."""
+    def enabled_users_with_role(
+        self, role: str, *, among: Sequence[str] | None = None
+    ) -> list[str]:
+        """The ids of the users who hold ``role`` and are not disabled: of
+        ``among``, or of every user (a ``SCAN`` of every user record); the
+        records are read in pipelined batches."""
         found: list[str] = []
-        ids = self.user_ids()
+        ids = self.user_ids() if among is None else among
         with self._available():
             for start in range(0, len(ids), 1000):
                 batch = ids[start : start + 1000]
