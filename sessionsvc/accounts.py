@@ -431,9 +431,24 @@ def _store_new_password(user: User, new_password: str, *, keep: str | None) -> i
     # it waits as a returning user's sign-in does, not as a stranger's.
     with current_state().hash_slots.held(known=lambda: True):
         new = passwords.hash_password(new_password)
-    revoked = current_state().store.change_password(
+    store = current_state().store
+    revoked = store.change_password(
         user.id, new, expected=user.password_hash, now=int(time.time()), actor=_actor(), keep=keep
     )
+    if revoked is None:
+        # A sign-in may have upgraded an older scheme's hash meanwhile: the
+        # same password, which leaves the version as it was (every change
+        # of the password raises it). Then the change goes ahead.
+        now = store.get_user(user.id)
+        if now is not None and (now.account, now.version) == (user.account, user.version):
+            revoked = store.change_password(
+                user.id,
+                new,
+                expected=now.password_hash,
+                now=int(time.time()),
+                actor=_actor(),
+                keep=keep,
+            )
     if revoked is None:
         raise InvalidCredentials("The password was changed meanwhile.")
     audit.revoked(user.id, revoked, "password_changed", None)
