@@ -9,6 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import accounts, current_manager
+from sessionsvc.errors import LastAdmin
 from tests.clients import IPHONE, Auth, assert_problem
 
 ADMIN = "/api/v1/admin/users"
@@ -159,8 +160,8 @@ def admins(app: Flask) -> tuple[set[str], set[str]]:
     with app.app_context():
         store = current_manager().store
         found = {u.id for u in accounts.all_users() if accounts.is_admin(u)}
-        members = set(store.client.smembers(store.keys.admins()))
-    return found, members - {""}
+        members = store.admins_members()
+    return found, members
 
 
 @pytest.mark.parametrize("removal", list(REMOVALS))
@@ -377,3 +378,20 @@ def test_an_admin_the_registry_lacks_is_not_let_go_when_it_is_the_last(
     ops = auth.login("ops", "pw")
     assert_problem(remove(client, ops, "ops", removal), 409, "last_admin")
     assert admins(app) == ({"ops"}, {"ops"})
+
+
+@pytest.mark.parametrize("odd", ["a{b}:c", "é✓𝄞", "\udcff"])
+def test_admins_of_any_user_id_count(
+    app: Flask, client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any], odd: str
+) -> None:
+    # A lone surrogate (from the CLI's arguments, say) cannot sign in, but
+    # its record is an admin's: it counts, and the registry holds it.
+    auth.create_user(odd, "pw", admin=True)
+    assert remove(client, admin_tokens, "root", "demote").status_code == 200
+    assert admins(app) == ({odd}, {odd})
+    with app.test_request_context(), pytest.raises(LastAdmin):
+        accounts.delete(odd)
+    with app.test_request_context():
+        accounts.update("root", roles=("admin",))
+        accounts.delete(odd)
+    assert admins(app) == ({"root"}, {"root"})

@@ -1057,6 +1057,21 @@ def test_a_registry_of_many_admins_is_built_in_parts(store: SessionStore, rc: re
     assert rc.exists(store.keys.admins_lock()) == 0
 
 
+#: User ids the registry of admins must hold as they are: braces, colons,
+#: text outside ASCII, a lone surrogate (a valid JSON string; see user_tag).
+ODD_IDS = ["a{b}:c", "}{", "é✓𝄞", "\udcff", "admins", "x" * 300]
+
+
+def test_the_registry_holds_any_user_id(store: SessionStore) -> None:
+    assert store.lock_admins("t", seconds=10)
+    assert store.admins_join(ODD_IDS, token="t", rebuild=True)
+    assert store.admins_members() == set(ODD_IDS)
+    for user_id in ODD_IDS[:-1]:
+        assert store.admins_leave(user_id, token="t") is AdminsLeft.LEFT
+    assert store.admins_leave(ODD_IDS[-1], token="t") is AdminsLeft.LAST
+    assert store.admins_members() == {ODD_IDS[-1]}
+
+
 def test_the_registry_and_its_lock_share_a_slot_of_their_own(store: SessionStore) -> None:
     assert slot(store.keys.admins()) == slot(store.keys.admins_lock())
     assert tag_of(store.keys.admins()) == "admins"

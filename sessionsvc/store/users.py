@@ -156,15 +156,19 @@ class UserStore(StoreBase):
     def admins_members(self) -> set[str]:
         """The users the registry of admins holds (none when it is not built)."""
         with self._available():
-            members = cast(set[str], self.client.smembers(self.keys.admins()))
-        return members - {""}
+            # Raw bytes: a lone surrogate's do not decode strictly.
+            raw = cast(Any, self.client).execute_command(
+                "SMEMBERS", self.keys.admins(), NEVER_DECODE=True
+            )
+        return {member.decode("utf-8", "surrogatepass") for member in raw} - {""}
 
     def admins_leave(self, user_id: str, *, token: str, force: bool = False) -> AdminsLeft:
         """Drop a user from the registry of admins, unless it is the last
         (``force``: even then); one atomic step, under the lock ``token``."""
         keys = [self.keys.admins(), self.keys.admins_lock()]
+        args = [token, _member(user_id), int(force)]
         with self._available():
-            return AdminsLeft(int(self._run("admins_leave", keys, [token, user_id, int(force)])))
+            return AdminsLeft(int(self._run("admins_leave", keys, args)))
 
     def admins_join(
         self,
@@ -181,7 +185,8 @@ class UserStore(StoreBase):
         ``token``'s."""
         keys = [self.keys.admins(), self.keys.admins_lock()]
         # Lua's unpack() takes some thousands of values at most: in parts.
-        parts = [user_ids[i : i + 1000] for i in range(0, len(user_ids), 1000)] or [[]]
+        members = [_member(user_id) for user_id in user_ids]
+        parts = [members[i : i + 1000] for i in range(0, len(members), 1000)] or [[]]
         make = "2" if rebuild else "1" if start else "0"
         with self._available():
             for i, part in enumerate(parts):
@@ -216,3 +221,10 @@ class UserStore(StoreBase):
             found = cast(Any, self.client).scan_iter(match=self.keys.user_pattern(), count=1000)
             ids = {self.keys.user_id_of(key) for key in found}
         return sorted(user_id for user_id in ids if user_id is not None)
+
+
+def _member(user_id: str) -> bytes:
+    """A user id as a member of the registry of admins: its UTF-8 bytes, a
+    lone surrogate too (as in :func:`~.keys.user_tag`), which the client's
+    own encoding would refuse."""
+    return user_id.encode("utf-8", "surrogatepass")
