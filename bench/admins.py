@@ -9,9 +9,9 @@ it:
   the registry of admins from a ``SCAN`` of every user record;
 - while another thread refuses again and again, changes a user who is no
   admin every 0.05 s for ``--seconds`` and prints that change's median and
-  maximum, and how many were answered ``busy`` (every change of a user
-  takes the lock of user changes, which a refusal holds for part of its
-  work).
+  maximum, and how many were answered ``busy`` (a change of a user who is
+  no admin takes no lock; one of an admin takes the lock a refusal holds
+  for part of its work).
 """
 
 from __future__ import annotations

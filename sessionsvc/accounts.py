@@ -186,7 +186,10 @@ def _actor() -> Actor:
 # it, a promotion racing a demotion of the same user could add the user to
 # the registry after the demotion (a member who is no admin: the next
 # decision would let the real last admin go); with it, the registry never
-# holds a member who is not an admin. It may lack one (a change that failed
+# holds a member who is not an admin. A change of a user who is no admin
+# before or after it takes no lock: it is made only if the record is still
+# the version it read, which a promotion meanwhile raised (then it is
+# decided under the lock). The registry may lack an admin (a change that failed
 # half-way, a user added by SessionManager.add_user, a holder whose lease
 # ran out, which adds no one), which can only refuse: so a refusal is
 # answered only after the registry was built anew from the user records and
@@ -226,7 +229,7 @@ def _admins_locked() -> Iterator[str]:
     while not store.lock_admins(token, seconds=ADMIN_LOCK_SECONDS):
         if time.monotonic() > deadline:
             raise AdminsLocked(
-                "Another change of the users is in progress; try again.",
+                "Another change of the admins is in progress; try again.",
                 retry_after=math.ceil(store.admins_lock_left()),
             )
         time.sleep(pause)
@@ -343,26 +346,42 @@ def update(
     """
     store = current_state().store
 
-    # Under the lock even for a user who is no admin: a disable read while
-    # a promotion of the same user ran would otherwise land after the
-    # promotion joined the registry, and leave a disabled member in it.
-    def change(token: str, candidates: Collection[str] | None) -> User:
-        before = get(user_id)
-        after = dataclasses.replace(
+    def after(before: User) -> User:
+        return dataclasses.replace(
             before,
             disabled=before.disabled if disabled is None else disabled,
             roles=before.roles if roles is None else roles,
         )
-        if is_admin(before) and not is_admin(after):
-            _leave_admins(user_id, token, force=force, candidates=candidates)
+
+    def apply(expected: User | None) -> User:
         changed = store.update_user(
-            user_id, now=int(time.time()), actor=_actor(), disabled=disabled, roles=roles
+            user_id,
+            now=int(time.time()),
+            actor=_actor(),
+            disabled=disabled,
+            roles=roles,
+            expected=expected,
         )
         if changed is None:
             raise UserNotFound("No such user.")
         reason, revoked = changed
         audit.revoked(user_id, revoked, reason, None)
-        user = get(user_id)
+        return get(user_id)
+
+    before = get(user_id)
+    if not is_admin(before) and not is_admin(after(before)):
+        # No admin before or after: no lock, if the record is still as read
+        # (a promotion of the user meanwhile raised its version).
+        try:
+            return apply(expected=before)
+        except UserChanged:
+            pass
+
+    def change(token: str, candidates: Collection[str] | None) -> User:
+        before = get(user_id)
+        if is_admin(before) and not is_admin(after(before)):
+            _leave_admins(user_id, token, force=force, candidates=candidates)
+        user = apply(expected=None)
         if is_admin(user):
             store.admins_join([user_id], token=token)
         return user
@@ -379,12 +398,25 @@ def delete(user_id: str, *, force: bool = False) -> int:
     :raises AdminsLocked: another change held the lock of admin changes too long.
     """
 
+    store = current_state().store
+
     def change(token: str, candidates: Collection[str] | None) -> list[str] | None:
         if is_admin(get(user_id)):
             _leave_admins(user_id, token, force=force, candidates=candidates)
-        return current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
+        return store.delete_user(user_id, now=int(time.time()), actor=_actor())
 
-    revoked = _admin_change(change)
+    before = get(user_id)
+    revoked: list[str] | None
+    if is_admin(before):
+        revoked = _admin_change(change)
+    else:
+        # No lock, if the record is still as read (see update).
+        try:
+            revoked = store.delete_user(
+                user_id, now=int(time.time()), actor=_actor(), expected=before
+            )
+        except UserChanged:
+            revoked = _admin_change(change)
     if revoked is None:
         raise UserNotFound("No such user.")
     audit.revoked(user_id, revoked, "user_deleted", None)

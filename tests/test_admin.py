@@ -338,19 +338,22 @@ def test_the_scan_of_the_user_records_runs_with_the_lock_free(
     assert admins(app) == (after, after)
 
 
-def test_a_lock_left_by_a_process_that_died_answers_busy_after_a_short_wait(
-    app: Flask,
-    client: FlaskClient,
-    auth: Auth,
-    admin_tokens: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    auth.create_user("bob", "pw")
+@pytest.fixture
+def lock_of_a_dead_holder(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The lock of admin changes, taken by a process that died (free when its
+    lease runs out), and a short wait for it; the store."""
     with app.app_context():
         store = current_manager().store
-    # Taken, then its holder died: it is free when its lease runs out.
     assert store.lock_admins("died", seconds=accounts.ADMIN_LOCK_SECONDS)
     monkeypatch.setattr(accounts, "ADMIN_LOCK_WAIT", 0.05, raising=False)
+    return store
+
+
+def test_a_lock_left_by_a_process_that_died_answers_busy_after_a_short_wait(
+    client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any], lock_of_a_dead_holder: Any
+) -> None:
+    auth.create_user("bob", "pw", admin=True)
+    store = lock_of_a_dead_holder
     headers = Auth.headers(admin_tokens)
     for removal in REMOVALS:
         busy = remove(client, admin_tokens, "bob", removal)
@@ -361,6 +364,22 @@ def test_a_lock_left_by_a_process_that_died_answers_busy_after_a_short_wait(
     assert client.get(USER.format("bob"), headers=headers).get_json()["disabled"] is False
     store.client.delete(store.keys.admins_lock())
     assert remove(client, admin_tokens, "bob", "disable").status_code == 200
+
+
+def test_a_change_of_a_user_who_is_no_admin_takes_no_lock(
+    client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any], lock_of_a_dead_holder: Any
+) -> None:
+    auth.create_user("carol", "pw")
+    auth.create_user("dave", "pw")
+    store = lock_of_a_dead_holder
+    headers = Auth.headers(admin_tokens)
+    for removal in REMOVALS:
+        assert remove(client, admin_tokens, "carol", removal).status_code in (200, 204)
+    assert client.get(USER.format("carol"), headers=headers).status_code == 404
+    # Made an admin needs it (the registry is joined).
+    promote = client.patch(USER.format("dave"), json={"roles": ["admin"]}, headers=headers)
+    assert_problem(promote, 503, "busy")
+    assert store.client.get(store.keys.admins_lock()) == "died"
     spec = client.get("/apispec.json").get_json()["paths"]["/api/v1/admin/users/{user_id}"]
     for method in ("patch", "delete"):
         assert "`busy`" in spec[method]["responses"]["503"]["description"]
@@ -395,3 +414,39 @@ def test_admins_of_any_user_id_count(
         accounts.update("root", roles=("admin",))
         accounts.delete(odd)
     assert admins(app) == ({"root"}, {"root"})
+
+
+@pytest.mark.parametrize("removal", ["disable", "delete"])
+def test_a_change_without_the_lock_landing_after_a_promotion_is_decided_under_it(
+    app: Flask,
+    client: FlaskClient,
+    auth: Auth,
+    admin_tokens: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    removal: str,
+) -> None:
+    # dave is no admin when the change reads him; a promotion lands before
+    # the change is made: made as read, it would leave a disabled (or a
+    # deleted) member in the registry, whom the last-admin rule would count.
+    auth.create_user("dave", "pw")
+    with app.app_context():
+        store = current_manager().store
+    headers = Auth.headers(admin_tokens)
+    name = "update_user" if removal == "disable" else "delete_user"
+    made = getattr(store, name)
+    promoted: list[int] = []
+
+    def promote_first(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("expected") is not None and not promoted:
+            with app.test_client() as other:
+                answer = other.patch(
+                    USER.format("dave"), json={"roles": ["admin"]}, headers=headers
+                )
+            promoted.append(answer.status_code)
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(store, name, promote_first)
+    assert remove(client, admin_tokens, "dave", removal).status_code in (200, 204)
+    assert promoted == [200]
+    assert admins(app) == ({"root"}, {"root"})
+    assert_problem(remove(client, admin_tokens, "root", "demote"), 409, "last_admin")

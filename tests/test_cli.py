@@ -255,14 +255,15 @@ def test_the_last_admin_is_kept_unless_forced(
 def test_a_change_waiting_too_long_for_the_lock_of_user_changes_is_one_line(
     app: Flask, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
 ) -> None:
-    run(app, "create-user", "ops", "--password-stdin", input="ops-password\n")
+    for name in ("ops", "dev"):
+        run(app, "create-user", name, "--admin", "--password-stdin", input=f"{name}-password\n")
     with app.app_context():
         store = current_manager().store
     assert store.lock_admins("a process that died", seconds=10)
     monkeypatch.setattr(accounts, "ADMIN_LOCK_WAIT", 0.05)
     result = run(app, *args, input="root-password\n")
     assert result.exit_code == 1
-    assert result.output.startswith("Error: Another change of the users is in progress")
+    assert result.output.startswith("Error: Another change of the admins is in progress")
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 

@@ -922,6 +922,45 @@ RECORD_CHANGES: dict[str, Callable[[SessionStore, int], Any]] = {
 }
 
 
+#: A disable and a delete conditional on the record as read.
+CONDITIONAL_CHANGES: dict[str, Callable[[SessionStore, int, User], Any]] = {
+    "disable": lambda s, now, read: s.update_user(
+        "alice", now=now, actor=ACTOR, disabled=True, expected=read
+    ),
+    "delete": lambda s, now, read: s.delete_user("alice", now=now, actor=ACTOR, expected=read),
+}
+
+
+@pytest.mark.parametrize("conditional", list(CONDITIONAL_CHANGES))
+@pytest.mark.parametrize("change", list(RECORD_CHANGES))
+def test_a_change_conditional_on_the_record_refuses_when_it_changed(
+    store: SessionStore, now: int, change: str, conditional: str
+) -> None:
+    read = alice_account(store)
+    RECORD_CHANGES[change](store, now)
+    if change == "deleted":
+        # Gone: the same answer as without a condition.
+        assert CONDITIONAL_CHANGES[conditional](store, now, read) is None
+        return
+    before = store.get_user("alice")
+    with pytest.raises(UserChanged):
+        CONDITIONAL_CHANGES[conditional](store, now, read)
+    assert store.get_user("alice") == before  # nothing changed
+
+
+@pytest.mark.parametrize("conditional", list(CONDITIONAL_CHANGES))
+def test_a_change_conditional_on_the_record_is_made_when_it_is_as_read(
+    store: SessionStore, rc: redis.Redis, now: int, conditional: str
+) -> None:
+    alice_account(store)
+    rc.hdel(store.user_key("alice"), "v")  # a record from before versions
+    read = store.get_user("alice")
+    assert read is not None and read.version == 0
+    assert CONDITIONAL_CHANGES[conditional](store, now, read) is not None
+    after = store.get_user("alice")
+    assert after is None if conditional == "delete" else after is not None and after.disabled
+
+
 @pytest.mark.parametrize("change", list(RECORD_CHANGES))
 def test_open_refuses_when_the_user_record_changed_since_the_sign_in_read_it(
     store: SessionStore, rc: redis.Redis, now: int, change: str

@@ -94,9 +94,10 @@ _USER_NOT_FOUND = {"404": _problem("No such user (`user_not_found`).")}
 #: A change of a user: it may also wait too long for the lock of user changes.
 _USER_CHANGE_UNAVAILABLE = {
     "503": _problem(
-        "The session store is unreachable (`store_unavailable`), or another change of the "
-        f"users held their lock throughout a {ADMIN_LOCK_WAIT:g} s wait (`busy`, nothing "
-        "changed); `Retry-After` says when to try again.",
+        "The session store is unreachable (`store_unavailable`), or, for a change of an "
+        "admin or one making an admin, another such change held their lock throughout a "
+        f"{ADMIN_LOCK_WAIT:g} s wait (`busy`, nothing changed); `Retry-After` says when to "
+        "try again.",
         retry_after=True,
     )
 }

@@ -100,9 +100,10 @@ class AdminsLeft(enum.IntEnum):
 
 
 class UserChanged(Exception):
-    """The user record is not what the sign-in checked any more: deleted (or
+    """The user record is not what the caller read any more: deleted (or
     another account under the name), or its password, roles or disabled
-    state changed. No session was opened: check the credentials again."""
+    state changed. Nothing was done (no session opened, no change made):
+    read it again."""
 
 
 #: Receives the security events a script recorded: ``(user_id, events)``.

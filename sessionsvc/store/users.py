@@ -14,7 +14,7 @@ from typing import Any, cast
 from ..models import User
 from .base import StoreBase
 from .codec import roles_of, roles_text, user_fields, user_from_hash
-from .records import Actor, AdminsLeft
+from .records import Actor, AdminsLeft, UserChanged
 
 
 class UserStore(StoreBase):
@@ -47,19 +47,34 @@ class UserStore(StoreBase):
             return bool(self._run("create_user", self._user_keys(user.id), args))
 
     def delete_user(
-        self, user_id: str, *, now: int | None = None, actor: Actor | None = None
+        self,
+        user_id: str,
+        *,
+        now: int | None = None,
+        actor: Actor | None = None,
+        expected: User | None = None,
     ) -> list[str] | None:
         """Delete a user with every session, its events and history; atomic.
 
         Webhooks still hear of each session revoked (``user_deleted``).
 
+        :param expected: the record as the caller read it: deleted only if
+            it is still that account at that version.
         :returns: the ids of the sessions revoked; ``None`` for no such user.
+        :raises UserChanged: it is not (nothing changed).
         """
         when = int(time.time()) if now is None else now
-        args = [when, self.session_key(user_id, ""), *self._event_args(when, actor or Actor())]
+        args = [
+            when,
+            self.session_key(user_id, ""),
+            *self._event_args(when, actor or Actor()),
+            *_expected(expected),
+        ]
         keys = [*self._user_keys(user_id), *self.stream_keys(user_id)]
         with self._available():
             revoked = self._run("delete_user", keys, args)
+        if revoked == 0:
+            raise UserChanged("The user record changed since it was read.")
         return None if revoked is None else [str(sid) for sid in revoked]
 
     def update_user(
@@ -70,14 +85,18 @@ class UserStore(StoreBase):
         actor: Actor,
         disabled: bool | None = None,
         roles: tuple[str, ...] | None = None,
+        expected: User | None = None,
     ) -> tuple[str, list[str]] | None:
         """Disable, enable or set the roles of a user; atomic with the revocations.
 
         Disabling revokes every session (``user_disabled``); so does a change
         of roles (``roles_changed``).
 
+        :param expected: the record as the caller read it: changed only if
+            it is still that account at that version.
         :returns: the reason sessions were revoked (``""`` for none) and their
             ids; ``None`` for no such user.
+        :raises UserChanged: it is not (nothing changed).
         """
         args = [
             now,
@@ -86,6 +105,7 @@ class UserStore(StoreBase):
             "" if disabled is None else "1" if disabled else "0",
             "0" if roles is None else "1",
             roles_text(roles or ()),
+            *_expected(expected),
         ]
         keys = [
             self.user_key(user_id),
@@ -97,6 +117,8 @@ class UserStore(StoreBase):
             result = self._run("update_user", keys, args)
         if result is None:
             return None
+        if result == 0:
+            raise UserChanged("The user record changed since it was read.")
         return str(result[0]), [str(sid) for sid in result[1:]]
 
     def set_password_hash(self, user_id: str, new: str, *, expected: str) -> bool:
@@ -221,6 +243,11 @@ class UserStore(StoreBase):
             found = cast(Any, self.client).scan_iter(match=self.keys.user_pattern(), count=1000)
             ids = {self.keys.user_id_of(key) for key in found}
         return sorted(user_id for user_id in ids if user_id is not None)
+
+
+def _expected(user: User | None) -> list[Any]:
+    """The account and version a script compares the record with ('': none)."""
+    return ["", ""] if user is None else [user.account, user.version]
 
 
 def _member(user_id: str) -> bytes:
