@@ -97,6 +97,40 @@ def test_a_login_upgrades_an_older_hash_once(app: Flask, client: FlaskClient) ->
     assert stored_hash(app, "alice") == upgraded  # argon2id stays as it is
 
 
+def test_a_password_change_goes_ahead_when_a_sign_in_upgraded_the_hash_meanwhile(
+    app: Flask, auth: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scrypt = generate_password_hash("the old password")  # werkzeug's default, as before
+    with app.app_context():
+        current_manager().store.create_user(User("alice", scrypt))
+    tokens = auth.login("alice", "the old password")
+    # Upgraded by that sign-in; set back, as if it had been on another device
+    # and were still to come.
+    with app.app_context():
+        current_manager().store.client.hset(current_manager().store.keys.user("alice"), "p", scrypt)
+    hash_password = passwords.hash_password
+    changer = threading.get_ident()
+
+    def sign_in_elsewhere_first(password: str) -> str:
+        if threading.get_ident() == changer and stored_hash(app, "alice") == scrypt:
+            # Between the change's check of the current password and its
+            # store: a sign-in of alice's upgrades the hash.
+            with ThreadPoolExecutor(1) as pool:
+                assert (
+                    pool.submit(login, app, "alice", "the old password").result().status_code == 200
+                )
+            assert stored_hash(app, "alice").startswith(OWASP)
+        return hash_password(password)
+
+    monkeypatch.setattr(passwords, "hash_password", sign_in_elsewhere_first)
+    body = {"current_password": "the old password", "new_password": "a new passphrase of alice"}
+    changed = app.test_client().post(PASSWORD, json=body, headers=Auth.headers(tokens))
+    assert changed.status_code == 200, changed.get_json()
+    monkeypatch.undo()
+    assert login(app, "alice", "a new passphrase of alice").status_code == 200
+    assert login(app, "alice", "the old password").status_code == 401
+
+
 def test_an_upgrade_never_overwrites_a_change_made_meanwhile(app: Flask) -> None:
     old, changed = fast_hash("old password"), fast_hash("new password")
     with app.app_context():
@@ -388,6 +422,26 @@ def test_past_the_bound_a_password_change_from_a_known_address_hashes_its_new_pa
         assert bob.result(10).status_code == 200
         assert stranger.result(10).status_code == 401
     assert login(app, "alice", "a brand new passphrase").status_code == 200
+
+
+def test_past_the_bound_a_password_change_waits_as_a_returning_user_does(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=2)
+    tokens = Auth(app).login("alice", "alice-password")
+    # From an address alice never signed in from: her token, not the
+    # address, says she is no stranger.
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    body = {"current_password": "alice-password", "new_password": "alice's new passphrase"}
+
+    def change() -> Any:
+        return elsewhere.post(PASSWORD, json=body, headers=Auth.headers(tokens))
+
+    with two_unknown_names_hashing(app, monkeypatch) as pool:
+        changed = pool.submit(change)
+        waiting(state_of(app).hash_slots, known=1)
+    assert changed.result(10).status_code == 200
 
 
 def test_the_openapi_document_says_busy_where_a_password_is_hashed(app: Flask) -> None:
