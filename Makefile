@@ -55,6 +55,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.logins
 	$(BIN)/python -m bench.flood
+	$(BIN)/python -m bench.admins
 	$(BIN)/python -m bench.geoip
 	$(BIN)/python -m bench.agents
 

@@ -12,17 +12,21 @@ thousands of addresses gets past any per-address limit) twice:
 
 For each, ``--flood`` threads sign in with random unknown names as fast as
 they are answered (each such sign-in costs one argon2id check), and
-meanwhile the real user signs in every 0.2 s and ``GET /healthz`` is sampled
-every 0.1 s. Printed: the real sign-in's median and p95 (of every answer, and
-of those that signed in), how many were answered ``busy``, the flood's
-answers by status, and ``/healthz`` meanwhile; and, for reference, the real
-sign-in with no flood.
+meanwhile the real user signs in every 0.2 s, by turns from the address it
+signed in from before (127.0.0.1, where the flood comes from too: the
+hash slots put it first) and, as a first sign-in from somewhere new, from a
+loopback address it never used (127.77.x.y: no priority), and ``GET
+/healthz`` is sampled every 0.1 s. Printed: each real sign-in's median and
+p95 (of every answer, and of those that signed in), how many were answered
+``busy``, the flood's answers by status, and ``/healthz`` meanwhile; and, for
+reference, the real sign-in with no flood.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import os
 import secrets
 import statistics
@@ -73,11 +77,22 @@ def flooder(host: str, port: int, stop: threading.Event, statuses: Counter[int])
     connection.close()
 
 
-def real_sign_in(host: str, port: int) -> tuple[float, int]:
-    """Seconds and status of one sign-in of the real user, on a new connection."""
+def real_sign_in(host: str, port: int, source: str = "127.0.0.1") -> tuple[float, int]:
+    """Seconds and status of one sign-in of the real user, on a new
+    connection from ``source`` (a loopback address)."""
     started = time.perf_counter()
-    status = sign_in(host, port, "bench", PASSWORD)
+    connection = http.client.HTTPConnection(host, port, timeout=30, source_address=(source, 0))
+    try:
+        status = sign_in(host, port, "bench", PASSWORD, connection)
+    finally:
+        connection.close()
     return time.perf_counter() - started, status
+
+
+def new_addresses() -> Iterator[str]:
+    """Loopback addresses the real user never signed in from, one per sign-in."""
+    for n in itertools.count(1):
+        yield f"127.77.{n // 250}.{1 + n % 250}"
 
 
 def percentiles(seconds: list[float]) -> str:
@@ -110,9 +125,13 @@ def measure(host: str, port: int, flood: int, seconds: float) -> dict[str, Any]:
     sampler.start()
     statuses.clear()
     real: list[tuple[float, int]] = []
+    new: list[tuple[float, int]] = []
+    sources = new_addresses()
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         real.append(real_sign_in(host, port))
+        time.sleep(0.2)
+        new.append(real_sign_in(host, port, next(sources)))
         time.sleep(0.2)
     stop.set()
     for thread in [*threads, sampler]:
@@ -120,6 +139,7 @@ def measure(host: str, port: int, flood: int, seconds: float) -> dict[str, Any]:
     return {
         "quiet": [t for t, status in quiet if status == 200],
         "real": real,
+        "new": new,
         "flood": dict(sorted(statuses.items())),
         "flood_rate": round(sum(statuses.values()) / seconds),
         "healthz": [t for t in healthz if t is not None],
@@ -144,17 +164,18 @@ def main(argv: list[str] | None = None) -> None:
                 results[name] = measure(host, port, args.flood, args.seconds)
     print()
     for name, figures in results.items():
-        real = figures["real"]
-        signed_in = [t for t, status in real if status == 200]
-        busy = sum(status == 503 for _, status in real)
-        other = len(real) - len(signed_in) - busy
         print(f"{name} (SESSIONSVC_PASSWORD_HASHES={CONFIGS[name] or 'default'}):")
         print(f"  real sign-in, no flood:      {percentiles(figures['quiet'])}")
-        print(
-            f"  real sign-in during flood:   {percentiles([t for t, _ in real])} "
-            f"({len(real)} tries: {len(signed_in)} signed in, {busy} busy, {other} other)"
-        )
-        print(f"    of those signed in:        {percentiles(signed_in)}")
+        for label, key in (("known address", "real"), ("new address", "new")):
+            real = figures[key]
+            signed_in = [t for t, status in real if status == 200]
+            busy = sum(status == 503 for _, status in real)
+            other = len(real) - len(signed_in) - busy
+            print(
+                f"  real sign-in during flood, {label}: {percentiles([t for t, _ in real])} "
+                f"({len(real)} tries: {len(signed_in)} signed in, {busy} busy, {other} other)"
+            )
+            print(f"    of those signed in:        {percentiles(signed_in)}")
         print(f"  flood answers:               {figures['flood']} (~{figures['flood_rate']}/s)")
         print(
             f"  GET /healthz during flood:   {percentiles(figures['healthz'])}, "

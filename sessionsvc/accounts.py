@@ -9,15 +9,18 @@ revocation (:mod:`sessionsvc.audit`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from flask import has_request_context, request
 
 from . import audit, devices, passwords
 from .errors import (
+    AdminsLocked,
     InvalidCredentials,
     LastAdmin,
     StoreUnavailable,
@@ -28,6 +31,8 @@ from .errors import (
 from .models import TokenPair, User
 from .state import current_manager, current_state
 from .store import Actor, AdminsLeft, UserChanged, address_group
+
+T = TypeVar("T")
 
 
 def new_user(user_id: str, password: str, *, admin: bool = False) -> User:
@@ -67,7 +72,9 @@ def signed_in_here(user_id: str) -> bool:
     return state.store.signed_in_from(user_id, address_group(address), since=since)
 
 
-def authenticate(user_id: str, password: str) -> tuple[User, str | None]:
+def authenticate(
+    user_id: str, password: str, *, matched: Collection[str] = (), signed_in: bool = False
+) -> tuple[User, str | None]:
     """The user whose password this is, and a hash to store instead of an
     older scheme's (see :func:`passwords.verify`).
 
@@ -75,16 +82,27 @@ def authenticate(user_id: str, password: str) -> tuple[User, str | None]:
     refused the same way; either waits for one of the process's hash slots,
     ahead of the others when the user signed in from this address before.
 
+    :param matched: stored hashes this password was found to match already
+        (a sign-in checking again after a change of the record): such a
+        hash is not checked again, and a user gone since is refused at once.
+    :param signed_in: the request comes from a session of this user (its
+        token checked): it waits for a slot as a returning user does.
     :raises InvalidCredentials: no such user, or not its password.
     :raises Busy: no hash slot came free in time (nothing was checked).
     """
     state = current_state()
     user = state.store.get_user(user_id) if user_id else None
+    if matched and user is None:
+        # Deleted since the password matched: no name to hide.
+        raise InvalidCredentials("Wrong username or password.")
+    if user is not None and user.password_hash in matched:
+        return user, None
 
     # Asked for every name, existing or not, and only when the slots are
-    # full: the answer says nothing of which names exist.
+    # full: the answer says nothing of which names exist, except to a client
+    # behind an address the user signed in from (see passwords.HashSlots).
     def known() -> bool:
-        return bool(user_id) and signed_in_here(user_id)
+        return signed_in or (bool(user_id) and signed_in_here(user_id))
 
     if user is None:
         with state.hash_slots.held(known=known):
@@ -119,12 +137,18 @@ def sign_in(user_id: str, password: str) -> TokenPair:
         record changed on every try).
     :raises UserDisabled: the user is disabled (said only with the right password).
     """
+    # The hashes this password matched: a try after a change of the roles
+    # or the disabled state finds the same hash and checks it no more (no
+    # second ~30 ms, no second wait for a hash slot, never busy).
+    matched: set[str] = set()
     for _ in range(SIGN_IN_TRIES):
-        user, upgraded = authenticate(user_id, password)
+        user, upgraded = authenticate(user_id, password, matched=matched)
+        matched.add(user.password_hash)
         if user.disabled:
             raise UserDisabled("This user is disabled.")
         if upgraded is not None:
             current_state().store.set_password_hash(user.id, upgraded, expected=user.password_hash)
+            matched.add(upgraded)
         claims = {"roles": list(user.roles)} if user.roles else None
         try:
             return current_manager().open(
@@ -163,19 +187,29 @@ def _actor() -> Actor:
 # it, a promotion racing a demotion of the same user could add the user to
 # the registry after the demotion (a member who is no admin: the next
 # decision would let the real last admin go); with it, the registry never
-# holds a member who is not an admin. It may lack one (a change that failed
+# holds a member who is not an admin. A change of a user who is no admin
+# before or after it takes no lock: it is made only if the record is still
+# the version it read, which a promotion meanwhile raised (then it is
+# decided under the lock). The registry may lack an admin (a change that failed
 # half-way, a user added by SessionManager.add_user, a holder whose lease
 # ran out, which adds no one), which can only refuse: so a refusal is
 # answered only after the registry was built anew from the user records and
 # asked again. A deployment from before the registry builds it the same way
-# on first use.
+# on first use. The SCAN of the records runs with the lock free; under it
+# the admins found and the members are read again (see _build_admins).
 
 #: The role of the admin routes.
 ADMIN_ROLE = "admin"
 
-#: Seconds a change of an admin state holds the lock at most (one that
-#: died frees it then), and the longest another waits for it.
+#: Seconds a change of an admin state holds the lock at most: one that
+#: died frees it then.
 ADMIN_LOCK_SECONDS = 10
+
+#: Seconds a change waits for the lock before it is answered 503 ``busy``
+#: (``Retry-After``: the holder's lease left). A holder keeps it for a few
+#: round trips; only one that died keeps it longer, up to its lease, and
+#: waiting that out would hold a request thread for 10 s.
+ADMIN_LOCK_WAIT = 2.0
 
 
 def is_admin(user: User | None) -> bool:
@@ -185,14 +219,22 @@ def is_admin(user: User | None) -> bool:
 
 @contextmanager
 def _admins_locked() -> Iterator[str]:
-    """Hold the lock of admin changes; its token."""
+    """Hold the lock of admin changes; its token.
+
+    :raises AdminsLocked: another change held it throughout the wait.
+    """
     store = current_state().store
     token = secrets.token_urlsafe(16)
-    deadline = time.monotonic() + ADMIN_LOCK_SECONDS
+    deadline = time.monotonic() + ADMIN_LOCK_WAIT
+    pause = 0.005
     while not store.lock_admins(token, seconds=ADMIN_LOCK_SECONDS):
         if time.monotonic() > deadline:
-            raise StoreUnavailable("Another change of the admins is in progress; try again.")
-        time.sleep(0.01)
+            raise AdminsLocked(
+                "Another change of the admins is in progress; try again.",
+                retry_after=math.ceil(store.admins_lock_left()),
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
     try:
         yield token
     finally:
@@ -203,17 +245,58 @@ def _admins_locked() -> Iterator[str]:
 _TOO_LONG = "The change of the admins took too long; try again."
 
 
-def _build_admins(token: str) -> None:
-    """Build the registry of admins anew from the user records."""
+class _RegistryIncomplete(Exception):
+    """The registry must be built from the user records before this decision."""
+
+
+def _admin_change(change: Callable[[str, Collection[str] | None], T]) -> T:
+    """Run ``change(token, candidates)`` under the lock of admin changes.
+
+    ``candidates`` is ``None``, then, if the change raised
+    :class:`_RegistryIncomplete`, the admins a ``SCAN`` of every user record
+    found, made with the lock free (a ``SCAN`` of 10,000 users takes ~80 ms
+    of real Redis; held meanwhile, the lock would stop every change of a
+    user, and past the lease it would never end); the change runs again with
+    them, under the lock, and checks them (:func:`_build_admins`).
+    """
+    try:
+        with _admins_locked() as token:
+            return change(token, None)
+    except _RegistryIncomplete:
+        pass
+    candidates = current_state().store.enabled_users_with_role(ADMIN_ROLE)
+    with _admins_locked() as token:
+        return change(token, candidates)
+
+
+def _start_admins(token: str) -> None:
+    """Make the registry of admins if there is none (its members stay)."""
     store = current_state().store
-    if not store.admins_join(store.enabled_users_with_role(ADMIN_ROLE), token=token, rebuild=True):
+    if not store.admins_join([], token=token, start=True):
         raise StoreUnavailable(_TOO_LONG)
 
 
-def _leave_admins(user_id: str, token: str, *, force: bool) -> None:
+def _build_admins(token: str, candidates: Collection[str]) -> None:
+    """Build the registry of admins anew, under the lock, from the users
+    ``candidates`` (read without it) and its members: each is in if its
+    record is an admin's now. A user made an admin after the ``SCAN``
+    read its record joined the registry, so it is a member; one that was
+    an admin then and is not now is read again here, so it is left out."""
+    store = current_state().store
+    among = sorted({*candidates, *store.admins_members()})
+    admins = store.enabled_users_with_role(ADMIN_ROLE, among=among)
+    if not store.admins_join(admins, token=token, rebuild=True):
+        raise StoreUnavailable(_TOO_LONG)
+
+
+def _leave_admins(
+    user_id: str, token: str, *, force: bool, candidates: Collection[str] | None
+) -> None:
     """Drop an admin from the registry before the change that ends it.
 
     :raises LastAdmin: it is the last admin (and not ``force``).
+    :raises _RegistryIncomplete: not decided on the registry as it is, and
+        no ``candidates`` to build it from.
     """
     store = current_state().store
     for built in (False, True):
@@ -226,7 +309,13 @@ def _leave_admins(user_id: str, token: str, *, force: bool) -> None:
             break
         # No registry yet, or a would-be "last" on one that may lack an
         # admin: ask again of one built from the records.
-        _build_admins(token)
+        if candidates is None:
+            if left is AdminsLeft.UNDECIDED:
+                # Made now, empty: an admin made while the records are read
+                # joins it. Lacking admins, it can only make others ask again.
+                _start_admins(token)
+            raise _RegistryIncomplete
+        _build_admins(token, candidates)
     raise LastAdmin("This is the last admin: make another admin first.")
 
 
@@ -254,28 +343,51 @@ def update(
     :param force: even if it takes the last admin away (the CLI's ``--force``).
     :raises UserNotFound: no such user.
     :raises LastAdmin: the user is the last admin, and the change would end that.
+    :raises AdminsLocked: another change held the lock of admin changes too long.
     """
     store = current_state().store
-    with _admins_locked() as token:
-        before = get(user_id)
-        after = dataclasses.replace(
+
+    def after(before: User) -> User:
+        return dataclasses.replace(
             before,
             disabled=before.disabled if disabled is None else disabled,
             roles=before.roles if roles is None else roles,
         )
-        if is_admin(before) and not is_admin(after):
-            _leave_admins(user_id, token, force=force)
+
+    def apply(expected: User | None) -> User:
         changed = store.update_user(
-            user_id, now=int(time.time()), actor=_actor(), disabled=disabled, roles=roles
+            user_id,
+            now=int(time.time()),
+            actor=_actor(),
+            disabled=disabled,
+            roles=roles,
+            expected=expected,
         )
         if changed is None:
             raise UserNotFound("No such user.")
         reason, revoked = changed
         audit.revoked(user_id, revoked, reason, None)
-        user = get(user_id)
+        return get(user_id)
+
+    before = get(user_id)
+    if not is_admin(before) and not is_admin(after(before)):
+        # No admin before or after: no lock, if the record is still as read
+        # (a promotion of the user meanwhile raised its version).
+        try:
+            return apply(expected=before)
+        except UserChanged:
+            pass
+
+    def change(token: str, candidates: Collection[str] | None) -> User:
+        before = get(user_id)
+        if is_admin(before) and not is_admin(after(before)):
+            _leave_admins(user_id, token, force=force, candidates=candidates)
+        user = apply(expected=None)
         if is_admin(user):
             store.admins_join([user_id], token=token)
-    return user
+        return user
+
+    return _admin_change(change)
 
 
 def delete(user_id: str, *, force: bool = False) -> int:
@@ -284,11 +396,28 @@ def delete(user_id: str, *, force: bool = False) -> int:
     :param force: even the last admin (the CLI's ``--force``).
     :raises UserNotFound: no such user.
     :raises LastAdmin: the user is the last admin.
+    :raises AdminsLocked: another change held the lock of admin changes too long.
     """
-    with _admins_locked() as token:
+
+    store = current_state().store
+
+    def change(token: str, candidates: Collection[str] | None) -> list[str] | None:
         if is_admin(get(user_id)):
-            _leave_admins(user_id, token, force=force)
-        revoked = current_state().store.delete_user(user_id, now=int(time.time()), actor=_actor())
+            _leave_admins(user_id, token, force=force, candidates=candidates)
+        return store.delete_user(user_id, now=int(time.time()), actor=_actor())
+
+    before = get(user_id)
+    revoked: list[str] | None
+    if is_admin(before):
+        revoked = _admin_change(change)
+    else:
+        # No lock, if the record is still as read (see update).
+        try:
+            revoked = store.delete_user(
+                user_id, now=int(time.time()), actor=_actor(), expected=before
+            )
+        except UserChanged:
+            revoked = _admin_change(change)
     if revoked is None:
         raise UserNotFound("No such user.")
     audit.revoked(user_id, revoked, "user_deleted", None)
@@ -313,7 +442,7 @@ def change_password(
         first, as it needs no hash).
     """
     passwords.check_policy(user_id, new_password, current=current_password)
-    user, _ = authenticate(user_id, current_password)
+    user, _ = authenticate(user_id, current_password, signed_in=True)
     return _store_new_password(user, new_password, keep=keep)
 
 
@@ -331,11 +460,28 @@ def set_password(user_id: str, new_password: str) -> int:
 
 
 def _store_new_password(user: User, new_password: str, *, keep: str | None) -> int:
-    with current_state().hash_slots.held():
+    # For a user who proved the current password (or the CLI's operator):
+    # it waits as a returning user's sign-in does, not as a stranger's.
+    with current_state().hash_slots.held(known=lambda: True):
         new = passwords.hash_password(new_password)
-    revoked = current_state().store.change_password(
+    store = current_state().store
+    revoked = store.change_password(
         user.id, new, expected=user.password_hash, now=int(time.time()), actor=_actor(), keep=keep
     )
+    if revoked is None:
+        # A sign-in may have upgraded an older scheme's hash meanwhile: the
+        # same password, which leaves the version as it was (every change
+        # of the password raises it). Then the change goes ahead.
+        now = store.get_user(user.id)
+        if now is not None and (now.account, now.version) == (user.account, user.version):
+            revoked = store.change_password(
+                user.id,
+                new,
+                expected=now.password_hash,
+                now=int(time.time()),
+                actor=_actor(),
+                keep=keep,
+            )
     if revoked is None:
         raise InvalidCredentials("The password was changed meanwhile.")
     audit.revoked(user.id, revoked, "password_changed", None)

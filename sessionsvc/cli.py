@@ -16,7 +16,7 @@ import click
 from flask.cli import AppGroup
 
 from . import accounts
-from .errors import LastAdmin, StoreUnavailable, UserNotFound, WeakPassword
+from .errors import Busy, LastAdmin, StoreUnavailable, UserNotFound, WeakPassword
 from .logs import configure_logging
 from .models import isotime
 from .state import current_manager, current_state
@@ -36,13 +36,14 @@ def _fail(message: str) -> None:
 
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    """A store that cannot answer, an unknown user, a weak password or the
-    last admin is a one-line message on stderr and exit code 1, not a traceback."""
+    """A store that cannot answer, a busy one (the lock of user changes held
+    too long), an unknown user, a weak password or the last admin is a
+    one-line message on stderr and exit code 1, not a traceback."""
     try:
         yield
     except LastAdmin as exc:
         raise click.ClickException(f"{exc.detail} (--force does it anyway)") from None
-    except (StoreUnavailable, UserNotFound, WeakPassword) as exc:
+    except (StoreUnavailable, Busy, UserNotFound, WeakPassword) as exc:
         raise click.ClickException(exc.detail) from None
 
 

@@ -117,6 +117,15 @@ class Busy(SessionsvcError):
     headers = {"Retry-After": "1"}
 
 
+class AdminsLocked(Busy):
+    """Another change of a user's admin state holds their lock (``accounts``)
+    past the wait: busy, until the lock's lease runs out at the latest."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(max(1, retry_after))}
+
+
 def problem(
     status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import gzip
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 from importlib import resources
 
@@ -30,10 +31,10 @@ from .errors import Busy, WeakPassword
 #: Shortest and longest password the policy accepts, in characters.
 MIN_LENGTH, MAX_LENGTH = 8, 1024
 
-#: The blocklist shipped in the package: the entries of 8 characters or more
-#: of zxcvbn's ranked list of the 30,000 most common passwords, lowercase,
-#: one a line (provenance and license in ``common-passwords.LICENSE``). The
-#: shorter ones are refused by :data:`MIN_LENGTH` already.
+#: The blocklist shipped in the package: zxcvbn's ranked list of the 30,000
+#: most common passwords, lowercase, one a line (provenance and license in
+#: ``common-passwords.LICENSE``). The entries shorter than :data:`MIN_LENGTH`
+#: are there for a password that is one of them with digits added.
 COMMON_PASSWORDS_FILE = "common-passwords.txt.gz"
 #: How many of the most common passwords the blocklist stands for.
 COMMON_PASSWORDS_RANKED = 30_000
@@ -49,10 +50,32 @@ _ARGON2 = "$argon2"
 
 @functools.cache
 def common_passwords() -> frozenset[str]:
-    """The blocklist, read from the package once per process (~11,600
-    entries, about 1 MB in memory)."""
+    """The blocklist, read from the package on first use, once per process
+    (30,000 entries, about 4 MB in memory, ~10 ms)."""
     data = resources.files(__package__).joinpath("data", COMMON_PASSWORDS_FILE).read_bytes()
     return frozenset(gzip.decompress(data).decode().splitlines())
+
+
+#: At most this many digits added at the end of a common password still
+#: make it common: ``football7``, ``sunshine12``, ``password2024``.
+COMMON_SUFFIX_DIGITS = 4
+
+
+def _blocklist_forms(password: str) -> Iterator[str]:
+    """The forms of ``password`` looked up in the blocklist.
+
+    As a guesser would try it: compatibility-normalised (NFKC: ``password``
+    in full-width letters is ``password``), case-folded (``Password1``),
+    without surrounding whitespace (``" password "``; the password itself
+    is stored as typed, never trimmed), and without up to
+    :data:`COMMON_SUFFIX_DIGITS` digits at its end (``football7``).
+    """
+    plain = unicodedata.normalize("NFKC", password).strip().casefold()
+    yield plain
+    for cut in range(1, min(COMMON_SUFFIX_DIGITS, len(plain) - 1) + 1):
+        if not plain[-cut].isdigit():
+            break
+        yield plain[:-cut]
 
 
 def check_policy(username: str, password: str, *, current: str | None = None) -> None:
@@ -65,11 +88,11 @@ def check_policy(username: str, password: str, *, current: str | None = None) ->
         raise WeakPassword(f"The password must be at least {MIN_LENGTH} characters long.")
     if len(password) > MAX_LENGTH:
         raise WeakPassword(f"The password must be at most {MAX_LENGTH} characters long.")
-    # zxcvbn's list is lowercase and meant to match case-insensitively:
-    # "Password1" is as guessable as "password1".
-    if password.lower() in common_passwords():
+    common = common_passwords()
+    if any(form in common for form in _blocklist_forms(password)):
         raise WeakPassword(
-            f"The password is one of the {COMMON_PASSWORDS_RANKED:,} most common passwords; "
+            f"The password is one of the {COMMON_PASSWORDS_RANKED:,} most common passwords "
+            "(ignoring case, spaces around it and digits added at its end); "
             "choose a less common one."
         )
     if password == username:
@@ -134,9 +157,12 @@ class HashSlots:
 
     - a hash for a user signing in from an address it signed in from before
       (``known``) waits up to :data:`KNOWN_WAIT` and takes the next free
-      slot before any other: a flood from elsewhere cannot crowd it out, and
-      no stranger's request gets this place, whatever name it tries (so it
-      tells nothing about which names exist);
+      slot before any other: a flood from elsewhere cannot crowd it out.
+      A stranger from elsewhere never gets this place, whatever name it
+      tries, so it tells nothing about which names exist; one behind the
+      same address (a shared NAT) who names the user does, and may learn
+      that the user signed in from there, which the login limit's
+      exemption (the same test) tells it already;
     - any other waits up to :data:`HASH_WAIT`, and at most ``size`` of them
       wait at once (the next is refused at once), so a flood holds at most
       twice ``size`` request threads of a worker and leaves the rest to the

@@ -114,6 +114,10 @@ def make_app(backend: Backend) -> Iterator[AppFactory]:
             # Tests sign in far more often than the default 10/minute allows;
             # tests/test_limits.py passes its own limits.
             "SESSIONSVC_LOGIN_RATE_LIMIT": "",
+            # Tests sign in many at once on a loaded machine: with the default
+            # (a slot per core) some would be 503 busy. tests/test_passwords.py
+            # passes its own bound.
+            "SESSIONSVC_PASSWORD_HASHES": 64,
             **backend.app_config(),
             **config,
         }

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import SessionManager, create_app, current_manager
+from sessionsvc import SessionManager, accounts, create_app, current_manager
 from tests.clients import JWT_KEY, Auth
 from tests.servers import free_port
 
@@ -243,6 +243,29 @@ def test_the_last_admin_is_kept_unless_forced(
     run(app, "create-user", "ops", "--admin", "--password-stdin", input="ops-password\n")
     result = run(app, "disable-user", "ops")
     assert result.exit_code == 1 and "last admin" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("disable-user", "ops"),
+        ("delete-user", "ops"),
+        ("create-user", "root", "--admin", "--password-stdin"),
+    ],
+)
+def test_a_change_waiting_too_long_for_the_lock_of_user_changes_is_one_line(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    for name in ("ops", "dev"):
+        run(app, "create-user", name, "--admin", "--password-stdin", input=f"{name}-password\n")
+    with app.app_context():
+        store = current_manager().store
+    assert store.lock_admins("a process that died", seconds=10)
+    monkeypatch.setattr(accounts, "ADMIN_LOCK_WAIT", 0.05)
+    result = run(app, *args, input="root-password\n")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: Another change of the admins is in progress")
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_an_admin_who_is_not_the_last_is_disabled_without_force(app: Flask) -> None:

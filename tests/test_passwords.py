@@ -97,6 +97,40 @@ def test_a_login_upgrades_an_older_hash_once(app: Flask, client: FlaskClient) ->
     assert stored_hash(app, "alice") == upgraded  # argon2id stays as it is
 
 
+def test_a_password_change_goes_ahead_when_a_sign_in_upgraded_the_hash_meanwhile(
+    app: Flask, auth: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scrypt = generate_password_hash("the old password")  # werkzeug's default, as before
+    with app.app_context():
+        current_manager().store.create_user(User("alice", scrypt))
+    tokens = auth.login("alice", "the old password")
+    # Upgraded by that sign-in; set back, as if it had been on another device
+    # and were still to come.
+    with app.app_context():
+        current_manager().store.client.hset(current_manager().store.keys.user("alice"), "p", scrypt)
+    hash_password = passwords.hash_password
+    changer = threading.get_ident()
+
+    def sign_in_elsewhere_first(password: str) -> str:
+        if threading.get_ident() == changer and stored_hash(app, "alice") == scrypt:
+            # Between the change's check of the current password and its
+            # store: a sign-in of alice's upgrades the hash.
+            with ThreadPoolExecutor(1) as pool:
+                assert (
+                    pool.submit(login, app, "alice", "the old password").result().status_code == 200
+                )
+            assert stored_hash(app, "alice").startswith(OWASP)
+        return hash_password(password)
+
+    monkeypatch.setattr(passwords, "hash_password", sign_in_elsewhere_first)
+    body = {"current_password": "the old password", "new_password": "a new passphrase of alice"}
+    changed = app.test_client().post(PASSWORD, json=body, headers=Auth.headers(tokens))
+    assert changed.status_code == 200, changed.get_json()
+    monkeypatch.undo()
+    assert login(app, "alice", "a new passphrase of alice").status_code == 200
+    assert login(app, "alice", "the old password").status_code == 401
+
+
 def test_an_upgrade_never_overwrites_a_change_made_meanwhile(app: Flask) -> None:
     old, changed = fast_hash("old password"), fast_hash("new password")
     with app.app_context():
@@ -130,13 +164,48 @@ def test_a_common_password_is_refused_naming_the_rule(password: str) -> None:
         passwords.check_policy("alice", password)
 
 
-def test_the_blocklist_is_the_long_entries_of_the_30000_most_common() -> None:
+@pytest.mark.parametrize(
+    "password",
+    [
+        " password ",  # spaces around it (the password itself is not trimmed)
+        "\tqwerty123\n",
+        "".join(chr(ord(c) + 0xFEE0) for c in "password"),  # full width: NFKC undoes it
+        "".join(chr(ord(c) + 0xFEE0) for c in "PASSWORD1"),
+        "football7",  # a common password and a digit or a few (a year)
+        "sunshine12",
+        "superman007",
+        "password2024",
+        "Baseball1987 ",
+        "shadow77",  # a common password shorter than 8, with digits added
+        "master2000",
+        "love2024",
+        "12340917",  # 1234 and digits
+    ],
+)
+def test_a_common_password_in_another_form_is_refused(password: str) -> None:
+    # None of these is in the list as it is.
+    assert password not in passwords.common_passwords()
+    with pytest.raises(WeakPassword, match=COMMON_RULE):
+        passwords.check_policy("alice", password)
+
+
+@pytest.mark.parametrize(
+    "password", ["football-7", "sunshine123456", "7football", "73920461", "superman 7"]
+)
+def test_only_digits_added_at_the_end_of_a_common_password_are_looked_through(
+    password: str,
+) -> None:
+    passwords.check_policy("alice", password)  # no exception: not a common one
+
+
+def test_the_blocklist_is_the_30000_most_common() -> None:
     common = passwords.common_passwords()
-    # Every entry of 8 characters or more of zxcvbn's ranked 30,000 (the rest
-    # are too short already); entries are lowercase, compared as such.
-    assert len(common) == 11_611
-    assert all(len(entry) >= passwords.MIN_LENGTH and entry == entry.lower() for entry in common)
+    # Every entry of zxcvbn's ranked 30,000, the short ones too (a short one
+    # with digits added is refused); entries are lowercase, compared as such.
+    assert len(common) == passwords.COMMON_PASSWORDS_RANKED == 30_000
+    assert all(entry == entry.lower() for entry in common)
     assert {"12345678", "qwerty123", "password1", "iloveyou1", "baseball"} <= common
+    assert {"dragon", "letmein", "tiger", "love"} <= common
     assert "correct horse battery staple" not in common
 
 
@@ -148,7 +217,8 @@ def test_a_strong_passphrase_passes_and_the_current_password_is_refused() -> Non
 
 
 @pytest.mark.parametrize(
-    ("new", "rule"), [("qwerty123", COMMON_RULE), ("alice-password", CURRENT_RULE)]
+    ("new", "rule"),
+    [("qwerty123", COMMON_RULE), (" Football7 ", COMMON_RULE), ("alice-password", CURRENT_RULE)],
 )
 def test_a_password_change_refuses_a_common_or_the_current_password(
     client: FlaskClient, auth: Auth, new: str, rule: str
@@ -171,7 +241,9 @@ def cli(app: Flask, *args: str, password: str) -> Any:
     )
 
 
-@pytest.mark.parametrize("password", ["12345678", "qwerty123", "password1", "iloveyou1"])
+@pytest.mark.parametrize(
+    "password", ["12345678", "qwerty123", "password1", "iloveyou1", " sunshine12 "]
+)
 def test_the_cli_refuses_a_common_password(app: Flask, auth: Auth, password: str) -> None:
     created = cli(app, "create-user", "bob", password=password)
     assert created.exit_code == 1
@@ -310,6 +382,66 @@ def test_past_the_bound_a_user_signing_in_from_a_known_address_waits_its_turn(
         # A stranger is refused meanwhile; alice gets the first slot that frees.
         assert_problem(login(app, "nobody-else", "a guess"), 503, "busy")
     assert alice.result(10).status_code == 200
+
+
+def test_past_the_bound_a_password_change_from_a_known_address_hashes_its_new_password_in_turn(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Alice, from an address she signed in from, checks her current password
+    # in the one slot while a returning sign-in and a stranger's queue up:
+    # her new password's hash must take its turn as her check did, not be
+    # refused busy behind the stranger once her password was found right.
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=1)
+    slots = state_of(app).hash_slots
+    slots._wait = slots._known_wait = 10
+    auth = Auth(app)
+    tokens = auth.login("alice", "alice-password")
+    auth.login("bob", "bob-password")  # both known at 127.0.0.1 now
+    inside, release = threading.Event(), threading.Event()
+    verify = passwords.verify
+
+    def held_verify(stored: str, password: str) -> tuple[bool, str | None]:
+        if password == "alice-password":
+            inside.set()
+            assert release.wait(10)
+        return verify(stored, password)
+
+    monkeypatch.setattr(passwords, "verify", held_verify)
+    body = {"current_password": "alice-password", "new_password": "a brand new passphrase"}
+    with ThreadPoolExecutor(3) as pool:
+        change = pool.submit(
+            lambda: app.test_client().post(PASSWORD, json=body, headers=Auth.headers(tokens))
+        )
+        assert inside.wait(10)
+        bob = pool.submit(login, app, "bob", "bob-password")
+        waiting(slots, known=1)
+        stranger = pool.submit(login, app, "nobody", "a guess")
+        waiting(slots, known=1, others=1)
+        release.set()
+        assert change.result(10).get_json() == {"revoked": 0}
+        assert bob.result(10).status_code == 200
+        assert stranger.result(10).status_code == 401
+    assert login(app, "alice", "a brand new passphrase").status_code == 200
+
+
+def test_past_the_bound_a_password_change_waits_as_a_returning_user_does(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(SESSIONSVC_PASSWORD_HASHES=2)
+    tokens = Auth(app).login("alice", "alice-password")
+    # From an address alice never signed in from: her token, not the
+    # address, says she is no stranger.
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    body = {"current_password": "alice-password", "new_password": "alice's new passphrase"}
+
+    def change() -> Any:
+        return elsewhere.post(PASSWORD, json=body, headers=Auth.headers(tokens))
+
+    with two_unknown_names_hashing(app, monkeypatch) as pool:
+        changed = pool.submit(change)
+        waiting(state_of(app).hash_slots, known=1)
+    assert changed.result(10).status_code == 200
 
 
 def test_the_openapi_document_says_busy_where_a_password_is_hashed(app: Flask) -> None:

@@ -923,6 +923,45 @@ RECORD_CHANGES: dict[str, Callable[[SessionStore, int], Any]] = {
 }
 
 
+#: A disable and a delete conditional on the record as read.
+CONDITIONAL_CHANGES: dict[str, Callable[[SessionStore, int, User], Any]] = {
+    "disable": lambda s, now, read: s.update_user(
+        "alice", now=now, actor=ACTOR, disabled=True, expected=read
+    ),
+    "delete": lambda s, now, read: s.delete_user("alice", now=now, actor=ACTOR, expected=read),
+}
+
+
+@pytest.mark.parametrize("conditional", list(CONDITIONAL_CHANGES))
+@pytest.mark.parametrize("change", list(RECORD_CHANGES))
+def test_a_change_conditional_on_the_record_refuses_when_it_changed(
+    store: SessionStore, now: int, change: str, conditional: str
+) -> None:
+    read = alice_account(store)
+    RECORD_CHANGES[change](store, now)
+    if change == "deleted":
+        # Gone: the same answer as without a condition.
+        assert CONDITIONAL_CHANGES[conditional](store, now, read) is None
+        return
+    before = store.get_user("alice")
+    with pytest.raises(UserChanged):
+        CONDITIONAL_CHANGES[conditional](store, now, read)
+    assert store.get_user("alice") == before  # nothing changed
+
+
+@pytest.mark.parametrize("conditional", list(CONDITIONAL_CHANGES))
+def test_a_change_conditional_on_the_record_is_made_when_it_is_as_read(
+    store: SessionStore, rc: redis.Redis, now: int, conditional: str
+) -> None:
+    alice_account(store)
+    rc.hdel(store.user_key("alice"), "v")  # a record from before versions
+    read = store.get_user("alice")
+    assert read is not None and read.version == 0
+    assert CONDITIONAL_CHANGES[conditional](store, now, read) is not None
+    after = store.get_user("alice")
+    assert after is None if conditional == "delete" else after is not None and after.disabled
+
+
 @pytest.mark.parametrize("change", list(RECORD_CHANGES))
 def test_open_refuses_when_the_user_record_changed_since_the_sign_in_read_it(
     store: SessionStore, rc: redis.Redis, now: int, change: str
@@ -998,7 +1037,7 @@ def test_admins_leave_drops_a_member_only_if_another_remains(
 ) -> None:
     assert store.lock_admins("t1", seconds=10)
     assert not store.lock_admins("t2", seconds=10)  # one holder at a time
-    assert store.admins_leave("root", token="t1") is AdminsLeft.NO_REGISTRY
+    assert store.admins_leave("root", token="t1") is AdminsLeft.UNDECIDED
     assert store.admins_join(["root", "alice"], token="t1", rebuild=True)
     assert registry(store, rc) == {"", "root", "alice"}
     assert store.admins_leave("bob", token="t1") is AdminsLeft.LEFT  # not a member
@@ -1007,7 +1046,23 @@ def test_admins_leave_drops_a_member_only_if_another_remains(
     assert registry(store, rc) == {"", "root"}
     assert store.admins_leave("root", token="t1", force=True) is AdminsLeft.LEFT_LAST
     assert registry(store, rc) == {""}  # built, and empty
-    assert store.admins_leave("root", token="t1") is AdminsLeft.LEFT
+    # An admin it lacks (made behind its back), and no other member: it
+    # cannot tell whether another admin remains.
+    assert store.admins_leave("root", token="t1") is AdminsLeft.UNDECIDED
+
+
+def test_admins_leave_of_an_admin_the_registry_lacks(store: SessionStore, rc: redis.Redis) -> None:
+    assert store.lock_admins("t", seconds=10)
+    assert store.admins_join([], token="t", start=True)
+    assert registry(store, rc) == {""}
+    assert store.admins_leave("ops", token="t") is AdminsLeft.UNDECIDED
+    assert store.admins_join(["root"], token="t")
+    # Every member is an admin: with root in it, ops may go.
+    assert store.admins_leave("ops", token="t") is AdminsLeft.LEFT
+    assert registry(store, rc) == {"", "root"}
+    # Made only if there is none: its members stay.
+    assert store.admins_join([], token="t", start=True)
+    assert registry(store, rc) == {"", "root"}
 
 
 def test_the_registry_changes_only_under_its_lock(store: SessionStore, rc: redis.Redis) -> None:
@@ -1040,6 +1095,21 @@ def test_a_registry_of_many_admins_is_built_in_parts(store: SessionStore, rc: re
     assert store.admins_join(ids, token="t", rebuild=True, release=True)
     assert registry(store, rc) == {"", *ids}
     assert rc.exists(store.keys.admins_lock()) == 0
+
+
+#: User ids the registry of admins must hold as they are: braces, colons,
+#: text outside ASCII, a lone surrogate (a valid JSON string; see user_tag).
+ODD_IDS = ["a{b}:c", "}{", "é✓𝄞", "\udcff", "admins", "x" * 300]
+
+
+def test_the_registry_holds_any_user_id(store: SessionStore) -> None:
+    assert store.lock_admins("t", seconds=10)
+    assert store.admins_join(ODD_IDS, token="t", rebuild=True)
+    assert store.admins_members() == set(ODD_IDS)
+    for user_id in ODD_IDS[:-1]:
+        assert store.admins_leave(user_id, token="t") is AdminsLeft.LEFT
+    assert store.admins_leave(ODD_IDS[-1], token="t") is AdminsLeft.LAST
+    assert store.admins_members() == {ODD_IDS[-1]}
 
 
 def test_the_registry_and_its_lock_share_a_slot_of_their_own(store: SessionStore) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..accounts import ADMIN_LOCK_WAIT
 from ..models import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX
 from ..payloads import BOOLEAN_VALUES, MAX_BODY
 from .schemas import ref
@@ -90,6 +91,16 @@ _USER_ID = _path_parameter(
 _FORBIDDEN = {"403": _problem("The token has no admin role (`forbidden`).")}
 _ADMIN_ERRORS = {**_FORBIDDEN, **_AUTH_ERRORS}
 _USER_NOT_FOUND = {"404": _problem("No such user (`user_not_found`).")}
+#: A change of a user: it may also wait too long for the lock of user changes.
+_USER_CHANGE_UNAVAILABLE = {
+    "503": _problem(
+        "The session store is unreachable (`store_unavailable`), or, for a change of an "
+        "admin or one making an admin, another such change held their lock throughout a "
+        f"{ADMIN_LOCK_WAIT:g} s wait (`busy`, nothing changed); `Retry-After` says when to "
+        "try again.",
+        retry_after=True,
+    )
+}
 _LAST_ADMIN = {
     "409": _problem(
         "The user is the last admin who is not disabled; the change would leave none "
@@ -260,6 +271,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             **_LAST_ADMIN,
             **_TOO_LARGE,
             **_ADMIN_ERRORS,
+            **_USER_CHANGE_UNAVAILABLE,
         },
     },
     "admin_delete_user": {
@@ -275,6 +287,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             **_USER_NOT_FOUND,
             **_LAST_ADMIN,
             **_ADMIN_ERRORS,
+            **_USER_CHANGE_UNAVAILABLE,
         },
     },
     "admin_list_user_sessions": {

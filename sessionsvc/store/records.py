@@ -87,8 +87,10 @@ class AdminsLeft(enum.IntEnum):
 
     #: The lock is not the caller's any more (its lease ran out): nothing changed.
     LOCK_LOST = -2
-    #: There is no registry (a deployment from before it): build it, ask again.
-    NO_REGISTRY = -1
+    #: The registry cannot decide: there is none (a deployment from before
+    #: it), or it lacks the user and holds no other admin (one made behind
+    #: its back). Build it, ask again.
+    UNDECIDED = -1
     #: The user is the last admin: nothing changed.
     LAST = 0
     #: Dropped, or it was not a member.
@@ -98,9 +100,10 @@ class AdminsLeft(enum.IntEnum):
 
 
 class UserChanged(Exception):
-    """The user record is not what the sign-in checked any more: deleted (or
+    """The user record is not what the caller read any more: deleted (or
     another account under the name), or its password, roles or disabled
-    state changed. No session was opened: check the credentials again."""
+    state changed. Nothing was done (no session opened, no change made):
+    read it again."""
 
 
 #: Receives the security events a script recorded: ``(user_id, events)``.

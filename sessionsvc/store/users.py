@@ -14,7 +14,7 @@ from typing import Any, cast
 from ..models import User
 from .base import StoreBase
 from .codec import roles_of, roles_text, user_fields, user_from_hash
-from .records import Actor, AdminsLeft
+from .records import Actor, AdminsLeft, UserChanged
 
 
 class UserStore(StoreBase):
@@ -47,19 +47,34 @@ class UserStore(StoreBase):
             return bool(self._run("create_user", self._user_keys(user.id), args))
 
     def delete_user(
-        self, user_id: str, *, now: int | None = None, actor: Actor | None = None
+        self,
+        user_id: str,
+        *,
+        now: int | None = None,
+        actor: Actor | None = None,
+        expected: User | None = None,
     ) -> list[str] | None:
         """Delete a user with every session, its events and history; atomic.
 
         Webhooks still hear of each session revoked (``user_deleted``).
 
+        :param expected: the record as the caller read it: deleted only if
+            it is still that account at that version.
         :returns: the ids of the sessions revoked; ``None`` for no such user.
+        :raises UserChanged: it is not (nothing changed).
         """
         when = int(time.time()) if now is None else now
-        args = [when, self.session_key(user_id, ""), *self._event_args(when, actor or Actor())]
+        args = [
+            when,
+            self.session_key(user_id, ""),
+            *self._event_args(when, actor or Actor()),
+            *_expected(expected),
+        ]
         keys = [*self._user_keys(user_id), *self.stream_keys(user_id)]
         with self._available():
             revoked = self._run("delete_user", keys, args)
+        if revoked == 0:
+            raise UserChanged("The user record changed since it was read.")
         return None if revoked is None else [str(sid) for sid in revoked]
 
     def update_user(
@@ -70,14 +85,18 @@ class UserStore(StoreBase):
         actor: Actor,
         disabled: bool | None = None,
         roles: tuple[str, ...] | None = None,
+        expected: User | None = None,
     ) -> tuple[str, list[str]] | None:
         """Disable, enable or set the roles of a user; atomic with the revocations.
 
         Disabling revokes every session (``user_disabled``); so does a change
         of roles (``roles_changed``).
 
+        :param expected: the record as the caller read it: changed only if
+            it is still that account at that version.
         :returns: the reason sessions were revoked (``""`` for none) and their
             ids; ``None`` for no such user.
+        :raises UserChanged: it is not (nothing changed).
         """
         args = [
             now,
@@ -86,6 +105,7 @@ class UserStore(StoreBase):
             "" if disabled is None else "1" if disabled else "0",
             "0" if roles is None else "1",
             roles_text(roles or ()),
+            *_expected(expected),
         ]
         keys = [
             self.user_key(user_id),
@@ -97,6 +117,8 @@ class UserStore(StoreBase):
             result = self._run("update_user", keys, args)
         if result is None:
             return None
+        if result == 0:
+            raise UserChanged("The user record changed since it was read.")
         return str(result[0]), [str(sid) for sid in result[1:]]
 
     def set_password_hash(self, user_id: str, new: str, *, expected: str) -> bool:
@@ -147,12 +169,28 @@ class UserStore(StoreBase):
         with self._available():
             return bool(self.client.set(self.keys.admins_lock(), token, nx=True, ex=seconds))
 
+    def admins_lock_left(self) -> float:
+        """Seconds until the lock of admin changes is free at the latest (``0``: free)."""
+        with self._available():
+            left = int(self.client.pttl(self.keys.admins_lock()))
+        return max(left, 0) / 1000
+
+    def admins_members(self) -> set[str]:
+        """The users the registry of admins holds (none when it is not built)."""
+        with self._available():
+            # Raw bytes: a lone surrogate's do not decode strictly.
+            raw = cast(Any, self.client).execute_command(
+                "SMEMBERS", self.keys.admins(), NEVER_DECODE=True
+            )
+        return {member.decode("utf-8", "surrogatepass") for member in raw} - {""}
+
     def admins_leave(self, user_id: str, *, token: str, force: bool = False) -> AdminsLeft:
         """Drop a user from the registry of admins, unless it is the last
         (``force``: even then); one atomic step, under the lock ``token``."""
         keys = [self.keys.admins(), self.keys.admins_lock()]
+        args = [token, _member(user_id), int(force)]
         with self._available():
-            return AdminsLeft(int(self._run("admins_leave", keys, [token, user_id, int(force)])))
+            return AdminsLeft(int(self._run("admins_leave", keys, args)))
 
     def admins_join(
         self,
@@ -160,27 +198,34 @@ class UserStore(StoreBase):
         *,
         token: str,
         rebuild: bool = False,
+        start: bool = False,
         release: bool = False,
     ) -> bool:
         """Add users to the registry of admins (``rebuild``: make it hold just
-        them), then release the lock if asked; ``False`` (nothing changed)
-        when the lock is not ``token``'s."""
+        them; ``start``: make it first if there is none), then release the
+        lock if asked; ``False`` (nothing changed) when the lock is not
+        ``token``'s."""
         keys = [self.keys.admins(), self.keys.admins_lock()]
         # Lua's unpack() takes some thousands of values at most: in parts.
-        parts = [user_ids[i : i + 1000] for i in range(0, len(user_ids), 1000)] or [[]]
+        members = [_member(user_id) for user_id in user_ids]
+        parts = [members[i : i + 1000] for i in range(0, len(members), 1000)] or [[]]
+        make = "2" if rebuild else "1" if start else "0"
         with self._available():
             for i, part in enumerate(parts):
                 last = i == len(parts) - 1
-                args = [token, int(rebuild and i == 0), int(release and last), *part]
+                args = [token, make if i == 0 else "0", int(release and last), *part]
                 if not self._run("admins_join", keys, args):
                     return False
         return True
 
-    def enabled_users_with_role(self, role: str) -> list[str]:
-        """The ids of the users who hold ``role`` and are not disabled (a
-        ``SCAN`` of every user record, read in pipelined batches)."""
+    def enabled_users_with_role(
+        self, role: str, *, among: Sequence[str] | None = None
+    ) -> list[str]:
+        """The ids of the users who hold ``role`` and are not disabled: of
+        ``among``, or of every user (a ``SCAN`` of every user record); the
+        records are read in pipelined batches."""
         found: list[str] = []
-        ids = self.user_ids()
+        ids = self.user_ids() if among is None else among
         with self._available():
             for start in range(0, len(ids), 1000):
                 batch = ids[start : start + 1000]
@@ -198,3 +243,15 @@ class UserStore(StoreBase):
             found = cast(Any, self.client).scan_iter(match=self.keys.user_pattern(), count=1000)
             ids = {self.keys.user_id_of(key) for key in found}
         return sorted(user_id for user_id in ids if user_id is not None)
+
+
+def _expected(user: User | None) -> list[Any]:
+    """The account and version a script compares the record with ('': none)."""
+    return ["", ""] if user is None else [user.account, user.version]
+
+
+def _member(user_id: str) -> bytes:
+    """A user id as a member of the registry of admins: its UTF-8 bytes, a
+    lone surrogate too (as in :func:`~.keys.user_tag`), which the client's
+    own encoding would refuse."""
+    return user_id.encode("utf-8", "surrogatepass")

@@ -8,12 +8,18 @@
 -- ARGV: 1 the lock's token, 2 the user id, 3 '1' to drop it even if it is
 --       the last (the CLI's --force)
 -- Returns -2 when the lock is not the caller's (its lease ran out: nothing
--- changed), -1 when there is no registry (build it, then ask again), 0 when
--- the user is the last admin (nothing changed), 1 when dropped (or not a
--- member), 2 when dropped although the last (forced).
+-- changed), -1 when the registry cannot decide (there is none, or it lacks
+-- the user, whom the caller found an admin, and holds no other: build it,
+-- then ask again), 0 when the user is the last admin (nothing changed), 1
+-- when dropped (or not a member while another is), 2 when dropped although
+-- the last (forced).
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -2 end
 if redis.call('SISMEMBER', KEYS[1], '') == 0 then return -1 end
-if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return 1 end
+if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then
+  -- Every member is an admin (see sessionsvc/accounts.py): one remains.
+  if redis.call('SCARD', KEYS[1]) > 1 then return 1 end
+  return -1
+end
 local last = redis.call('SCARD', KEYS[1]) <= 2
 if last and ARGV[3] ~= '1' then return 0 end
 redis.call('SREM', KEYS[1], ARGV[2])

@@ -5,8 +5,11 @@
 --       are on (see events.lua)
 -- ARGV: 1 now, 2 session key prefix, 3 events max, 4 events ttl,
 --       5 event head, 6 event id, 7 disabled: '1', '0' or '' (no change),
---       8 '1' to set the roles to 9 (comma-separated, '' for none)
--- Returns false when there is no such user, else {reason or '', revoked ids...}.
+--       8 '1' to set the roles to 9 (comma-separated, '' for none),
+--       10 the account and 11 the version the caller read, or '' (any)
+-- Returns false when there is no such user, 0 when it is not the account
+-- and version the caller read (nothing changed), else {reason or '',
+-- revoked ids...}.
 -- (Nothing here is recorded in the activity-event list.)
 local EA = nil
 local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
@@ -14,6 +17,10 @@ local EV, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
 local IDX, PREFIX = 2, ARGV[2]
 --@include events
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[11] and ARGV[11] ~= '' then
+  local u = redis.call('HMGET', KEYS[1], 'a', 'v')
+  if u[1] ~= ARGV[10] or (u[2] or '0') ~= ARGV[11] then return 0 end
+end
 local reason = ''
 local enabled = false
 local was = redis.call('HMGET', KEYS[1], 'd', 'roles')
