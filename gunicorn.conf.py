@@ -48,13 +48,14 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 # Threaded workers (gunicorn's gthread, see sessionsvc.serving.Worker): a
 # request spends its time in one Redis round trip and a JWT decode, both
-# short, so threads cost little. A worker's poller reads each request's line
-# and headers without blocking and takes a thread only once they have all
-# arrived, so clients sending slowly or nothing hold no thread (with sync
-# workers two such clients stopped the service). A request gets 10 s from
-# its first byte for its headers and 30 s for its body, read by a thread
-# (408 / 400 after that). A proxy in front should still buffer requests
-# (README, "Operations"). Scale with WEB_CONCURRENCY (about two per core).
+# short, so threads cost little. A worker's poller reads each request's line,
+# headers and body (up to 64 KiB) without blocking and takes a thread only
+# once they have all arrived, so clients sending slowly or nothing hold no
+# thread (with sync workers two such clients stopped the service). A request
+# gets 10 s from its first byte for its headers and 30 s for its body (408 /
+# 400 after that); a client has 30 s to take its response. A proxy in front
+# should still buffer requests and responses (README, "Operations"). Scale
+# with WEB_CONCURRENCY (about two per core).
 # The store's Redis client is made lazily in each worker after the fork
 # (SessionStore.client checks the pid), so no connection is shared across
 # processes, with or without --preload; a worker's pool holds at most one

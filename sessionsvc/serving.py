@@ -3,13 +3,16 @@
 - :class:`Worker`: gunicorn's threaded worker, changed so that a slow or
   silent client holds no thread. Its poller (the loop that accepts
   connections) reads each request head itself, without blocking, a
-  connection's bytes buffered until the head is whole, and only then hands
-  the connection to a thread, which parses the head from that buffer; a
-  kept-alive connection's next request comes back the same way. A head has
+  connection's bytes buffered until the head is whole, and then the body
+  the head announces (:func:`body_of`), and only then hands the connection
+  to a thread, which parses the request from that buffer; a kept-alive
+  connection's next request comes back the same way. A head has
   :data:`HEAD_TIMEOUT` seconds from its first byte (then 408), a body
-  :data:`BODY_TIMEOUT` seconds. A client address holds at most
-  :attr:`Worker.max_connections_per_client` open connections in a worker;
-  past that its new ones are closed at once, unanswered; and a worker
+  :data:`BODY_TIMEOUT` seconds from the head's end, a response
+  :data:`RESPONSE_TIMEOUT` seconds to be taken by the client (a thread
+  writes it, and a client that stops reading holds that thread so long).
+  A client address holds at most :attr:`Worker.max_connections_per_client`
+  open connections in a worker; past that its new ones are closed at once, unanswered; and a worker
   holding as many connections as gunicorn lets it closes its longest-silent
   one for each new one, where gthread would stop accepting. Connections are
   closed gracefully in the poller too (gthread's own close waited for the
@@ -28,8 +31,10 @@ gunicorn is the ``server`` extra: only a gunicorn process imports this.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import secrets
 import selectors
 import socket
@@ -50,12 +55,16 @@ from .app import REQUEST_ID, ROUTE
 from .devices import normalised
 from .errors import SessionsvcError, error_response, http_error_response
 from .logs import JsonLines, json_line
+from .payloads import MAX_BODY
 from .store.keys import address_group
 
 #: Seconds a client has to send a request line and its headers, from their first byte.
 HEAD_TIMEOUT = 10.0
 #: Seconds a client has to send a request body (the service reads 64 KiB at most).
 BODY_TIMEOUT = 30.0
+#: Seconds a client has to take a response, from its request's end: a client
+#: that stops reading holds a thread only that long.
+RESPONSE_TIMEOUT = 30.0
 #: Bytes of a request head the poller holds for a connection. gunicorn's limits
 #: allow heads of about 800 KiB: one not whole by then is read on by a thread,
 #: by the same deadline.
@@ -64,34 +73,82 @@ HEAD_BUFFER = 64 * 1024
 #: the bytes read from it meanwhile (gunicorn's graceful close).
 LINGER = 2.0
 LINGER_BYTES = 64 * 1024
+#: Bytes of a chunked request body the poller holds (room for the chunks'
+#: framing around the largest body the service reads).
+CHUNKED_BUFFER = 2 * MAX_BODY
+
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class HeadTimeout(http_errors.ParseException):
     """The client did not send its request line and headers in time."""
 
 
+class ResponseTimeout(BrokenPipeError):
+    """The client did not take its response in time (closed like a client gone)."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EPIPE, "the response was not taken in time")
+
+
 class _TimedSocket:
-    """A connection's socket whose reads end at a deadline.
+    """A connection's socket whose reads and writes end at deadlines.
 
     The worker starts a deadline for each request's head and then for its
     body. Reading the head past it raises :class:`HeadTimeout` (answered 408
     by :meth:`Worker.handle_error`); reading the body past it raises
-    ``TimeoutError``, which the app takes as a client gone (400). Everything
-    else is the socket's own.
+    ``TimeoutError``, which the app takes as a client gone (400). Writing the
+    response past its own deadline raises :class:`ResponseTimeout`, and the
+    connection is closed. Everything else is the socket's own.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.deadline = 0.0
         self.in_head = True
+        self.send_deadline = 0.0
 
     def start_head(self, deadline: float) -> None:
         self.deadline = deadline
         self.in_head = True
+        self.send_deadline = 0.0
 
-    def start_body(self) -> None:
-        self.deadline = time.monotonic() + BODY_TIMEOUT
+    def start_body(self, deadline: float | None = None) -> None:
+        self.deadline = deadline or time.monotonic() + BODY_TIMEOUT
         self.in_head = False
+        self.send_deadline = time.monotonic() + RESPONSE_TIMEOUT
+
+    def sendall(self, data: Any) -> None:
+        if self._sock.gettimeout() == 0.0:  # gunicorn's write_nonblock: as asked
+            self._sock.sendall(data)
+            return
+        remaining = (self.send_deadline or time.monotonic() + RESPONSE_TIMEOUT) - time.monotonic()
+        if remaining <= 0:
+            raise ResponseTimeout()
+        self._sock.settimeout(remaining)
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            raise ResponseTimeout() from None
+        finally:
+            self._sock.settimeout(None)
+
+    def send(self, data: Any) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """The file through :meth:`sendall`, so its deadline holds for the whole file
+        (``socket.sendfile``'s timeout holds for each wait, however many)."""
+        file.seek(offset)
+        sent = 0
+        while count is None or sent < count:
+            chunk = file.read(65536 if count is None else min(65536, count - sent))
+            if not chunk:
+                break
+            self.sendall(chunk)
+            sent += len(chunk)
+        return sent
 
     def recv(self, size: int) -> bytes:
         remaining = self.deadline - time.monotonic()
@@ -112,7 +169,7 @@ class _TimedSocket:
         return getattr(self._sock, name)
 
 
-def head_ready(head: bytes, start: int, line_limit: int) -> bool:
+def head_ready(head: bytes | bytearray, start: int, line_limit: int) -> bool:
     """Whether gunicorn's parser can act on ``head`` without waiting for more.
 
     ``start`` is where the bytes just added begin. True once the head has
@@ -124,6 +181,74 @@ def head_ready(head: bytes, start: int, line_limit: int) -> bool:
     if head.count(b"\n", start) != head.count(b"\r\n", max(start - 1, 0)):
         return True  # an LF without its CR among the new bytes
     return 0 < line_limit < len(head) - 2 and head.find(b"\n", 0, line_limit + 3) < 0
+
+
+class _Body:
+    """The body the poller waits for behind a whole head (see :func:`body_of`)."""
+
+    def __init__(self, start: int, length: int | None) -> None:
+        self.start = start
+        #: Its Content-Length; None: chunked.
+        self.length = length
+        #: Chunked: where the next chunk's size line starts.
+        self.at = start
+
+    def arrived(self, data: bytearray) -> bool:
+        """Whether a thread can read it without waiting: all of it has come,
+        or it is malformed (gunicorn refuses it) or larger than the poller holds."""
+        if self.length is not None:
+            return len(data) >= self.start + self.length
+        if len(data) - self.start > CHUNKED_BUFFER:
+            return True
+        while True:
+            end = data.find(b"\r\n", self.at, self.at + 1024)
+            if end < 0:
+                return len(data) - self.at > 1024  # a size line that long is refused
+            size = bytes(data[self.at : end]).split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(size):
+                return True
+            if int(size, 16) == 0:  # the last chunk, then trailers up to an empty line
+                return data.find(b"\r\n\r\n", end) >= 0
+            following = end + 2 + int(size, 16) + 2
+            if following > len(data):
+                return False
+            self.at = following
+
+
+def body_of(head: bytearray) -> tuple[_Body, bool] | None:
+    """The body a whole request head announces, for the poller to wait for,
+    and whether the client waits for ``100 Continue`` before sending it.
+
+    None when there is none, or when gunicorn refuses the head, or when the
+    service refuses the body unread (a Content-Length over ``MAX_BODY``):
+    then a thread takes the request at once, as before.
+    """
+    end = head.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = bytes(head[:end]).split(b"\r\n")
+    if not lines[0]:  # the one empty line gunicorn allows before a request
+        lines.pop(0)
+    length: int | None = None
+    chunked = expect = False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.lower(), value.strip().lower()
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif name == b"transfer-encoding":
+            if chunked or value != b"chunked":
+                return None
+            chunked = True
+        elif name == b"expect":
+            expect = value == b"100-continue" and lines[0].endswith(b"HTTP/1.1")
+    if chunked and length is None:
+        return _Body(end + 4, None), expect
+    if chunked or not length or length > MAX_BODY:
+        return None
+    return _Body(end + 4, length), expect
 
 
 def received(sock: socket.socket, size: int) -> bytes | None:
@@ -160,10 +285,16 @@ class _Connection(gthread.TConn):
         self.data_ready = True  # gthread's own wait for the first byte: the poller did it
         self.worker = worker
         self.client_key = client_of(addr)
-        #: What has arrived of the next request head, and when it must be whole
-        #: (None: nothing yet, the connection waits as a kept-alive one).
-        self.head = b""
+        #: What has arrived of the next request (its head, and then its body),
+        #: and when the head must be whole (None: nothing yet, the connection
+        #: waits as a kept-alive one).
+        self.head = bytearray()
         self.head_deadline: float | None = None
+        #: Once the head is whole, the body the poller waits for, by when, and
+        #: whether the poller told the client to send it (100 Continue).
+        self.body: _Body | None = None
+        self.body_deadline: float | None = None
+        self.continued = False
         #: In the poller, waiting for (the rest of) a head.
         self.waiting = False
         #: Bytes read from it while it closes (see :meth:`Worker.linger`).
@@ -192,9 +323,10 @@ class Worker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connections_of: Counter[str | None] = Counter()
-        #: (deadline, connection) of heads being read, oldest first; an entry
-        #: whose connection has moved on since is skipped.
+        #: (deadline, connection) of heads being read, oldest first, and of
+        #: bodies; an entry whose connection has moved on since is skipped.
         self.heads: deque[tuple[float, _Connection]] = deque()
+        self.bodies: deque[tuple[float, _Connection]] = deque()
         #: (deadline, connection) of gracefully closing connections.
         self.lingering: deque[tuple[float, _Connection]] = deque()
 
@@ -232,12 +364,14 @@ class Worker(ThreadWorker):
         self.poller.register(conn.raw, selectors.EVENT_READ, partial(self.on_head_readable, conn))
         conn.waiting = True
         conn.head_deadline = None
+        conn.body = conn.body_deadline = None
+        conn.continued = False
         conn.set_timeout()
         if not self.alive:
             conn.timeout = min(conn.timeout, time.monotonic() + gthread.STOP_KEEPALIVE_LINGER)
         self.keepalived_conns.append(conn)
         if conn.head:  # sent behind the last request (pipelined)
-            head, conn.head = conn.head, b""
+            head, conn.head = conn.head, bytearray()
             self.add_to_head(conn, head)
 
     def on_head_readable(self, conn: _Connection, _sock: Any) -> None:
@@ -251,22 +385,42 @@ class Worker(ThreadWorker):
         data = received(conn.raw, HEAD_BUFFER)
         if data is None:
             return
-        if not data:  # the client closed the connection
+        if not data:  # the client closed the connection (or its side of it)
             self.stop_waiting(conn)
+            if conn.body is not None:  # after a whole head: answered as a body cut short
+                self.enqueue_req(conn)
+                return
             self.nr_conns -= 1
             conn.close()
             return
         self.add_to_head(conn, data)
 
-    def add_to_head(self, conn: _Connection, data: bytes) -> None:
-        """Add bytes to a connection's head; hand it to a thread once gunicorn can parse it."""
+    def add_to_head(self, conn: _Connection, data: bytes | bytearray) -> None:
+        """Add bytes to a connection's request; hand it to a thread once gunicorn
+        can parse its head and read its body without waiting."""
         if conn.head_deadline is None:  # its first bytes start the head's deadline
             self.keepalived_conns.remove(conn)
             conn.head_deadline = time.monotonic() + HEAD_TIMEOUT
             self.heads.append((conn.head_deadline, conn))
         start = len(conn.head)
         conn.head += data
-        if head_ready(conn.head, start, self.cfg.limit_request_line):
+        if conn.body is None:
+            if not head_ready(conn.head, start, self.cfg.limit_request_line):
+                return
+            announced = body_of(conn.head)
+            if announced is None:
+                self.stop_waiting(conn)
+                self.enqueue_req(conn)
+                return
+            # A slow body holds no thread either: it has BODY_TIMEOUT from here.
+            conn.body, expect = announced
+            conn.body_deadline = time.monotonic() + BODY_TIMEOUT
+            self.bodies.append((conn.body_deadline, conn))
+            if expect and not conn.body.arrived(conn.head):
+                conn.continued = True
+                with contextlib.suppress(OSError):  # a fresh socket's buffer has room
+                    conn.raw.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if conn.body.arrived(conn.head):
             self.stop_waiting(conn)
             self.enqueue_req(conn)
 
@@ -282,9 +436,15 @@ class Worker(ThreadWorker):
         (gthread's own pending connections, deferred by a thread, are none here.)
         """
         now = time.monotonic()
+        while self.bodies and self.bodies[0][0] <= now:
+            deadline, conn = self.bodies.popleft()
+            if conn.waiting and conn.body_deadline == deadline:
+                # Its thread finds the deadline passed: the app's answer to a client gone.
+                self.stop_waiting(conn)
+                self.enqueue_req(conn)
         while self.heads and self.heads[0][0] <= now:
             deadline, conn = self.heads.popleft()
-            if conn.waiting and conn.head_deadline == deadline:
+            if conn.waiting and conn.head_deadline == deadline and conn.body is None:
                 self.stop_waiting(conn)
                 self.handle_error(None, conn.raw, conn.client, HeadTimeout())
                 self.nr_conns -= 1
@@ -297,7 +457,7 @@ class Worker(ThreadWorker):
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         # gthread's loop wakes every second: sooner when a deadline falls due.
-        for due in (self.heads, self.lingering):
+        for due in (self.heads, self.bodies, self.lingering):
             if due:
                 timeout = min(timeout, max(due[0][0] - time.monotonic(), 0.0))
         super().wait_for_and_dispatch_events(timeout)
@@ -353,7 +513,7 @@ class Worker(ThreadWorker):
             conn.close(graceful=True)
             return
         # What the client sent behind the request (its next one) starts the next head.
-        conn.head = conn.parser.unreader.take_buffered()
+        conn.head = bytearray(conn.parser.unreader.take_buffered())
         self.wait_for_head(conn)
 
     def handle(self, conn: _Connection) -> Any:
@@ -365,13 +525,15 @@ class Worker(ThreadWorker):
             conn.sock.start_head(conn.head_deadline or time.monotonic() + HEAD_TIMEOUT)
         if conn.head:
             conn.init()  # the parser, made on the first request
-            conn.parser.unreader.unread(conn.head)
-            conn.head = b""
+            conn.parser.unreader.unread(bytes(conn.head))
+            conn.head = bytearray()
         return super().handle(conn)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         if isinstance(conn.sock, _TimedSocket):
-            conn.sock.start_body()
+            conn.sock.start_body(conn.body_deadline)
+        if conn.continued:  # told already, by the poller
+            req._expected_100_continue = False
         return super().handle_request(req, conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:

@@ -23,7 +23,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sessionsvc.serving import HEAD_BUFFER, HEAD_TIMEOUT, client_of
+from sessionsvc.serving import (
+    HEAD_BUFFER,
+    HEAD_TIMEOUT,
+    ResponseTimeout,
+    _TimedSocket,
+    body_of,
+    client_of,
+)
 from tests.backends import served
 from tests.clients import CHROME, http
 from tests.servers import Gunicorn, service_env
@@ -176,6 +183,138 @@ def test_clients_that_keep_their_side_open_after_the_answer_delay_nobody(
         assert_healthz_prompt(shipped.port)
     finally:
         stop.set()
+
+
+def test_forty_slow_bodies_delay_nobody(shipped: Gunicorn) -> None:
+    # A whole head, then its body a byte a second: the poller reads bodies
+    # too, so a thread is taken only once one has all arrived. Read by
+    # threads, forty of them had held both workers' 32 threads for the
+    # body's 30 s (/healthz 29 s).
+    body = json.dumps({"username": "alice", "password": "x" * 20}).encode()
+    framings = {
+        "length": (b"Content-Length: %d\r\n" % len(body), [body[:1], body[1:2], body[2:]]),
+        "chunked": (
+            b"Transfer-Encoding: chunked\r\n",
+            [
+                b"1\r\n" + body[:1],
+                b"\r\n1\r\n" + body[1:2] + b"\r",
+                b"\n%x\r\n" % (len(body) - 2) + body[2:] + b"\r\n0\r\n\r\n",
+            ],
+        ),
+    }
+    clients = []
+    for n in range(40):
+        framing, pieces = framings["chunked" if n % 2 else "length"]
+        sock = connect(shipped.port, f"127.0.0.{10 + n % 20}")
+        sock.sendall(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\n" + framing + b"\r\n" + pieces[0]
+        )
+        clients.append((sock, pieces))
+    try:
+        for piece in range(1, 3):
+            assert_healthz_prompt(shipped.port)
+            for sock, pieces in clients:
+                sock.sendall(pieces[piece])
+        # Each body, once whole, is served: a wrong password.
+        for sock, _ in clients:
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            status, _, problem = parse(answer)
+            assert (status, json.loads(problem)["code"]) == (401, "invalid_credentials")
+    finally:
+        for sock, _ in clients:
+            sock.close()
+
+
+def test_a_body_the_client_sends_after_100_continue_is_served(shipped: Gunicorn) -> None:
+    body = json.dumps({"username": "alice", "password": PASSWORD}).encode()
+    with socket.create_connection(("127.0.0.1", shipped.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nUser-Agent: " + CHROME.encode() + b"\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    # Told once (by the poller), not again by the thread that serves it.
+    assert b"100 Continue" not in answer
+    assert parse(answer)[0] == 200
+
+
+def test_the_poller_waits_for_the_body_a_head_announces() -> None:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n"
+    request = bytearray(head % b"Content-length:  5 \r\nExpect: 100-Continue")
+    announced = body_of(request)
+    assert announced is not None
+    length, expect = announced
+    assert expect
+    assert not length.arrived(request + b"abcd")
+    assert length.arrived(request + b"abcdeGET")
+    # Chunked, read on from where the last piece ended; extensions and trailers.
+    announced = body_of(bytearray(head % b"Transfer-Encoding: chunked"))
+    assert announced is not None and not announced[1]
+    chunked = announced[0]
+    request = bytearray(head % b"Transfer-Encoding: chunked")
+    for piece, whole in [
+        (b"3;x=y\r\nab", False),
+        (b"c\r\n", False),
+        (b"0\r\nX-Trailer: 1\r\n", False),
+        (b"\r\n", True),
+    ]:
+        request += piece
+        assert chunked.arrived(request) is whole
+    # A malformed chunk is gunicorn's to refuse: a thread takes it at once.
+    assert body_of(bytearray(head % b"Transfer-Encoding: chunked"))[0].arrived(  # type: ignore[index]
+        bytearray(head % b"Transfer-Encoding: chunked") + b"zz\r\n"
+    )
+    # No body, or one refused unread, or a head gunicorn refuses: no wait.
+    for fields in (
+        b"Content-Length: 0",
+        b"Content-Length: 65537",
+        b"Content-Length: -1",
+        b"Content-Length: 5\r\nContent-Length: 5",
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip, chunked",
+        b"X-Other: 1",
+    ):
+        assert body_of(bytearray(head % fields)) is None, fields
+
+
+def test_a_client_that_stops_reading_holds_a_thread_only_until_the_response_deadline() -> None:
+    server, client = socket.socketpair()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    timed = _TimedSocket(server)
+    outcome: list[BaseException] = []
+
+    def write(send: Any) -> None:
+        timed.send_deadline = time.monotonic() + 0.5
+        try:
+            send()
+        except OSError as exc:
+            outcome.append(exc)
+
+    with open("/dev/zero", "rb") as zeros:
+        try:
+            for send in (
+                lambda: timed.sendall(b"x" * 8_000_000),
+                lambda: timed.sendfile(zeros, 0, 8_000_000),
+            ):
+                writer = threading.Thread(target=write, args=(send,), daemon=True)
+                started = time.monotonic()
+                writer.start()
+                writer.join(5)
+                assert not writer.is_alive()
+                assert isinstance(outcome.pop(), ResponseTimeout)
+                assert time.monotonic() - started < 2
+        finally:
+            client.close()
+            server.close()
 
 
 def send_slowly(sock: socket.socket, data: bytes, pieces: int) -> None:
