@@ -71,7 +71,8 @@ threads = int(os.environ.get("SESSIONSVC_THREADS", "16"))
 # worker_connections (gunicorn's 1000; each an open file, see ulimit -n),
 # so one address takes a tenth of them: 3,000 silent connections from one
 # address leave 200 open (2 workers) and the rest are closed at once. A
-# full worker closes its longest-silent connection for each new one.
+# full worker closes its longest-silent connection (or else the one whose
+# request has been arriving the longest) for each new one.
 max_connections_per_client = int(os.environ.get("SESSIONSVC_MAX_CONNECTIONS_PER_CLIENT", "100"))
 # A request waits at most SESSIONSVC_STORE_TIMEOUT (0.5 s) for Redis: 30 s
 # only catches a stuck worker.

@@ -13,8 +13,9 @@
   writes it, and a client that stops reading holds that thread so long).
   A client address holds at most :attr:`Worker.max_connections_per_client`
   open connections in a worker; past that its new ones are closed at once, unanswered; and a worker
-  holding as many connections as gunicorn lets it closes its longest-silent
-  one for each new one, where gthread would stop accepting. Connections are
+  holding as many connections as gunicorn lets it closes one waiting in the
+  poller (:meth:`Worker.longest_waiting`) for each new one, where gthread
+  would stop accepting. Connections are
   closed gracefully in the poller too (gthread's own close waited for the
   client in its loop, up to 2 s). What gunicorn refuses before the app runs
   (a request line or headers too long, a malformed request) is answered with
@@ -343,16 +344,32 @@ class Worker(ThreadWorker):
             util.close(sock)  # at once: answering would mean reading its request
             self.log.debug("closed a connection from %s: %d open", client, cap)
             return
-        if self.nr_conns >= self.worker_connections - 1 and self.keepalived_conns:
-            # Full (gthread would stop accepting): the connection silent the
-            # longest makes room, so silent ones cannot keep others out.
-            idle = self.keepalived_conns[0]
-            self.stop_waiting(idle)
-            self.nr_conns -= 1
-            idle.close()
+        if self.nr_conns >= self.worker_connections - 1:
+            # Full (gthread would stop accepting): one waiting in the poller
+            # makes room, so slow or silent ones cannot keep others out.
+            idle = self.longest_waiting()
+            if idle is not None:
+                self.stop_waiting(idle)
+                self.nr_conns -= 1
+                idle.close()
         self.connections_of[client] += 1
         self.nr_conns += 1
         self.wait_for_head(_Connection(self, sock, addr, listener.getsockname()))
+
+    def longest_waiting(self) -> _Connection | None:
+        """The connection a full worker closes for a new one: the one silent
+        the longest, or else the one whose request has been arriving the
+        longest (a client sending at a normal pace sends a request at once);
+        never one a thread is serving."""
+        if self.keepalived_conns:
+            silent: _Connection = self.keepalived_conns[0]
+            return silent
+        while self.heads:
+            deadline, conn = self.heads[0]
+            if conn.waiting and conn.head_deadline == deadline:
+                return conn
+            self.heads.popleft()  # moved on since: murder_pending would skip it
+        return None
 
     def wait_for_head(self, conn: _Connection) -> None:
         """Keep a new or kept-alive connection in the poller until its next head is whole.

@@ -430,24 +430,36 @@ def test_a_client_address_holds_at_most_the_cap_of_connections(capped: Gunicorn)
             sock.close()
 
 
-def test_a_full_worker_closes_its_longest_silent_connection_for_a_new_one(
-    redis_url: str,
-) -> None:
-    # gthread stops accepting at worker_connections: silent connections from
-    # a few addresses, each under the cap, would keep everyone else out.
+@pytest.fixture(scope="module")
+def small(redis_url: str) -> Iterator[Gunicorn]:
+    """One worker of 40 connections."""
     with served(redis_url, {}, workers=1, GUNICORN_CMD_ARGS="--worker-connections 40") as service:
-        silent = [connect(service.port, f"127.0.0.{4 + n % 3}") for n in range(60)]
-        try:
-            assert_healthz_prompt(service.port)
-            # The first ones made room, answered with nothing; the last are open.
-            for sock in silent:
-                sock.settimeout(0.2)
-            assert silent[0].recv(1) == b""
-            with pytest.raises(TimeoutError):
-                silent[-1].recv(1)
-        finally:
-            for sock in silent:
-                sock.close()
+        yield service
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"])
+def test_a_full_worker_closes_its_longest_waiting_connection_for_a_new_one(
+    small: Gunicorn, sent: bytes
+) -> None:
+    # gthread stops accepting at worker_connections: connections from a few
+    # addresses, each under the cap, that send nothing or send their heads
+    # slowly (a real client's arrives at once) would keep everyone else out.
+    waiting = []
+    try:
+        for n in range(60):
+            waiting.append(connect(small.port, f"127.0.0.{4 + n % 3}"))
+            waiting[-1].sendall(sent)
+            time.sleep(0.005)  # each one's bytes read before the next is accepted
+        assert_healthz_prompt(small.port)
+        # The first ones made room, answered with nothing; the last are open.
+        for sock in waiting:
+            sock.settimeout(0.2)
+        assert waiting[0].recv(1) == b""
+        with pytest.raises(TimeoutError):
+            waiting[-1].recv(1)
+    finally:
+        for sock in waiting:
+            sock.close()
 
 
 def test_connections_are_counted_by_client() -> None:
