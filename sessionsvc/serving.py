@@ -361,9 +361,17 @@ class Worker(ThreadWorker):
         the longest, or else the one whose request has been arriving the
         longest (a client sending at a normal pace sends a request at once);
         never one a thread is serving."""
-        if self.keepalived_conns:
+        while self.keepalived_conns:
             silent: _Connection = self.keepalived_conns[0]
-            return silent
+            try:
+                silent.raw.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                return silent
+            except OSError:
+                pass
+            # Its request (or its close) arrived in this very poll, behind the
+            # new connection: read it now rather than close it unanswered.
+            self.on_head_readable(silent, None)
         while self.heads:
             deadline, conn = self.heads[0]
             if conn.waiting and conn.head_deadline == deadline:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -459,6 +461,49 @@ def test_a_full_worker_closes_its_longest_waiting_connection_for_a_new_one(
             waiting[-1].recv(1)
     finally:
         for sock in waiting:
+            sock.close()
+
+
+def test_a_full_worker_reads_a_request_that_came_with_a_new_connection_before_closing(
+    small: Gunicorn,
+) -> None:
+    # The connection silent the longest makes room for a new one, unless its
+    # request has just arrived: it is served, not closed unanswered.
+    held = [connect(small.port, f"127.0.0.{4 + n % 3}") for n in range(45)]
+    try:
+        time.sleep(0.3)
+        for sock in held:
+            sock.setblocking(False)
+        live = []
+        for sock in held:
+            try:
+                sock.recv(1)
+            except BlockingIOError:
+                live.append(sock)  # not closed to make room
+        [worker] = (
+            Path(f"/proc/{small.proc.pid}/task/{small.proc.pid}/children").read_text().split()
+        )
+        os.kill(int(worker), signal.SIGSTOP)
+        try:
+            # While the worker is stopped: a new connection, then a request on
+            # each open one, all seen in the same poll, the new one first.
+            newcomer = connect(small.port, "127.0.0.7")
+            held.append(newcomer)
+            for sock in live:
+                sock.setblocking(True)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        finally:
+            os.kill(int(worker), signal.SIGCONT)
+        for sock in [*live, newcomer]:
+            if sock is newcomer:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert parse(answer)[0] == 200
+    finally:
+        for sock in held:
             sock.close()
 
 
