@@ -53,7 +53,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 # once they have all arrived, so clients sending slowly or nothing hold no
 # thread (with sync workers two such clients stopped the service). A request
 # gets 10 s from its first byte for its headers and 30 s for its body (408 /
-# 400 after that); a client has 30 s to take its response. A proxy in front
+# 400 after that); a client has 30 s to take its response, and at most half
+# the threads wait on clients taking theirs slowly. A proxy in front
 # should still buffer requests and responses (README, "Operations"). Scale
 # with WEB_CONCURRENCY (about two per core).
 # The store's Redis client is made lazily in each worker after the fork

@@ -10,7 +10,8 @@
   :data:`HEAD_TIMEOUT` seconds from its first byte (then 408), a body
   :data:`BODY_TIMEOUT` seconds from the head's end, a response
   :data:`RESPONSE_TIMEOUT` seconds to be taken by the client (a thread
-  writes it, and a client that stops reading holds that thread so long).
+  writes it; at most half the threads wait at once on clients taking their
+  responses slowly, and past that such a connection is closed at once).
   A client address holds at most :attr:`Worker.max_connections_per_client`
   open connections in a worker; past that its new ones are closed at once, unanswered; and a worker
   holding as many connections as gunicorn lets it closes one waiting in the
@@ -39,6 +40,7 @@ import re
 import secrets
 import selectors
 import socket
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future
@@ -64,7 +66,7 @@ HEAD_TIMEOUT = 10.0
 #: Seconds a client has to send a request body (the service reads 64 KiB at most).
 BODY_TIMEOUT = 30.0
 #: Seconds a client has to take a response, from its request's end: a client
-#: that stops reading holds a thread only that long.
+#: that stops reading holds a thread only that long (see Worker.slow_writers).
 RESPONSE_TIMEOUT = 30.0
 #: Bytes of a request head the poller holds for a connection. gunicorn's limits
 #: allow heads of about 800 KiB: one not whole by then is read on by a thread,
@@ -86,10 +88,11 @@ class HeadTimeout(http_errors.ParseException):
 
 
 class ResponseTimeout(BrokenPipeError):
-    """The client did not take its response in time (closed like a client gone)."""
+    """The client did not take its response in time, or took it slowly while
+    enough threads already wait on such clients (closed like a client gone)."""
 
-    def __init__(self) -> None:
-        super().__init__(errno.EPIPE, "the response was not taken in time")
+    def __init__(self, reason: str = "the response was not taken in time") -> None:
+        super().__init__(errno.EPIPE, reason)
 
 
 class _TimedSocket:
@@ -103,11 +106,13 @@ class _TimedSocket:
     connection is closed. Everything else is the socket's own.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, slow_writers: threading.Semaphore) -> None:
         self._sock = sock
         self.deadline = 0.0
         self.in_head = True
         self.send_deadline = 0.0
+        #: The worker's places for threads waiting on a client to take its response.
+        self.slow_writers = slow_writers
 
     def start_head(self, deadline: float) -> None:
         self.deadline = deadline
@@ -123,16 +128,31 @@ class _TimedSocket:
         if self._sock.gettimeout() == 0.0:  # gunicorn's write_nonblock: as asked
             self._sock.sendall(data)
             return
-        remaining = (self.send_deadline or time.monotonic() + RESPONSE_TIMEOUT) - time.monotonic()
-        if remaining <= 0:
-            raise ResponseTimeout()
-        self._sock.settimeout(remaining)
+        view = memoryview(data).cast("B")
+        sent = 0
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while sent < len(view):  # what the socket's buffer takes now
+                sent += self._sock.send(view[sent:], socket.MSG_DONTWAIT)
+        if sent == len(view):
+            return
+        # The client takes it more slowly than it comes: wait for it, unless
+        # enough threads wait on such clients already.
+        if not self.slow_writers.acquire(blocking=False):
+            raise ResponseTimeout("the response was taken too slowly while the worker was busy")
         try:
-            self._sock.sendall(data)
-        except TimeoutError:
-            raise ResponseTimeout() from None
+            deadline = self.send_deadline or time.monotonic() + RESPONSE_TIMEOUT
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ResponseTimeout()
+            self._sock.settimeout(remaining)
+            try:
+                self._sock.sendall(view[sent:])
+            except TimeoutError:
+                raise ResponseTimeout() from None
+            finally:
+                self._sock.settimeout(None)
         finally:
-            self._sock.settimeout(None)
+            self.slow_writers.release()
 
     def send(self, data: Any) -> int:
         self.sendall(data)
@@ -330,6 +350,10 @@ class Worker(ThreadWorker):
         self.bodies: deque[tuple[float, _Connection]] = deque()
         #: (deadline, connection) of gracefully closing connections.
         self.lingering: deque[tuple[float, _Connection]] = deque()
+        #: Threads that may wait at once on clients taking their responses
+        #: slowly (the rest serve everyone else); past that such a client's
+        #: connection is closed.
+        self.slow_writers = threading.BoundedSemaphore(max(self.cfg.threads // 2, 1))
 
     def accept(self, listener: Any) -> None:
         try:
@@ -545,7 +569,7 @@ class Worker(ThreadWorker):
         """Serve one request (in a thread), its head read by the poller."""
         if not self.cfg.is_ssl:  # TLS ends at the proxy; the wrapper is for plain sockets
             if not isinstance(conn.sock, _TimedSocket):
-                conn.sock = _TimedSocket(conn.sock)
+                conn.sock = _TimedSocket(conn.sock, self.slow_writers)
             # A head longer than HEAD_BUFFER is read on by the same deadline.
             conn.sock.start_head(conn.head_deadline or time.monotonic() + HEAD_TIMEOUT)
         if conn.head:

@@ -192,7 +192,8 @@ def test_forty_slow_bodies_delay_nobody(shipped: Gunicorn) -> None:
     # too, so a thread is taken only once one has all arrived. Read by
     # threads, forty of them had held both workers' 32 threads for the
     # body's 30 s (/healthz 29 s).
-    body = json.dumps({"username": "alice", "password": "x" * 20}).encode()
+    # No username: answered without a password hash (40 at once would be busy).
+    body = json.dumps({"password": "x" * 20, "padding": "y" * 20}).encode()
     framings = {
         "length": (b"Content-Length: %d\r\n" % len(body), [body[:1], body[1:2], body[2:]]),
         "chunked": (
@@ -218,14 +219,16 @@ def test_forty_slow_bodies_delay_nobody(shipped: Gunicorn) -> None:
             assert_healthz_prompt(shipped.port)
             for sock, pieces in clients:
                 sock.sendall(pieces[piece])
-        # Each body, once whole, is served: a wrong password.
+        # Each body, once whole, is served: read whole, it lacks the username.
         for sock, _ in clients:
             sock.settimeout(10)
             answer = b""
             while chunk := sock.recv(65536):
                 answer += chunk
-            status, _, problem = parse(answer)
-            assert (status, json.loads(problem)["code"]) == (401, "invalid_credentials")
+            status, _, text = parse(answer)
+            problem = json.loads(text)
+            assert (status, problem["code"]) == (400, "invalid_request")
+            assert "username" in problem["detail"]
     finally:
         for sock, _ in clients:
             sock.close()
@@ -291,7 +294,7 @@ def test_the_poller_waits_for_the_body_a_head_announces() -> None:
 def test_a_client_that_stops_reading_holds_a_thread_only_until_the_response_deadline() -> None:
     server, client = socket.socketpair()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    timed = _TimedSocket(server)
+    timed = _TimedSocket(server, threading.BoundedSemaphore(1))
     outcome: list[BaseException] = []
 
     def write(send: Any) -> None:
@@ -317,6 +320,61 @@ def test_a_client_that_stops_reading_holds_a_thread_only_until_the_response_dead
         finally:
             client.close()
             server.close()
+
+
+def test_threads_wait_on_clients_that_stop_reading_only_up_to_their_share() -> None:
+    # One thread waits on a client that reads nothing; with no other place
+    # left, a second such client is closed at once instead of holding one more.
+    places = threading.BoundedSemaphore(1)
+    pairs = [socket.socketpair() for _ in range(3)]
+    first, second, third = (_TimedSocket(server, places) for server, _ in pairs)
+    waited: list[BaseException] = []
+
+    def wait_on_first() -> None:
+        first.send_deadline = time.monotonic() + 3
+        try:
+            first.sendall(b"x" * 8_000_000)
+        except OSError as exc:
+            waited.append(exc)
+
+    writer = threading.Thread(target=wait_on_first, daemon=True)
+    writer.start()
+    try:
+        time.sleep(0.3)  # the first holds the place
+        second.send_deadline = time.monotonic() + 3
+        started = time.monotonic()
+        with pytest.raises(ResponseTimeout, match="busy"):
+            second.sendall(b"x" * 8_000_000)
+        assert time.monotonic() - started < 0.5
+        # What the buffer takes at once needs no place.
+        third.sendall(b"y" * 100)
+        assert pairs[2][1].recv(1000) == b"y" * 100
+        writer.join(5)
+        assert isinstance(waited.pop(), ResponseTimeout)
+    finally:
+        for server, client in pairs:
+            client.close()
+            server.close()
+
+
+def test_forty_clients_that_read_no_answer_delay_nobody(shipped: Gunicorn) -> None:
+    # Each asks for the Swagger UI bundle (1.7 MB) four times at once and
+    # reads nothing: the answers fill the socket buffers and the threads
+    # writing them wait. Before, all 32 threads waited for good.
+    request = b"GET /docs/assets/swagger-ui/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n"
+    readers = []
+    try:
+        for n in range(40):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.bind((f"127.0.0.{10 + n % 20}", 0))
+            sock.connect(("127.0.0.1", shipped.port))
+            sock.sendall(request * 4)
+            readers.append(sock)
+        assert_healthz_prompt(shipped.port)
+    finally:
+        for sock in readers:
+            sock.close()
 
 
 def send_slowly(sock: socket.socket, data: bytes, pieces: int) -> None:
