@@ -76,6 +76,9 @@ HEAD_BUFFER = 64 * 1024
 #: the bytes read from it meanwhile (gunicorn's graceful close).
 LINGER = 2.0
 LINGER_BYTES = 64 * 1024
+#: Seconds a thread reads on an unread body after the response, for the next
+#: request (see Worker._keepalive_after).
+DRAIN_TIMEOUT = 0.1
 #: Bytes of a chunked request body the poller holds (room for the chunks'
 #: framing around the largest body the service reads).
 CHUNKED_BUFFER = 2 * MAX_BODY
@@ -111,6 +114,7 @@ class _TimedSocket:
         self.deadline = 0.0
         self.in_head = True
         self.send_deadline = 0.0
+        self.timeout: float | None = None
         #: The worker's places for threads waiting on a client to take its response.
         self.slow_writers = slow_writers
 
@@ -171,8 +175,18 @@ class _TimedSocket:
             sent += len(chunk)
         return sent
 
+    def settimeout(self, value: float | None) -> None:
+        """A caller's own bound on each read (gunicorn's drain of an unread
+        body sets one), kept within the deadline."""
+        self.timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
     def recv(self, size: int) -> bytes:
         remaining = self.deadline - time.monotonic()
+        if self.timeout is not None:
+            remaining = min(remaining, self.timeout)
         try:
             if remaining <= 0:
                 raise TimeoutError("read deadline passed")
@@ -577,6 +591,20 @@ class Worker(ThreadWorker):
             conn.parser.unreader.unread(bytes(conn.head))
             conn.head = bytearray()
         return super().handle(conn)
+
+    def _keepalive_after(self, conn: Any, keepalive: Any) -> bool:
+        """Whether a kept-alive connection can serve another request.
+
+        gthread first reads what the app left of the body, for up to 5 s: a
+        thread each for a client sending a body larger than the service
+        reads (413), slowly. The poller has read every body it could, so
+        what is left is read from the buffer or for :data:`DRAIN_TIMEOUT`
+        only; a body still arriving closes the connection instead, its
+        client's last bytes read in the poller (:meth:`linger`).
+        """
+        if not keepalive:
+            return False
+        return bool(conn.parser.finish_body(deadline=time.monotonic() + DRAIN_TIMEOUT))
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         if isinstance(conn.sock, _TimedSocket):

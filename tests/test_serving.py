@@ -234,6 +234,33 @@ def test_forty_slow_bodies_delay_nobody(shipped: Gunicorn) -> None:
             sock.close()
 
 
+def test_forty_bodies_too_large_to_read_delay_nobody(shipped: Gunicorn) -> None:
+    # A body over the 64 KiB the service reads is refused unread (413), and
+    # the rest of it is not waited for by a thread: the connection closes, its
+    # last bytes read in the poller. A thread had waited on each for the
+    # body's 30 s.
+    clients = []
+    try:
+        for n in range(40):
+            sock = connect(shipped.port, f"127.0.0.{10 + n % 20}")
+            sock.sendall(
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{"
+            )
+            clients.append(sock)
+        assert_healthz_prompt(shipped.port)
+        for sock in clients:
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            status, _, text = parse(answer)
+            assert (status, json.loads(text)["code"]) == (413, "payload_too_large")
+    finally:
+        for sock in clients:
+            sock.close()
+
+
 def test_a_body_the_client_sends_after_100_continue_is_served(shipped: Gunicorn) -> None:
     body = json.dumps({"username": "alice", "password": PASSWORD}).encode()
     with socket.create_connection(("127.0.0.1", shipped.port), timeout=5) as sock:
