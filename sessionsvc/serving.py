@@ -250,20 +250,23 @@ class _Body:
             self.at = following
 
 
-def body_of(head: bytearray) -> tuple[_Body, bool] | None:
+def body_of(head: bytearray, line_limit: int = 0) -> tuple[_Body, bool] | None:
     """The body a whole request head announces, for the poller to wait for,
     and whether the client waits for ``100 Continue`` before sending it.
 
-    None when there is none, or when gunicorn refuses the head, or when the
-    service refuses the body unread (a Content-Length over ``MAX_BODY``):
-    then a thread takes the request at once, as before.
+    None when there is none, or when gunicorn refuses the head (a bare LF, a
+    request line over ``line_limit``, a framing it does not accept), or when
+    the service refuses the body unread (a Content-Length over
+    ``MAX_BODY``): then a thread takes the request at once, as before.
     """
     end = head.find(b"\r\n\r\n")
-    if end < 0:
+    if end < 0 or head.count(b"\n", 0, end) != head.count(b"\r\n", 0, end):
         return None
     lines = bytes(head[:end]).split(b"\r\n")
     if not lines[0]:  # the one empty line gunicorn allows before a request
         lines.pop(0)
+    if not lines or 0 < line_limit < len(lines[0]):
+        return None
     length: int | None = None
     chunked = expect = False
     for line in lines[1:]:
@@ -470,7 +473,7 @@ class Worker(ThreadWorker):
         if conn.body is None:
             if not head_ready(conn.head, start, self.cfg.limit_request_line):
                 return
-            announced = body_of(conn.head)
+            announced = body_of(conn.head, self.cfg.limit_request_line)
             if announced is None:
                 self.stop_waiting(conn)
                 self.enqueue_req(conn)

@@ -314,8 +314,13 @@ def test_the_poller_waits_for_the_body_a_head_announces() -> None:
         b"Content-Length: 5\r\nTransfer-Encoding: chunked",
         b"Transfer-Encoding: gzip, chunked",
         b"X-Other: 1",
+        b"Content-Length: 5\r\nX-Bare: a\nb",
     ):
         assert body_of(bytearray(head % fields)) is None, fields
+    assert (
+        body_of(bytearray(b"POST /%s HTTP/1.1\r\nContent-Length: 5\r\n\r\n" % (b"a" * 50)), 40)
+        is None
+    )
 
 
 def test_a_client_that_stops_reading_holds_a_thread_only_until_the_response_deadline() -> None:
@@ -609,6 +614,15 @@ REFUSED = {
     "header too large": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
     "request line too long": (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     "control byte in a header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n", 400),
+    # Refused at once, not after waiting for the body they announce.
+    "bare LF before a body": (
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nX: a\nb\r\n\r\n",
+        400,
+    ),
+    "request line too long before a body": (
+        b"POST /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        414,
+    ),
     "Content-Length with Transfer-Encoding": (
         b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
