@@ -225,8 +225,10 @@ class _Body:
         self.start = start
         #: Its Content-Length; None: chunked.
         self.length = length
-        #: Chunked: where the next chunk's size line starts.
+        #: Chunked: where the next chunk's size line starts, and how far the
+        #: trailers have been searched for their end.
         self.at = start
+        self.searched = start
 
     def arrived(self, data: bytearray) -> bool:
         """Whether a thread can read it without waiting: all of it has come,
@@ -243,7 +245,9 @@ class _Body:
             if not _HEX.fullmatch(size):
                 return True
             if int(size, 16) == 0:  # the last chunk, then trailers up to an empty line
-                return data.find(b"\r\n\r\n", end) >= 0
+                ended = data.find(b"\r\n\r\n", max(end, self.searched - 3)) >= 0
+                self.searched = len(data)
+                return ended
             following = end + 2 + int(size, 16) + 2
             if following > len(data):
                 return False
