@@ -830,6 +830,33 @@ def test_metrics_count_under_the_run_command_as_shipped() -> None:
             for sample in family.samples
         }
         assert samples["sessionsvc_sessions_opened_total"] >= 1
+        # Whichever worker answers, the scrape sums both: every /healthz
+        # either one logged is counted once.
+        answered_by: set[int] = set()
+        for _ in range(200):
+            get_healthz(service.port)
+            lines = [json.loads(line) for line in service.output().splitlines()]
+            healthz = [r for r in lines if r.get("route") == "/healthz" and r["status"] == 200]
+            answered_by = {r["pid"] for r in healthz}
+            if len(answered_by) == 2 and len(healthz) >= 10:
+                break
+        assert len(answered_by) == 2
+        _, _, body = parse(
+            raw(service.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        )
+        counted = {
+            sample.labels["route"]: sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == "sessionsvc_http_requests_total" and sample.labels["status"] == "200"
+        }
+        # (A line is written just after its answer: wait for the last ones.)
+        deadline = time.monotonic() + 5
+        while counted["/healthz"] != len(healthz) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            lines = [json.loads(line) for line in service.output().splitlines()]
+            healthz = [r for r in lines if r.get("route") == "/healthz" and r["status"] == 200]
+        assert counted["/healthz"] == len(healthz)
     finally:
         service.stop()
 
