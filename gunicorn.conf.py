@@ -69,7 +69,7 @@ threads = int(os.environ.get("SESSIONSVC_THREADS", "16"))
 # each worker; its next ones are closed at once, unanswered; 0 turns the cap
 # off. Behind a proxy every connection comes from the proxy: set it above
 # what the proxy opens to a worker, or 0. A worker holds at most
-# worker_connections (gunicorn's 1000; each an open file, see ulimit -n),
+# worker_connections (gunicorn's 1000, or fewer under a lower ulimit -n),
 # so one address takes a tenth of them: 3,000 silent connections from one
 # address leave 200 open (2 workers) and the rest are closed at once. A
 # full worker closes its longest-silent connection (or else the one whose

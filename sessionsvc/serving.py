@@ -37,6 +37,7 @@ import contextlib
 import errno
 import os
 import re
+import resource
 import secrets
 import selectors
 import socket
@@ -76,6 +77,9 @@ HEAD_BUFFER = 64 * 1024
 #: the bytes read from it meanwhile (gunicorn's graceful close).
 LINGER = 2.0
 LINGER_BYTES = 64 * 1024
+#: Open files a worker keeps for itself beyond its connections and two per
+#: thread (see Worker.init_process).
+FILES_RESERVED = 64
 #: Seconds a thread reads on an unread body after the response, for the next
 #: request (see Worker._keepalive_after).
 DRAIN_TIMEOUT = 0.1
@@ -376,13 +380,40 @@ class Worker(ThreadWorker):
         #: connection is closed.
         self.slow_writers = threading.BoundedSemaphore(max(self.cfg.threads // 2, 1))
 
+    def init_process(self) -> None:
+        # Each connection is an open file: hold no more than the process may
+        # open, less what it needs besides (its Redis connections, one per
+        # thread; files a thread sends; closing connections; its own).
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        room = soft - 2 * self.cfg.threads - FILES_RESERVED
+        if soft != resource.RLIM_INFINITY and room < self.cfg.worker_connections:
+            self.worker_connections: int = max(room, 1)
+            self.log.warning(
+                "ulimit -n is %d: a worker holds at most %d connections, not %d",
+                soft,
+                self.worker_connections,
+                self.cfg.worker_connections,
+            )
+        super().init_process()
+
     def accept(self, listener: Any) -> None:
         try:
             sock, addr = listener.accept()
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 return
-            raise
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            # Out of files all the same (closing connections, or the host's
+            # limit): make room as a full worker does, rather than end the
+            # worker and every request it serves.
+            self.log.warning("could not accept a connection: %s", os.strerror(exc.errno))
+            idle = self.longest_waiting()
+            if idle is not None:
+                self.stop_waiting(idle)
+                self.nr_conns -= 1
+                idle.close()
+            return
         client = client_of(addr)
         cap = self.max_connections_per_client
         if cap and client is not None and self.connections_of[client] >= cap:

@@ -597,6 +597,33 @@ def test_a_full_worker_reads_a_request_that_came_with_a_new_connection_before_cl
             sock.close()
 
 
+def test_a_worker_holds_no_more_connections_than_it_may_open_files(redis_url: str) -> None:
+    # ulimit -n below worker_connections (1000): accepting past it failed with
+    # EMFILE, which ended the worker and every request it was serving.
+    env = service_env(
+        SESSIONSVC_REDIS_URL=redis_url,
+        SESSIONSVC_KEY_PREFIX=f"sessionsvc-test-{secrets.token_hex(6)}",
+        JWT_SECRET_KEY="test-" + secrets.token_urlsafe(32),
+    )
+    service = Gunicorn(env, workers=1, open_files=300).start()
+    silent = []
+    try:
+        for n in range(400):  # five addresses, each under the cap
+            sock = socket.socket()
+            silent.append(sock)
+            sock.bind((f"127.0.0.{20 + n % 5}", 0))
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", service.port))
+        assert_healthz_prompt(service.port)
+        output = service.output()
+        assert output.count("Booting worker") == 1, output[-2000:]
+        assert "ulimit -n is 300: a worker holds at most 204 connections, not 1000" in output
+    finally:
+        for sock in silent:
+            sock.close()
+        service.stop()
+
+
 def test_connections_are_counted_by_client() -> None:
     assert client_of(("203.0.113.9", 5000)) == "203.0.113.9"
     # A dual-stack socket shows an IPv4 client IPv4-mapped: counted as itself.
