@@ -13,15 +13,15 @@
   writes it; at most half the threads wait at once on clients taking their
   responses slowly, and past that such a connection is closed at once).
   A client address holds at most :attr:`Worker.max_connections_per_client`
-  open connections in a worker; past that its new ones are closed at once, unanswered; and a worker
-  holding as many connections as gunicorn lets it closes one waiting in the
-  poller (:meth:`Worker.longest_waiting`) for each new one, where gthread
-  would stop accepting. Connections are
-  closed gracefully in the poller too (gthread's own close waited for the
-  client in its loop, up to 2 s). What gunicorn refuses before the app runs
-  (a request line or headers too long, a malformed request) is answered with
-  the same RFC 9457 problem documents as the app's own errors, not
-  gunicorn's HTML page.
+  open connections in a worker; past that its new ones are closed at once,
+  unanswered; and a worker holding as many connections as gunicorn (or
+  ``ulimit -n``) lets it closes one waiting in the poller
+  (:meth:`Worker.longest_waiting`) for each new one, where gthread would
+  stop accepting (or end, out of files). Connections are closed gracefully
+  in the poller too (gthread's own close waited for the client in its loop,
+  up to 2 s). What gunicorn refuses before the app runs (a request line or
+  headers too long, a malformed request) is answered with the same RFC 9457
+  problem documents as the app's own errors, not gunicorn's HTML page.
 - :class:`Logger`: gunicorn's logger, writing one JSON object per line: the
   access log (method, route, path, status, duration, bytes, client, request
   id) and gunicorn's own messages alike, each a plain-ASCII
@@ -408,11 +408,7 @@ class Worker(ThreadWorker):
             # limit): make room as a full worker does, rather than end the
             # worker and every request it serves.
             self.log.warning("could not accept a connection: %s", os.strerror(exc.errno))
-            idle = self.longest_waiting()
-            if idle is not None:
-                self.stop_waiting(idle)
-                self.nr_conns -= 1
-                idle.close()
+            self.make_room()
             return
         client = client_of(addr)
         cap = self.max_connections_per_client
@@ -423,14 +419,18 @@ class Worker(ThreadWorker):
         if self.nr_conns >= self.worker_connections - 1:
             # Full (gthread would stop accepting): one waiting in the poller
             # makes room, so slow or silent ones cannot keep others out.
-            idle = self.longest_waiting()
-            if idle is not None:
-                self.stop_waiting(idle)
-                self.nr_conns -= 1
-                idle.close()
+            self.make_room()
         self.connections_of[client] += 1
         self.nr_conns += 1
         self.wait_for_head(_Connection(self, sock, addr, listener.getsockname()))
+
+    def make_room(self) -> None:
+        """Close the connection :meth:`longest_waiting` names, if any."""
+        idle = self.longest_waiting()
+        if idle is not None:
+            self.stop_waiting(idle)
+            self.nr_conns -= 1
+            idle.close()
 
     def longest_waiting(self) -> _Connection | None:
         """The connection a full worker closes for a new one: the one silent
