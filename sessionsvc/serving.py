@@ -233,13 +233,16 @@ class _Body:
         #: trailers have been searched for their end.
         self.at = start
         self.searched = start
+        #: Chunked: larger than the poller holds, so cut short (see Worker.add_to_head).
+        self.overflowed = False
 
     def arrived(self, data: bytearray) -> bool:
-        """Whether a thread can read it without waiting: all of it has come,
-        or it is malformed (gunicorn refuses it) or larger than the poller holds."""
+        """Whether a thread can take it: all of it has come, or it is
+        malformed (gunicorn refuses it) or larger than the poller holds."""
         if self.length is not None:
             return len(data) >= self.start + self.length
         if len(data) - self.start > CHUNKED_BUFFER:
+            self.overflowed = True
             return True
         while True:
             end = data.find(b"\r\n", self.at, self.at + 1024)
@@ -522,6 +525,11 @@ class Worker(ThreadWorker):
                 with contextlib.suppress(OSError):  # a fresh socket's buffer has room
                     conn.raw.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         if conn.body.arrived(conn.head):
+            if conn.body.overflowed:
+                # Chunks of a few bytes in more framing than the poller holds:
+                # the thread reads none more (the app's answer to a body cut
+                # short), or a client trickling them would hold it.
+                conn.body_deadline = time.monotonic()
             self.stop_waiting(conn)
             self.enqueue_req(conn)
 

@@ -261,6 +261,26 @@ def test_forty_bodies_too_large_to_read_delay_nobody(shipped: Gunicorn) -> None:
             sock.close()
 
 
+def test_a_chunked_body_in_more_framing_than_the_poller_holds_is_cut_short(
+    shipped: Gunicorn,
+) -> None:
+    # One-byte chunks: 128 KiB of framing for 22 KB of body. A thread given
+    # the rest to read would wait on the client for the body's 30 s.
+    framing = b"1\r\n \r\n" * 22_000
+    assert len(framing) > 2 * 64 * 1024
+    with connect(shipped.port) as sock:
+        sock.sendall(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + framing
+        )
+        sock.settimeout(5)  # and sends no more, its connection open
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status, _, text = parse(answer)
+    assert (status, json.loads(text)["code"]) == (400, "invalid_request")
+
+
 def test_a_body_the_client_sends_after_100_continue_is_served(shipped: Gunicorn) -> None:
     body = json.dumps({"username": "alice", "password": PASSWORD}).encode()
     with socket.create_connection(("127.0.0.1", shipped.port), timeout=5) as sock:
