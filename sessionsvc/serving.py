@@ -300,6 +300,14 @@ def body_of(head: bytearray, line_limit: int = 0) -> tuple[_Body, bool] | None:
     return _Body(end + 4, length), expect
 
 
+def has_body(headers: list[tuple[str, str]]) -> bool:
+    """Whether a request's headers (gunicorn's, names in capitals) announce a body."""
+    return any(
+        name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value.strip() != "0")
+        for name, value in headers
+    )
+
+
 def received(sock: socket.socket, size: int) -> bytes | None:
     """What a non-blocking socket has to read: None if nothing yet, b"" once
     the client has closed it (or it failed)."""
@@ -344,6 +352,8 @@ class _Connection(gthread.TConn):
         self.body: _Body | None = None
         self.body_deadline: float | None = None
         self.continued = False
+        #: All of the body is in :attr:`head`, for the thread.
+        self.whole_body = False
         #: In the poller, waiting for (the rest of) a head.
         self.waiting = False
         #: Bytes read from it while it closes (see :meth:`Worker.linger`).
@@ -469,7 +479,7 @@ class Worker(ThreadWorker):
         conn.waiting = True
         conn.head_deadline = None
         conn.body = conn.body_deadline = None
-        conn.continued = False
+        conn.continued = conn.whole_body = False
         conn.set_timeout()
         if not self.alive:
             conn.timeout = min(conn.timeout, time.monotonic() + gthread.STOP_KEEPALIVE_LINGER)
@@ -530,6 +540,8 @@ class Worker(ThreadWorker):
                 # the thread reads none more (the app's answer to a body cut
                 # short), or a client trickling them would hold it.
                 conn.body_deadline = time.monotonic()
+            else:
+                conn.whole_body = True
             self.stop_waiting(conn)
             self.enqueue_req(conn)
 
@@ -657,6 +669,10 @@ class Worker(ThreadWorker):
             conn.sock.start_body(conn.body_deadline)
         if conn.continued:  # told already, by the poller
             req._expected_100_continue = False
+        if not self.cfg.is_ssl and not conn.whole_body and has_body(req.headers):
+            # Its body is not all read (too large, cut short, or late): the
+            # connection closes after the answer, and the answer says so.
+            req.must_close = True
         return super().handle_request(req, conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:

@@ -254,8 +254,9 @@ def test_forty_bodies_too_large_to_read_delay_nobody(shipped: Gunicorn) -> None:
             answer = b""
             while chunk := sock.recv(65536):
                 answer += chunk
-            status, _, text = parse(answer)
+            status, headers, text = parse(answer)
             assert (status, json.loads(text)["code"]) == (413, "payload_too_large")
+            assert headers["connection"] == "close"  # its body is not read
     finally:
         for sock in clients:
             sock.close()
@@ -277,8 +278,9 @@ def test_a_chunked_body_in_more_framing_than_the_poller_holds_is_cut_short(
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
-    status, _, text = parse(answer)
+    status, headers, text = parse(answer)
     assert (status, json.loads(text)["code"]) == (400, "invalid_request")
+    assert headers["connection"] == "close"
 
 
 def test_a_body_the_client_sends_after_100_continue_is_served(shipped: Gunicorn) -> None:
