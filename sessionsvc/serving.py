@@ -447,9 +447,9 @@ class Worker(ThreadWorker):
 
     def longest_waiting(self) -> _Connection | None:
         """The connection a full worker closes for a new one: the one silent
-        the longest, or else the one whose request has been arriving the
-        longest (a client sending at a normal pace sends a request at once);
-        never one a thread is serving."""
+        the longest, or else the one whose request (its head, or then its
+        body) has been arriving the longest (a client sending at a normal
+        pace sends a request at once); never one a thread is serving."""
         while self.keepalived_conns:
             silent: _Connection = self.keepalived_conns[0]
             try:
@@ -466,6 +466,12 @@ class Worker(ThreadWorker):
             if conn.waiting and conn.head_deadline == deadline:
                 return conn
             self.heads.popleft()  # moved on since: murder_pending would skip it
+        # Heads past their deadline that wait for their bodies are only here.
+        while self.bodies:
+            deadline, conn = self.bodies[0]
+            if conn.waiting and conn.body_deadline == deadline:
+                return conn
+            self.bodies.popleft()
         return None
 
     def wait_for_head(self, conn: _Connection) -> None:

@@ -576,6 +576,28 @@ def test_a_full_worker_closes_its_longest_waiting_connection_for_a_new_one(
             sock.close()
 
 
+def test_a_full_worker_closes_a_connection_waiting_for_its_body_past_the_heads_deadline(
+    small: Gunicorn,
+) -> None:
+    # Whole heads, then bodies that do not come: past the heads' 10 s they
+    # wait only for their bodies' 30 s, and must still make room.
+    waiting = []
+    try:
+        for n in range(40):
+            waiting.append(connect(small.port, f"127.0.0.{4 + n % 3}"))
+            waiting[-1].sendall(
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+        time.sleep(HEAD_TIMEOUT + 0.5)
+        # An idle client takes the last place; the next must still get in.
+        waiting.append(connect(small.port, "127.0.0.8"))
+        assert_healthz_prompt(small.port)
+    finally:
+        for sock in waiting:
+            sock.close()
+
+
 def test_a_full_worker_reads_a_request_that_came_with_a_new_connection_before_closing(
     small: Gunicorn,
 ) -> None:
