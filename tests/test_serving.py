@@ -1,7 +1,9 @@
 """The standalone service as shipped: gunicorn with gunicorn.conf.py, over real sockets.
 
 One test (or one table) per serving rule: slow and silent clients, heads
-read whole in the poller, the cap on connections per client address, what
+and bodies read whole in the poller, clients that read their answers
+slowly or not at all, what a full worker (or one short of files) closes,
+the cap on connections per client address, what
 gunicorn refuses, uncached token answers, JSON access lines that no client
 byte can break, only our Swagger UI, the Bearer scheme in any case, /metrics
 counted under the run command and only for whom it is meant, and no shared
