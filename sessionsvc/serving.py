@@ -119,8 +119,10 @@ class _TimedSocket:
         self.in_head = True
         self.send_deadline = 0.0
         self.timeout: float | None = None
-        #: The worker's places for threads waiting on a client to take its response.
+        #: The worker's places for threads waiting on a client to take its
+        #: response, and whether this request's thread holds one.
         self.slow_writers = slow_writers
+        self.holding = False
 
     def start_head(self, deadline: float) -> None:
         self.deadline = deadline
@@ -144,22 +146,29 @@ class _TimedSocket:
         if sent == len(view):
             return
         # The client takes it more slowly than it comes: wait for it, unless
-        # enough threads wait on such clients already.
-        if not self.slow_writers.acquire(blocking=False):
-            raise ResponseTimeout("the response was taken too slowly while the worker was busy")
+        # enough threads wait on such clients already. The place is kept for
+        # the rest of the request (Worker.handle gives it back), so a response
+        # written in pieces is not cut off between two of them.
+        if not self.holding:
+            if not self.slow_writers.acquire(blocking=False):
+                raise ResponseTimeout("the response was taken too slowly while the worker was busy")
+            self.holding = True
+        deadline = self.send_deadline or time.monotonic() + RESPONSE_TIMEOUT
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ResponseTimeout()
+        self._sock.settimeout(remaining)
         try:
-            deadline = self.send_deadline or time.monotonic() + RESPONSE_TIMEOUT
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ResponseTimeout()
-            self._sock.settimeout(remaining)
-            try:
-                self._sock.sendall(view[sent:])
-            except TimeoutError:
-                raise ResponseTimeout() from None
-            finally:
-                self._sock.settimeout(None)
+            self._sock.sendall(view[sent:])
+        except TimeoutError:
+            raise ResponseTimeout() from None
         finally:
+            self._sock.settimeout(None)
+
+    def release(self) -> None:
+        """Give back the worker's place for waiting on this client, if taken."""
+        if self.holding:
+            self.holding = False
             self.slow_writers.release()
 
     def send(self, data: Any) -> int:
@@ -654,7 +663,11 @@ class Worker(ThreadWorker):
             conn.init()  # the parser, made on the first request
             conn.parser.unreader.unread(bytes(conn.head))
             conn.head = bytearray()
-        return super().handle(conn)
+        try:
+            return super().handle(conn)
+        finally:
+            if isinstance(conn.sock, _TimedSocket):
+                conn.sock.release()
 
     def _keepalive_after(self, conn: Any, keepalive: Any) -> bool:
         """Whether a kept-alive connection can serve another request.

@@ -407,6 +407,14 @@ def test_threads_wait_on_clients_that_stop_reading_only_up_to_their_share() -> N
         assert pairs[2][1].recv(1000) == b"y" * 100
         writer.join(5)
         assert isinstance(waited.pop(), ResponseTimeout)
+        # The first kept its place through the end of its request.
+        with pytest.raises(ResponseTimeout, match="busy"):
+            second.sendall(b"x" * 8_000_000)
+        first.release()
+        second.send_deadline = time.monotonic() + 0.3
+        with pytest.raises(ResponseTimeout, match="in time"):
+            second.sendall(b"x" * 8_000_000)
+        second.release()
     finally:
         for server, client in pairs:
             client.close()
