@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sessionsvc.serving import (
+from sessionsvc.serving.sockets import (
     HEAD_BUFFER,
     HEAD_TIMEOUT,
     ResponseTimeout,
-    _TimedSocket,
+    TimedSocket,
     body_of,
     client_of,
 )
@@ -350,7 +350,7 @@ def test_the_poller_waits_for_the_body_a_head_announces() -> None:
 def test_a_client_that_stops_reading_holds_a_thread_only_until_the_response_deadline() -> None:
     server, client = socket.socketpair()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    timed = _TimedSocket(server, threading.BoundedSemaphore(1))
+    timed = TimedSocket(server, threading.BoundedSemaphore(1))
     outcome: list[BaseException] = []
 
     def write(send: Any) -> None:
@@ -383,7 +383,7 @@ def test_threads_wait_on_clients_that_stop_reading_only_up_to_their_share() -> N
     # left, a second such client is closed at once instead of holding one more.
     places = threading.BoundedSemaphore(1)
     pairs = [socket.socketpair() for _ in range(3)]
-    first, second, third = (_TimedSocket(server, places) for server, _ in pairs)
+    first, second, third = (TimedSocket(server, places) for server, _ in pairs)
     waited: list[BaseException] = []
 
     def wait_on_first() -> None:
