@@ -48,13 +48,15 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 # Threaded workers (gunicorn's gthread, see sessionsvc.serving.Worker): a
 # request spends its time in one Redis round trip and a JWT decode, both
-# short, so threads cost little. A worker's poller reads each request's line
-# and headers without blocking and takes a thread only once they have all
-# arrived, so clients sending slowly or nothing hold no thread (with sync
-# workers two such clients stopped the service). A request gets 10 s from
-# its first byte for its headers and 30 s for its body, read by a thread
-# (408 / 400 after that). A proxy in front should still buffer requests
-# (README, "Operations"). Scale with WEB_CONCURRENCY (about two per core).
+# short, so threads cost little. A worker's poller reads each request's line,
+# headers and body (up to 64 KiB) without blocking and takes a thread only
+# once they have all arrived, so clients sending slowly or nothing hold no
+# thread (with sync workers two such clients stopped the service). A request
+# gets 10 s from its first byte for its headers and 30 s for its body (408 /
+# 400 after that); a client has 30 s to take its response, and at most half
+# the threads wait on clients taking theirs slowly. A proxy in front
+# should still buffer requests and responses (README, "Operations"). Scale
+# with WEB_CONCURRENCY (about two per core).
 # The store's Redis client is made lazily in each worker after the fork
 # (SessionStore.client checks the pid), so no connection is shared across
 # processes, with or without --preload; a worker's pool holds at most one
@@ -67,10 +69,11 @@ threads = int(os.environ.get("SESSIONSVC_THREADS", "16"))
 # each worker; its next ones are closed at once, unanswered; 0 turns the cap
 # off. Behind a proxy every connection comes from the proxy: set it above
 # what the proxy opens to a worker, or 0. A worker holds at most
-# worker_connections (gunicorn's 1000; each an open file, see ulimit -n),
+# worker_connections (gunicorn's 1000, or fewer under a lower ulimit -n),
 # so one address takes a tenth of them: 3,000 silent connections from one
 # address leave 200 open (2 workers) and the rest are closed at once. A
-# full worker closes its longest-silent connection for each new one.
+# full worker closes its longest-silent connection (or else the one whose
+# request has been arriving the longest) for each new one.
 max_connections_per_client = int(os.environ.get("SESSIONSVC_MAX_CONNECTIONS_PER_CLIENT", "100"))
 # A request waits at most SESSIONSVC_STORE_TIMEOUT (0.5 s) for Redis: 30 s
 # only catches a stuck worker.

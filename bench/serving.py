@@ -11,7 +11,12 @@ measures
    (127.1.x.y), send their request headers a byte a second (slowloris);
 2. the same while ``--silent`` connections (3,000), all from 127.0.0.2, are
    opened and send nothing;
-3. the throughput of an authenticated ``GET /api/v1/sessions`` under
+3. the same while ``--slow-bodies`` clients (100), each from an address of
+   its own, send a whole sign-in head and then its body a byte a second;
+4. the same while ``--readers`` clients (100), each from an address of its
+   own, ask for the Swagger UI bundle (1.7 MB) four times at once and read
+   nothing;
+5. the throughput of an authenticated ``GET /api/v1/sessions`` under
    ``wrk -c8``, in alternating pairs (the ratio is only meaningful side by
    side; ``--pairs 0`` skips it).
 """
@@ -32,6 +37,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +100,26 @@ def get(host: str, port: int, path: str, *, timeout: float) -> float | None:
         connection.close()
 
 
-def slow_client(host: str, port: int, source: str, stop: threading.Event) -> None:
-    """Send a request's headers a byte a second, from ``source``, until told to stop."""
-    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 4000
+#: What a slow client sends at once, and then a byte a second.
+SLOW_HEAD = (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 4000)
+SLOW_BODY = (
+    b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 4000\r\n\r\n",
+    b'{"padding": "' + b"a" * 3980 + b'"}',
+)
+#: What a client that reads nothing sends, all at once.
+UNREAD = b"GET /docs/assets/swagger-ui/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n" * 4
+
+
+def slow_client(
+    host: str, port: int, source: str, sent: tuple[bytes, bytes], stop: threading.Event
+) -> None:
+    """Send ``sent[0]`` and then ``sent[1]`` a byte a second, from ``source``,
+    until told to stop."""
     try:
         with socket.create_connection((host, port), timeout=5, source_address=(source, 0)) as sock:
-            for byte in head:
+            sock.sendall(sent[0])
+            for byte in sent[1]:
                 if stop.wait(1.0):
                     return
                 sock.sendall(bytes([byte]))
@@ -107,13 +127,35 @@ def slow_client(host: str, port: int, source: str, stop: threading.Event) -> Non
         return  # cut off by the server: the point of the exercise
 
 
+def reader(host: str, port: int, source: str, stop: threading.Event) -> None:
+    """Ask for large answers, from ``source``, and read nothing until told to stop."""
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.bind((source, 0))
+            sock.settimeout(5)
+            sock.connect((host, port))
+            sock.sendall(UNREAD)
+            stop.wait()
+    except OSError:
+        return
+
+
 @contextmanager
-def slow_clients(host: str, port: int, clients: int) -> Iterator[None]:
-    """``clients`` slow clients, each from its own loopback address, while the block runs."""
+def slow_clients(
+    host: str, port: int, clients: int, sent: tuple[bytes, bytes] | None = SLOW_HEAD
+) -> Iterator[None]:
+    """``clients`` slow clients, each from its own loopback address, while the
+    block runs: sending ``sent`` slowly, or (None) reading nothing."""
     stop = threading.Event()
     sources = [f"127.1.{n // 250}.{n % 250 + 1}" for n in range(clients)]
     threads = [
-        threading.Thread(target=slow_client, args=(host, port, source, stop), daemon=True)
+        threading.Thread(
+            target=partial(reader, host, port, source, stop)
+            if sent is None
+            else partial(slow_client, host, port, source, sent, stop),
+            daemon=True,
+        )
         for source in sources
     ]
     for thread in threads:
@@ -191,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__)
     parser.add_argument("--slow", type=int, default=100, help="slow clients")
     parser.add_argument("--silent", type=int, default=3000, help="silent connections")
+    parser.add_argument("--slow-bodies", type=int, default=100, help="slow-body clients")
+    parser.add_argument("--readers", type=int, default=100, help="clients reading nothing")
     parser.add_argument("--seconds", type=float, default=5, help="seconds per measurement")
     parser.add_argument("--pairs", type=int, default=3, help="alternating throughput pairs")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
@@ -211,6 +255,14 @@ def main(argv: list[str] | None = None) -> None:
             with service(url, extra) as (host, port):
                 load = silent_connections(host, port, args.silent)
                 results[name]["silent"] = healthz_while(load, host, port, args.seconds)
+            print(f"{name}: /healthz under {args.slow_bodies} slow-body clients", flush=True)
+            with service(url, extra) as (host, port):
+                load = slow_clients(host, port, args.slow_bodies, SLOW_BODY)
+                results[name]["bodies"] = healthz_while(load, host, port, args.seconds)
+            print(f"{name}: /healthz beside {args.readers} clients reading nothing", flush=True)
+            with service(url, extra) as (host, port):
+                load = slow_clients(host, port, args.readers, None)
+                results[name]["readers"] = healthz_while(load, host, port, args.seconds)
         for pair in range(args.pairs):
             for name, extra in CONFIGS.items():
                 with service(url, extra) as (host, port):
@@ -230,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"  beside {args.silent} silent connections (one address): {shown(figures['silent'])}"
         )
+        print(f"  under {args.slow_bodies} slow-body clients: {shown(figures['bodies'])}")
+        print(f"  beside {args.readers} clients reading nothing: {shown(figures['readers'])}")
     if not args.pairs:
         return
     print(f"\nGET /api/v1/sessions, req/s (wrk -c{args.connections})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -143,8 +144,11 @@ class Gunicorn:
         port: int | None = None,
         workers: int | None = 4,
         host: str = "127.0.0.1",
+        open_files: int | None = None,
     ) -> None:
         self.port = port or free_port()
+        #: Its ``ulimit -n`` (None: ours).
+        self.open_files = open_files
         # The tests reach it on 127.0.0.1 whatever it binds (``[::]``: dual-stack).
         self.env = {**env, "SESSIONSVC_BIND": f"{host}:{self.port}"}
         if workers is not None:  # None: the shipped default
@@ -163,6 +167,7 @@ class Gunicorn:
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if self.open_files is None else self._limit_files,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -177,6 +182,12 @@ class Gunicorn:
                 self.stop()
                 raise RuntimeError("gunicorn did not start:\n" + output)
             time.sleep(0.1)
+
+    def _limit_files(self) -> None:
+        """In the child, before gunicorn runs: its ``ulimit -n``."""
+        assert self.open_files is not None
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -1,7 +1,9 @@
 """The standalone service as shipped: gunicorn with gunicorn.conf.py, over real sockets.
 
 One test (or one table) per serving rule: slow and silent clients, heads
-read whole in the poller, the cap on connections per client address, what
+and bodies read whole in the poller, clients that read their answers
+slowly or not at all, what a full worker (or one short of files) closes,
+the cap on connections per client address, what
 gunicorn refuses, uncached token answers, JSON access lines that no client
 byte can break, only our Swagger UI, the Bearer scheme in any case, /metrics
 counted under the run command and only for whom it is meant, and no shared
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -23,7 +27,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sessionsvc.serving import HEAD_BUFFER, HEAD_TIMEOUT, client_of
+from sessionsvc.serving.sockets import (
+    HEAD_BUFFER,
+    HEAD_TIMEOUT,
+    ResponseTimeout,
+    TimedSocket,
+    body_of,
+    client_of,
+)
 from tests.backends import served
 from tests.clients import CHROME, http
 from tests.servers import Gunicorn, service_env
@@ -178,6 +189,258 @@ def test_clients_that_keep_their_side_open_after_the_answer_delay_nobody(
         stop.set()
 
 
+def test_forty_slow_bodies_delay_nobody(shipped: Gunicorn) -> None:
+    # A whole head, then its body a byte a second: the poller reads bodies
+    # too, so a thread is taken only once one has all arrived. Read by
+    # threads, forty of them had held both workers' 32 threads for the
+    # body's 30 s (/healthz 29 s).
+    # No username: answered without a password hash (40 at once would be busy).
+    body = json.dumps({"password": "x" * 20, "padding": "y" * 20}).encode()
+    framings = {
+        "length": (b"Content-Length: %d\r\n" % len(body), [body[:1], body[1:2], body[2:]]),
+        "chunked": (
+            b"Transfer-Encoding: chunked\r\n",
+            [
+                b"1\r\n" + body[:1],
+                b"\r\n1\r\n" + body[1:2] + b"\r",
+                b"\n%x\r\n" % (len(body) - 2) + body[2:] + b"\r\n0\r\n\r\n",
+            ],
+        ),
+    }
+    clients = []
+    for n in range(40):
+        framing, pieces = framings["chunked" if n % 2 else "length"]
+        sock = connect(shipped.port, f"127.0.0.{10 + n % 20}")
+        sock.sendall(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\n" + framing + b"\r\n" + pieces[0]
+        )
+        clients.append((sock, pieces))
+    try:
+        for piece in range(1, 3):
+            assert_healthz_prompt(shipped.port)
+            for sock, pieces in clients:
+                sock.sendall(pieces[piece])
+        # Each body, once whole, is served: read whole, it lacks the username.
+        for sock, _ in clients:
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            status, _, text = parse(answer)
+            problem = json.loads(text)
+            assert (status, problem["code"]) == (400, "invalid_request")
+            assert "username" in problem["detail"]
+    finally:
+        for sock, _ in clients:
+            sock.close()
+
+
+def test_forty_bodies_too_large_to_read_delay_nobody(shipped: Gunicorn) -> None:
+    # A body over the 64 KiB the service reads is refused unread (413), and
+    # the rest of it is not waited for by a thread: the connection closes, its
+    # last bytes read in the poller. A thread had waited on each for the
+    # body's 30 s.
+    clients = []
+    try:
+        for n in range(40):
+            sock = connect(shipped.port, f"127.0.0.{10 + n % 20}")
+            sock.sendall(
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{"
+            )
+            clients.append(sock)
+        assert_healthz_prompt(shipped.port)
+        for sock in clients:
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            status, headers, text = parse(answer)
+            assert (status, json.loads(text)["code"]) == (413, "payload_too_large")
+            assert headers["connection"] == "close"  # its body is not read
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_a_chunked_body_in_more_framing_than_the_poller_holds_is_cut_short(
+    shipped: Gunicorn,
+) -> None:
+    # One-byte chunks: 128 KiB of framing for 22 KB of body. A thread given
+    # the rest to read would wait on the client for the body's 30 s.
+    framing = b"1\r\n \r\n" * 22_000
+    assert len(framing) > 2 * 64 * 1024
+    with connect(shipped.port) as sock:
+        sock.sendall(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + framing
+        )
+        sock.settimeout(5)  # and sends no more, its connection open
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status, headers, text = parse(answer)
+    assert (status, json.loads(text)["code"]) == (400, "invalid_request")
+    assert headers["connection"] == "close"
+
+
+def test_a_body_the_client_sends_after_100_continue_is_served(shipped: Gunicorn) -> None:
+    body = json.dumps({"username": "alice", "password": PASSWORD}).encode()
+    with socket.create_connection(("127.0.0.1", shipped.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nUser-Agent: " + CHROME.encode() + b"\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    # Told once (by the poller), not again by the thread that serves it.
+    assert b"100 Continue" not in answer
+    assert parse(answer)[0] == 200
+
+
+def test_the_poller_waits_for_the_body_a_head_announces() -> None:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n"
+    request = bytearray(head % b"Content-length:  5 \r\nExpect: 100-Continue")
+    announced = body_of(request)
+    assert announced is not None
+    length, expect = announced
+    assert expect
+    assert not length.arrived(request + b"abcd")
+    assert length.arrived(request + b"abcdeGET")
+    # Chunked, read on from where the last piece ended; extensions and trailers.
+    announced = body_of(bytearray(head % b"Transfer-Encoding: chunked"))
+    assert announced is not None and not announced[1]
+    chunked = announced[0]
+    request = bytearray(head % b"Transfer-Encoding: chunked")
+    for piece, whole in [
+        (b"3;x=y\r\nab", False),
+        (b"c\r\n", False),
+        (b"0\r\nX-Trailer: 1\r\n", False),
+        (b"\r\n", True),
+    ]:
+        request += piece
+        assert chunked.arrived(request) is whole
+    # A malformed chunk is gunicorn's to refuse: a thread takes it at once.
+    assert body_of(bytearray(head % b"Transfer-Encoding: chunked"))[0].arrived(  # type: ignore[index]
+        bytearray(head % b"Transfer-Encoding: chunked") + b"zz\r\n"
+    )
+    # No body, or one refused unread, or a head gunicorn refuses: no wait.
+    for fields in (
+        b"Content-Length: 0",
+        b"Content-Length: 65537",
+        b"Content-Length: -1",
+        b"Content-Length: 5\r\nContent-Length: 5",
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip, chunked",
+        b"X-Other: 1",
+        b"Content-Length: 5\r\nX-Bare: a\nb",
+    ):
+        assert body_of(bytearray(head % fields)) is None, fields
+    assert (
+        body_of(bytearray(b"POST /%s HTTP/1.1\r\nContent-Length: 5\r\n\r\n" % (b"a" * 50)), 40)
+        is None
+    )
+
+
+def test_a_client_that_stops_reading_holds_a_thread_only_until_the_response_deadline() -> None:
+    server, client = socket.socketpair()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    timed = TimedSocket(server, threading.BoundedSemaphore(1))
+    outcome: list[BaseException] = []
+
+    def write(send: Any) -> None:
+        timed.send_deadline = time.monotonic() + 0.5
+        try:
+            send()
+        except OSError as exc:
+            outcome.append(exc)
+
+    with open("/dev/zero", "rb") as zeros:
+        try:
+            for send in (
+                lambda: timed.sendall(b"x" * 8_000_000),
+                lambda: timed.sendfile(zeros, 0, 8_000_000),
+            ):
+                writer = threading.Thread(target=write, args=(send,), daemon=True)
+                started = time.monotonic()
+                writer.start()
+                writer.join(5)
+                assert not writer.is_alive()
+                assert isinstance(outcome.pop(), ResponseTimeout)
+                assert time.monotonic() - started < 2
+        finally:
+            client.close()
+            server.close()
+
+
+def test_threads_wait_on_clients_that_stop_reading_only_up_to_their_share() -> None:
+    # One thread waits on a client that reads nothing; with no other place
+    # left, a second such client is closed at once instead of holding one more.
+    places = threading.BoundedSemaphore(1)
+    pairs = [socket.socketpair() for _ in range(3)]
+    first, second, third = (TimedSocket(server, places) for server, _ in pairs)
+    waited: list[BaseException] = []
+
+    def wait_on_first() -> None:
+        first.send_deadline = time.monotonic() + 3
+        try:
+            first.sendall(b"x" * 8_000_000)
+        except OSError as exc:
+            waited.append(exc)
+
+    writer = threading.Thread(target=wait_on_first, daemon=True)
+    writer.start()
+    try:
+        time.sleep(0.3)  # the first holds the place
+        second.send_deadline = time.monotonic() + 3
+        started = time.monotonic()
+        with pytest.raises(ResponseTimeout, match="busy"):
+            second.sendall(b"x" * 8_000_000)
+        assert time.monotonic() - started < 0.5
+        # What the buffer takes at once needs no place.
+        third.sendall(b"y" * 100)
+        assert pairs[2][1].recv(1000) == b"y" * 100
+        writer.join(5)
+        assert isinstance(waited.pop(), ResponseTimeout)
+        # The first kept its place through the end of its request.
+        with pytest.raises(ResponseTimeout, match="busy"):
+            second.sendall(b"x" * 8_000_000)
+        first.release()
+        second.send_deadline = time.monotonic() + 0.3
+        with pytest.raises(ResponseTimeout, match="in time"):
+            second.sendall(b"x" * 8_000_000)
+        second.release()
+    finally:
+        for server, client in pairs:
+            client.close()
+            server.close()
+
+
+def test_forty_clients_that_read_no_answer_delay_nobody(shipped: Gunicorn) -> None:
+    # Each asks for the Swagger UI bundle (1.7 MB) four times at once and
+    # reads nothing: the answers fill the socket buffers and the threads
+    # writing them wait. Before, all 32 threads waited for good.
+    request = b"GET /docs/assets/swagger-ui/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n"
+    readers = []
+    try:
+        for n in range(40):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.bind((f"127.0.0.{10 + n % 20}", 0))
+            sock.connect(("127.0.0.1", shipped.port))
+            sock.sendall(request * 4)
+            readers.append(sock)
+        assert_healthz_prompt(shipped.port)
+    finally:
+        for sock in readers:
+            sock.close()
+
+
 def send_slowly(sock: socket.socket, data: bytes, pieces: int) -> None:
     """``data`` in ``pieces`` packets, a little apart."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -291,24 +554,128 @@ def test_a_client_address_holds_at_most_the_cap_of_connections(capped: Gunicorn)
             sock.close()
 
 
-def test_a_full_worker_closes_its_longest_silent_connection_for_a_new_one(
-    redis_url: str,
-) -> None:
-    # gthread stops accepting at worker_connections: silent connections from
-    # a few addresses, each under the cap, would keep everyone else out.
+@pytest.fixture(scope="module")
+def small(redis_url: str) -> Iterator[Gunicorn]:
+    """One worker of 40 connections."""
     with served(redis_url, {}, workers=1, GUNICORN_CMD_ARGS="--worker-connections 40") as service:
-        silent = [connect(service.port, f"127.0.0.{4 + n % 3}") for n in range(60)]
+        yield service
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"])
+def test_a_full_worker_closes_its_longest_waiting_connection_for_a_new_one(
+    small: Gunicorn, sent: bytes
+) -> None:
+    # gthread stops accepting at worker_connections: connections from a few
+    # addresses, each under the cap, that send nothing or send their heads
+    # slowly (a real client's arrives at once) would keep everyone else out.
+    waiting = []
+    try:
+        for n in range(60):
+            waiting.append(connect(small.port, f"127.0.0.{4 + n % 3}"))
+            waiting[-1].sendall(sent)
+            time.sleep(0.005)  # each one's bytes read before the next is accepted
+        assert_healthz_prompt(small.port)
+        # The first ones made room, answered with nothing; the last are open.
+        for sock in waiting:
+            sock.settimeout(0.2)
+        assert waiting[0].recv(1) == b""
+        with pytest.raises(TimeoutError):
+            waiting[-1].recv(1)
+    finally:
+        for sock in waiting:
+            sock.close()
+
+
+def test_a_full_worker_closes_a_connection_waiting_for_its_body_past_the_heads_deadline(
+    small: Gunicorn,
+) -> None:
+    # Whole heads, then bodies that do not come: past the heads' 10 s they
+    # wait only for their bodies' 30 s, and must still make room.
+    waiting = []
+    try:
+        for n in range(40):
+            waiting.append(connect(small.port, f"127.0.0.{4 + n % 3}"))
+            waiting[-1].sendall(
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+        time.sleep(HEAD_TIMEOUT + 0.5)
+        # An idle client takes the last place; the next must still get in.
+        waiting.append(connect(small.port, "127.0.0.8"))
+        assert_healthz_prompt(small.port)
+    finally:
+        for sock in waiting:
+            sock.close()
+
+
+def test_a_full_worker_reads_a_request_that_came_with_a_new_connection_before_closing(
+    small: Gunicorn,
+) -> None:
+    # The connection silent the longest makes room for a new one, unless its
+    # request has just arrived: it is served, not closed unanswered.
+    held = [connect(small.port, f"127.0.0.{4 + n % 3}") for n in range(45)]
+    try:
+        time.sleep(0.3)
+        for sock in held:
+            sock.setblocking(False)
+        live = []
+        for sock in held:
+            try:
+                sock.recv(1)
+            except BlockingIOError:
+                live.append(sock)  # not closed to make room
+        [worker] = (
+            Path(f"/proc/{small.proc.pid}/task/{small.proc.pid}/children").read_text().split()
+        )
+        os.kill(int(worker), signal.SIGSTOP)
         try:
-            assert_healthz_prompt(service.port)
-            # The first ones made room, answered with nothing; the last are open.
-            for sock in silent:
-                sock.settimeout(0.2)
-            assert silent[0].recv(1) == b""
-            with pytest.raises(TimeoutError):
-                silent[-1].recv(1)
+            # While the worker is stopped: a new connection, then a request on
+            # each open one, all seen in the same poll, the new one first.
+            newcomer = connect(small.port, "127.0.0.7")
+            held.append(newcomer)
+            for sock in live:
+                sock.setblocking(True)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         finally:
-            for sock in silent:
-                sock.close()
+            os.kill(int(worker), signal.SIGCONT)
+        for sock in [*live, newcomer]:
+            if sock is newcomer:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert parse(answer)[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_worker_holds_no_more_connections_than_it_may_open_files(redis_url: str) -> None:
+    # ulimit -n below worker_connections (1000): accepting past it failed with
+    # EMFILE, which ended the worker and every request it was serving.
+    env = service_env(
+        SESSIONSVC_REDIS_URL=redis_url,
+        SESSIONSVC_KEY_PREFIX=f"sessionsvc-test-{secrets.token_hex(6)}",
+        JWT_SECRET_KEY="test-" + secrets.token_urlsafe(32),
+    )
+    service = Gunicorn(env, workers=1, open_files=300).start()
+    silent = []
+    try:
+        for n in range(400):  # five addresses, each under the cap
+            sock = socket.socket()
+            silent.append(sock)
+            sock.bind((f"127.0.0.{20 + n % 5}", 0))
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", service.port))
+        assert_healthz_prompt(service.port)
+        output = service.output()
+        assert output.count("Booting worker") == 1, output[-2000:]
+        assert "ulimit -n is 300: a worker holds at most 204 connections, not 1000" in output
+    finally:
+        for sock in silent:
+            sock.close()
+        service.stop()
 
 
 def test_connections_are_counted_by_client() -> None:
@@ -328,6 +695,15 @@ REFUSED = {
     "header too large": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
     "request line too long": (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     "control byte in a header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n", 400),
+    # Refused at once, not after waiting for the body they announce.
+    "bare LF before a body": (
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nX: a\nb\r\n\r\n",
+        400,
+    ),
+    "request line too long before a body": (
+        b"POST /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        414,
+    ),
     "Content-Length with Transfer-Encoding": (
         b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -535,6 +911,33 @@ def test_metrics_count_under_the_run_command_as_shipped() -> None:
             for sample in family.samples
         }
         assert samples["sessionsvc_sessions_opened_total"] >= 1
+        # Whichever worker answers, the scrape sums both: every /healthz
+        # either one logged is counted once.
+        answered_by: set[int] = set()
+        for _ in range(200):
+            get_healthz(service.port)
+            lines = [json.loads(line) for line in service.output().splitlines()]
+            healthz = [r for r in lines if r.get("route") == "/healthz" and r["status"] == 200]
+            answered_by = {r["pid"] for r in healthz}
+            if len(answered_by) == 2 and len(healthz) >= 10:
+                break
+        assert len(answered_by) == 2
+        _, _, body = parse(
+            raw(service.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        )
+        counted = {
+            sample.labels["route"]: sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == "sessionsvc_http_requests_total" and sample.labels["status"] == "200"
+        }
+        # (A line is written just after its answer: wait for the last ones.)
+        deadline = time.monotonic() + 5
+        while counted["/healthz"] != len(healthz) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            lines = [json.loads(line) for line in service.output().splitlines()]
+            healthz = [r for r in lines if r.get("route") == "/healthz" and r["status"] == 200]
+        assert counted["/healthz"] == len(healthz)
     finally:
         service.stop()
 

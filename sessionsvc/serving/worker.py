@@ -1,155 +1,54 @@
-"""What gunicorn runs around the standalone app (``gunicorn.conf.py`` names it).
-
-- :class:`Worker`: gunicorn's threaded worker, changed so that a slow or
-  silent client holds no thread. Its poller (the loop that accepts
-  connections) reads each request head itself, without blocking, a
-  connection's bytes buffered until the head is whole, and only then hands
-  the connection to a thread, which parses the head from that buffer; a
-  kept-alive connection's next request comes back the same way. A head has
-  :data:`HEAD_TIMEOUT` seconds from its first byte (then 408), a body
-  :data:`BODY_TIMEOUT` seconds. A client address holds at most
-  :attr:`Worker.max_connections_per_client` open connections in a worker;
-  past that its new ones are closed at once, unanswered; and a worker
-  holding as many connections as gunicorn lets it closes its longest-silent
-  one for each new one, where gthread would stop accepting. Connections are
-  closed gracefully in the poller too (gthread's own close waited for the
-  client in its loop, up to 2 s). What gunicorn refuses before the app runs
-  (a request line or headers too long, a malformed request) is answered with
-  the same RFC 9457 problem documents as the app's own errors, not
-  gunicorn's HTML page.
-- :class:`Logger`: gunicorn's logger, writing one JSON object per line: the
-  access log (method, route, path, status, duration, bytes, client, request
-  id) and gunicorn's own messages alike, each a plain-ASCII
-  :func:`~sessionsvc.logs.json_line`, so nothing a client sends can start
-  a line of its own or carry a terminal escape.
-
-gunicorn is the ``server`` extra: only a gunicorn process imports this.
-"""
+"""The worker: gunicorn's ``gthread`` worker whose poller reads request heads
+and bodies, and whose refusals are problem documents (see the package's
+docstring)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import secrets
+import resource
 import selectors
 import socket
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from gunicorn import glogging, util
+from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 from werkzeug import exceptions as http
 
-from .app import REQUEST_ID, ROUTE
-from .devices import normalised
-from .errors import SessionsvcError, error_response, http_error_response
-from .logs import JsonLines, json_line
-from .store.keys import address_group
+from ..errors import SessionsvcError, error_response, http_error_response
+from .sockets import (
+    BODY_TIMEOUT,
+    HEAD_BUFFER,
+    HEAD_TIMEOUT,
+    Body,
+    HeadTimeout,
+    TimedSocket,
+    body_of,
+    client_of,
+    has_body,
+    head_ready,
+    received,
+)
 
-#: Seconds a client has to send a request line and its headers, from their first byte.
-HEAD_TIMEOUT = 10.0
-#: Seconds a client has to send a request body (the service reads 64 KiB at most).
-BODY_TIMEOUT = 30.0
-#: Bytes of a request head the poller holds for a connection. gunicorn's limits
-#: allow heads of about 800 KiB: one not whole by then is read on by a thread,
-#: by the same deadline.
-HEAD_BUFFER = 64 * 1024
 #: Seconds a closed connection has to send what it still had in flight, and
 #: the bytes read from it meanwhile (gunicorn's graceful close).
 LINGER = 2.0
 LINGER_BYTES = 64 * 1024
-
-
-class HeadTimeout(http_errors.ParseException):
-    """The client did not send its request line and headers in time."""
-
-
-class _TimedSocket:
-    """A connection's socket whose reads end at a deadline.
-
-    The worker starts a deadline for each request's head and then for its
-    body. Reading the head past it raises :class:`HeadTimeout` (answered 408
-    by :meth:`Worker.handle_error`); reading the body past it raises
-    ``TimeoutError``, which the app takes as a client gone (400). Everything
-    else is the socket's own.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self.deadline = 0.0
-        self.in_head = True
-
-    def start_head(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.in_head = True
-
-    def start_body(self) -> None:
-        self.deadline = time.monotonic() + BODY_TIMEOUT
-        self.in_head = False
-
-    def recv(self, size: int) -> bytes:
-        remaining = self.deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise TimeoutError("read deadline passed")
-            self._sock.settimeout(remaining)
-            try:
-                return self._sock.recv(size)
-            finally:
-                self._sock.settimeout(None)
-        except TimeoutError:
-            if self.in_head:
-                raise HeadTimeout() from None
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-def head_ready(head: bytes, start: int, line_limit: int) -> bool:
-    """Whether gunicorn's parser can act on ``head`` without waiting for more.
-
-    ``start`` is where the bytes just added begin. True once the head has
-    ended (an empty line), or holds what gunicorn refuses before its end (a
-    bare LF, a request line over ``line_limit``), or fills :data:`HEAD_BUFFER`.
-    """
-    if len(head) >= HEAD_BUFFER or head.find(b"\r\n\r\n", max(start - 3, 0)) >= 0:
-        return True
-    if head.count(b"\n", start) != head.count(b"\r\n", max(start - 1, 0)):
-        return True  # an LF without its CR among the new bytes
-    return 0 < line_limit < len(head) - 2 and head.find(b"\n", 0, line_limit + 3) < 0
-
-
-def received(sock: socket.socket, size: int) -> bytes | None:
-    """What a non-blocking socket has to read: None if nothing yet, b"" once
-    the client has closed it (or it failed)."""
-    try:
-        return sock.recv(size)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError:
-        return b""
-
-
-def client_of(addr: Any) -> str | None:
-    """Whose connection this is, for the cap on connections per client.
-
-    An IPv4 address, also when a dual-stack socket shows it IPv4-mapped
-    (``::ffff:a.b.c.d``), or the /64 network of an IPv6 one (one
-    subscriber's, as for the login limits); ``None`` on a Unix socket.
-    """
-    if not isinstance(addr, tuple) or not addr:
-        return None
-    try:
-        return address_group(addr[0])
-    except ValueError:
-        return str(addr[0])
+#: Open files a worker keeps for itself beyond its connections and two per
+#: thread (see Worker.init_process).
+FILES_RESERVED = 64
+#: Seconds a thread reads on an unread body after the response, for the next
+#: request (see Worker._keepalive_after).
+DRAIN_TIMEOUT = 0.1
 
 
 class _Connection(gthread.TConn):
@@ -160,10 +59,18 @@ class _Connection(gthread.TConn):
         self.data_ready = True  # gthread's own wait for the first byte: the poller did it
         self.worker = worker
         self.client_key = client_of(addr)
-        #: What has arrived of the next request head, and when it must be whole
-        #: (None: nothing yet, the connection waits as a kept-alive one).
-        self.head = b""
+        #: What has arrived of the next request (its head, and then its body),
+        #: and when the head must be whole (None: nothing yet, the connection
+        #: waits as a kept-alive one).
+        self.head = bytearray()
         self.head_deadline: float | None = None
+        #: Once the head is whole, the body the poller waits for, by when, and
+        #: whether the poller told the client to send it (100 Continue).
+        self.body: Body | None = None
+        self.body_deadline: float | None = None
+        self.continued = False
+        #: All of the body is in :attr:`head`, for the thread.
+        self.whole_body = False
         #: In the poller, waiting for (the rest of) a head.
         self.waiting = False
         #: Bytes read from it while it closes (see :meth:`Worker.linger`).
@@ -173,7 +80,7 @@ class _Connection(gthread.TConn):
     @property
     def raw(self) -> Any:
         """The socket itself, under the read deadlines' wrapper."""
-        return self.sock._sock if isinstance(self.sock, _TimedSocket) else self.sock
+        return self.sock._sock if isinstance(self.sock, TimedSocket) else self.sock
 
     def close(self, graceful: bool = False) -> None:
         if graceful:
@@ -192,11 +99,32 @@ class Worker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connections_of: Counter[str | None] = Counter()
-        #: (deadline, connection) of heads being read, oldest first; an entry
-        #: whose connection has moved on since is skipped.
+        #: (deadline, connection) of heads being read, oldest first, and of
+        #: bodies; an entry whose connection has moved on since is skipped.
         self.heads: deque[tuple[float, _Connection]] = deque()
+        self.bodies: deque[tuple[float, _Connection]] = deque()
         #: (deadline, connection) of gracefully closing connections.
         self.lingering: deque[tuple[float, _Connection]] = deque()
+        #: Threads that may wait at once on clients taking their responses
+        #: slowly (the rest serve everyone else); past that such a client's
+        #: connection is closed.
+        self.slow_writers = threading.BoundedSemaphore(max(self.cfg.threads // 2, 1))
+
+    def init_process(self) -> None:
+        # Each connection is an open file: hold no more than the process may
+        # open, less what it needs besides (its Redis connections, one per
+        # thread; files a thread sends; closing connections; its own).
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        room = soft - 2 * self.cfg.threads - FILES_RESERVED
+        if soft != resource.RLIM_INFINITY and room < self.cfg.worker_connections:
+            self.worker_connections: int = max(room, 1)
+            self.log.warning(
+                "ulimit -n is %d: a worker holds at most %d connections, not %d",
+                soft,
+                self.worker_connections,
+                self.cfg.worker_connections,
+            )
+        super().init_process()
 
     def accept(self, listener: Any) -> None:
         try:
@@ -204,23 +132,64 @@ class Worker(ThreadWorker):
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 return
-            raise
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            # Out of files all the same (closing connections, or the host's
+            # limit): make room as a full worker does, rather than end the
+            # worker and every request it serves.
+            self.log.warning("could not accept a connection: %s", os.strerror(exc.errno))
+            self.make_room()
+            return
         client = client_of(addr)
         cap = self.max_connections_per_client
         if cap and client is not None and self.connections_of[client] >= cap:
             util.close(sock)  # at once: answering would mean reading its request
             self.log.debug("closed a connection from %s: %d open", client, cap)
             return
-        if self.nr_conns >= self.worker_connections - 1 and self.keepalived_conns:
-            # Full (gthread would stop accepting): the connection silent the
-            # longest makes room, so silent ones cannot keep others out.
-            idle = self.keepalived_conns[0]
-            self.stop_waiting(idle)
-            self.nr_conns -= 1
-            idle.close()
+        if self.nr_conns >= self.worker_connections - 1:
+            # Full (gthread would stop accepting): one waiting in the poller
+            # makes room, so slow or silent ones cannot keep others out.
+            self.make_room()
         self.connections_of[client] += 1
         self.nr_conns += 1
         self.wait_for_head(_Connection(self, sock, addr, listener.getsockname()))
+
+    def make_room(self) -> None:
+        """Close the connection :meth:`longest_waiting` names, if any."""
+        idle = self.longest_waiting()
+        if idle is not None:
+            self.stop_waiting(idle)
+            self.nr_conns -= 1
+            idle.close()
+
+    def longest_waiting(self) -> _Connection | None:
+        """The connection a full worker closes for a new one: the one silent
+        the longest, or else the one whose request (its head, or then its
+        body) has been arriving the longest (a client sending at a normal
+        pace sends a request at once); never one a thread is serving."""
+        while self.keepalived_conns:
+            silent: _Connection = self.keepalived_conns[0]
+            try:
+                silent.raw.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                return silent
+            except OSError:
+                pass
+            # Its request (or its close) arrived in this very poll, behind the
+            # new connection: read it now rather than close it unanswered.
+            self.on_head_readable(silent, None)
+        while self.heads:
+            deadline, conn = self.heads[0]
+            if conn.waiting and conn.head_deadline == deadline:
+                return conn
+            self.heads.popleft()  # moved on since: murder_pending would skip it
+        # Heads past their deadline that wait for their bodies are only here.
+        while self.bodies:
+            deadline, conn = self.bodies[0]
+            if conn.waiting and conn.body_deadline == deadline:
+                return conn
+            self.bodies.popleft()
+        return None
 
     def wait_for_head(self, conn: _Connection) -> None:
         """Keep a new or kept-alive connection in the poller until its next head is whole.
@@ -232,12 +201,14 @@ class Worker(ThreadWorker):
         self.poller.register(conn.raw, selectors.EVENT_READ, partial(self.on_head_readable, conn))
         conn.waiting = True
         conn.head_deadline = None
+        conn.body = conn.body_deadline = None
+        conn.continued = conn.whole_body = False
         conn.set_timeout()
         if not self.alive:
             conn.timeout = min(conn.timeout, time.monotonic() + gthread.STOP_KEEPALIVE_LINGER)
         self.keepalived_conns.append(conn)
         if conn.head:  # sent behind the last request (pipelined)
-            head, conn.head = conn.head, b""
+            head, conn.head = conn.head, bytearray()
             self.add_to_head(conn, head)
 
     def on_head_readable(self, conn: _Connection, _sock: Any) -> None:
@@ -251,22 +222,49 @@ class Worker(ThreadWorker):
         data = received(conn.raw, HEAD_BUFFER)
         if data is None:
             return
-        if not data:  # the client closed the connection
+        if not data:  # the client closed the connection (or its side of it)
             self.stop_waiting(conn)
+            if conn.body is not None:  # after a whole head: answered as a body cut short
+                self.enqueue_req(conn)
+                return
             self.nr_conns -= 1
             conn.close()
             return
         self.add_to_head(conn, data)
 
-    def add_to_head(self, conn: _Connection, data: bytes) -> None:
-        """Add bytes to a connection's head; hand it to a thread once gunicorn can parse it."""
+    def add_to_head(self, conn: _Connection, data: bytes | bytearray) -> None:
+        """Add bytes to a connection's request; hand it to a thread once gunicorn
+        can parse its head and read its body without waiting."""
         if conn.head_deadline is None:  # its first bytes start the head's deadline
             self.keepalived_conns.remove(conn)
             conn.head_deadline = time.monotonic() + HEAD_TIMEOUT
             self.heads.append((conn.head_deadline, conn))
         start = len(conn.head)
         conn.head += data
-        if head_ready(conn.head, start, self.cfg.limit_request_line):
+        if conn.body is None:
+            if not head_ready(conn.head, start, self.cfg.limit_request_line):
+                return
+            announced = body_of(conn.head, self.cfg.limit_request_line)
+            if announced is None:
+                self.stop_waiting(conn)
+                self.enqueue_req(conn)
+                return
+            # A slow body holds no thread either: it has BODY_TIMEOUT from here.
+            conn.body, expect = announced
+            conn.body_deadline = time.monotonic() + BODY_TIMEOUT
+            self.bodies.append((conn.body_deadline, conn))
+            if expect and not conn.body.arrived(conn.head):
+                conn.continued = True
+                with contextlib.suppress(OSError):  # a fresh socket's buffer has room
+                    conn.raw.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if conn.body.arrived(conn.head):
+            if conn.body.overflowed:
+                # Chunks of a few bytes in more framing than the poller holds:
+                # the thread reads none more (the app's answer to a body cut
+                # short), or a client trickling them would hold it.
+                conn.body_deadline = time.monotonic()
+            else:
+                conn.whole_body = True
             self.stop_waiting(conn)
             self.enqueue_req(conn)
 
@@ -282,9 +280,15 @@ class Worker(ThreadWorker):
         (gthread's own pending connections, deferred by a thread, are none here.)
         """
         now = time.monotonic()
+        while self.bodies and self.bodies[0][0] <= now:
+            deadline, conn = self.bodies.popleft()
+            if conn.waiting and conn.body_deadline == deadline:
+                # Its thread finds the deadline passed: the app's answer to a client gone.
+                self.stop_waiting(conn)
+                self.enqueue_req(conn)
         while self.heads and self.heads[0][0] <= now:
             deadline, conn = self.heads.popleft()
-            if conn.waiting and conn.head_deadline == deadline:
+            if conn.waiting and conn.head_deadline == deadline and conn.body is None:
                 self.stop_waiting(conn)
                 self.handle_error(None, conn.raw, conn.client, HeadTimeout())
                 self.nr_conns -= 1
@@ -297,7 +301,7 @@ class Worker(ThreadWorker):
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         # gthread's loop wakes every second: sooner when a deadline falls due.
-        for due in (self.heads, self.lingering):
+        for due in (self.heads, self.bodies, self.lingering):
             if due:
                 timeout = min(timeout, max(due[0][0] - time.monotonic(), 0.0))
         super().wait_for_and_dispatch_events(timeout)
@@ -353,25 +357,49 @@ class Worker(ThreadWorker):
             conn.close(graceful=True)
             return
         # What the client sent behind the request (its next one) starts the next head.
-        conn.head = conn.parser.unreader.take_buffered()
+        conn.head = bytearray(conn.parser.unreader.take_buffered())
         self.wait_for_head(conn)
 
     def handle(self, conn: _Connection) -> Any:
         """Serve one request (in a thread), its head read by the poller."""
         if not self.cfg.is_ssl:  # TLS ends at the proxy; the wrapper is for plain sockets
-            if not isinstance(conn.sock, _TimedSocket):
-                conn.sock = _TimedSocket(conn.sock)
+            if not isinstance(conn.sock, TimedSocket):
+                conn.sock = TimedSocket(conn.sock, self.slow_writers)
             # A head longer than HEAD_BUFFER is read on by the same deadline.
             conn.sock.start_head(conn.head_deadline or time.monotonic() + HEAD_TIMEOUT)
         if conn.head:
             conn.init()  # the parser, made on the first request
-            conn.parser.unreader.unread(conn.head)
-            conn.head = b""
-        return super().handle(conn)
+            conn.parser.unreader.unread(bytes(conn.head))
+            conn.head = bytearray()
+        try:
+            return super().handle(conn)
+        finally:
+            if isinstance(conn.sock, TimedSocket):
+                conn.sock.release()
+
+    def _keepalive_after(self, conn: Any, keepalive: Any) -> bool:
+        """Whether a kept-alive connection can serve another request.
+
+        gthread first reads what the app left of the body, for up to 5 s: a
+        thread each for a client sending a body larger than the service
+        reads (413), slowly. The poller has read every body it could, so
+        what is left is read from the buffer or for :data:`DRAIN_TIMEOUT`
+        only; a body still arriving closes the connection instead, its
+        client's last bytes read in the poller (:meth:`linger`).
+        """
+        if not keepalive:
+            return False
+        return bool(conn.parser.finish_body(deadline=time.monotonic() + DRAIN_TIMEOUT))
 
     def handle_request(self, req: Any, conn: Any) -> Any:
-        if isinstance(conn.sock, _TimedSocket):
-            conn.sock.start_body()
+        if isinstance(conn.sock, TimedSocket):
+            conn.sock.start_body(conn.body_deadline)
+        if conn.continued:  # told already, by the poller
+            req._expected_100_continue = False
+        if not self.cfg.is_ssl and not conn.whole_body and has_body(req.headers):
+            # Its body is not all read (too large, cut short, or late): the
+            # connection closes after the answer, and the answer says so.
+            req.must_close = True
         return super().handle_request(req, conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
@@ -439,44 +467,3 @@ def refusal(exc: BaseException) -> tuple[int, Any]:
                 return answer.code or 400, http_error_response(answer(detail))
     # A bug, or the app's response that gunicorn could not send.
     return 500, error_response(SessionsvcError("An unexpected error occurred."))
-
-
-def _text(wsgi: str | None) -> str | None:
-    """A WSGI string (bytes as latin-1, PEP 3333) as the text the client meant (UTF-8)."""
-    if wsgi is None:
-        return None
-    return wsgi.encode("latin-1", "replace").decode("utf-8", "replace")
-
-
-class Logger(glogging.Logger):
-    """gunicorn's logger, writing JSON lines (see the module's docstring)."""
-
-    def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
-        for handler in self.error_log.handlers:
-            handler.setFormatter(JsonLines())
-
-    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not self.access_log_enabled:
-            return
-        status = str(resp.status).split(None, 1)[0]
-        line = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "logger": "access",
-            "method": environ.get("REQUEST_METHOD"),
-            "route": environ.get(ROUTE),
-            "path": _text(environ.get("PATH_INFO")),
-            "status": int(status) if status.isdigit() else status,
-            "duration_ms": round(request_time.total_seconds() * 1000, 3),
-            "bytes": getattr(resp, "sent", None),
-            # As the sessions show it: an IPv4 client of a dual-stack socket
-            # as IPv4, and what a proxy forwarded only when it is an address.
-            "client": normalised(environ.get("REMOTE_ADDR")),
-            "request_id": environ.get(REQUEST_ID) or secrets.token_hex(8),
-            # The worker that answered.
-            "pid": os.getpid(),
-        }
-        try:
-            self.access_log.info(json_line(line))
-        except (TypeError, ValueError):
-            self.error(f"access log line not written: {sorted(line)}")
