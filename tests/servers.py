@@ -145,8 +145,11 @@ class Gunicorn:
         workers: int | None = 4,
         host: str = "127.0.0.1",
         open_files: int | None = None,
+        config: str = "gunicorn.conf.py",
     ) -> None:
         self.port = port or free_port()
+        #: What ``-c`` names: the repository's file, or ``python:sessionsvc.gunicorn_config``.
+        self.config = config
         #: Its ``ulimit -n`` (None: ours).
         self.open_files = open_files
         # The tests reach it on 127.0.0.1 whatever it binds (``[::]``: dual-stack).
@@ -162,7 +165,7 @@ class Gunicorn:
 
     def start(self) -> Gunicorn:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", self.config, "wsgi:app"],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,

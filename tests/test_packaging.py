@@ -124,6 +124,9 @@ def test_the_wheel_carries_every_file_of_the_package_and_nothing_else(dist: Path
         ).decode()
     assert names == files
     assert {"sessionsvc/store/scripts/open.lua", "sessionsvc/py.typed"} <= names
+    # gunicorn -c python:sessionsvc.gunicorn_config: the settings that share
+    # the embedded store among workers come with the wheel.
+    assert "sessionsvc/gunicorn_config.py" in names
     assert any(name.startswith("sessionsvc/templates/") for name in names)
     assert any(name.startswith("sessionsvc/static/docs/swagger-ui/") for name in names)
     assert "Provides-Extra: embedded" in metadata

@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,6 +111,54 @@ def test_embedded_store_under_the_run_command_is_shared_by_workers_and_cli() -> 
         sign_in_twice_and_revoke(service.base)
     finally:
         service.stop()
+
+
+def test_the_config_the_package_ships_shares_one_embedded_store_across_two_workers() -> None:
+    # What a wheel's user runs: no file of the repository's, two workers.
+    config = "python:sessionsvc.gunicorn_config"
+    env = service_env(SESSIONSVC_LOGIN_RATE_LIMIT="")  # 30 sign-ins from one address
+    service = Gunicorn(env, workers=2, config=config).start()
+    try:
+        created = service.flask(*CREATE_ALICE, stdin=PASSWORD + "\n")
+        assert created.returncode == 0, created.stderr
+        login = f"{service.base}/api/v1/auth/login"
+        credentials = {"username": "alice", "password": PASSWORD}
+        fresh = [http("POST", login, body=credentials, user_agent=CHROME) for _ in range(30)]
+        assert [status for status, _ in fresh] == [200] * 30
+        # Each token on new connections, which the two workers take in turn.
+        listed = [
+            http("GET", f"{service.base}/api/v1/sessions", token=t["access_token"])[0]
+            for _, t in fresh
+            for _ in range(3)
+        ]
+        assert listed == [200] * 90
+        for _, tokens in fresh[:10]:
+            status, _ = http(
+                "POST", f"{service.base}/api/v1/auth/logout", token=tokens["access_token"]
+            )
+            assert status == 204
+            after = [
+                http("GET", f"{service.base}/api/v1/sessions", token=tokens["access_token"])[0]
+                for _ in range(3)
+            ]
+            assert after == [401] * 3
+    finally:
+        service.stop()
+
+
+def test_two_workers_on_private_embedded_stores_do_not_start(tmp_path: Path) -> None:
+    # gunicorn without the shipped config (an empty one: in the checkout
+    # gunicorn would read ./gunicorn.conf.py by itself) and without a Redis
+    # URL: nothing serves one store to the workers, and each would keep its own.
+    empty = tmp_path / "gunicorn.conf.py"
+    empty.write_text("")
+    env = service_env(JWT_SECRET_KEY=JWT_KEY)
+    gunicorn = ("-m", "gunicorn", "-c", str(empty), "-w", "2", "-b", "127.0.0.1:0", "wsgi:app")
+    result = run_in_checkout(sys.executable, *gunicorn, env=env)
+    assert result.returncode != 0
+    assert "each of the server's 2 workers would keep a private store" in result.stderr
+    for fix in ("gunicorn -w 1", "SESSIONSVC_REDIS_URL", "-c python:sessionsvc.gunicorn_config"):
+        assert fix in result.stderr
 
 
 def run_in_checkout(*command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
