@@ -184,6 +184,36 @@ def test_fresh_tokens_work_in_every_worker_and_revokes_bite_at_once(trial: Trial
         assert trial.call("GET", "/me", pair["access_token"])[0] == 200
 
 
+# 3, on the embedded store (no Redis): shared by the package's gunicorn
+# settings, refused by plain gunicorn with two workers.
+def test_on_the_embedded_store_the_packages_gunicorn_settings_share_it(tmp_path: Path) -> None:
+    env = trial_env("", "trial", tmp_path / "users.db")
+    del env["SESSIONSVC_REDIS_URL"]
+    port = free_port()
+    config = "python:sessionsvc.gunicorn_config"
+    command = [sys.executable, "-m", "gunicorn", "-c", config, "-w", "2", f"{APP}:app"]
+    server = HostProcess(command, {**env, "SESSIONSVC_BIND": f"127.0.0.1:{port}"}, port).start()
+    try:
+        trial = Trial(server, 2, "", "trial")
+        for pair in [trial.login(BOB) for _ in range(10)]:
+            assert len(answered_by_every_worker(trial, pair["access_token"], 200)) == 2
+    finally:
+        server.stop()
+
+
+def test_on_the_embedded_store_two_plain_gunicorn_workers_do_not_start(tmp_path: Path) -> None:
+    env = trial_env("", "trial", tmp_path / "users.db")
+    del env["SESSIONSVC_REDIS_URL"]
+    empty = tmp_path / "gunicorn.conf.py"  # not the checkout's, which gunicorn reads by itself
+    empty.write_text("")
+    bind = f"127.0.0.1:{free_port()}"
+    result = run_python(
+        ["-m", "gunicorn", "-c", str(empty), "-w", "2", "-b", bind, f"{APP}:app"], env
+    )
+    assert result.returncode != 0
+    assert "each of the server's 2 workers would keep a private store" in result.stderr
+
+
 # 4. The document and /docs: exactly the routes mounted, none of the host's.
 def test_the_docs_serve_exactly_the_mounted_routes(trial: Trial) -> None:
     status, _, document, _ = trial.call("GET", "/apispec.json")

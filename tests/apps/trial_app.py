@@ -64,7 +64,9 @@ with users() as db:
 
 app = Flask(__name__)
 app.config["JWT_SECRET_KEY"] = os.environ["JWT_SECRET_KEY"]
-app.config["SESSIONSVC_REDIS_URL"] = os.environ["SESSIONSVC_REDIS_URL"]
+# Unset: the embedded development store (shared among gunicorn's workers by
+# the package's gunicorn settings).
+app.config["SESSIONSVC_REDIS_URL"] = os.environ.get("SESSIONSVC_REDIS_URL")
 app.config["SESSIONSVC_KEY_PREFIX"] = os.environ.get("SESSIONSVC_KEY_PREFIX", "sessionsvc")
 app.config["SESSIONSVC_ADMIN_ROUTES"] = True
 
