@@ -142,7 +142,7 @@ class SessionManager:
             self, settings, store, locator, problem_paths, HashSlots(settings.password_hashes)
         )
 
-        tokens.bind(app, jwt, self.is_revoked, _owns_request)
+        tokens.bind(app, jwt, _owns_request)
         tokens.guard(app, jwt)
         errors.register_error_handlers(app, _owns_request)
         app.register_blueprint(api.blueprint, url_prefix=self._url_prefix)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
@@ -61,6 +61,7 @@ from .errors import (
 )
 from .models import TokenPair
 from .settings import ConfigError, Settings
+from .state import EXTENSION_KEY
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -192,8 +193,10 @@ def check_signing(config: Mapping[str, Any], *, strict: bool) -> list[str]:
 
 
 def has_blocklist_loader(jwt: JWTManager) -> bool:
-    """Whether someone already filled flask-jwt-extended's blocklist slot."""
-    return jwt._token_in_blocklist_callback is not default_blocklist_callback
+    """Whether someone else already filled flask-jwt-extended's blocklist slot
+    (sessionsvc's own, from another app of the same manager, is no one else)."""
+    loader = jwt._token_in_blocklist_callback
+    return loader is not default_blocklist_callback and not getattr(loader, "sessionsvc", False)
 
 
 def guard(app: Flask, jwt: JWTManager) -> None:
@@ -237,12 +240,7 @@ def _case_insensitive_scheme(app: Flask, owns: Callable[[], bool]) -> None:
             environ[environ_key] = other_case.sub(lambda m: m.group(1) + scheme, value)
 
 
-def bind(
-    app: Flask,
-    jwt: JWTManager,
-    is_revoked: Callable[[dict[str, Any], dict[str, Any]], bool],
-    owns: Callable[[], bool],
-) -> None:
+def bind(app: Flask, jwt: JWTManager, owns: Callable[[], bool]) -> None:
     """Install the revocation check and the problem-document error answers.
 
     flask-jwt-extended's own callback slots (``expired_token_loader``,
@@ -255,31 +253,36 @@ def bind(
 
     :param owns: tells, inside a request, whether the request is sessionsvc's.
     """
-    jwt.token_in_blocklist_loader(_session_check(is_revoked, owns))
+    jwt.token_in_blocklist_loader(_session_check(owns))
     token_cache.cache_verified_tokens(jwt)
     _case_insensitive_scheme(app, owns)
     _answer_token_errors(app, owns)
 
 
-def _session_check(
-    is_revoked: Callable[[dict[str, Any], dict[str, Any]], bool], owns: Callable[[], bool]
-) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
-    """``is_revoked`` as the blocklist loader.
+def _session_check(owns: Callable[[], bool]) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
+    """The blocklist loader: the current app's :meth:`SessionManager.is_revoked`.
 
-    On the host's routes a token that belongs to no session, and a refresh
-    token presented again (its session is revoked by then), are revoked
-    tokens: the host's ``revoked_token_loader`` answers them, as it answers a
+    The app's, not one manager's: a host's ``JWTManager`` made once and
+    ``init_app``-ed on every app of a factory keeps one loader for them all.
+    An app of that manager without sessionsvc has nothing revoked. On the
+    host's routes a token that belongs to no session, and a refresh token
+    presented again (its session is revoked by then), are revoked tokens:
+    the host's ``revoked_token_loader`` answers them, as it answers a
     signed-out session. sessionsvc's routes keep their own codes for both.
     """
 
     def check(jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> bool:
+        state = current_app.extensions.get(EXTENSION_KEY)
+        if state is None:
+            return False
         try:
-            return is_revoked(jwt_header, jwt_payload)
+            return bool(state.manager.is_revoked(jwt_header, jwt_payload))
         except (InvalidToken, RefreshTokenReused):
             if owns():
                 raise
             return True
 
+    check.sessionsvc = True  # type: ignore[attr-defined]  # see has_blocklist_loader
     return check
 
 

@@ -24,7 +24,7 @@ from flask_jwt_extended import (
 from flask_jwt_extended.exceptions import NoAuthorizationError
 from werkzeug.test import TestResponse
 
-from sessionsvc import SessionManager, admin, create_app
+from sessionsvc import ConfigError, SessionManager, admin, create_app
 from sessionsvc.errors import StoreUnavailable
 from tests.clients import JWT_KEY, assert_jwt_answer, assert_problem
 from tests.servers import free_port
@@ -353,3 +353,63 @@ def test_a_token_of_a_session_that_outlived_it_gets_the_hosts_expired_answer() -
         419,
         {"error": "host-expired", "sub": "alice"},
     )
+
+
+def test_an_app_factory_sharing_one_jwt_manager_and_one_session_manager() -> None:
+    # The usual factory: extensions made once, init_app on every app.
+    jwt, sessions = JWTManager(), SessionManager()
+
+    def create() -> Flask:
+        app = Flask("factory")
+        app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY)
+        jwt.init_app(app)
+        sessions.init_app(app)
+
+        @app.post("/login/<user>")
+        def login(user: str) -> Any:
+            return jsonify(sessions.open(user).to_json())
+
+        return app
+
+    first, second = create(), create()  # the second was refused: "already has a loader"
+    for app in (first, second):
+        client = app.test_client()
+        mine = client.post("/login/alice").get_json()
+        other = client.post("/login/alice").get_json()
+        headers = {"Authorization": f"Bearer {mine['access_token']}"}
+        assert client.get("/api/v1/sessions", headers=headers).status_code == 200
+        gone = f"/api/v1/sessions/{other['session_id']}"
+        assert client.delete(gone, headers=headers).status_code == 204
+        other_headers = {"Authorization": f"Bearer {other['access_token']}"}
+        assert_problem(
+            client.get("/api/v1/sessions", headers=other_headers), 401, "session_revoked"
+        )
+
+
+def test_an_app_of_the_same_jwt_manager_without_sessionsvc_revokes_nothing() -> None:
+    jwt = JWTManager()
+    with_sessions, plain = Flask("with"), Flask("plain")
+    for app in (with_sessions, plain):
+        app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY)
+        jwt.init_app(app)
+    SessionManager(with_sessions)
+
+    @plain.get("/me")
+    @jwt_required()
+    def me() -> Any:
+        return jsonify(ok=True)
+
+    with plain.app_context():
+        token = create_access_token("alice")  # no session: that app never asked for one
+    response = plain.test_client().get("/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.get_json() == {"ok": True}
+
+
+def test_a_blocklist_loader_of_the_hosts_is_still_refused_naming_the_fix() -> None:
+    jwt = JWTManager()
+    app = Flask("host")
+    app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY)
+    jwt.init_app(app)
+    jwt.token_in_blocklist_loader(lambda header, payload: False)
+    with pytest.raises(ConfigError, match="token_in_blocklist_loader"):
+        SessionManager(app)
