@@ -216,3 +216,41 @@ def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
         return problem(
             500, "internal_error", "Internal Server Error", "An unexpected error occurred."
         )
+
+    taken_over = False
+
+    @app.before_request
+    def _take_over_narrower_handlers() -> None:
+        """The host's handlers narrower than ours stay the host's.
+
+        Flask picks the handler of the most specific class, and a status
+        code's before any class: a host's ``errorhandler(404)`` or
+        ``errorhandler(StoreUnavailable)`` (for its own routes; before or
+        after ``init_app``) would answer sessionsvc's routes too. At the
+        first request (after which Flask takes no new handlers) each is
+        wrapped: problem documents on our paths, the host's answer elsewhere.
+        """
+        nonlocal taken_over
+        if taken_over:
+            return
+        taken_over = True
+        for code, by_class in app.error_handler_spec[None].items():
+            for error_class, handler in list(by_class.items()):
+                if code is not None:
+                    by_class[error_class] = _ours_first(handler, owns, http_error_response)
+                elif issubclass(error_class, SessionsvcError) and handler is not _ours:
+                    by_class[error_class] = _ours_first(handler, owns, error_response)
+
+
+def _ours_first(
+    host: Callable[[Any], Any], owns: Callable[[], bool], ours: Callable[[Any], Response]
+) -> Callable[[Any], Any]:
+    """``host``'s answer to an error, but on our paths ``ours`` (a problem document)."""
+    if getattr(host, "sessionsvc", False):  # taken over already
+        return host
+
+    def answer(error: Any) -> Any:
+        return ours(error) if owns() else host(error)
+
+    answer.sessionsvc = True  # type: ignore[attr-defined]
+    return answer

@@ -247,6 +247,26 @@ def test_store_unavailable_on_a_host_route_is_a_503_the_host_can_answer_its_way(
     answered.register_error_handler(StoreUnavailable, host_unavailable)  # after: still wins
     response = answered.test_client().get("/things", headers=bearer(token))
     assert (response.status_code, response.get_json()) == (503, {"error": "host-down"})
+    # ... on the host's routes only: sessionsvc's keep their problem document.
+    response = answered.test_client().get(SESSIONS, headers=bearer(token))
+    assert_problem(response, 503, "store_unavailable")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_the_hosts_status_code_handlers_answer_its_routes_only(when: str) -> None:
+    def host_not_found(error: Exception) -> Any:
+        return jsonify(error="host-404"), 404
+
+    app, _ = plain_host(callbacks=True)
+    if when == "before":
+        app.register_error_handler(404, host_not_found)
+    SessionManager(app, redis_client=fakeredis.FakeRedis(decode_responses=True))
+    if when == "after":
+        app.register_error_handler(404, host_not_found)
+    client = app.test_client()
+    assert client.get("/nowhere").get_json() == {"error": "host-404"}
+    assert_problem(client.get(f"{SESSIONS}/a/b/c"), 404, "not_found")
+    assert client.get("/nowhere/else").get_json() == {"error": "host-404"}
 
 
 # -- the admin routes -----------------------------------------------------------
