@@ -18,6 +18,8 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -889,6 +891,24 @@ def test_a_metrics_token_opens_them_to_other_addresses(redis_url: str) -> None:
         assert metrics_status(service.port, remote, "Authorization: Bearer wrong-token") == 404
         assert metrics_status(service.port, remote, f"Authorization: Bearer {METRICS_TOKEN}") == 200
         assert METRICS_TOKEN not in service.output()
+
+
+def test_the_shipped_config_comes_before_prometheus_client() -> None:
+    # gunicorn imports sessionsvc.gunicorn_config (and with it the package's
+    # __init__) first: prometheus_client, imported by the app's modules,
+    # must find PROMETHEUS_MULTIPROC_DIR set, or every worker counts alone
+    # and /metrics is empty.
+    script = (
+        "import os, sys, sessionsvc.gunicorn_config; "
+        "print('prometheus_client' in sys.modules, bool(os.environ['PROMETHEUS_MULTIPROC_DIR']))"
+    )
+    env = service_env()
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
 
 
 def test_metrics_count_under_the_run_command_as_shipped() -> None:
