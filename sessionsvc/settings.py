@@ -90,9 +90,17 @@ def unknown_keys(config: Mapping[str, Any], environ: Mapping[str, str]) -> list[
 
     A misspelt key (``SESSIONSVC_REDIS_URI``) is otherwise ignored in
     silence, and its default used: the embedded development store, say.
+    So is a key set in the environment of an app that reads only its config
+    (a host app: the standalone service's ``config.py`` copies the
+    environment into the config), which is said too.
     """
     keys = [key.name for key in KEYS if key.name.startswith(_PREFIX)]
-    warnings = []
+    warnings = [
+        f"environment variable {name} is set but the app's config has no {name}: "
+        "the extension reads the app's config (copy it there)"
+        for name in sorted(environ)
+        if name in keys and environ[name] and name not in config
+    ]
     for where, names in (("configuration key", config), ("environment variable", environ)):
         known = keys if where == "configuration key" else [*keys, *OTHER_VARIABLES]
         for name in sorted(names):

@@ -391,6 +391,22 @@ def test_misspelt_keys_are_named_with_the_closest_known_one(
     ]
 
 
+def test_a_key_set_in_the_environment_but_not_in_a_host_apps_config_is_said(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A host app reads its config; exported, the key did nothing in silence.
+    monkeypatch.setenv("SESSIONSVC_ADMIN_ROUTES", "true")
+    monkeypatch.setenv("SESSIONSVC_TOUCH_INTERVAL", "30")
+    monkeypatch.setenv("SESSIONSVC_IDLE_TIMEOUT", "")  # empty: unset
+    with caplog.at_level(logging.WARNING, logger="sessionsvc"):
+        host_app(backend, SESSIONSVC_TOUCH_INTERVAL=30)
+    said = [m for m in caplog.messages if m.startswith("environment variable ")]
+    assert said == [
+        "environment variable SESSIONSVC_ADMIN_ROUTES is set but the app's config has no "
+        "SESSIONSVC_ADMIN_ROUTES: the extension reads the app's config (copy it there)"
+    ]
+
+
 def test_a_token_made_without_a_session_is_refused_and_explained_once(
     backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
