@@ -137,7 +137,7 @@ class SessionManager:
         prefixes = [self._url_prefix, *([admin.URL_PREFIX] if admin_routes else [])]
         if self._auth_routes:
             prefixes.append(auth.URL_PREFIX)
-        problem_paths = self._problem_paths or tuple(prefixes)
+        problem_paths = self._problem_paths if self._problem_paths is not None else tuple(prefixes)
         app.extensions[EXTENSION_KEY] = State(
             self, settings, store, locator, problem_paths, HashSlots(settings.password_hashes)
         )

@@ -124,10 +124,16 @@ def on_starting(server: Any) -> None:
     if os.environ.get("SESSIONSVC_REDIS_URL"):
         # A real store: the app itself insists on a JWT_SECRET_KEY.
         return
+    from .settings import ConfigError
     from .store import DEV_STORE_PORT, serve_dev_store
 
     try:
         url = serve_dev_store()
+    except ConfigError as exc:
+        # No embedded extra: an app whose Redis is not in the environment (its
+        # config, a redis_client) needs none; one that does says so itself.
+        server.log.warning("not serving the embedded development store: %s", exc)
+        return
     except OSError as exc:
         raise SystemExit(
             f"cannot serve the embedded development store on port {DEV_STORE_PORT} ({exc}); "

@@ -433,3 +433,11 @@ def test_a_blocklist_loader_of_the_hosts_is_still_refused_naming_the_fix() -> No
     jwt.token_in_blocklist_loader(lambda header, payload: False)
     with pytest.raises(ConfigError, match="token_in_blocklist_loader"):
         SessionManager(app)
+
+
+def test_no_problem_paths_means_none() -> None:
+    # problem_paths=() is the host's choice: every HTTP error stays its own.
+    app, _ = plain_host(callbacks=True)
+    SessionManager(app, redis_client=fakeredis.FakeRedis(decode_responses=True), problem_paths=())
+    response = app.test_client().get(f"{SESSIONS}/a/b/c")
+    assert (response.status_code, response.mimetype) == (404, "text/html")

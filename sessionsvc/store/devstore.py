@@ -107,7 +107,8 @@ PER_WORKER = (
     f"{DEV_STORE_HOST}:{DEV_STORE_PORT}: each of the server's {{workers}} workers would keep "
     "a private store of its own (a token made in one is refused by the others). Run one "
     "worker (gunicorn -w 1), set SESSIONSVC_REDIS_URL to your Redis, or serve with the "
-    "config that shares one embedded store: gunicorn -c python:sessionsvc.gunicorn_config"
+    "config that shares one embedded store: gunicorn -c python:sessionsvc.gunicorn_config "
+    "(without --preload, which builds the app before that config serves the store)"
 )
 
 
