@@ -102,7 +102,9 @@ def tokens_of(app: Flask, **claims: Any) -> dict[str, str]:
         expired = create_access_token("alice", expires_delta=timedelta(seconds=-5))
         bare = create_access_token("alice", additional_claims=claims)
         bare_refresh = create_refresh_token("alice")
-    forged = bare[:-4] + ("AAAA" if not bare.endswith("AAAA") else "BBBB")
+    # A character inside the signature changes it (the last one's low bits are padding).
+    head, _, signature = bare.rpartition(".")
+    forged = f"{head}.{signature[:10]}{'A' if signature[10] != 'A' else 'B'}{signature[11:]}"
     return {"expired": expired, "bare": bare, "bare_refresh": bare_refresh, "forged": forged}
 
 
