@@ -234,12 +234,39 @@ def register_error_handlers(app: Flask, owns: Callable[[], bool]) -> None:
         if taken_over:
             return
         taken_over = True
+        answered: dict[type[Exception], Callable[[Any], Response]] = app.extensions.get(
+            _OURS_FIRST, {}
+        )
         for code, by_class in app.error_handler_spec[None].items():
             for error_class, handler in list(by_class.items()):
                 if code is not None:
                     by_class[error_class] = _ours_first(handler, owns, http_error_response)
+                elif error_class in answered:
+                    # The host's, registered after answer_ours_first wrapped the one before.
+                    by_class[error_class] = _ours_first(handler, owns, answered[error_class])
                 elif issubclass(error_class, SessionsvcError) and handler is not _ours:
                     by_class[error_class] = _ours_first(handler, owns, error_response)
+
+
+#: Where an app keeps the error classes :func:`answer_ours_first` answers, with our answer.
+_OURS_FIRST = "sessionsvc.ours_first"
+
+
+def answer_ours_first(
+    app: Flask,
+    owns: Callable[[], bool],
+    error_class: type[Exception],
+    ours: Callable[[Any], Response],
+) -> None:
+    """Answer ``error_class`` with ``ours`` on our paths, and elsewhere with the
+    handler the app has for it: the one registered before this call, or one
+    the host registers after it (taken over at the first request, by the
+    hook :func:`register_error_handlers` installs). With none, ``ours``
+    answers everywhere.
+    """
+    app.extensions.setdefault(_OURS_FIRST, {})[error_class] = ours
+    previous = app.error_handler_spec[None][None].get(error_class)
+    app.register_error_handler(error_class, _ours_first(previous or ours, owns, ours))
 
 
 def _ours_first(

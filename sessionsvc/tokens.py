@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
@@ -57,6 +57,7 @@ from .errors import (
     SessionsvcError,
     TokenExpired,
     WrongTokenType,
+    answer_ours_first,
     error_response,
 )
 from .models import TokenPair
@@ -326,50 +327,19 @@ _TOKEN_ERRORS: dict[type[Exception], Callable[[Exception], SessionsvcError]] = {
 def _answer_token_errors(app: Flask, owns: Callable[[], bool]) -> None:
     """Answer token errors as problem documents on our paths, the host's way elsewhere.
 
-    Flask keeps one handler per exception class: each of ours keeps the one
-    it replaced (flask-jwt-extended's, which calls the slot's callback at the
-    time, so callbacks the host registers later are honoured too; or the
-    host's own handler) and hands it the host's requests. A handler the host
-    registers for one of these classes after ``init_app`` would replace ours
-    on every path; at the first request (after which Flask accepts no new
-    handlers) it is taken over the same way.
+    Each keeps the handler it wraps (flask-jwt-extended's, which calls the
+    slot's callback at the time, so callbacks the host registers later are
+    honoured too; or the host's own handler, registered before or after
+    ``init_app``: see :func:`~sessionsvc.errors.answer_ours_first`).
     """
-    handlers = app.error_handler_spec[None][None]
-    host: dict[type[Exception], Callable[[Any], Any]] = {}
-    ours: dict[type[Exception], Callable[[Any], Any]] = {}
-
-    def answer_with(
-        error_class: type[Exception], problem_of: Callable[[Exception], SessionsvcError]
-    ) -> Callable[[Exception], Any]:
-        def answer(error: Exception) -> Any:
-            if not owns():
-                handler = host.get(error_class)
-                if handler is not None:
-                    return handler(error)
-            return error_response(problem_of(error))
-
-        return answer
-
     for error_class, problem_of in _TOKEN_ERRORS.items():
-        previous = handlers.get(error_class)
-        if previous is not None:
-            host[error_class] = previous
-        ours[error_class] = answer_with(error_class, problem_of)
-        app.register_error_handler(error_class, ours[error_class])
+        answer_ours_first(app, owns, error_class, _problem_answer(problem_of))
 
-    taken_over = False
 
-    @app.before_request
-    def _take_over_later_handlers() -> None:
-        nonlocal taken_over
-        if taken_over:
-            return
-        for error_class, answer in ours.items():
-            current = handlers.get(error_class)
-            if current is not None and current is not answer:
-                host[error_class] = current
-                handlers[error_class] = answer
-        taken_over = True
+def _problem_answer(
+    problem_of: Callable[[Exception], SessionsvcError],
+) -> Callable[[Exception], Response]:
+    return lambda error: error_response(problem_of(error))
 
 
 def token_pair(
