@@ -134,8 +134,65 @@ def stop_logged(proc: subprocess.Popen[bytes] | None, log: IO[bytes]) -> None:
         os.unlink(log.name)
 
 
-class Gunicorn:
+class HostProcess:
+    """A server of the checkout started by a command of its own (``flask
+    run``, plain gunicorn) on ``port``; started once :attr:`probe` answers,
+    its output (stdout and stderr) kept in a log file."""
+
+    #: The path whose answer, any answer, says the server is up (a host
+    #: app's routes are its own).
+    probe = "/"
+
+    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
+        self.command, self.env, self.port = command, env, port
+        self.proc: subprocess.Popen[bytes] | None = None
+        #: Run in the child before the command (``ulimit``, say).
+        self.preexec: Callable[[], None] | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answers(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"{self.command[:4]} exited:\n{self.output()}")
+        try:
+            with urllib.request.urlopen(self.base + self.probe, timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # an answer all the same: the app is up
+        except OSError:
+            return False
+
+    def start(self) -> HostProcess:
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec,
+        )
+        try:
+            wait_until(self.answers, 30, lambda: f"{self.command} did not start:\n{self.output()}")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_logged(self.proc, self.log)
+        self.proc = None
+
+
+class Gunicorn(HostProcess):
     """``gunicorn -c gunicorn.conf.py wsgi:app``, as ``make run`` starts it."""
+
+    probe = "/healthz"
 
     def __init__(
         self,
@@ -147,53 +204,24 @@ class Gunicorn:
         open_files: int | None = None,
         config: str = "gunicorn.conf.py",
     ) -> None:
-        self.port = port or free_port()
+        port = port or free_port()
         #: What ``-c`` names: the repository's file, or ``python:sessionsvc.gunicorn_config``.
         self.config = config
         #: Its ``ulimit -n`` (None: ours).
         self.open_files = open_files
         # The tests reach it on 127.0.0.1 whatever it binds (``[::]``: dual-stack).
-        self.env = {**env, "SESSIONSVC_BIND": f"{host}:{self.port}"}
+        env = {**env, "SESSIONSVC_BIND": f"{host}:{port}"}
         if workers is not None:  # None: the shipped default
-            self.env["WEB_CONCURRENCY"] = str(workers)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Gunicorn:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", self.config, "wsgi:app"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=None if self.open_files is None else self._limit_files,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                output = self.output()
-                self.stop()
-                raise RuntimeError("gunicorn did not start:\n" + output)
-            time.sleep(0.1)
+            env["WEB_CONCURRENCY"] = str(workers)
+        super().__init__([sys.executable, "-m", "gunicorn", "-c", config, "wsgi:app"], env, port)
+        if open_files is not None:
+            self.preexec = self._limit_files
 
     def _limit_files(self) -> None:
         """In the child, before gunicorn runs: its ``ulimit -n``."""
         assert self.open_files is not None
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
 
     def flask(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """``flask --app wsgi ARGS`` in the checkout, with the service's environment."""
@@ -207,10 +235,6 @@ class Gunicorn:
             timeout=60,
             check=False,
         )
-
-    def stop(self) -> None:
-        stop_logged(self.proc, self.log)
-        self.proc = None
 
 
 class SentinelGroup:
@@ -585,47 +609,3 @@ class WebhookReceiver:
         self.held.set()
         self.server.shutdown()
         self.server.server_close()
-
-
-class HostProcess:
-    """A host app served by a command of its own (``flask run``, plain
-    gunicorn) from the checkout on ``port``; started once any route answers,
-    its output (stdout and stderr) kept in a log file."""
-
-    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
-        self.command, self.env, self.port = command, env, port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="host-", suffix=".log", delete=False)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def answers(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"{self.command[:4]} exited:\n{self.output()}")
-        try:
-            with urllib.request.urlopen(self.base + "/", timeout=1):
-                return True
-        except urllib.error.HTTPError:
-            return True  # an answer all the same: the app is up
-        except OSError:
-            return False
-
-    def start(self) -> HostProcess:
-        self.proc = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_until(self.answers, 30, lambda: f"{self.command} did not start:\n{self.output()}")
-        except RuntimeError:
-            self.stop()
-            raise
-        return self
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_logged(self.proc, self.log)
-        self.proc = None
