@@ -13,14 +13,21 @@ under ``CI=true`` they fail instead.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib
+import importlib.util
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.backends import served
 from tests.clients import CHROME, IPHONE
@@ -115,6 +122,16 @@ def cards(page: Any) -> list[dict[str, Any]]:
     return found
 
 
+def rename(page: Any, session_id: str, name: str) -> None:
+    """Rename a device from its card; wait for the new name to show."""
+    row = page.locator(f'.session-card[data-session-id="{session_id}"]')
+    row.locator("button.rename").click()
+    row.locator(".rename-form input[name=name]").fill(name)
+    row.locator(".rename-form button[type=submit]").click()
+    # (The page's CSP forbids evaluating strings: wait with selectors.)
+    page.wait_for_selector(f".session-card .device-label:text-is('{name}')")
+
+
 def test_two_devices_see_each_other_and_one_signs_the_other_out(
     browser: Any, located_service: str, screenshots: Path
 ) -> None:
@@ -204,14 +221,9 @@ def test_rename_and_keyboard_use(browser: Any, service: str) -> None:
         page.keyboard.press("Enter")
         page.wait_for_selector("#account", state="visible")
         [card] = cards(page)
-        row = page.locator(f'.session-card[data-session-id="{card["id"]}"]')
-        row.locator("button.rename").click()
-        row.locator(".rename-form input[name=name]").fill("Work laptop")
-        row.locator(".rename-form button[type=submit]").click()
-        # (The page's CSP forbids evaluating strings: wait with selectors.)
-        page.wait_for_selector(".session-card .device-label:text-is('Work laptop')")
+        rename(page, card["id"], "Work laptop")
         # Signing out this device brings the sign-in form back.
-        row.locator("button.signout").click()
+        page.locator(f'.session-card[data-session-id="{card["id"]}"] button.signout').click()
         page.wait_for_selector("#signin", state="visible")
     finally:
         context.close()
@@ -229,11 +241,15 @@ def test_an_expired_access_token_is_refreshed_without_signing_out(
             first_refresh = page.evaluate("sessionStorage.getItem('sessionsvc.refresh')")
             page.wait_for_timeout(3000)  # the access token has expired
             [card] = cards(page)
-            row = page.locator(f'.session-card[data-session-id="{card["id"]}"]')
-            row.locator("button.rename").click()
-            row.locator(".rename-form input[name=name]").fill("Still here")
-            row.locator(".rename-form button[type=submit]").click()
-            page.wait_for_selector(".session-card .device-label:text-is('Still here')")
+            with page.expect_request(f"{base}/api/v1/auth/refresh") as refreshed:
+                rename(page, card["id"], "Still here")
+            # The bound refresh token went with a proof of this key; the new
+            # pair is bound as the first was.
+            assert refreshed.value.headers["authorization"] == f"DPoP {first_refresh}"
+            _, claims = proof_of(refreshed.value)
+            assert claims["htu"] == f"{base}/api/v1/auth/refresh"
+            assert claims["ath"] == b64url(hashlib.sha256(first_refresh.encode("ascii")).digest())
+            assert page.evaluate("sessionStorage.getItem('sessionsvc.token_type')") == "DPoP"
             assert page.is_hidden("#signin")
             # It refreshed once: both tokens were rotated, the session is the same.
             assert page.evaluate("sessionStorage.getItem('sessionsvc.access')") != first_access
@@ -308,3 +324,249 @@ def test_change_password_from_the_page_signs_the_other_devices_out(
     finally:
         laptop.close()
         phone.close()
+
+
+# DPoP (RFC 9449): the page binds its tokens to a key of its own.
+
+
+def watch_console(page: Any) -> list[str]:
+    """The errors and warnings on the page's console and every error it
+    throws: a blocked script, style or fetch shows up here as a CSP violation.
+    (Chromium's verbose hints, such as one about the change-password form
+    having no username field, are not problems.)"""
+    problems: list[str] = []
+
+    def heard(message: Any) -> None:
+        if message.type in ("error", "warning"):
+            problems.append(f"{message.type}: {message.text}")
+
+    page.on("console", heard)
+    page.on("pageerror", lambda error: problems.append(f"error: {error}"))
+    return problems
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def jws_json(part: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
+
+
+def proof_of(request: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims of the DPoP proof a request of the page carried."""
+    header, claims, signature = request.headers["dpop"].split(".")
+    assert len(base64.urlsafe_b64decode(signature + "==")) == 64  # ES256: r || s
+    return jws_json(header), jws_json(claims)
+
+
+def sign_in_bound(page: Any, base: str) -> Any:
+    """Sign in as ``sign_in`` does; the sign-in request the page made."""
+    with page.expect_response(f"{base}/api/v1/auth/login") as login:
+        sign_in(page, base)
+    return login.value
+
+
+KEPT_KEY = """async () => {
+    const db = await new Promise((resolve, reject) => {
+        const opened = indexedDB.open("sessionsvc-dpop");
+        opened.onsuccess = () => resolve(opened.result);
+        opened.onerror = () => reject(opened.error);
+    });
+    const pair = await new Promise((resolve, reject) => {
+        const read = db.transaction("keys").objectStore("keys").get("account-page");
+        read.onsuccess = () => resolve(read.result);
+        read.onerror = () => reject(read.error);
+    });
+    db.close();
+    const exported = await crypto.subtle.exportKey("jwk", pair.privateKey).then(
+        () => "exported", (error) => error.name);
+    const pub = await crypto.subtle.exportKey("jwk", pair.publicKey);
+    return {
+        extractable: pair.privateKey.extractable,
+        usages: pair.privateKey.usages,
+        curve: pair.privateKey.algorithm.namedCurve,
+        exported: exported,
+        public: {kty: pub.kty, crv: pub.crv, x: pub.x, y: pub.y},
+    };
+}"""
+
+
+def test_the_page_binds_its_tokens_to_a_key_it_cannot_export(browser: Any, service: str) -> None:
+    laptop = browser.new_context(user_agent=CHROME)
+    phone = browser.new_context(user_agent=IPHONE)
+    try:
+        on_laptop, on_phone = laptop.new_page(), phone.new_page()
+        problems = {"laptop": watch_console(on_laptop), "phone": watch_console(on_phone)}
+        started = int(time.time())
+        login = sign_in_bound(on_laptop, service)
+        assert login.json()["token_type"] == "DPoP"
+        header, claims = proof_of(login.request)
+        assert header["typ"] == "dpop+jwt" and header["alg"] == "ES256"
+        assert sorted(header) == ["alg", "jwk", "typ"]
+        assert sorted(header["jwk"]) == ["crv", "kty", "x", "y"]  # no private member
+        assert (header["jwk"]["kty"], header["jwk"]["crv"]) == ("EC", "P-256")
+        assert claims["htm"] == "POST" and claims["htu"] == f"{service}/api/v1/auth/login"
+        assert "ath" not in claims and len(claims["jti"]) >= 16
+        assert started - 1 <= claims["iat"] <= time.time() + 1
+        assert "authorization" not in login.request.headers
+
+        # The key is in IndexedDB, usable and not extractable: only its
+        # public half is ever seen, in the proofs.
+        kept = on_laptop.evaluate(KEPT_KEY)
+        assert kept == {
+            "extractable": False,
+            "usages": ["sign"],
+            "curve": "P-256",
+            "exported": "InvalidAccessError",
+            "public": header["jwk"],
+        }
+        sign_in_bound(on_phone, service)
+
+        # Every call of the page presents its access token with a fresh proof
+        # of this request; both sessions are bound.
+        with (
+            on_laptop.expect_response(f"{service}/api/v1/sessions") as listed,
+            on_laptop.expect_request(f"{service}/api/v1/sessions/events?limit=20") as events,
+        ):
+            on_laptop.reload()
+            on_laptop.wait_for_selector("#account", state="visible")
+        access = on_laptop.evaluate("sessionStorage.getItem('sessionsvc.access')")
+        assert on_laptop.evaluate("sessionStorage.getItem('sessionsvc.token_type')") == "DPoP"
+        ath = b64url(hashlib.sha256(access.encode("ascii")).digest())
+        for request, url in ((listed.value.request, "sessions"), (events.value, "sessions/events")):
+            assert request.headers["authorization"] == f"DPoP {access}"
+            header, claims = proof_of(request)
+            assert header["jwk"] == kept["public"]
+            assert claims["htm"] == "GET" and claims["htu"] == f"{service}/api/v1/{url}"
+            assert claims["ath"] == ath
+        assert proof_of(events.value)[1]["jti"] != proof_of(listed.value.request)[1]["jti"]
+        sessions = listed.value.json()["sessions"]
+        assert len(sessions) == 2
+        assert [s["dpop_bound"] for s in sessions] == [True, True]
+        [phone_session] = [s for s in sessions if not s["current"]]
+
+        # Renaming and signing out the other device work with bound tokens.
+        rename(on_laptop, phone_session["id"], "My phone")
+        assert problems["phone"] == []
+        phone_row = on_laptop.locator(f'.session-card[data-session-id="{phone_session["id"]}"]')
+        phone_row.locator("button.signout").click()
+        phone_row.wait_for(state="detached")
+        assert len(cards(on_laptop)) == 1
+        # (The phone's refused call is a 401 on its console.)
+        on_phone.click("#signout-others")
+        on_phone.wait_for_selector("#signin", state="visible")
+        assert on_phone.evaluate("sessionStorage.length") == 0
+
+        # This device signs out with a proof too; nothing went to the console.
+        with on_laptop.expect_request(f"{service}/api/v1/auth/logout") as logout:
+            on_laptop.locator(".session-card button.signout").click()
+            on_laptop.wait_for_selector("#signin", state="visible")
+        assert proof_of(logout.value)[1]["htm"] == "POST"
+        assert problems["laptop"] == []
+    finally:
+        laptop.close()
+        phone.close()
+
+
+def dpop_key() -> Any:
+    """A key of another device (the package's signer), or None without one."""
+    if importlib.util.find_spec("sessionsvc.dpop_client") is None:
+        return None
+    return importlib.import_module("sessionsvc.dpop_client").DPoPKey.generate()
+
+
+def test_tokens_copied_out_of_the_page_are_refused_without_its_key(
+    browser: Any, redis_url: str
+) -> None:
+    """The page's tokens, read out of its storage as a script injected into
+    the page could, are worthless elsewhere: as Bearer, as DPoP without a
+    proof, or with a proof by another key. The refusals end nothing and use
+    nothing up: the page carries on, and its refresh token still works."""
+    with serve(redis_url, JWT_ACCESS_TOKEN_EXPIRES="5") as base:
+        context = browser.new_context(user_agent=CHROME)
+        try:
+            page = context.new_page()
+            problems = watch_console(page)
+            sign_in(page, base)
+            signed_in = time.monotonic()
+            [card] = cards(page)
+            access, refresh = page.evaluate(
+                "[sessionStorage.getItem('sessionsvc.access'), "
+                "sessionStorage.getItem('sessionsvc.refresh')]"
+            )
+            other = dpop_key()
+            for method, url, token in (
+                ("GET", f"{base}/api/v1/sessions", access),
+                ("POST", f"{base}/api/v1/auth/refresh", refresh),
+            ):
+                tries = {
+                    "Bearer": {"Authorization": f"Bearer {token}"},
+                    "DPoP without a proof": {"Authorization": f"DPoP {token}"},
+                }
+                if other is not None:
+                    tries["another key's proof"] = other.headers(method, url, token)
+                for name, headers in tries.items():
+                    answer = requests.request(method, url, headers=headers, timeout=10)
+                    assert answer.status_code == 401, (name, url, answer.text)
+                    assert answer.json()["code"] == "invalid_dpop_proof", (name, url)
+                    assert answer.headers["WWW-Authenticate"] == (
+                        'DPoP error="invalid_dpop_proof", algs="ES256 EdDSA"'
+                    )
+            assert time.monotonic() - signed_in < 5, "too slow: the access token expired"
+
+            # The session carries on, and says once that its token was used
+            # without its key.
+            page.reload()
+            page.wait_for_selector("#account", state="visible")
+            assert [c["id"] for c in cards(page)] == [card["id"]]
+            activity = page.locator("#activity-list .event .what").all_inner_texts()
+            mismatch = "Unusual activity: this session's token was used without this device's key"
+            assert activity.count(mismatch) == 1, activity
+            # The refresh token was not used up: once the access token has
+            # expired, the page's own refresh rotates it.
+            page.wait_for_timeout(max(0.0, 6 - (time.monotonic() - signed_in)) * 1000)
+            with page.expect_response(f"{base}/api/v1/auth/refresh") as refreshed:
+                rename(page, card["id"], "Mine")
+            assert refreshed.value.status == 200
+            assert page.evaluate("sessionStorage.getItem('sessionsvc.refresh')") != refresh
+            # (The one 401 is the expired access token, before the refresh.)
+            assert [p for p in problems if "401" not in p] == []
+        finally:
+            context.close()
+
+
+NO_INDEXEDDB = "Object.defineProperty(window, 'indexedDB', {value: undefined, configurable: true})"
+
+
+@pytest.mark.parametrize("why", ["the server does not bind", "no IndexedDB"])
+def test_the_page_signs_in_with_bearer_tokens_when_it_cannot_bind(
+    browser: Any, redis_url: str, why: str
+) -> None:
+    settings = {"SESSIONSVC_DPOP": "off"} if why == "the server does not bind" else {}
+    with serve(redis_url, **settings) as base:
+        context = browser.new_context(user_agent=CHROME)
+        if why == "no IndexedDB":
+            context.add_init_script(NO_INDEXEDDB)
+        try:
+            page = context.new_page()
+            problems = watch_console(page)
+            login = sign_in_bound(page, base)
+            assert login.json()["token_type"] == "Bearer"
+            # A proof is offered only when the page has a key to keep.
+            assert ("dpop" in login.request.headers) is (why == "the server does not bind")
+            with page.expect_response(f"{base}/api/v1/sessions") as listed:
+                page.reload()
+                page.wait_for_selector("#account", state="visible")
+            access = page.evaluate("sessionStorage.getItem('sessionsvc.access')")
+            assert listed.value.request.headers["authorization"] == f"Bearer {access}"
+            assert "dpop" not in listed.value.request.headers
+            [session] = listed.value.json()["sessions"]
+            assert session["dpop_bound"] is False
+            row = page.locator(f'.session-card[data-session-id="{session["id"]}"]')
+            row.locator("button.signout").click()
+            page.wait_for_selector("#signin", state="visible")
+            assert problems == []
+        finally:
+            context.close()

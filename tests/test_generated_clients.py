@@ -7,11 +7,11 @@ devices sign in, list, read, rename, sign the other out, the signed-out
 device's next call comes back as a parsed 401 problem, events are read.
 
 TypeScript: ``openapi-typescript`` generates types from the same document
-and ``tsc --noEmit`` type-checks ``examples/typescript/sessions.ts`` against
-them; a field or path the service does not have must fail the check. The
-node packages are installed by ``npm ci --prefix examples/typescript``
-(``make test`` and ``.ci/run`` run it); without them the test skips loudly,
-and fails under ``CI=true``.
+and ``tsc --noEmit`` type-checks ``examples/typescript/sessions.ts`` and
+``dpop.ts`` (its DPoP proof signer) against them; a field or path the
+service does not have must fail the check. The node packages are installed
+by ``npm ci --prefix examples/typescript`` (``make test`` and ``.ci/run``
+run it); without them the test skips loudly, and fails under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def test_typescript_types_generated_from_the_document_check_the_typed_client(
     service: Gunicorn, tmp_path: Path
 ) -> None:
     bin_dir = typescript_tools()
-    for name in ("sessions.ts", "tsconfig.json"):
+    for name in ("sessions.ts", "dpop.ts", "tsconfig.json"):
         shutil.copy(TYPESCRIPT / name, tmp_path / name)
     (tmp_path / "node_modules").symlink_to(TYPESCRIPT / "node_modules")
     generated = subprocess.run(
