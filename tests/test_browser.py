@@ -570,3 +570,38 @@ def test_the_page_signs_in_with_bearer_tokens_when_it_cannot_bind(
             assert problems == []
         finally:
             context.close()
+
+
+SLOW_CLOCK = "(() => { const now = Date.now; Date.now = () => now() - 120000; })()"
+
+
+def test_a_page_whose_clock_is_slow_signs_in_bound_on_the_servers_time(
+    browser: Any, service: str
+) -> None:
+    """Proofs dated by a clock two minutes slow are stale: the page takes the
+    time from the refusal's Date header, and signs in bound at once."""
+    context = browser.new_context(user_agent=CHROME)
+    context.add_init_script(SLOW_CLOCK)
+    try:
+        page = context.new_page()
+        logins: list[Any] = []
+
+        def heard(response: Any) -> None:
+            if response.url == f"{service}/api/v1/auth/login":
+                logins.append(response)
+
+        page.on("response", heard)
+        sign_in(page, service)
+        assert [r.status for r in logins] == [400, 200]
+        assert logins[0].json()["code"] == "invalid_dpop_proof"
+        assert proof_of(logins[0].request)[1]["iat"] < time.time() - 100
+        assert logins[1].json()["token_type"] == "DPoP"
+        assert abs(proof_of(logins[1].request)[1]["iat"] - time.time()) <= 3
+        # Later proofs are dated on the server's time too.
+        with page.expect_response(f"{service}/api/v1/sessions") as listed:
+            page.reload()
+            page.wait_for_selector("#account", state="visible")
+        assert listed.value.status == 200
+        assert listed.value.json()["sessions"][0]["dpop_bound"] is True
+    finally:
+        context.close()
