@@ -4,6 +4,7 @@
   var ACCESS = "sessionsvc.access";
   var REFRESH = "sessionsvc.refresh";
   var TYPE = "sessionsvc.token_type";
+  var SKEW = "sessionsvc.clock_skew";
   var SESSIONS = document.body.dataset.sessionsUrl;
   var AUTH = document.body.dataset.authUrl;
   var RISKS = { new_device: "New device", new_country: "New country", anomaly: "Unusual activity", impossible_travel: "Impossible travel" };
@@ -34,7 +35,7 @@
   // server does not bind, the page signs in with Bearer tokens.
   var KEY_DB = "sessionsvc-dpop", KEY_STORE = "keys", KEY_NAME = "account-page";
   var pageKey = null; // a promise of { pair, jwk }, or of null: no key can be kept here
-  var clockSkew = 0; // seconds the server's clock is ahead of this one
+  var clockSkew = Number(sessionStorage.getItem(SKEW)) || 0; // seconds the server's clock is ahead
 
   function b64url(bytes) {
     var text = "";
@@ -128,6 +129,7 @@
     var skew = Math.round((date - Date.now()) / 1000);
     if (isNaN(skew) || Math.abs(skew - clockSkew) < 5) return false;
     clockSkew = skew;
+    sessionStorage.setItem(SKEW, String(skew));
     return true;
   }
 
@@ -157,6 +159,7 @@
     sessionStorage.removeItem(ACCESS);
     sessionStorage.removeItem(REFRESH);
     sessionStorage.removeItem(TYPE);
+    sessionStorage.removeItem(SKEW);
     $("session-list").replaceChildren();
     $("account").hidden = true;
     $("signin").hidden = false;
