@@ -618,3 +618,26 @@ def test_a_page_whose_clock_is_slow_signs_in_bound_on_the_servers_time(
         assert page.is_hidden("#signin")
     finally:
         context.close()
+
+
+def test_where_proofs_are_required_a_browser_without_a_key_is_told_why(
+    browser: Any, redis_url: str
+) -> None:
+    with serve(redis_url, SESSIONSVC_DPOP="required") as base:
+        keyless = browser.new_context(user_agent=CHROME)
+        keyless.add_init_script(NO_INDEXEDDB)
+        able = browser.new_context(user_agent=IPHONE)
+        try:
+            page = keyless.new_page()
+            page.goto(f"{base}/account/sessions")
+            page.fill("#username", "alice")
+            page.fill("#password", PASSWORD)
+            page.click("#signin button[type=submit]")
+            page.locator("#signin-error", has_text="DPoP proof is required").wait_for()
+            assert page.is_hidden("#account")
+            assert page.evaluate("sessionStorage.length") == 0
+            # A browser that can keep a key signs in, bound.
+            assert sign_in_bound(able.new_page(), base).json()["token_type"] == "DPoP"
+        finally:
+            keyless.close()
+            able.close()
