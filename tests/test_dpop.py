@@ -61,15 +61,9 @@ def sign(key: PrivateKey, signed: bytes) -> bytes:
 
 
 def claims(**changes: Any) -> dict[str, Any]:
-    found: dict[str, Any] = {
-        "jti": "e1j3V_bKic8-LAEB",
-        "htm": "GET",
-        "htu": URL,
-        "iat": NOW,
-        "ath": dpop.access_token_hash(TOKEN),
-    }
-    found.update(changes)
-    return {name: value for name, value in found.items() if value is not DROP}
+    ath = dpop.access_token_hash(TOKEN)
+    found = {"jti": "e1j3V_bKic8-LAEB", "htm": "GET", "htu": URL, "iat": NOW, "ath": ath}
+    return {name: value for name, value in (found | changes).items() if value is not DROP}
 
 
 DROP = object()
@@ -78,33 +72,24 @@ DROP = object()
 def make(
     key: PrivateKey | None = None,
     *,
-    header: dict[str, Any] | str | None = None,
     body: dict[str, Any] | str | None = None,
     signer: PrivateKey | None = None,
     **header_changes: Any,
 ) -> str:
     """A proof by ``key`` (a new ES256 key by default), signed by ``signer``
-    (default: the same key); header and claims as given or the defaults."""
+    (default: the same key); the header's members changed (DROP: left out),
+    the claims as given or the defaults."""
     key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
-    if header is None:
-        alg = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "ES256"
-        header = {"typ": "dpop+jwt", "alg": alg, "jwk": public_jwk(key)}
-        header.update(header_changes)
-        header = {name: value for name, value in header.items() if value is not DROP}
+    alg = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "ES256"
+    header = {"typ": "dpop+jwt", "alg": alg, "jwk": public_jwk(key), **header_changes}
+    header = {name: value for name, value in header.items() if value is not DROP}
     signed = f"{segment(header)}.{segment(claims() if body is None else body)}"
     return f"{signed}.{b64(sign(signer or key, signed.encode('ascii')))}"
 
 
 def check(value: str | None, **given: Any) -> dpop.Proof:
-    options: dict[str, Any] = {
-        "method": "GET",
-        "url": URL,
-        "now": NOW,
-        "max_age": MAX_AGE,
-        "access_token": TOKEN,
-    }
-    options.update(given)
-    return dpop.verify(value, **options)
+    options = dict(method="GET", url=URL, now=NOW, max_age=MAX_AGE, access_token=TOKEN)
+    return dpop.verify(value, **(options | given))
 
 
 def refused(value: str | None, reason: str, **given: Any) -> None:
@@ -420,6 +405,7 @@ JSON_VALUES = st.recursive(
 HEADER_MEMBERS = ["typ", "alg", "jwk", "crit"]
 JWK_MEMBERS = ["kty", "crv", "x", "y", "d"]
 CLAIM_MEMBERS = ["jti", "htm", "htu", "iat", "ath"]
+WRONG: list[Any] = [None, True, False, 0, -1, 1.5, 10**30, "", "x" * 3000, [], {}, [1], {"a": 1}]
 
 
 def only_proof_errors(value: str, access_token: str | None = TOKEN) -> None:
@@ -475,24 +461,9 @@ def test_any_value_of_a_claim(name: str, value: Any, token: bool) -> None:
 
 
 def test_every_kind_of_value_in_every_member_is_refused() -> None:
-    wrong: list[Any] = [
-        None,
-        True,
-        False,
-        0,
-        -1,
-        1.5,
-        10**30,
-        "",
-        "x" * 3000,
-        [],
-        {},
-        [1],
-        {"a": 1},
-    ]
     key = ec.generate_private_key(ec.SECP256R1())
     jwk = public_jwk(key)
-    for value in wrong:
+    for value in WRONG:
         for name in ("typ", "alg", "jwk"):
             refused(make(key, **{name: value}), ".")
         for name in ("kty", "crv", "x", "y"):
