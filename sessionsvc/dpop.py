@@ -117,7 +117,9 @@ def verify(
     """
     if not value:
         raise ProofError("missing DPoP proof")
-    if not isinstance(value, str) or len(value) > MAX_PROOF_LENGTH:
+    if not isinstance(value, str):
+        raise ProofError("DPoP proof is not a compact JWS")
+    if len(value) > MAX_PROOF_LENGTH:
         raise ProofError("DPoP proof too long")
     if "," in value:
         raise ProofError("more than one DPoP proof")

@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -218,6 +218,8 @@ def test_no_proof(value: str | None) -> None:
 @pytest.mark.parametrize("value", ["garbage", "a.b", "a.b.c.d", "a..c", ".b.c", "a.b.", "a.b.c "])
 def test_not_a_compact_jws(value: str) -> None:
     refused(value, "not a compact JWS")
+    with pytest.raises(ProofError, match="not a compact JWS"):
+        check(cast(Any, value.encode()))
 
 
 def test_bad_base64() -> None:
