@@ -2,7 +2,8 @@
 on the very next request.
 
 The public API: :class:`SessionManager` (the Flask extension),
-:func:`create_app` (the standalone service), and the errors.
+:func:`create_app` (the standalone service), the errors, and
+:class:`DPoPKey` and :class:`DPoPAuth` (DPoP proofs for Python clients).
 
 Each name is imported on first use: importing one module of the package
 imports no other. ``sessionsvc.gunicorn_config`` depends on it, since it must
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below, as their modules define them
     from .app import create_app as create_app
+    from .dpop_client import DPoPAuth as DPoPAuth
+    from .dpop_client import DPoPKey as DPoPKey
     from .errors import SessionsvcError as SessionsvcError
     from .errors import StoreUnavailable as StoreUnavailable
     from .extension import SessionManager as SessionManager
@@ -35,6 +38,8 @@ if TYPE_CHECKING:  # the names below, as their modules define them
 #: Each public name, and the module it is defined in.
 _PUBLIC = {
     "ConfigError": ".settings",
+    "DPoPAuth": ".dpop_client",
+    "DPoPKey": ".dpop_client",
     "Device": ".models",
     "Location": ".models",
     "SecurityEvent": ".models",
