@@ -6,10 +6,10 @@ from flask import Blueprint, Request, Response, jsonify, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from . import accounts, openapi, passwords, payloads, tokens
+from . import accounts, binding, openapi, passwords, payloads, tokens
 from .errors import InvalidRequest
 from .payloads import MAX_USERNAME, no_content
-from .state import current_manager
+from .state import current_manager, current_state
 
 URL_PREFIX = "/api/v1/auth"
 
@@ -38,6 +38,8 @@ def login() -> Response:
     body = payloads.json_object(request)
     username = payloads.string_field(body, "username", max_length=MAX_USERNAME)
     password = payloads.string_field(body, "password", max_length=passwords.MAX_LENGTH)
+    # An invalid DPoP proof is refused before the password is hashed.
+    binding.sign_in_proof(current_state().settings)
     return jsonify(accounts.sign_in(username, password).to_json())
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from .dpop import ALGORITHMS
+
 logger = logging.getLogger("sessionsvc")
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -51,6 +53,21 @@ class WrongTokenType(SessionsvcError):
 
 class RefreshTokenReused(SessionsvcError):
     status, code, title = 401, "refresh_token_reused", "Unauthorized"
+
+
+class InvalidDPoPProof(SessionsvcError):
+    """A bound token without a valid proof by its key (or a proof where none fits)."""
+
+    status, code, title = 401, "invalid_dpop_proof", "Unauthorized"
+    #: RFC 9449, section 7.1: the challenge names the algorithms accepted.
+    headers = {"WWW-Authenticate": f'DPoP error="{code}", algs="{" ".join(ALGORITHMS)}"'}
+
+
+class InvalidLoginProof(InvalidDPoPProof):
+    """A sign-in whose proof is invalid, or missing where proofs are required."""
+
+    status, title = 400, "Bad Request"
+    headers = {}
 
 
 class InvalidCredentials(SessionsvcError):

@@ -10,18 +10,31 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, has_request_context, request
+from flask import Flask, has_request_context, request
 from flask_jwt_extended import JWTManager
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import admin, api, audit, auth, cli, devices, errors, geo, metrics, ratelimit, tokens
+from . import (
+    admin,
+    api,
+    audit,
+    auth,
+    binding,
+    cli,
+    devices,
+    errors,
+    geo,
+    metrics,
+    ratelimit,
+    tokens,
+)
 from .admin import AdminLoader
 from .errors import RefreshTokenReused, SessionRevoked
 from .models import SecurityEvent, Session, TokenPair, User
 from .openapi import mounted
 from .passwords import HashSlots
 from .settings import ConfigError, Settings, unknown_keys
-from .state import EXTENSION_KEY, State, current_state
+from .state import EXTENSION_KEY, State, current_state, owns_request
 from .store import Actor, CheckResult, CheckStatus, Policy, SessionStore, store_from_url
 
 if TYPE_CHECKING:
@@ -142,9 +155,10 @@ class SessionManager:
             self, settings, store, locator, problem_paths, HashSlots(settings.password_hashes)
         )
 
-        tokens.bind(app, jwt, _owns_request)
+        tokens.bind(app, jwt, owns_request)
+        binding.install(app)
         tokens.guard(app, jwt)
-        errors.register_error_handlers(app, _owns_request)
+        errors.register_error_handlers(app, owns_request)
         app.register_blueprint(api.blueprint, url_prefix=self._url_prefix)
         if admin_routes:
             admin.register(app, with_users=self._auth_routes)
@@ -188,19 +202,23 @@ class SessionManager:
         now = int(time.time())
         started = time.perf_counter()
         try:
+            # A bound token's proof is checked before the store is asked.
+            proof = binding.check(state, user_id, session_id, jwt_payload, now=now)
             if jwt_payload.get("type") != "refresh":
                 # The path every authenticated request takes: one plain read;
                 # of the whole session when the request is about that one.
                 whole = api.asks_for_session(session_id)
-                result = state.store.check_access(
-                    user_id, session_id, now=now, actor=devices.request_actor(), whole=whole
+                result = binding.check_access(
+                    state, user_id, session_id, proof, now=now, whole=whole
                 )
                 if result.session is not None:
                     # On the request itself: g may outlive it (an app
                     # context reused across requests).
                     request.environ[_SESSION_READ] = result.session
             else:
-                result = self._check_refresh(state, user_id, session_id, jwt_payload, now=now)
+                result = self._check_refresh(
+                    state, user_id, session_id, jwt_payload, now=now, proof=proof
+                )
         finally:
             metrics.CHECK_SECONDS.observe(time.perf_counter() - started)
         return result.status is not CheckStatus.ACTIVE
@@ -214,11 +232,13 @@ class SessionManager:
         *,
         now: int,
         new_jti: str | None = None,
+        proof: binding.Presented | None = None,
     ) -> CheckResult:
         """Check a refresh token's session, rotating it to ``new_jti`` if given.
 
         :raises RefreshTokenReused: the token was rotated away before; the
             store has revoked the whole session.
+        :raises InvalidDPoPProof: its proof (``proof``) was accepted before.
         """
         result = state.store.check_refresh(
             user_id,
@@ -230,7 +250,10 @@ class SessionManager:
             # The standalone service's user must still be the session's
             # account, and not disabled; its roles come from the store.
             with_user=self._auth_routes,
+            proof=proof.digest if proof is not None else "",
+            window=proof.window if proof is not None else 0,
         )
+        binding.refuse_replay(result)
         if result.status is CheckStatus.REFRESH_REUSED:
             raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
         return result
@@ -294,8 +317,10 @@ class SessionManager:
         if user_agent is _FROM_REQUEST:
             user_agent = devices.user_agent_of(request) if in_request else None
         location = state.locator.lookup(ip) if state.locator is not None and ip else None
+        # Bound to the key of the request's valid DPoP proof, if it has one.
+        jkt = binding.sign_in(state, user_id) if in_request else None
         now = int(time.time())
-        expires_at = now + settings.refresh_expires
+        expires_at, lifetime = now + settings.refresh_expires, settings.refresh_expires
         extra = {k: v for k, v in (claims or {}).items() if k not in tokens.RESERVED_CLAIMS}
         for _ in range(3):
             session = Session(
@@ -311,10 +336,11 @@ class SessionManager:
                 location=location,
                 refresh_jti=secrets.token_urlsafe(16),
                 account=account,
+                dpop_jkt=jkt,
             )
             # Sign first: a token that cannot be made leaves no session behind.
             pair = tokens.token_pair(
-                user_id, session.id, session.refresh_jti, settings, extra, settings.refresh_expires
+                user_id, session.id, session.refresh_jti, settings, extra, lifetime, jkt=jkt
             )
             opened = state.store.create(
                 session,
@@ -341,8 +367,9 @@ class SessionManager:
         state = current_state()
         now = int(time.time())
         new_jti = secrets.token_urlsafe(16)
+        proof = binding.check(state, user_id, session_id, refresh_payload, now=now)
         result = self._check_refresh(
-            state, user_id, session_id, refresh_payload, now=now, new_jti=new_jti
+            state, user_id, session_id, refresh_payload, now=now, new_jti=new_jti, proof=proof
         )
         if result.status is CheckStatus.GONE or result.expires_at is None:
             raise SessionRevoked("The token's session was signed out or has expired.")
@@ -355,7 +382,11 @@ class SessionManager:
         if self._refresh_claims is not None:
             extra = self._refresh_claims(user_id, extra)
         lifetime = max(result.expires_at - now, 1)
-        return tokens.token_pair(user_id, session_id, new_jti, state.settings, extra, lifetime)
+        # The new pair is bound to the same key.
+        jkt = binding.bound_key(refresh_payload)
+        return tokens.token_pair(
+            user_id, session_id, new_jti, state.settings, extra, lifetime, jkt=jkt
+        )
 
     def get(self, user_id: str, session_id: str) -> Session | None:
         """One of a user's sessions, or ``None`` (also for ids that cannot be ours)."""
@@ -369,7 +400,7 @@ class SessionManager:
             session = read
         else:
             session = state.store.get(user_id, session_id)
-        if session is not None and session.last_seen_at < _seen_since(state.settings):
+        if session is not None and session.last_seen_at < state.settings.seen_since():
             return None  # dead: revoked (reason idle) when next used or listed
         return session
 
@@ -384,7 +415,7 @@ class SessionManager:
         if not tokens.is_session_id(session_id):
             return None
         state = current_state()
-        return state.store.rename(user_id, session_id, name, seen_since=_seen_since(state.settings))
+        return state.store.rename(user_id, session_id, name, seen_since=state.settings.seen_since())
 
     def revoke(
         self,
@@ -462,23 +493,5 @@ class SessionManager:
         return current_state().store.create_user(user)
 
 
-def _seen_since(settings: Settings) -> int:
-    """The idle timeout as a cutoff: a session last seen before it is dead
-    (``0``: none). Whole seconds, as last-seen times are stored."""
-    idle = settings.idle_timeout
-    return int(time.time()) - idle + 1 if idle is not None else 0
-
-
 #: Where the revocation check leaves the session it read whole, for the view.
 _SESSION_READ = "sessionsvc.session"
-
-
-def _owns_request() -> bool:
-    state: State | None = current_app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        return False
-    path = request.path
-    return any(
-        prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
-        for prefix in state.problem_paths
-    )

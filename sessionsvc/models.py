@@ -169,6 +169,8 @@ class Session:
     risk: tuple[str, ...] = ()
     #: The account it was opened for (standalone service; see ``User.account``).
     account: str | None = None
+    #: The RFC 7638 thumbprint of the key its tokens are bound to (DPoP), or ``None``.
+    dpop_jkt: str | None = None
 
     def to_json(self, *, current: bool = False, idle_timeout: int | None = None) -> dict[str, Any]:
         """The Session object of the API.
@@ -193,6 +195,7 @@ class Session:
             "name": self.name,
             "idle_expires_at": isotime(idle_expires),
             "risk": list(self.risk),
+            "dpop_bound": self.dpop_jkt is not None,
         }
 
 
@@ -228,12 +231,14 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     session_id: str
+    #: ``"DPoP"`` when both tokens are bound to the client's key, else ``"Bearer"``.
+    token_type: str = "Bearer"  # noqa: S105 (a scheme name)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "access_token": self.access_token,
             "refresh_token": self.refresh_token,
-            "token_type": "Bearer",
+            "token_type": self.token_type,
             "expires_in": self.expires_in,
             "session_id": self.session_id,
         }

@@ -12,6 +12,7 @@ import base64
 import binascii
 import difflib
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -51,6 +52,8 @@ KEYS: tuple[Key, ...] = (
     Key("SESSIONSVC_GEOIP_DB", None, "text"),
     Key("SESSIONSVC_IDLE_TIMEOUT", None, "seconds"),
     Key("SESSIONSVC_REVOKE_ON_ANOMALY", False, "boolean"),
+    Key("SESSIONSVC_DPOP", "optional", "text"),
+    Key("SESSIONSVC_DPOP_MAX_AGE", 60, "seconds"),
     Key("SESSIONSVC_LOGIN_RATE_LIMIT", "10/minute", "text"),
     Key("SESSIONSVC_PASSWORD_HASHES", None, "integer"),
     Key("SESSIONSVC_METRICS", True, "boolean"),
@@ -63,6 +66,10 @@ KEYS: tuple[Key, ...] = (
     Key("SESSIONSVC_WEBHOOK_EVENTS", None, "text"),
     Key("SESSIONSVC_WEBHOOK_RETRY", "5,300,1800,7200,18000,36000,36000", "text"),
 )
+
+#: What ``SESSIONSVC_DPOP`` may be: bind a login that carries a valid proof;
+#: refuse one that carries none (and unbound tokens); ignore proofs at login.
+DPOP_MODES = ("optional", "required", "off")
 
 #: Each key's default, by name.
 DEFAULTS: dict[str, Any] = {key.name: key.default for key in KEYS}
@@ -335,6 +342,16 @@ class Settings:
     password_hashes: int = 1
     #: Mount the admin routes (the standalone service does by default).
     admin_routes: bool = False
+    #: DPoP proofs at login: one of :data:`DPOP_MODES`.
+    dpop: str = "optional"
+    #: Seconds a DPoP proof's ``iat`` may lie in the past.
+    dpop_max_age: int = 60
+
+    def seen_since(self) -> int:
+        """The idle timeout as a cutoff now: a session last seen before it is
+        dead (``0``: none). Whole seconds, as last-seen times are stored."""
+        idle = self.idle_timeout
+        return int(time.time()) - idle + 1 if idle is not None else 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -371,6 +388,14 @@ class Settings:
             )
         webhook_urls = _webhook_urls("SESSIONSVC_WEBHOOK_URLS", get("SESSIONSVC_WEBHOOK_URLS"))
         hashes = get("SESSIONSVC_PASSWORD_HASHES")
+        dpop = get("SESSIONSVC_DPOP")
+        if dpop not in DPOP_MODES:
+            raise ConfigError(
+                f"SESSIONSVC_DPOP must be one of {', '.join(DPOP_MODES)}, got {dpop!r}"
+            )
+        max_age = _seconds("SESSIONSVC_DPOP_MAX_AGE", get("SESSIONSVC_DPOP_MAX_AGE"))
+        if not max_age or max_age > 3600:
+            raise ConfigError(f"SESSIONSVC_DPOP_MAX_AGE must be 1 to 3600 seconds, got {max_age!r}")
         return cls(
             redis_url=_optional_str("SESSIONSVC_REDIS_URL", get("SESSIONSVC_REDIS_URL")),
             key_prefix=prefix,
@@ -412,6 +437,8 @@ class Settings:
                 "SESSIONSVC_WEBHOOK_RETRY", get("SESSIONSVC_WEBHOOK_RETRY")
             ),
             admin_routes=_bool("SESSIONSVC_ADMIN_ROUTES", get("SESSIONSVC_ADMIN_ROUTES")),
+            dpop=dpop,
+            dpop_max_age=max_age,
             password_hashes=(
                 available_cpus()
                 if hashes is None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 
 if TYPE_CHECKING:
     from .extension import SessionManager
@@ -63,3 +63,16 @@ def current_state() -> State:
 def current_manager() -> SessionManager:
     """The :class:`~sessionsvc.SessionManager` of the current app."""
     return current_state().manager
+
+
+def owns_request() -> bool:
+    """Whether the current request is on a path the current app's sessionsvc owns
+    (its ``problem_paths``): those get problem documents, the rest the host's answers."""
+    state: State | None = current_app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        return False
+    path = request.path
+    return any(
+        prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+        for prefix in state.problem_paths
+    )

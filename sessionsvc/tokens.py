@@ -74,7 +74,7 @@ SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
 #: Claims flask-jwt-extended and we set ourselves; everything else a token
 #: carries (``roles``, say) is handed on when a refresh rotates it.
 RESERVED_CLAIMS = frozenset(
-    {"sub", "sid", "jti", "type", "fresh", "iat", "nbf", "exp", "csrf", "iss", "aud"}
+    {"sub", "sid", "jti", "type", "fresh", "iat", "nbf", "exp", "csrf", "iss", "aud", "cnf"}
 )
 
 
@@ -349,9 +349,14 @@ def token_pair(
     settings: Settings,
     extra: dict[str, Any],
     refresh_lifetime: int,
+    *,
+    jkt: str | None = None,
 ) -> TokenPair:
-    """A new token pair of a session: both carry ``sid`` and the extra claims."""
+    """A new token pair of a session: both carry ``sid`` and the extra claims,
+    and with ``jkt`` the key they are bound to (``cnf``, RFC 9449)."""
     claims = {**extra, "sid": session_id}
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}
     access = create_access_token(
         identity=user_id,
         # 128 random bits in 22 characters instead of a 36-character UUID:
@@ -364,4 +369,5 @@ def token_pair(
         additional_claims={**claims, "jti": refresh_jti},
         expires_delta=timedelta(seconds=refresh_lifetime),
     )
-    return TokenPair(access, refresh, settings.access_expires, session_id)
+    token_type = "DPoP" if jkt is not None else "Bearer"
+    return TokenPair(access, refresh, settings.access_expires, session_id, token_type)

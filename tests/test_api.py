@@ -37,6 +37,7 @@ SESSION_KEYS = {
     "name",
     "idle_expires_at",
     "risk",
+    "dpop_bound",
 }
 EVENT_KEYS = {"id", "type", "at", "session_id", "ip", "user_agent", "detail"}
 CHROME_DEVICE = {
@@ -122,6 +123,7 @@ def test_list_returns_the_exact_session_object(auth: Auth, client: FlaskClient, 
             "name": None,
             "idle_expires_at": None,
             "risk": sessions[0]["risk"],
+            "dpop_bound": False,
         }
     ]
     assert isinstance(sessions[0]["risk"], list)

@@ -72,6 +72,7 @@ def test_session_to_json_matches_the_spec_example() -> None:
         "name": "Work laptop",
         "idle_expires_at": None,
         "risk": [],
+        "dpop_bound": False,
     }
 
 

@@ -210,23 +210,26 @@ def test_errors_are_documented_per_operation(spec: dict[str, Any]) -> None:
     }
 
 
-def test_the_bearer_scheme_is_declared_where_a_token_is_asked_for(
+def test_the_token_schemes_are_declared_where_a_token_is_asked_for(
     service: Flask, spec: dict[str, Any]
 ) -> None:
-    assert spec["components"]["securitySchemes"] == {
-        "bearer": {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "JWT",
-            "description": "The access token (the refresh token for `/api/v1/auth/refresh`).",
-        }
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The access token (the refresh token for `/api/v1/auth/refresh`).",
     }
+    assert set(schemes) == {"bearer", "dpop"}
+    assert (schemes["dpop"]["type"], schemes["dpop"]["scheme"]) == ("http", "DPoP")
+    for words in ("`DPoP` header", "`ES256` or `EdDSA`", "`ath`", "accepted once"):
+        assert words in schemes["dpop"]["description"]
     client = service.test_client()
     for method, path, operation in operations(spec):
         url = path.replace("{session_id}", "s1").replace("{user_id}", "u1")
         response = client.open(url, method=method, json={})
         if operation.get("security"):
-            assert operation["security"] == [{"bearer": []}], path
+            assert operation["security"] == [{"bearer": []}, {"dpop": []}], path
             assert_problem(response, 401, "authorization_required")
         else:
             assert response.status_code != 401, f"{method} {path}"

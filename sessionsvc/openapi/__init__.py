@@ -80,7 +80,16 @@ TEMPLATE: dict[str, Any] = {
                 "scheme": "bearer",
                 "bearerFormat": "JWT",
                 "description": "The access token (the refresh token for `/api/v1/auth/refresh`).",
-            }
+            },
+            "dpop": {
+                "type": "http",
+                "scheme": "DPoP",
+                "description": "A token bound to the client's key (`token_type` `DPoP`, RFC "
+                "9449): `Authorization: DPoP <token>`, and a `DPoP` header with a fresh proof "
+                "by that key: a compact JWS, `typ` `dpop+jwt`, `alg` `ES256` or `EdDSA`, the "
+                "public `jwk`; claims `jti`, `htm`, `htu` (the URL without query), `iat`, "
+                "`ath` (base64url SHA-256 of the token). Each proof is accepted once.",
+            },
         },
     },
 }

@@ -51,10 +51,15 @@ def _text(description: str, *media_types: str) -> dict[str, Any]:
     }
 
 
+#: How a bound token's refusals are told (RFC 9449, section 7.1).
+_DPOP_REFUSED = (
+    "A DPoP-bound token without a valid proof by its key, or a proof where none fits "
+    "(`invalid_dpop_proof`, with `WWW-Authenticate: DPoP`)"
+)
 _AUTH_ERRORS = {
     "401": _problem(
         "No or bad token: `authorization_required`, `invalid_token`, `token_expired`, "
-        "`session_revoked`, `wrong_token_type`."
+        f"`session_revoked`, `wrong_token_type`. {_DPOP_REFUSED}."
     ),
     "503": _problem(
         "The session store is unreachable (`store_unavailable`); fails closed.",
@@ -84,7 +89,17 @@ def _path_parameter(name: str, description: str) -> dict[str, Any]:
 
 
 _SESSION_ID = _path_parameter("session_id", "A session id from the list.")
-_BEARER: list[dict[str, Any]] = [{"bearer": []}]
+#: Either scheme: a Bearer token, or a DPoP-bound one with its proof.
+_BEARER: list[dict[str, Any]] = [{"bearer": []}, {"dpop": []}]
+#: The proof a sign-in may carry to bind its tokens (RFC 9449).
+_DPOP_PROOF = {
+    "name": "DPoP",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "A DPoP proof (RFC 9449) for this request: the session's tokens are "
+    "bound to its key (`token_type` `DPoP`). Required when `SESSIONSVC_DPOP` is `required`.",
+}
 _USER_ID = _path_parameter(
     "user_id", "The user's id (`sub`); the username in the standalone service."
 )
@@ -186,10 +201,14 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "login": {
         "tags": ["auth"],
         "summary": "Sign in: opens a session and returns its token pair",
+        "parameters": [_DPOP_PROOF],
         "requestBody": _body("Credentials"),
         "responses": {
             "200": _ok("The new session's tokens.", "TokenPair"),
-            **_BAD_REQUEST,
+            "400": _problem(
+                "Bad body (`invalid_request`); an invalid DPoP proof, or none where proofs "
+                "are required (`invalid_dpop_proof`; no session opened)."
+            ),
             "401": _problem("Wrong username or password (`invalid_credentials`)."),
             "403": _problem("The user is disabled (`user_disabled`; right password only)."),
             **_TOO_LARGE,
@@ -203,7 +222,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "refresh": {
         "tags": ["auth"],
-        "summary": "Rotate the refresh token (send the refresh token as Bearer)",
+        "summary": "Rotate the refresh token (send the refresh token as Bearer, or bound "
+        "with its DPoP proof)",
         "description": "The previous refresh token stops working; presenting it again "
         "revokes the whole session (`refresh_token_reused`).",
         "security": _BEARER,
@@ -211,7 +231,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "200": _ok("A new token pair for the same session.", "TokenPair"),
             "401": _problem(
                 "`refresh_token_reused`, `session_revoked`, `wrong_token_type`, "
-                "`token_expired`, `invalid_token`, `authorization_required`."
+                "`token_expired`, `invalid_token`, `authorization_required`. "
+                f"{_DPOP_REFUSED}: nothing is consumed."
             ),
             "503": _AUTH_ERRORS["503"],
         },

@@ -118,6 +118,10 @@ SCHEMAS: dict[str, Any] = {
             "name": _nullable(_NAME),
             "idle_expires_at": _nullable(_TIMESTAMP),
             "risk": {"type": "array", "items": _open_vocabulary(RISK_FLAGS)},
+            "dpop_bound": {
+                "type": "boolean",
+                "description": "Its tokens are bound to the key of the device (DPoP).",
+            },
         }
     ),
     "SessionList": _list_of("sessions", "Session"),
@@ -128,7 +132,8 @@ SCHEMAS: dict[str, Any] = {
         "`session.ip_changed`: `from`, `to` (addresses). `session.anomaly`: what "
         "changed, each of `browser`, `os`, `country` as `{from, to}`; or, for "
         "impossible travel, `kind` (`impossible_travel`), `distance_km`, `speed_kmh` "
-        "and `location` (`{from, to}` places). "
+        "and `location` (`{from, to}` places); or `kind` `dpop_mismatch`: a bound token "
+        "was sent without its key (as Bearer, or with another key's proof). "
         "`password.changed`: `revoked` (how many other sessions ended). A host app "
         "may revoke with reasons of its own, so `reason` is open.",
         "properties": {
@@ -175,7 +180,12 @@ SCHEMAS: dict[str, Any] = {
         {
             "access_token": _string(),
             "refresh_token": _string(),
-            "token_type": {"type": "string", "enum": ["Bearer"]},
+            "token_type": {
+                "type": "string",
+                "enum": ["Bearer", "DPoP"],
+                "description": "`DPoP`: both tokens are bound to the key of the sign-in's "
+                "proof, and are sent as `Authorization: DPoP <token>` with a proof.",
+            },
             "expires_in": {"type": "integer", "description": "Access-token lifetime, seconds."},
             "session_id": _string(),
         }

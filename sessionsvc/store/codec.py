@@ -59,6 +59,7 @@ FIELDS: dict[str, str] = {
     "name": "n",
     "refresh_jti": "r",
     "account": "a",
+    "dpop_jkt": "k",
 }
 
 
@@ -82,6 +83,7 @@ def session_fields(session: Session) -> dict[str, Any]:
         "name": session.name,
         "refresh_jti": session.refresh_jti,
         "account": session.account,
+        "dpop_jkt": session.dpop_jkt,
     }
     fields: dict[str, Any] = {}
     for name, value in values.items():
@@ -175,6 +177,7 @@ def session_from_hash(
         refresh_jti=get("refresh_jti"),
         risk=_risk(raw),
         account=get("account"),
+        dpop_jkt=get("dpop_jkt"),
     )
 
 

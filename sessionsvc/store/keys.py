@@ -17,6 +17,9 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
                             which sessions (``uh``) and events refer to; at
                             most 24, kept as long as anything refers to them
     P:{T}:user      hash    a user of the standalone service's user store
+    P:{T}:j:<d>     string  a DPoP proof accepted for the user (``d``: a digest
+                            of its key and ``jti``); expires when the proof
+                            could no longer be accepted, so a replay is refused
     P:{admins}:admins       set     the user store's users who hold the admin
                             role and are not disabled, and '' (the mark that
                             it was built); what "the last admin" is decided on
@@ -149,6 +152,13 @@ def endpoint_id(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
 
 
+def proof_digest(jkt: str, jti: str) -> str:
+    """A DPoP proof's name in its key: a digest of its key's thumbprint and its
+    ``jti`` (which the client chooses: any length, any characters), 128 bits."""
+    digest = hashlib.sha256(f"{jkt}.{jti}".encode("utf-8", "surrogatepass")).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 class Keys:
     """The keys under one prefix.
 
@@ -195,6 +205,10 @@ class Keys:
     def admins_lock(self) -> str:
         """The lock of changes of a user's admin state, beside the registry."""
         return self.admins() + ":lock"
+
+    def proof(self, user_id: str, digest: str) -> str:
+        """A DPoP proof the user's tokens were accepted with (see :mod:`sessionsvc.dpop`)."""
+        return self._user(user_id, "j:" + digest)
 
     def known(self, user_id: str) -> str:
         """A user's sign-in history (device families, countries)."""

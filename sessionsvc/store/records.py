@@ -25,6 +25,11 @@ class CheckStatus(enum.Enum):
     #: The session's user was deleted (or the name is another account now),
     #: or disabled: now revoked (refresh checks of the standalone service).
     USER_GONE = 5
+    #: The DPoP proof was accepted before (its ``jti``): refused, nothing changed.
+    PROOF_REPLAYED = 6
+    #: A bound token used without its key (as Bearer or with another key's
+    #: proof): refused; recorded as an anomaly, revoked if anomalies revoke.
+    DPOP_MISMATCH = 7
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -15,58 +14,42 @@ import redis
 from ..models import (
     REASON_CHARS,
     REASON_MAX,
-    TRAVEL_MAX_KMH,
-    TRAVEL_MIN_KM,
-    Location,
     SecurityEvent,
     Session,
-    clip,
 )
+from .checks import TRAVEL_LIMITS, CheckStore
 from .codec import (
     AGENT_REF,
     CREATED_MICROS,
     FIELDS,
-    HOT_FIELDS,
     agent_digest,
     agents_of,
-    coordinates,
     event_from_json,
     merge_events,
     pieces,
     place,
-    roles_of,
     session_fields,
     session_from_hash,
-    signature,
 )
 from .connections import (
-    UNAVAILABLE_ERRORS,
     client_factory_from_url,
     describe,
-    unavailable,
 )
 from .keys import address_group
 from .records import (
-    ALIVE,
-    GONE,
     Actor,
-    CheckResult,
-    CheckStatus,
     Opened,
     UserChanged,
 )
 from .users import UserStore
 from .webhooks import WebhookStore
 
-#: The open and activity scripts' impossible-travel limits ('max km/h,min km').
-TRAVEL_LIMITS = f"{TRAVEL_MAX_KMH},{TRAVEL_MIN_KM}"
-
 # The scripts write reasons into event JSON as they are: a host app may use
 # reasons of its own (see models.REVOCATION_REASONS), in this alphabet.
 _REASON_RE = re.compile(f"{REASON_CHARS}{{1,{REASON_MAX}}}")
 
 
-class SessionStore(UserStore, WebhookStore):
+class SessionStore(CheckStore, UserStore, WebhookStore):
     """Sessions, indexes, events and users in Redis (see :class:`StoreBase`)."""
 
     #: The last creation stamp of this process (every store in it):
@@ -175,187 +158,6 @@ class SessionStore(UserStore, WebhookStore):
         with self._available():
             seen = self.client.hget(self.known_key(user_id), "a:" + group)
         return seen is not None and int(cast(str, seen)) >= since
-
-    def check_access(
-        self,
-        user_id: str,
-        session_id: str,
-        *,
-        now: int,
-        actor: Actor | None = None,
-        whole: bool = False,
-    ) -> CheckResult:
-        """The access-token check: is the session alive? Records activity.
-
-        Steady state is one plain ``HMGET``, as cheap as a blocklist ``GET``,
-        which also reads what the request is compared with. Only when
-        something is to be written or judged (the touch interval passed, a
-        new address, another browser/OS family, the idle timeout) a second
-        round trip runs the activity script, which decides atomically and
-        never recreates a session that is gone.
-
-        :param whole: read the whole session (``HGETALL``) instead, and when
-            the check passes in that one read, hand it back
-            (:attr:`CheckResult.session`): a request about its own session
-            needs no second read (but for its interned user agent, the first
-            time this process meets it: see :meth:`_with_agent`).
-        """
-        key = self.session_key(user_id, session_id)
-        client = self._client if self._pid == os.getpid() else None
-        raw: dict[str, str] | None = None
-        try:
-            # The steady state, kept free of context managers: it runs on
-            # every authenticated request.
-            # execute_command straight away: hmget() only adds argument juggling.
-            if whole:
-                raw = (client or self.client).execute_command("HGETALL", key)  # type: ignore[no-untyped-call]
-                hot = [raw.get(name) for name in HOT_FIELDS] if raw else [None] * len(HOT_FIELDS)
-            else:
-                hot = (client or self.client).execute_command("HMGET", key, *HOT_FIELDS)  # type: ignore[no-untyped-call]
-        except UNAVAILABLE_ERRORS as exc:
-            raise unavailable(exc, self.where) from exc
-        seen, last_ip, browser, system, mark = hot
-        if seen is None:
-            return GONE
-        policy = self.policy
-        elapsed = now - int(seen)
-        ip = actor.ip if actor is not None else None
-        if (
-            elapsed < policy.touch_interval
-            and (policy.idle_timeout is None or elapsed < policy.idle_timeout)
-            and (not ip or ip == last_ip)
-        ):
-            device = actor.device if actor is not None else None
-            if (
-                device is None
-                or (browser is None and system is None)
-                or (browser == device.browser and system == device.os)
-                or (mark is not None and mark == signature(device, self._country(ip)))
-            ):
-                if raw:
-                    return CheckResult(
-                        CheckStatus.ACTIVE, session=self._with_agent(user_id, session_id, raw)
-                    )
-                return ALIVE
-        return self._activity(user_id, session_id, now=now, actor=actor)
-
-    def check_refresh(
-        self,
-        user_id: str,
-        session_id: str,
-        *,
-        now: int,
-        actor: Actor | None = None,
-        presented_jti: str | None = None,
-        new_jti: str | None = None,
-        with_user: bool = False,
-    ) -> CheckResult:
-        """The refresh-token check: :meth:`check_access` in one atomic round trip.
-
-        :param presented_jti: the refresh token's ``jti``: if it is not the
-            session's current one, the token was used before, and the whole
-            session is revoked (reason ``refresh_reuse``).
-        :param new_jti: rotate the session's refresh token to this ``jti``
-            (atomically with the check above).
-        :param with_user: the user store's record must still be the session's
-            account and not disabled (else the session is revoked:
-            ``user_deleted``, ``user_disabled``); the result has its roles.
-        """
-        return self._activity(
-            user_id,
-            session_id,
-            now=now,
-            actor=actor,
-            presented_jti=presented_jti or "",
-            new_jti=new_jti or "",
-            with_user=with_user,
-        )
-
-    def _activity(
-        self,
-        user_id: str,
-        session_id: str,
-        *,
-        now: int,
-        actor: Actor | None,
-        presented_jti: str = "",
-        new_jti: str = "",
-        with_user: bool = False,
-    ) -> CheckResult:
-        policy = self.policy
-        actor = actor or Actor()
-        device = actor.device
-        location = self._locate(actor.ip)
-        country = (location.country or "") if location else ""
-        keys = [
-            self.session_key(user_id, session_id),
-            self.index_key(user_id),
-            self.events_key(user_id),
-            self.activity_events_key(user_id),
-            self.known_key(user_id),
-            *([self.user_key(user_id)] if with_user else []),
-            *self.event_keys(user_id),
-        ]
-        args = [
-            now,
-            policy.touch_interval,
-            actor.ip or "",
-            (device.browser or "") if device else "",
-            (device.os or "") if device else "",
-            "1" if policy.locate else "0",
-            country,
-            clip((location.city or "") if location else ""),
-            signature(device, country) if device else "",
-            "1" if policy.revoke_on_anomaly else "0",
-            policy.idle_timeout or 0,
-            session_id,
-            *self._event_args(now, actor),
-            presented_jti,
-            new_jti,
-            "1" if device else "0",
-            place(location),
-            TRAVEL_LIMITS,
-            coordinates(location) or "",
-        ]
-        with self._available():
-            result = self._run("activity", keys, args)
-        status = CheckStatus(int(result[0]))
-        self._recorded(user_id, result[3:])
-        if status is not CheckStatus.ACTIVE:
-            return GONE if status is CheckStatus.GONE else CheckResult(status)
-        roles = roles_of(str(result[2])) if with_user else None
-        return CheckResult(status, int(result[1]), roles)
-
-    def _locate(self, ip: str | None) -> Location | None:
-        """Where an address is, when location lookup is on."""
-        locate = self.policy.locate
-        return locate(ip) if locate and ip else None
-
-    def _country(self, ip: str | None) -> str:
-        location = self._locate(ip)
-        return (location.country or "") if location else ""
-
-    def get(self, user_id: str, session_id: str) -> Session | None:
-        """One session of one user, or ``None``."""
-        with self._available():
-            raw = self._hgetall(self.session_key(user_id, session_id))
-            return self._with_agent(user_id, session_id, raw) if raw else None
-
-    def _with_agent(self, user_id: str, session_id: str, raw: dict[str, str]) -> Session:
-        """The session of hash ``raw``, with its user agent: this process
-        keeps the interned ones it has met (:class:`AgentTexts`), so only
-        the first time it meets one is it read (one more round trip)."""
-        ref = raw.get(AGENT_REF)
-        agents: dict[str, str] | None = None
-        if ref is not None:
-            text = self.agent_texts.get(ref)
-            if text is None:
-                with self._available():
-                    text = self._run("agent", [self.agents_key(user_id)], [ref])
-                if text:
-                    self.agent_texts.learn({ref: text})
-            agents = {ref: text} if text else None
-        return session_from_hash(user_id, session_id, raw, agents)
 
     def list_sessions(self, user_id: str, *, now: int) -> list[Session]:
         """Every live session of a user (unordered); one round trip.

@@ -17,6 +17,7 @@ from importlib import resources
 NAMES = (
     "open",
     "activity",
+    "bound",
     "list",
     "revoke",
     "rename",

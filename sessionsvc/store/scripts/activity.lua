@@ -15,16 +15,22 @@
 --       17 presented refresh jti or '', 18 new refresh jti or '', 19 '1' when
 --       the request's device is known (compare families), 20 the request's
 --       place as JSON when it has coordinates, else '', 21 travel limits
---       ('max km/h,min km'), 22 the place's coordinates as stored ('' none)
+--       ('max km/h,min km'), 22 the place's coordinates as stored ('' none),
+--       23 the key that remembers a DPoP proof's jti, or '' (a key of the
+--       user's slot, like the session keys revoke_all builds), 24 the
+--       seconds it is remembered, 25 '1' when a bound token came without its
+--       key (as Bearer, or with another key's proof)
 -- Returns {status, expires_at, the user's roles or '', events recorded...};
 -- status 0 gone, 1 alive, 2 refresh token reused, 3 idle, 4 anomaly, 5 the
--- user deleted or disabled (the last four: now revoked).
+-- user deleted or disabled (the last four: now revoked), 6 the DPoP proof
+-- was accepted before (nothing changed), 7 a bound token without its key
+-- (refused; recorded, or revoked with status 4 when anomalies revoke).
 local EV, EA, KN, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   3, 4, 5, ARGV[1], ARGV[13], ARGV[14], ARGV[15], ARGV[16]
 --@include events
 --@include travel
 local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'b', 'o', 'cc', 'oc', 'an', 'x', 'r', 'a',
-  'ak', 'at', 'ai')
+  'ak', 'at', 'ai', 'am')
 if not v[1] then return {0, 0, ''} end
 local sid = ARGV[12]
 local function revoke(status, reason)
@@ -33,6 +39,21 @@ local function revoke(status, reason)
   event('session.revoked', sid, reason, '')
   keep_events()
   return {status, 0, '', unpack(recorded)}
+end
+-- A bound token without its key is a theft signal: recorded at most once per
+-- touch interval ('am': when it was last), and the attempt changes nothing
+-- else. A replayed proof changes nothing at all.
+if ARGV[25] == '1' then
+  if not v[14] or tonumber(NOW) - tonumber(v[14]) >= tonumber(ARGV[2]) then
+    event('session.anomaly', sid, '', '{"kind":"dpop_mismatch"}')
+    if ARGV[10] == '1' then return revoke(4, 'anomaly') end
+    redis.call('HSET', KEYS[1], 'am', NOW)
+    keep_events()
+  end
+  return {7, 0, '', unpack(recorded)}
+end
+if ARGV[23] ~= '' and not redis.call('SET', ARGV[23], '1', 'NX', 'EX', ARGV[24]) then
+  return {6, 0, ''}
 end
 local roles = ''
 if #KEYS >= 6 and WH ~= 6 and AG ~= 6 then
