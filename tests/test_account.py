@@ -75,13 +75,18 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
         for tag, attrs in page.tags
         if tag in ("script", "link")
     )
-    assert assets == ["/account/assets/account.css", "/account/assets/account.js"]
+    assert assets == [
+        "/account/assets/account.css",
+        "/account/assets/account.js",
+        "/account/assets/dpop.js",
+    ]
 
 
 @pytest.mark.parametrize(
     ("path", "mimetypes"),
     [
         ("/account/assets/account.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/dpop.js", {"text/javascript", "application/javascript"}),
         ("/account/assets/account.css", {"text/css"}),
     ],
 )

@@ -3,8 +3,7 @@
   "use strict";
   var ACCESS = "sessionsvc.access";
   var REFRESH = "sessionsvc.refresh";
-  var TYPE = "sessionsvc.token_type";
-  var SKEW = "sessionsvc.clock_skew";
+  var TYPE = "sessionsvc.token_type"; // "DPoP": the tokens are bound to this browser's key (dpop.js)
   var SESSIONS = document.body.dataset.sessionsUrl;
   var AUTH = document.body.dataset.authUrl;
   var RISKS = { new_device: "New device", new_country: "New country", anomaly: "Unusual activity", impossible_travel: "Impossible travel" };
@@ -28,110 +27,6 @@
   var refreshing = null;
 
   function SignedOut() {}
-
-  // DPoP (RFC 9449): the page binds its tokens to a key pair it makes once and
-  // keeps in IndexedDB, its private half not extractable, so a copied token is
-  // useless without this browser. Without WebCrypto or IndexedDB, or when the
-  // server does not bind, the page signs in with Bearer tokens.
-  var KEY_DB = "sessionsvc-dpop", KEY_STORE = "keys", KEY_NAME = "account-page";
-  var pageKey = null; // a promise of { pair, jwk }, or of null: no key can be kept here
-  var clockSkew = Number(sessionStorage.getItem(SKEW)) || 0; // seconds the server's clock is ahead
-
-  function b64url(bytes) {
-    var text = "";
-    new Uint8Array(bytes).forEach(function (b) { text += String.fromCharCode(b); });
-    return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  }
-
-  function utf8(text) { return new TextEncoder().encode(text); }
-
-  function openKeys() {
-    return new Promise(function (resolve, reject) {
-      var request = indexedDB.open(KEY_DB, 1);
-      request.onupgradeneeded = function () { request.result.createObjectStore(KEY_STORE); };
-      request.onsuccess = function () { resolve(request.result); };
-      request.onerror = function () { reject(request.error); };
-    });
-  }
-
-  // The kept pair; or, when there is none, `made` kept now. One transaction
-  // reads and writes, so two tabs making their first key agree on one.
-  function keepFirst(db, made) {
-    return new Promise(function (resolve, reject) {
-      var tx = db.transaction(KEY_STORE, "readwrite");
-      var keys = tx.objectStore(KEY_STORE);
-      var kept = null;
-      keys.get(KEY_NAME).onsuccess = function (event) {
-        var found = event.target.result;
-        kept = found && found.privateKey instanceof CryptoKey ? found : made;
-        if (kept && kept === made) keys.put(made, KEY_NAME);
-      };
-      tx.oncomplete = function () { resolve(kept); };
-      tx.onerror = tx.onabort = function () { reject(tx.error); };
-    });
-  }
-
-  async function loadKey() {
-    if (!window.isSecureContext || !crypto.subtle || !window.indexedDB) throw new Error("no WebCrypto or IndexedDB");
-    var db = await openKeys();
-    try {
-      var pair = await keepFirst(db, null);
-      if (!pair) {
-        var made = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
-        pair = await keepFirst(db, { privateKey: made.privateKey, publicKey: made.publicKey });
-      }
-    } finally {
-      db.close();
-    }
-    var jwk = await crypto.subtle.exportKey("jwk", pair.publicKey);
-    return { pair: pair, jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } };
-  }
-
-  function dpopKey() {
-    pageKey = pageKey || loadKey().catch(function () { pageKey = null; return null; });
-    return pageKey;
-  }
-
-  // A proof for one request: htu is its absolute URL without query and fragment.
-  async function proof(key, method, url, token) {
-    var target = new URL(url, document.baseURI);
-    target.search = "";
-    target.hash = "";
-    var claims = {
-      jti: b64url(crypto.getRandomValues(new Uint8Array(16))),
-      htm: method,
-      htu: target.href,
-      iat: Math.floor(Date.now() / 1000) + clockSkew,
-    };
-    if (token) claims.ath = b64url(await crypto.subtle.digest("SHA-256", utf8(token)));
-    var input = [{ typ: "dpop+jwt", alg: "ES256", jwk: key.jwk }, claims].map(function (part) {
-      return b64url(utf8(JSON.stringify(part)));
-    }).join(".");
-    // WebCrypto's ECDSA signature is r || s, as JWS wants it.
-    var signature = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, key.pair.privateKey, utf8(input));
-    return input + "." + b64url(signature);
-  }
-
-  // The headers that present `token` (null: signing in) for one request.
-  async function authorize(method, url, token) {
-    if (token !== null && sessionStorage.getItem(TYPE) !== "DPoP") return { Authorization: "Bearer " + token };
-    var headers = {};
-    var key = await dpopKey();
-    if (key) headers.DPoP = await proof(key, method, url, token);
-    if (token !== null) headers.Authorization = "DPoP " + token;
-    return headers;
-  }
-
-  // A refused proof may only be dated by a wrong clock: follow the server's
-  // (its Date header), and say whether that changed anything worth a retry.
-  function followClock(response) {
-    var date = Date.parse(response.headers.get("Date") || "");
-    var skew = Math.round((date - Date.now()) / 1000);
-    if (isNaN(skew) || Math.abs(skew - clockSkew) < 5) return false;
-    clockSkew = skew;
-    sessionStorage.setItem(SKEW, String(skew));
-    return true;
-  }
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
@@ -159,7 +54,6 @@
     sessionStorage.removeItem(ACCESS);
     sessionStorage.removeItem(REFRESH);
     sessionStorage.removeItem(TYPE);
-    sessionStorage.removeItem(SKEW);
     $("session-list").replaceChildren();
     $("account").hidden = true;
     $("signin").hidden = false;
@@ -173,16 +67,16 @@
     sessionStorage.setItem(TYPE, /^dpop$/i.test(tokens.token_type || "") ? "DPoP" : "Bearer");
   }
 
+  // fetch, presenting `token` (null: none) as the tokens' type asks.
+  function send(url, init, token) { return sessionsvcDPoP.fetch(url, init, token, sessionStorage.getItem(TYPE)); }
+
   async function problem(response) {
     try { return await response.json(); } catch (e) { return {}; }
   }
 
   function refresh() {
     // One refresh at a time: a refresh token is good for one use only.
-    var url = AUTH + "/refresh";
-    refreshing = refreshing || authorize("POST", url, sessionStorage.getItem(REFRESH)).then(function (headers) {
-      return fetch(url, { method: "POST", headers: headers });
-    }).then(async function (r) {
+    refreshing = refreshing || send(AUTH + "/refresh", { method: "POST" }, sessionStorage.getItem(REFRESH)).then(async function (r) {
       if (!r.ok) return false;
       store(await r.json());
       return true;
@@ -191,16 +85,15 @@
   }
 
   async function api(method, url, body, retried) {
-    var options = { method: method, headers: await authorize(method, url, sessionStorage.getItem(ACCESS)) };
+    var options = { method: method, headers: {} };
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
     }
-    var r = await fetch(url, options);
+    var r = await send(url, options, sessionStorage.getItem(ACCESS));
     if (r.status === 401) {
       var p = await problem(r);
       if (p.code === "token_expired" && !retried && (await refresh())) return api(method, url, body, true);
-      if (p.code === "invalid_dpop_proof" && !retried && followClock(r)) return api(method, url, body, true);
       // A wrong current password is a wrong password, not a signed-out session.
       if (p.code === "invalid_credentials") throw new Error("That is not your current password.");
       showSignin("You were signed out.");
@@ -355,25 +248,14 @@
     }
   }
 
-  async function signIn(retried) {
-    var url = AUTH + "/login";
-    var headers = await authorize("POST", url, null).catch(function () { return {}; });
-    headers["Content-Type"] = "application/json";
-    var r = await fetch(url, {
-      method: "POST",
-      headers: headers,
-      body: JSON.stringify({ username: $("username").value, password: $("password").value }),
-    }).catch(function () { return null; });
-    if (r && r.status === 400 && !retried && (await problem(r.clone())).code === "invalid_dpop_proof" && followClock(r)) {
-      return signIn(true);
-    }
-    return r;
-  }
-
   $("signin").addEventListener("submit", async function (event) {
     event.preventDefault();
     $("signin-error").textContent = "";
-    var r = await signIn(false);
+    var r = await send(AUTH + "/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+    }, null).catch(function () { return null; });
     if (!r || !r.ok) {
       var p = r ? await problem(r) : {};
       $("signin-error").textContent = r && r.status === 401 ? "Wrong username or password." : p.detail || "Could not sign in. Try again.";
