@@ -111,10 +111,18 @@ def _forwarded(name: str, trusted: int) -> str | None:
 
 
 def bound_key(payload: dict[str, Any]) -> str | None:
-    """The thumbprint a token is bound to (its ``cnf.jkt``), or ``None``."""
-    confirmation = payload.get("cnf")
+    """The thumbprint a token is bound to (its ``cnf.jkt``), or ``None``.
+
+    :raises ProofRefused: the token has a ``cnf`` claim without a usable
+        ``jkt``: it is bound, to nothing a proof can match.
+    """
+    if "cnf" not in payload:
+        return None
+    confirmation = payload["cnf"]
     jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
-    return jkt if isinstance(jkt, str) and jkt else None
+    if not isinstance(jkt, str) or not jkt:
+        raise ProofRefused("The token's key binding (cnf) names no key thumbprint.")
+    return jkt
 
 
 def _verify(settings: Settings, access_token: str | None) -> dpop.Proof:
