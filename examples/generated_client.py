@@ -10,7 +10,9 @@ then walk through what a user does with two devices::
 
 (the password from a prompt, or from ``$SESSIONSVC_PASSWORD``).
 
-A laptop and a phone sign in; the laptop lists both, reads the phone's
+A laptop and a phone sign in, the laptop with its tokens bound to a key
+only it holds (DPoP: ``sessionsvc.DPoPKey`` signs a proof for every call,
+through httpx's ``auth=``); the laptop lists both, reads the phone's
 session, names itself and signs the phone out; the phone's next call is the
 service's 401 problem document (``session_revoked``), parsed by the client
 into a ``Problem``; the laptop reads the security events that recorded it.
@@ -47,6 +49,8 @@ from sessionsvc_client.models import (
     SessionName,
 )
 
+from sessionsvc import DPoPAuth, DPoPKey
+
 LAPTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 PHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
@@ -73,14 +77,26 @@ def answer(result: T | Problem | None) -> T:
     return result
 
 
-def sign_in(base_url: str, username: str, password: str, user_agent: str) -> AuthenticatedClient:
+def sign_in(
+    base_url: str, username: str, password: str, user_agent: str, key: DPoPKey | None = None
+) -> AuthenticatedClient:
     """A device: signs in and returns a client that sends its access token
-    (use it in a ``with`` block, which closes its connections)."""
-    with Client(base_url=base_url, headers={"User-Agent": user_agent}) as anonymous:
+    (use it in a ``with`` block, which closes its connections). With a
+    ``key``, the sign-in carries a proof, so the tokens are bound to it, and
+    every call sends ``Authorization: DPoP <token>`` with a fresh proof."""
+    headers = {"User-Agent": user_agent}
+    proofs = {"auth": DPoPAuth(key)} if key else {}
+    with Client(base_url=base_url, headers=headers, httpx_args=proofs) as anonymous:
         credentials = Credentials(username=username, password=password)
         tokens = answer(login.sync(client=anonymous, body=credentials))
+    if key is None:
+        return AuthenticatedClient(base_url=base_url, token=tokens.access_token, headers=headers)
     return AuthenticatedClient(
-        base_url=base_url, token=tokens.access_token, headers={"User-Agent": user_agent}
+        base_url=base_url,
+        token=tokens.access_token,
+        prefix="DPoP",
+        headers=headers,
+        httpx_args={"auth": DPoPAuth(key, tokens.access_token)},
     )
 
 
@@ -89,6 +105,8 @@ class Walkthrough:
     """What each step saw, for whoever runs it (and for the tests)."""
 
     devices: list[str] = field(default_factory=list)
+    #: Whether each device's session is bound to a key ("*" marks the caller's).
+    bound: dict[str, bool] = field(default_factory=dict)
     phone_session: dict[str, Any] = field(default_factory=dict)
     laptop_name: str | None = None
     revoked: int = 0
@@ -99,11 +117,12 @@ class Walkthrough:
 def walk(base_url: str, username: str, password: str, say: Any = print) -> Walkthrough:
     seen = Walkthrough()
     with (
-        sign_in(base_url, username, password, LAPTOP) as laptop,
+        sign_in(base_url, username, password, LAPTOP, DPoPKey.generate()) as laptop,
         sign_in(base_url, username, password, PHONE) as phone,
     ):
         sessions = answer(list_sessions.sync(client=laptop)).sessions
         seen.devices = [f"{'*' if s.current else ' '} {s.device.label}" for s in sessions]
+        seen.bound = {d: s.dpop_bound for d, s in zip(seen.devices, sessions, strict=True)}
         say("Signed in on:", *seen.devices, sep="\n  ")
 
         phone_id = next(s.id for s in sessions if not s.current)

@@ -38,7 +38,16 @@ _LOGIN = "sessionsvc.dpop_login"
 _MARGIN = dpop.FUTURE_SKEW + 5
 
 
-class Mismatch(InvalidDPoPProof):
+class ProofRefused(InvalidDPoPProof):
+    """401 ``invalid_dpop_proof``, with the challenge of RFC 9449, section 7.1."""
+
+    headers = {
+        "WWW-Authenticate": f'DPoP error="{InvalidDPoPProof.code}", '
+        f'algs="{" ".join(dpop.ALGORITHMS)}"'
+    }
+
+
+class Mismatch(ProofRefused):
     """A bound token used without its key (as ``Bearer``, or with a proof by
     another key): a theft signal the caller records before refusing."""
 
@@ -102,10 +111,18 @@ def _forwarded(name: str, trusted: int) -> str | None:
 
 
 def bound_key(payload: dict[str, Any]) -> str | None:
-    """The thumbprint a token is bound to (its ``cnf.jkt``), or ``None``."""
-    confirmation = payload.get("cnf")
+    """The thumbprint a token is bound to (its ``cnf.jkt``), or ``None``.
+
+    :raises ProofRefused: the token has a ``cnf`` claim without a usable
+        ``jkt``: it is bound, to nothing a proof can match.
+    """
+    if "cnf" not in payload:
+        return None
+    confirmation = payload["cnf"]
     jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
-    return jkt if isinstance(jkt, str) and jkt else None
+    if not isinstance(jkt, str) or not jkt:
+        raise ProofRefused("The token's key binding (cnf) names no key thumbprint.")
+    return jkt
 
 
 def _verify(settings: Settings, access_token: str | None) -> dpop.Proof:
@@ -173,16 +190,16 @@ def presented(settings: Settings, payload: dict[str, Any]) -> Presented | None:
     token = request.environ.get(_SENT)
     if jkt is None:
         if token is not None:
-            raise InvalidDPoPProof("The token is not bound to a key: send it as Bearer.")
+            raise ProofRefused("The token is not bound to a key: send it as Bearer.")
         if settings.dpop == "required":
-            raise InvalidDPoPProof("Tokens must be bound to a key (DPoP): sign in with a proof.")
+            raise ProofRefused("Tokens must be bound to a key (DPoP): sign in with a proof.")
         return None
     if token is None:
         raise Mismatch("The token is bound to a key: send it with the DPoP scheme and a proof.")
     try:
         proof = _verify(settings, token)
     except dpop.ProofError as error:
-        raise InvalidDPoPProof(f"The DPoP proof is invalid: {error}.") from None
+        raise ProofRefused(f"The DPoP proof is invalid: {error}.") from None
     if proof.jkt != jkt:
         raise Mismatch("The DPoP proof is signed by another key than the token is bound to.")
     return Presented(jkt, first_use(proof), window(settings))
@@ -236,7 +253,7 @@ def refuse_replay(result: CheckResult) -> CheckResult:
     :raises InvalidDPoPProof: the proof is a replay.
     """
     if result.status is CheckStatus.PROOF_REPLAYED:
-        raise InvalidDPoPProof("The DPoP proof was used before: send a new one.")
+        raise ProofRefused("The DPoP proof was used before: send a new one.")
     return result
 
 

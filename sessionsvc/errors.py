@@ -10,8 +10,6 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .dpop import ALGORITHMS
-
 logger = logging.getLogger("sessionsvc")
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -59,15 +57,14 @@ class InvalidDPoPProof(SessionsvcError):
     """A bound token without a valid proof by its key (or a proof where none fits)."""
 
     status, code, title = 401, "invalid_dpop_proof", "Unauthorized"
-    #: RFC 9449, section 7.1: the challenge names the algorithms accepted.
-    headers = {"WWW-Authenticate": f'DPoP error="{code}", algs="{" ".join(ALGORITHMS)}"'}
+    # Raised as sessionsvc.binding.ProofRefused, with the challenge of RFC
+    # 9449 (which names the algorithms sessionsvc.dpop accepts).
 
 
 class InvalidLoginProof(InvalidDPoPProof):
     """A sign-in whose proof is invalid, or missing where proofs are required."""
 
     status, title = 400, "Bad Request"
-    headers = {}
 
 
 class InvalidCredentials(SessionsvcError):

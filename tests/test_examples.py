@@ -156,3 +156,31 @@ def test_the_webhook_receiver_acts_once_on_each_verified_delivery(backend: Any) 
         assert len(receiver.config["RECEIVED"]) == 1
     finally:
         server.shutdown()
+
+
+def test_the_dpop_client_example_binds_its_tokens_and_a_copy_is_refused(redis_url: str) -> None:
+    """examples/dpop_client.py against the service under gunicorn, as documented."""
+    from tests.backends import served
+
+    dpop_example = example_module("dpop_client")
+    with served(redis_url, {"alice": "correct horse battery"}) as service:
+        seen = dpop_example.bound_device(service.base, "alice", "correct horse battery")
+    assert seen == {
+        "token_type": "DPoP",
+        "bound": [True],
+        "stolen": (401, "invalid_dpop_proof"),
+        "refreshed": "DPoP",
+        "signed_out": 204,
+    }
+
+
+def test_the_readmes_dpop_example_is_the_example_as_it_is() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"<!-- dpop-client:start -->\n```python\n(.*?)```\n", readme, re.S)
+    assert shown, "the README has no dpop-client block"
+    example = (ROOT / "examples" / "dpop_client.py").read_text()
+    region = re.search(
+        r"# README.md shows this part as it is.\n(.*?)\n+# README: end\n", example, re.S
+    )
+    assert region, "examples/dpop_client.py marks no README part"
+    assert shown.group(1) == region.group(1) + "\n"

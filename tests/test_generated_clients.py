@@ -114,6 +114,11 @@ def test_the_generated_client_drives_two_devices_through_the_whole_flow(
     )
     # Two devices, the calling one starred.
     assert sorted(seen.devices) == ["  Mobile Safari 17 on iOS 17.1", "* Chrome 131 on Windows 10"]
+    # The laptop's tokens are bound to its key (DPoP through httpx's auth=), the phone's not.
+    assert seen.bound == {
+        "* Chrome 131 on Windows 10": True,
+        "  Mobile Safari 17 on iOS 17.1": False,
+    }
     assert seen.phone_session["device"]["type"] == "mobile"
     assert seen.phone_session["current"] is False
     assert seen.phone_session["ip"] == "127.0.0.1"

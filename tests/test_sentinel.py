@@ -248,3 +248,28 @@ def test_failover_keeps_acknowledged_sessions_and_follows_the_new_primary(
     # signs in from one address, which she signed in from after that.
     by_kind = {key.split("/")[2]: group.client(new).get(key) for key in counters}
     assert by_kind == {"login:ip": "7", "login:user": "1"}
+
+
+def test_a_dpop_proof_is_accepted_once_by_every_worker_on_sentinel(
+    group: SentinelGroup, make_app: AppFactory
+) -> None:
+    from sessionsvc import DPoPKey
+
+    first, second = make_app(), make_app()  # two workers of one service
+    Auth(first).create_user("alice")
+    key, login_url = DPoPKey.generate(), "http://localhost/api/v1/auth/login"
+    signed_in = first.test_client().post(
+        "/api/v1/auth/login",
+        json={"username": "alice", "password": "pw"},
+        headers={"DPoP": key.proof("POST", login_url)},
+    )
+    assert signed_in.status_code == 200
+    token = signed_in.get_json()["access_token"]
+    assert signed_in.get_json()["token_type"] == "DPoP"
+
+    headers = key.headers("GET", "http://localhost" + SESSIONS, token)
+    assert first.test_client().get(SESSIONS, headers=headers).status_code == 200
+    replayed = second.test_client().get(SESSIONS, headers=headers)
+    assert_problem(replayed, 401, "invalid_dpop_proof")
+    fresh = key.headers("GET", "http://localhost" + SESSIONS, token)
+    assert second.test_client().get(SESSIONS, headers=fresh).status_code == 200
