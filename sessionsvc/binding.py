@@ -63,6 +63,8 @@ class Presented:
     digest: str
     #: Seconds the store remembers it.
     window: int
+    #: The proof's ``jti``.
+    jti: str
 
 
 def install(app: Flask) -> None:
@@ -170,12 +172,18 @@ def sign_in_proof(settings: Settings) -> dpop.Proof | None:
 
 
 def first_use(proof: dpop.Proof) -> str:
-    """The proof's name in the store if this request has not remembered it yet, else ``""``."""
-    accepted: set[tuple[str, str]] = request.environ.setdefault(_ACCEPTED, set())
-    if (proof.jkt, proof.jti) in accepted:
+    """The proof's name in the store unless the store accepted it for this
+    request already (then ``""``: see :func:`accepted`)."""
+    if (proof.jkt, proof.jti) in request.environ.get(_ACCEPTED, ()):
         return ""
-    accepted.add((proof.jkt, proof.jti))
     return proof_digest(proof.jkt, proof.jti)
+
+
+def accepted(jkt: str, jti: str) -> None:
+    """Record that the store accepted this proof for the current request (and
+    only then: a proof the store refused as a replay stays refused, however
+    often the request checks its token)."""
+    request.environ.setdefault(_ACCEPTED, set()).add((jkt, jti))
 
 
 def presented(settings: Settings, payload: dict[str, Any]) -> Presented | None:
@@ -202,7 +210,7 @@ def presented(settings: Settings, payload: dict[str, Any]) -> Presented | None:
         raise ProofRefused(f"The DPoP proof is invalid: {error}.") from None
     if proof.jkt != jkt:
         raise Mismatch("The DPoP proof is signed by another key than the token is bound to.")
-    return Presented(jkt, first_use(proof), window(settings))
+    return Presented(jkt, first_use(proof), window(settings), proof.jti)
 
 
 def check(
@@ -244,16 +252,18 @@ def check_access(
         actor=actor,
         whole=whole,
     )
-    return refuse_replay(result)
+    return refuse_replay(result, proof)
 
 
-def refuse_replay(result: CheckResult) -> CheckResult:
+def refuse_replay(result: CheckResult, proof: Presented | None) -> CheckResult:
     """The check's result, unless its proof was accepted before.
 
     :raises InvalidDPoPProof: the proof is a replay.
     """
     if result.status is CheckStatus.PROOF_REPLAYED:
         raise ProofRefused("The DPoP proof was used before: send a new one.")
+    if proof is not None and result.status is CheckStatus.ACTIVE:
+        accepted(proof.jkt, proof.jti)
     return result
 
 
@@ -268,6 +278,8 @@ def sign_in(state: State, user_id: str) -> str | None:
     if proof is None:
         return None
     digest = first_use(proof)
-    if digest and not state.store.remember_proof(user_id, digest, window(state.settings)):
-        raise InvalidLoginProof("The DPoP proof was used before: send a new one.")
+    if digest:
+        if not state.store.remember_proof(user_id, digest, window(state.settings)):
+            raise InvalidLoginProof("The DPoP proof was used before: send a new one.")
+        accepted(proof.jkt, proof.jti)
     return proof.jkt

@@ -253,7 +253,7 @@ class SessionManager:
             proof=proof.digest if proof is not None else "",
             window=proof.window if proof is not None else 0,
         )
-        binding.refuse_replay(result)
+        binding.refuse_replay(result, proof)
         if result.status is CheckStatus.REFRESH_REUSED:
             raise RefreshTokenReused("This refresh token was already used; the session is revoked.")
         return result
