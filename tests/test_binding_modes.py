@@ -389,9 +389,8 @@ def test_a_replay_refused_in_a_request_is_not_accepted_by_its_next_check(
 ) -> None:
     """A host that looks for a user in a tolerant hook (errors ignored), then
     checks again in the view: the replayed proof, refused by the first check,
-    must not pass the second. It does today: binding.first_use() counts a
-    proof as this request's before the store has accepted it, so the second
-    check skips the store (a plain HMGET) and lets the replay through."""
+    must not pass the second (a proof counts as the request's only once the
+    store accepted it)."""
     app, _ = host_app(backend)
 
     @app.get("/tolerant")
@@ -406,3 +405,21 @@ def test_a_replay_refused_in_a_request_is_not_accepted_by_its_next_check(
     assert app.test_client().get("/tolerant", headers=headers).get_json() == "in"
     replay = app.test_client().get("/tolerant", headers=headers)
     assert_problem(replay, 401, "invalid_dpop_proof")
+
+
+def test_a_sign_in_proof_refused_as_a_replay_stays_refused_when_opened_again(
+    backend: Backend, key: DPoPKey
+) -> None:
+    """A host login view that catches the refusal and calls open() again."""
+    app, sessions = host_app(backend)
+
+    @app.post("/stubborn")
+    def stubborn() -> Any:
+        try:
+            return jsonify(sessions.open("alice").to_json())
+        except InvalidDPoPProof:
+            return jsonify(sessions.open("alice").to_json())
+
+    headers = {"DPoP": key.proof("POST", f"{BASE}/stubborn")}
+    assert app.test_client().post("/stubborn", headers=headers).get_json()["token_type"] == "DPoP"
+    assert_problem(app.test_client().post("/stubborn", headers=headers), 400, "invalid_dpop_proof")
