@@ -53,7 +53,7 @@ FUZZ = settings(
 
 #: The codes docs/api.md, section 7, allows for each status.
 CODES = {
-    400: {"invalid_request", "weak_password"},
+    400: {"invalid_request", "weak_password", "invalid_dpop_proof"},
     401: {
         "authorization_required",
         "invalid_token",
@@ -62,6 +62,7 @@ CODES = {
         "wrong_token_type",
         "refresh_token_reused",
         "invalid_credentials",
+        "invalid_dpop_proof",
     },
     403: {"forbidden", "user_disabled"},
     404: {"session_not_found", "not_found", "user_not_found"},
