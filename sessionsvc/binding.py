@@ -102,7 +102,7 @@ def request_url(settings: Settings) -> str:
     if settings.trusted_proxies:
         scheme = _forwarded("X-Forwarded-Proto", settings.trusted_proxies) or scheme
         host = _forwarded("X-Forwarded-Host", settings.trusted_proxies) or host
-    path = quote(request.script_root + request.path, safe="/:@!$&'()*+,;=-._~%")
+    path = quote(request.script_root + request.path, safe="/:@!$&'()*+,;=-._~")
     return f"{scheme}://{host}{path}"
 
 

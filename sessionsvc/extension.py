@@ -380,7 +380,11 @@ class SessionManager:
             if result.roles:
                 extra["roles"] = list(result.roles)
         if self._refresh_claims is not None:
-            extra = self._refresh_claims(user_id, extra)
+            extra = {
+                k: v
+                for k, v in self._refresh_claims(user_id, extra).items()
+                if k not in tokens.RESERVED_CLAIMS
+            }
         lifetime = max(result.expires_at - now, 1)
         # The new pair is bound to the same key.
         jkt = binding.bound_key(refresh_payload)
