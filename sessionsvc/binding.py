@@ -12,6 +12,10 @@ an invalid proof writes nothing.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -102,14 +106,37 @@ def request_url(settings: Settings) -> str:
     if settings.trusted_proxies:
         scheme = _forwarded("X-Forwarded-Proto", settings.trusted_proxies) or scheme
         host = _forwarded("X-Forwarded-Host", settings.trusted_proxies) or host
+    if scheme not in ("http", "https") or _HOST.fullmatch(host) is None:
+        # A forwarded value that is no scheme or no host (a path in it would
+        # move the URL to another route): no proof names this request.
+        return _NO_URL
     path = quote(request.script_root + request.path, safe="/:@!$&'()*+,;=-._~")
     return f"{scheme}://{host}{path}"
+
+
+#: A host as a URL's authority may name it: a name or IPv4 address, or an
+#: IPv6 one in brackets, and a port (no userinfo, path, query or fragment).
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
+#: What :func:`request_url` gives for a request no proof can name.
+_NO_URL = "invalid:"
 
 
 def _forwarded(name: str, trusted: int) -> str | None:
     values = [part.strip() for part in ",".join(request.headers.getlist(name)).split(",")]
     values = [value for value in values if value]
     return values[-trusted] if len(values) >= trusted else None
+
+
+def _token_id(token: str) -> Any:
+    """The ``jti`` of a token's claims, read without verifying it (``None`` if unreadable)."""
+    try:
+        body = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    return claims.get("jti") if isinstance(claims, dict) else None
 
 
 def bound_key(payload: dict[str, Any]) -> str | None:
@@ -204,6 +231,10 @@ def presented(settings: Settings, payload: dict[str, Any]) -> Presented | None:
         return None
     if token is None:
         raise Mismatch("The token is bound to a key: send it with the DPoP scheme and a proof.")
+    if _token_id(token) != payload.get("jti"):
+        # The app read its token elsewhere (a cookie, the query): the proof's
+        # ath names the header's token, not this one.
+        raise ProofRefused("The token checked is not the one sent with the DPoP scheme.")
     try:
         proof = _verify(settings, token)
     except dpop.ProofError as error:

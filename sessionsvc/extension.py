@@ -386,8 +386,7 @@ class SessionManager:
                 if k not in tokens.RESERVED_CLAIMS
             }
         lifetime = max(result.expires_at - now, 1)
-        # The new pair is bound to the same key.
-        jkt = binding.bound_key(refresh_payload)
+        jkt = binding.bound_key(refresh_payload)  # the new pair is bound to the same key
         return tokens.token_pair(
             user_id, session_id, new_jti, state.settings, extra, lifetime, jkt=jkt
         )

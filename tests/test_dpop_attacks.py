@@ -2,8 +2,10 @@
 Host tricks, token substitution, concurrent refreshes, floods, proof keys in
 the store, mode and window changes, a host's own error answers.
 
-The tests marked ``xfail(strict=True)`` show holes still open: each passes
-(and so fails the run) once its hole is closed; drop the mark then.
+The test marked ``xfail(strict=True)`` shows a limit docs/api.md states (a
+raised ``SESSIONSVC_DPOP_MAX_AGE`` does not cover proofs accepted under the
+old window): it passes, and so fails the run, once the limit is lifted; drop
+the mark then.
 """
 
 from __future__ import annotations
@@ -141,7 +143,6 @@ def test_a_literal_percent_in_the_path_is_not_read_as_an_escape(
     assert (own.status_code, own.get_json()) == (200, "%73")
 
 
-@pytest.mark.xfail(strict=True, reason="hole: X-Forwarded-Host is used unchecked in htu")
 def test_a_forwarded_host_with_a_path_cannot_move_a_proof_to_another_route(
     backend: Backend, key: DPoPKey
 ) -> None:
@@ -194,7 +195,6 @@ def test_a_bound_token_in_a_cookie_or_the_query_needs_the_dpop_scheme(
     assert_problem(whoami_with(app, locations, token, proof), 401, "invalid_dpop_proof")
 
 
-@pytest.mark.xfail(strict=True, reason="hole: ath is checked against the header's token only")
 @pytest.mark.parametrize("locations", [["cookies", "headers"], ["query_string", "headers"]])
 def test_a_proof_is_accepted_only_with_the_token_its_ath_names(
     backend: Backend, key: DPoPKey, locations: list[str]
@@ -357,7 +357,9 @@ def test_every_proof_key_has_a_ttl_on_every_path(
 # -- settings changes ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="hole: a proof is remembered for the old window only")
+@pytest.mark.xfail(
+    strict=True, reason="a limit docs/api.md states: a proof is remembered for its own window"
+)
 @pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)  # the clock moves its TTLs
 def test_raising_the_max_age_does_not_accept_a_used_proof_again(
     make_app: AppFactory, key: DPoPKey, clock: Any
