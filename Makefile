@@ -48,12 +48,13 @@ screenshots: $(VENV)/.dev
 
 ## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/;
 ## then the shipped gunicorn.conf.py against slow clients and sync workers, logins per second,
-## what a GeoIP City database costs each worker in memory, and what a user agent
-## never seen before costs a request.
+## DPoP-bound against Bearer requests, what a GeoIP City database costs each worker in memory,
+## and what a user agent never seen before costs a request.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.logins
+	$(BIN)/python -m bench.dpop
 	$(BIN)/python -m bench.flood
 	$(BIN)/python -m bench.admins
 	$(BIN)/python -m bench.geoip

@@ -530,11 +530,19 @@ def table(results: dict[str, Any]) -> str:
             None,
         ),
     ]
+    return render(rows)
+
+
+TableRow = tuple[str, Any, str, bool | None]
+
+
+def render(rows: list[TableRow], measured: int = 22, target: int = 8) -> str:
+    """A table of (figure, measured, target, met or ``None``) rows."""
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'figure':<{width}}  {'measured':>22}  {'target':>8}  met"]
-    for name, value, target, met in rows:
+    lines = [f"{'figure':<{width}}  {'measured':>{measured}}  {'target':>{target}}  met"]
+    for name, value, goal, met in rows:
         mark = "" if met is None else ("yes" if met else "NO")
-        lines.append(f"{name:<{width}}  {value!s:>22}  {target:>8}  {mark}")
+        lines.append(f"{name:<{width}}  {value!s:>{measured}}  {goal:>{target}}  {mark}")
     return "\n".join(lines)
 
 
