@@ -82,14 +82,16 @@ def ensure_wrk() -> str:
 
 
 @contextmanager
-def gunicorn(factory: str, env: dict[str, str]) -> Iterator[str]:
+def gunicorn(
+    factory: str, env: dict[str, str], settings: str = "bench.gunicorn_settings"
+) -> Iterator[str]:
     """Serve ``bench.apps:<factory>()``; yields its base URL."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{factory}-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "gunicorn", f"bench.apps:{factory}()"),
-            *("--config", "python:bench.gunicorn_settings", "--bind", f"127.0.0.1:{port}"),
+            *("--config", f"python:{settings}", "--bind", f"127.0.0.1:{port}"),
         ],
         cwd=ROOT,
         env=env,

@@ -22,7 +22,11 @@ setup included), and the Redis commands the server ran per request
 (``INFO commandstats``). One bound request is also counted exactly
 in process (``bench.commands.measure``): one round trip, the ``bound.lua``
 script. The per-proof check's own cost comes from ``bench.proofs``.
-Results: ``bench/results/dpop.json``.
+
+``--pieces ROUNDS`` then shows where a bound request's CPU goes: the same
+runs against workers that leave out, in turn, the proof's signature check,
+the whole proof check, and ``bound.lua`` (``bench/dpop_pieces.py``); each
+step's difference is what that piece costs. Results: ``bench/results/dpop.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,7 @@ from bench.__main__ import JWT_KEY, REPORT_LUA, RESULTS, ROOT, ensure_wrk, gunic
 from bench.agents import cpu_seconds, serving_pids
 from bench.apps import ours
 from bench.commands import CHROME, commandstats, measure, redis_server
+from bench.dpop_pieces import PIECE_NAMES, PIECES, SKIP
 from sessionsvc import current_manager
 from sessionsvc.dpop_client import DPoPKey
 
@@ -155,47 +162,53 @@ def run(
     return summary
 
 
-def measure_pairs(
-    wrk_bin: str, url: str, key: DPoPKey, tokens: tuple[str, str], *, pairs: int, seconds: float
-) -> dict[str, Any]:
-    bearer, bound = tokens
-    admin = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(REPORT_LUA.read_text() + DPOP_LUA.read_text())
-    fastest = 0.0
+class Runner:
+    """wrk runs of either side against any of the servers, with one Lua script."""
 
-    def once(side: str, length: float) -> Run:
-        nonlocal fastest
+    def __init__(self, wrk_bin: str, key: DPoPKey, tokens: tuple[str, str]) -> None:
+        self.wrk_bin, self.key, self.tokens = wrk_bin, key, tokens
+        self.admin = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(REPORT_LUA.read_text() + DPOP_LUA.read_text())
+        self.script = script.name
+        #: The fastest run so far, or a guess before the first.
+        self.fastest = 3000.0
+
+    def __call__(self, side: str, url: str, seconds: float) -> Run:
+        bearer, bound = self.tokens
         if side == "bearer":
-            found = run(wrk_bin, script.name, url, f"Bearer {bearer}", length, admin)
+            found = run(self.wrk_bin, self.script, url, f"Bearer {bearer}", seconds, self.admin)
         else:
-            # The fastest run so far, or a guess before the first: ample.
-            count = math.ceil(max(fastest, 3000.0) * length * PROOF_MARGIN)
-            signed = sign(key, url, bound, count)
+            count = math.ceil(self.fastest * seconds * PROOF_MARGIN)
+            signed = sign(self.key, url, bound, count)
             try:
-                found = run(wrk_bin, script.name, url, f"DPoP {bound}", length, admin, signed)
+                found = run(
+                    self.wrk_bin, self.script, url, f"DPoP {bound}", seconds, self.admin, signed
+                )
             finally:
                 os.unlink(signed)
             found["proofs_signed"] = count
-        fastest = max(fastest, found["rps"])
+        self.fastest = max(self.fastest, found["rps"])
         return found
 
-    try:
-        for side in ("bearer", "bound"):
-            once(side, 1)  # warm both: workers, connections, scripts, caches
-        runs: list[dict[str, Any]] = []
-        for i in range(pairs):
-            order = ["bearer", "bound"] if i % 2 == 0 else ["bound", "bearer"]
-            pair = {side: once(side, seconds) for side in order}
-            runs.append({**pair, "ratio": round(pair["bound"]["rps"] / pair["bearer"]["rps"], 3)})
-            print(
-                f"  pair {i + 1}: Bearer {pair['bearer']['rps']:.0f} req/s, "
-                f"bound {pair['bound']['rps']:.0f} req/s, ratio {runs[-1]['ratio']:.3f}",
-                flush=True,
-            )
-    finally:
-        os.unlink(script.name)
-        admin.close()
+    def close(self) -> None:
+        os.unlink(self.script)
+        self.admin.close()
+
+
+def measure_pairs(runner: Runner, url: str, *, pairs: int, seconds: float) -> dict[str, Any]:
+    for side in ("bearer", "bound"):
+        runner(side, url, 1)  # warm both: workers, connections, scripts, caches
+    runs: list[dict[str, Any]] = []
+    for i in range(pairs):
+        order = ["bearer", "bound"] if i % 2 == 0 else ["bound", "bearer"]
+        pair = {side: runner(side, url, seconds) for side in order}
+        runs.append({**pair, "ratio": round(pair["bound"]["rps"] / pair["bearer"]["rps"], 3)})
+        print(
+            f"  pair {i + 1}: Bearer {pair['bearer']['rps']:.0f} req/s, "
+            f"bound {pair['bound']['rps']:.0f} req/s, ratio {runs[-1]['ratio']:.3f}",
+            flush=True,
+        )
 
     def median(side: str, field: str) -> float:
         return round(statistics.median(r[side][field] for r in runs), 1)
@@ -212,6 +225,46 @@ def measure_pairs(
             for name in runs[0]["bound"]["redis_commands_per_request"]
         },
     }
+
+
+def measure_pieces(
+    runner: Runner, env: dict[str, str], *, rounds: int, seconds: float
+) -> dict[str, Any]:
+    """Where a bound request's CPU goes: the same runs against workers that
+    leave out, cumulatively, each of :data:`bench.dpop_pieces.PIECES`."""
+    variants = ("bearer", "bound", *PIECES)
+    samples: dict[str, list[Run]] = {variant: [] for variant in variants}
+    with ExitStack() as servers:
+        urls = {
+            skip: servers.enter_context(
+                gunicorn("ours", {**env, SKIP: skip}, settings="bench.dpop_pieces")
+            )
+            + "/protected"
+            for skip in ("", *PIECES)
+        }
+
+        def once(variant: str, length: float) -> Run:
+            skip = variant if variant in PIECES else ""
+            return runner("bearer" if variant == "bearer" else "bound", urls[skip], length)
+
+        for variant in variants:
+            once(variant, 1)
+        for i in range(rounds):
+            for variant in variants if i % 2 == 0 else variants[::-1]:
+                samples[variant].append(once(variant, seconds))
+    medians = {
+        variant: {f: round(statistics.median(r[f] for r in runs), 1) for f in FIELDS}
+        for variant, runs in samples.items()
+    }
+    steps = ("bound", *PIECES, "bearer")
+    cost = {
+        PIECE_NAMES[taken]: {
+            f: round(medians[before][f] - medians[taken][f], 1)
+            for f in ("workers_cpu_us", "redis_cpu_us")
+        }
+        for before, taken in pairwise(steps)
+    }
+    return {"medians": medians, "cost_us": cost}
 
 
 FIELDS = ("rps", "p50", "p99", "workers_cpu_us", "redis_cpu_us", "wrk_cpu_us")
@@ -317,12 +370,42 @@ def table(results: dict[str, Any]) -> str:
     return render(rows, measured=30, target=7)
 
 
+def pieces_table(pieces: dict[str, Any]) -> str:
+    rows = [
+        (
+            f"{what} (workers | redis)",
+            f"{c['workers_cpu_us']:.0f} | {c['redis_cpu_us']:.0f}",
+            "",
+            None,
+        )
+        for what, c in pieces["cost_us"].items()
+    ]
+    rows += [
+        (
+            f"  {variant}: CPU µs (workers | redis), req/s",
+            f"{m['workers_cpu_us']:.0f} | {m['redis_cpu_us']:.0f}, {m['rps']:.0f}",
+            "",
+            None,
+        )
+        for variant, m in pieces["medians"].items()
+    ]
+    return "CPU µs per request a bound request spends on:\n" + render(rows, measured=30, target=7)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.dpop", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--pairs", type=int, default=6, help="alternating pairs")
     parser.add_argument("--seconds", type=float, default=5, help="seconds per wrk run")
+    parser.add_argument(
+        "--pieces",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="then where a bound request's CPU goes: ROUNDS alternating rounds against "
+        "workers with pieces of its work taken out (bench/dpop_pieces.py)",
+    )
     args = parser.parse_args(argv)
     wrk_bin = ensure_wrk()
     started = time.monotonic()
@@ -344,15 +427,27 @@ def main(argv: list[str] | None = None) -> None:
             print("2/3 one request each way, counted in process", flush=True)
             results["one_request"] = count_one(url, key, tokens)
             print(f"3/3 {args.pairs} alternating pairs of {args.seconds:g} s", flush=True)
-            results["throughput"] = measure_pairs(
-                wrk_bin, base + "/protected", key, tokens, pairs=args.pairs, seconds=args.seconds
-            )
+            runner = Runner(wrk_bin, key, tokens)
+            try:
+                results["throughput"] = measure_pairs(
+                    runner, base + "/protected", pairs=args.pairs, seconds=args.seconds
+                )
+                if args.pieces:
+                    print(f"and where the CPU goes: {args.pieces} rounds", flush=True)
+                    results["pieces"] = measure_pieces(
+                        runner, env, rounds=args.pieces, seconds=args.seconds
+                    )
+            finally:
+                runner.close()
     results["load_average_after"] = os.getloadavg()
     results["seconds"] = round(time.monotonic() - started)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "dpop.json").write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(table(results))
+    if "pieces" in results:
+        print()
+        print(pieces_table(results["pieces"]))
     print(f"\n{results['machine']}\nwritten: bench/results/dpop.json ({results['seconds']} s)")
 
 
