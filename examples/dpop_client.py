@@ -1,8 +1,9 @@
 """A device whose tokens are useless off it: DPoP with ``requests``.
 
-With the service running (``make run``) and a user made::
+With the service running (``make run``) and a user made, and ``requests``
+installed (``.venv/bin/pip install requests``; the test tools have it)::
 
-    python examples/dpop_client.py --username alice
+    .venv/bin/python examples/dpop_client.py --username alice
 
 (the password from a prompt, or from ``$SESSIONSVC_PASSWORD``). The device
 makes a key, signs in with a proof (its tokens are bound to the key), lists
