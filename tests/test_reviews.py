@@ -25,6 +25,7 @@ from sessionsvc.state import current_state
 from sessionsvc.store.keys import stream_tag
 from tests.backends import AppFactory, Backend
 from tests.clients import CHROME, FIREFOX_LINUX, IPHONE, Auth, assert_problem
+from tests.geodata import LOS_ANGELES_IP, NEW_YORK_IP
 
 SESSIONS = "/api/v1/sessions"
 EVENTS = "/api/v1/sessions/events?limit=200"
@@ -241,6 +242,48 @@ def test_an_anomaly_after_a_confirmation_makes_it_pending_again(
     assert (session["risk"], session["review"]) == (["anomaly"], "pending")
     assert confirm(client, trusted, sid).get_json()["review"] == "confirmed"
     assert len(of_type(events_of(client, trusted), "session.confirmed")) == 2
+
+
+def test_impossible_travel_after_a_confirmation_makes_it_pending_again(
+    make_app: AppFactory, geoip_db: Any
+):
+    app = make_app(SESSIONSVC_GEOIP_DB=str(geoip_db))
+    auth, client = Auth(app), app.test_client()
+    trusted = auth.login("alice", user_agent=CHROME, ip=NEW_YORK_IP)
+    phone = auth.login("alice", user_agent=IPHONE, ip=NEW_YORK_IP)
+    sid = phone["session_id"]
+    assert confirm(client, trusted, sid).get_json()["review"] == "confirmed"
+    # New York to Los Angeles within a second, the same country: travel only.
+    far = client.get(
+        SESSIONS, headers=Auth.headers(phone), environ_base={"REMOTE_ADDR": LOS_ANGELES_IP}
+    )
+    assert far.status_code == 200
+    session = sessions_of(client, trusted)[sid]
+    assert (session["risk"], session["review"]) == (["new_device", "impossible_travel"], "pending")
+
+
+def test_a_session_past_the_idle_timeout_is_not_reviewed(make_app: AppFactory, clock: Any):
+    app = make_app(SESSIONSVC_IDLE_TIMEOUT=600, SESSIONSVC_TOUCH_INTERVAL=60)
+    auth, client = Auth(app), app.test_client()
+    trusted = auth.login("alice", user_agent=CHROME)
+    idle = auth.login("alice", user_agent=IPHONE)  # pending, then unused
+    clock.shift(500)
+    linux = auth.login("alice", user_agent=FIREFOX_LINUX)  # pending
+    assert set(sessions_of(client, trusted)) == {
+        trusted["session_id"],
+        idle["session_id"],
+        linux["session_id"],
+    }
+    clock.shift(200)  # idle: 700 s unused
+    for answer in (confirm, deny):
+        assert_problem(answer(client, trusted, idle["session_id"]), 404, "session_not_found")
+    # Dead already: a deny does not count it (the listing revokes it as idle).
+    assert deny(client, trusted, linux["session_id"]).get_json() == {"revoked": 1}
+    assert set(sessions_of(client, trusted)) == {trusted["session_id"]}
+    assert revocations(events_of(client, trusted)) == {
+        linux["session_id"]: "denied",
+        idle["session_id"]: "idle",
+    }
 
 
 # -- deny ------------------------------------------------------------------------
