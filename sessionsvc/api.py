@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, has_request_context, jsonify, request
 from flask_jwt_extended import get_jwt
 
-from . import openapi, payloads, tokens
+from . import openapi, payloads, reviews, tokens
 from .errors import SessionNotFound
 from .models import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, Session
 from .payloads import no_content
@@ -79,6 +79,22 @@ def rename_session(session_id: str) -> Response:
     user_id, current = _caller()
     name = payloads.session_name(payloads.json_object(request))
     return _session_answer(current_manager().rename(user_id, session_id, name), current)
+
+
+@blueprint.post("/<session_id>/confirm")
+@tokens.token_required
+@openapi.spec("confirm_session")
+def confirm_session(session_id: str) -> Response:
+    user_id, current = _caller()
+    return _session_answer(reviews.confirm(user_id, session_id, caller=current), current)
+
+
+@blueprint.post("/<session_id>/deny")
+@tokens.token_required
+@openapi.spec("deny_session")
+def deny_session(session_id: str) -> Response:
+    user_id, current = _caller()
+    return jsonify({"revoked": reviews.deny(user_id, session_id, caller=current)})
 
 
 @blueprint.delete("/<session_id>")

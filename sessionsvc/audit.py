@@ -16,7 +16,7 @@ from flask import Flask, current_app, has_request_context, request
 from . import devices
 from .logs import json_line
 from .models import SecurityEvent, Session
-from .signals import session_anomaly, session_opened, session_revoked
+from .signals import session_anomaly, session_confirmed, session_opened, session_revoked
 
 #: One JSON line per security event (logger ``sessionsvc.events``).
 events_log = logging.getLogger("sessionsvc.events")
@@ -67,7 +67,7 @@ def password_changed(user_id: str, session_id: str | None, revoked: int) -> None
 
 
 def recorded(user_id: str, events: list[SecurityEvent]) -> None:
-    """Report the events the store recorded on activity or a listing."""
+    """Report the events the store recorded on activity, a listing or a confirmation."""
     app = _sender()
     reasons = {e.session_id: e.detail.get("reason") for e in events if e.type == "session.revoked"}
     for event in events:
@@ -78,6 +78,8 @@ def recorded(user_id: str, events: list[SecurityEvent]) -> None:
             session_revoked.send(
                 app, user_id=user_id, session_id=event.session_id, reason=str(reason)
             )
+        elif event.type == "session.confirmed":
+            session_confirmed.send(app, user_id=user_id, session_id=event.session_id)
         elif event.type == "session.anomaly":
             session_anomaly.send(
                 app,

@@ -91,6 +91,12 @@ class UserDisabled(SessionsvcError):
     status, code, title = 403, "user_disabled", "Forbidden"
 
 
+class ReviewNotAllowed(SessionsvcError):
+    """A review of the caller's own session, or from a session pending review itself."""
+
+    status, code, title = 403, "review_not_allowed", "Forbidden"
+
+
 class UserNotFound(SessionsvcError):
     status, code, title = 404, "user_not_found", "Not Found"
 
@@ -111,6 +117,12 @@ class LastAdmin(SessionsvcError):
     """The change would leave the user store without an admin who is not disabled."""
 
     status, code, title = 409, "last_admin", "Conflict"
+
+
+class NothingToReview(SessionsvcError):
+    """Confirm of a session without risk flags."""
+
+    status, code, title = 409, "nothing_to_review", "Conflict"
 
 
 class RateLimited(SessionsvcError):

@@ -2,8 +2,8 @@
 
 The metric objects are process-global (prometheus_client's default
 registry), made once here, so building several apps in one process never
-registers a series twice. Opens, revocations and anomalies are counted from
-the signals, so whatever sends them is counted once. Under gunicorn,
+registers a series twice. Opens, revocations, anomalies and confirmations are
+counted from the signals, so whatever sends them is counted once. Under gunicorn,
 ``PROMETHEUS_MULTIPROC_DIR`` (set up by ``gunicorn.conf.py``) makes every
 worker write its values to files there, and :func:`registry` sums them:
 the whole service, whichever worker answers. The standalone service serves
@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .signals import session_anomaly, session_opened, session_revoked
+from .signals import session_anomaly, session_confirmed, session_opened, session_revoked
 
 #: Sessions opened (sign-ins).
 SESSIONS_OPENED = Counter("sessionsvc_sessions_opened", "Sessions opened.")
@@ -26,6 +26,8 @@ SESSIONS_OPENED = Counter("sessionsvc_sessions_opened", "Sessions opened.")
 SESSIONS_REVOKED = Counter("sessionsvc_sessions_revoked", "Sessions revoked.", ["reason"])
 #: Sessions used from another browser, OS or country than they opened with.
 ANOMALIES = Counter("sessionsvc_anomalies", "Session anomalies detected.")
+#: Flagged sessions the user confirmed were theirs ("Was this you?").
+CONFIRMED = Counter("sessionsvc_sessions_confirmed", "Flagged sessions confirmed by their user.")
 #: How long the per-request revocation check takes, store round trip included.
 CHECK_SECONDS = Histogram(
     "sessionsvc_revocation_check_seconds",
@@ -73,6 +75,11 @@ def _on_anomaly(sender: Any, **extra: Any) -> None:
     ANOMALIES.inc()
 
 
+def _on_confirmed(sender: Any, **extra: Any) -> None:
+    CONFIRMED.inc()
+
+
 session_opened.connect(_on_opened)
 session_revoked.connect(_on_revoked)
 session_anomaly.connect(_on_anomaly)
+session_confirmed.connect(_on_confirmed)

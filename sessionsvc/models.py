@@ -18,7 +18,8 @@ MAX_FIELD_BYTES = 64
 #: "sign out the others", ``logout`` for the calling session itself), by an
 #: admin or the CLI (``admin``), over the cap (``evicted``), a refresh token
 #: presented twice (``refresh_reuse``), an anomaly that revokes
-#: (``anomaly``), unused too long (``idle``); and, in the standalone
+#: (``anomaly``), unused too long (``idle``), a flagged sign-in the user
+#: answered "this wasn't me" for (``denied``); and, in the standalone
 #: service, a password change, a disabled or deleted user, changed roles.
 #: A host app may pass reasons of its own to ``revoke`` and ``revoke_all``
 #: (lowercase letters and ``_``, see :data:`REASON_CHARS`).
@@ -31,6 +32,7 @@ REVOCATION_REASONS = (
     "refresh_reuse",
     "anomaly",
     "idle",
+    "denied",
     "password_changed",
     "user_disabled",
     "user_deleted",
@@ -53,6 +55,7 @@ EVENT_TYPES = (
     "session.revoked",
     "session.ip_changed",
     "session.anomaly",
+    "session.confirmed",
     "password.changed",
 )
 
@@ -60,6 +63,10 @@ EVENT_TYPES = (
 #: signed in with before, an anomaly while in use, and a place that the
 #: user's previous located activity could not have reached in time.
 RISK_FLAGS = ("new_device", "new_country", "anomaly", "impossible_travel")
+
+#: A session's review ("Was this you?"): none while it has no risk flags,
+#: else pending until the user confirms it.
+REVIEW_PENDING, REVIEW_CONFIRMED = "pending", "confirmed"
 
 #: Impossible travel: from the user's previous located activity, faster than
 #: this (km/h) over more than this distance (km).
@@ -171,6 +178,16 @@ class Session:
     account: str | None = None
     #: The RFC 7638 thumbprint of the key its tokens are bound to (DPoP), or ``None``.
     dpop_jkt: str | None = None
+    #: When the user confirmed it was them (epoch s), or ``None``; an anomaly
+    #: recorded later clears it.
+    confirmed_at: int | None = None
+
+    @property
+    def review(self) -> str | None:
+        """``None`` without risk flags, else ``"confirmed"`` or ``"pending"``."""
+        if not self.risk:
+            return None
+        return REVIEW_CONFIRMED if self.confirmed_at is not None else REVIEW_PENDING
 
     def to_json(self, *, current: bool = False, idle_timeout: int | None = None) -> dict[str, Any]:
         """The Session object of the API.
@@ -195,6 +212,7 @@ class Session:
             "name": self.name,
             "idle_expires_at": isotime(idle_expires),
             "risk": list(self.risk),
+            "review": self.review,
             "dpop_bound": self.dpop_jkt is not None,
         }
 

@@ -31,3 +31,8 @@ session_revoked = _signals.signal("session-revoked")
 #: ``SESSIONSVC_REVOKE_ON_ANOMALY`` signed the session out; a
 #: ``session_revoked`` with reason ``anomaly`` follows).
 session_anomaly = _signals.signal("session-anomaly")
+
+#: The user confirmed that a flagged session was theirs ("Was this you?"),
+#: once per confirmation. Sender: the app. Keyword arguments: ``user_id`` and
+#: ``session_id``. A denied one is a ``session_revoked`` with reason ``denied``.
+session_confirmed = _signals.signal("session-confirmed")

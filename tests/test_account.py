@@ -78,6 +78,7 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
     assert assets == [
         "/account/assets/account.css",
         "/account/assets/account.js",
+        "/account/assets/describe.js",
         "/account/assets/dpop.js",
     ]
 
@@ -87,6 +88,7 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
     [
         ("/account/assets/account.js", {"text/javascript", "application/javascript"}),
         ("/account/assets/dpop.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/describe.js", {"text/javascript", "application/javascript"}),
         ("/account/assets/account.css", {"text/css"}),
     ],
 )
@@ -126,6 +128,15 @@ def test_dom_contract(client: FlaskClient) -> None:
     assert page.by_id("signin-error") == ("p", {"id": "signin-error", "role": "alert"})
     assert page.by_id("account") == ("main", {"id": "account", "hidden": None})
     assert page.by_id("session-list")[0] == "ul"
+    # "Was this you?": the prompts come first, the list of sessions after them.
+    assert page.by_id("review") == (
+        "section",
+        {"id": "review", "aria-label": "New sign-ins to check", "hidden": None},
+    )
+    assert page.by_id("review-list")[0] == "ul"
+    assert page.by_id("review-self") == ("p", {"id": "review-self", "hidden": None})
+    ids = [attrs.get("id") for _, attrs in page.tags]
+    assert ids.index("review-list") < ids.index("session-list") < ids.index("password-form")
     assert page.by_id("signout-others") == ("button", {"id": "signout-others", "type": "button"})
     assert page.by_id("activity") == (
         "section",
@@ -139,17 +150,30 @@ def test_dom_contract(client: FlaskClient) -> None:
     )
 
 
-def test_script_builds_the_cards(client: FlaskClient) -> None:
-    response = client.get("/account/assets/account.js")
+def _script(client: FlaskClient, name: str) -> str:
+    response = client.get(f"/account/assets/{name}")
     script = response.get_data(as_text=True)
     response.close()
+    return script
+
+
+def test_script_builds_the_cards(client: FlaskClient) -> None:
+    script = _script(client, "account.js")
     for name in (
-        "session-card", "device-label", "badge-current", "risk", "rename", "signout", "event",
+        "session-card", "device-label", "badges", "badge-current", "badge-confirmed", "risk",
+        "rename", "signout", "event", "review-prompt", "question", "confirm", "deny",
     ):  # fmt: skip
         assert f'class: "{name}"' in script, name
-    for key in ("sessionsvc.access", "sessionsvc.refresh", "token_expired", "You were signed out."):
+    for key in (
+        "sessionsvc.access", "sessionsvc.refresh", "token_expired", "You were signed out.",
+        '"/confirm"', '"/deny"', "Yes, it was me", "No, secure my account",
+    ):  # fmt: skip
         assert key in script, key
-    assert len(script.splitlines()) < 300
+
+
+@pytest.mark.parametrize("name", ["account.js", "describe.js", "dpop.js"])
+def test_each_script_stays_small(client: FlaskClient, name: str) -> None:
+    assert len(_script(client, name).splitlines()) < 300
 
 
 def test_host_app_mounts_the_page() -> None:

@@ -37,6 +37,7 @@ SESSION_KEYS = {
     "name",
     "idle_expires_at",
     "risk",
+    "review",
     "dpop_bound",
 }
 EVENT_KEYS = {"id", "type", "at", "session_id", "ip", "user_agent", "detail"}
@@ -123,6 +124,8 @@ def test_list_returns_the_exact_session_object(auth: Auth, client: FlaskClient, 
             "name": None,
             "idle_expires_at": None,
             "risk": sessions[0]["risk"],
+            # "Was this you?": only a session with risk flags is to review.
+            "review": "pending" if sessions[0]["risk"] else None,
             "dpop_bound": False,
         }
     ]

@@ -30,8 +30,8 @@ import requests
 from sessionsvc import dpop
 from sessionsvc.dpop_client import DPoPKey
 from tests.backends import served
-from tests.clients import CHROME, IPHONE
-from tests.geodata import BERLIN_IP, SYDNEY_IP
+from tests.clients import CHROME, FIREFOX_LINUX, IPHONE
+from tests.geodata import BERLIN_IP, FRANCE_IP, SYDNEY_IP
 from tests.servers import ROOT
 from tests.skips import cannot_run
 
@@ -122,6 +122,11 @@ def cards(page: Any) -> list[dict[str, Any]]:
     return found
 
 
+def boxes(locator: Any) -> list[dict[str, float]]:
+    """Where each element a locator matches is drawn on the page."""
+    return [locator.nth(i).bounding_box() for i in range(locator.count())]
+
+
 def rename(page: Any, session_id: str, name: str) -> None:
     """Rename a device from its card; wait for the new name to show."""
     row = page.locator(f'.session-card[data-session-id="{session_id}"]')
@@ -173,10 +178,16 @@ def test_two_devices_see_each_other_and_one_signs_the_other_out(
         assert laptop_card["label"] == "Chrome 120 on Windows 10"
         assert laptop_card["where"] == f"Berlin, DE · {BERLIN_IP}"
         assert laptop_card["id"] != phone_card["id"]
+        # The phone's flags sit on one line, and each card names its device once.
+        phone_row = on_laptop.locator(f'.session-card[data-session-id="{phone_card["id"]}"]')
+        badges = boxes(phone_row.locator(".badges > span"))
+        assert len(badges) == 3 and len({round(box["y"]) for box in badges}) == 1, badges
+        assert on_laptop.locator(".session-card .device-detail").count() == 0
         # Recent security activity, newest first: the phone's sign-in from
         # too far, and both sign-ins.
         activity = on_laptop.locator("#activity-list .event .what").all_inner_texts()
-        assert activity[0].startswith("Impossible travel: Berlin, DE to Sydney, AU, 16,095 km at ")
+        # The trip said as a person would: the distance, and the time it took.
+        assert activity[0] == "Impossible travel: Berlin, DE to Sydney, AU, 16,095 km in 1 second"
         assert activity[1:] == [
             "New sign-in (New device, New country, Impossible travel)",
             "New sign-in",
@@ -190,7 +201,6 @@ def test_two_devices_see_each_other_and_one_signs_the_other_out(
         assert on_phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
         # The laptop signs the phone out...
-        phone_row = on_laptop.locator(f'.session-card[data-session-id="{phone_card["id"]}"]')
         phone_row.locator("button.signout").click()
         phone_row.wait_for(state="detached")
         assert [c["id"] for c in cards(on_laptop)] == [laptop_card["id"]]
@@ -222,6 +232,8 @@ def test_rename_and_keyboard_use(browser: Any, service: str) -> None:
         page.wait_for_selector("#account", state="visible")
         [card] = cards(page)
         rename(page, card["id"], "Work laptop")
+        # Under a name of the user's own, the card still says what the device is.
+        assert page.inner_text(".session-card .device-detail") == "Chrome 120 on Windows 10"
         # Signing out this device brings the sign-in form back.
         page.locator(f'.session-card[data-session-id="{card["id"]}"] button.signout').click()
         page.wait_for_selector("#signin", state="visible")
@@ -646,3 +658,186 @@ def test_where_proofs_are_required_a_browser_without_a_key_is_told_why(
         finally:
             keyless.close()
             able.close()
+
+
+# "Was this you?": new sign-ins answered from a device the user already trusts.
+
+
+def prompts(page: Any) -> dict[str, dict[str, Any]]:
+    """The page's "Was this you?" prompts by session id: question and buttons."""
+    found: list[dict[str, Any]] = page.eval_on_selector_all(
+        ".review-prompt",
+        """prompts => prompts.map(p => ({
+            id: p.dataset.sessionId,
+            question: p.querySelector('.question').textContent,
+            buttons: [...p.querySelectorAll('button')].map(b => b.textContent),
+        }))""",
+    )
+    return {p.pop("id"): p for p in found}
+
+
+def reload(page: Any) -> None:
+    page.reload()
+    page.wait_for_selector(".session-card")
+
+
+IN_VIEW = """element => {
+    const box = element.getBoundingClientRect();
+    return box.top >= 0 && box.bottom <= window.innerHeight;
+}"""
+
+
+def test_a_laptop_confirms_one_new_device_and_throws_the_other_out(
+    browser: Any, located_service: str
+) -> None:
+    """The laptop signed in first, in Berlin; then a Firefox on Linux signs in
+    from France and a phone from Sydney, both flagged. The laptop is asked
+    about both; the new devices are asked nothing, not even about each other.
+    The laptop says the Firefox was its user (with the keyboard) and the phone
+    was not: the phone is signed out, the laptop offers the password change."""
+    service = located_service
+    where = {"laptop": BERLIN_IP, "firefox": FRANCE_IP, "phone": SYDNEY_IP}
+    contexts = {
+        "laptop": browser.new_context(user_agent=CHROME, viewport={"width": 1280, "height": 900}),
+        "firefox": browser.new_context(user_agent=FIREFOX_LINUX),
+        "phone": browser.new_context(
+            user_agent=IPHONE,
+            viewport={"width": 375, "height": 812},
+            is_mobile=True,
+            has_touch=True,
+        ),
+    }
+    try:
+        pages, problems, ids = {}, {}, {}
+        for name, context in contexts.items():
+            context.set_extra_http_headers({"X-Forwarded-For": where[name]})
+            pages[name] = page = context.new_page()
+            problems[name] = watch_console(page)
+            sign_in(page, service)
+            [ids[name]] = [c["id"] for c in cards(page) if c["current"]]
+        on_laptop, on_firefox, on_phone = pages["laptop"], pages["firefox"], pages["phone"]
+
+        # A pending device cannot answer for itself nor for the other one: it
+        # is told to confirm from a device it already uses.
+        for page in (on_firefox, on_phone):
+            reload(page)
+            assert len(cards(page)) == 3
+            assert prompts(page) == {}
+            assert page.is_hidden("#review")
+            assert page.is_visible("#review-self")
+        # A phone-sized viewport still does not scroll sideways.
+        assert on_phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+        reload(on_laptop)
+        buttons = ["Yes, it was me", "No, secure my account"]
+        assert prompts(on_laptop) == {
+            ids["phone"]: {
+                "question": "New sign-in: Mobile Safari on iOS, Sydney, just now — was this you?",
+                "buttons": buttons,
+            },
+            # France has no city in the database: the question names none.
+            ids["firefox"]: {
+                "question": "New sign-in: Firefox on Linux, just now — was this you?",
+                "buttons": buttons,
+            },
+        }
+        assert on_laptop.is_hidden("#review-self")
+        # The prompts come first, above the list of sessions.
+        [review] = boxes(on_laptop.locator("#review"))
+        [listed] = boxes(on_laptop.locator("#session-list"))
+        assert review["y"] + review["height"] <= listed["y"]
+
+        # Yes, with the keyboard: Tab goes from one answer to the other, and
+        # Enter answers.
+        firefox_prompt = on_laptop.locator(f'.review-prompt[data-session-id="{ids["firefox"]}"]')
+        with on_laptop.expect_response(
+            f"{service}/api/v1/sessions/{ids['firefox']}/confirm"
+        ) as confirmed:
+            firefox_prompt.locator("button.confirm").focus()
+            on_laptop.keyboard.press("Tab")
+            assert on_laptop.evaluate("document.activeElement.textContent") == buttons[1]
+            on_laptop.keyboard.press("Shift+Tab")
+            on_laptop.keyboard.press("Enter")
+        assert confirmed.value.status == 200
+        assert confirmed.value.json()["review"] == "confirmed"
+        firefox_prompt.wait_for(state="detached")
+        on_laptop.locator("#status", has_text="Firefox on Linux is confirmed as yours.").wait_for()
+        assert list(prompts(on_laptop)) == [ids["phone"]]
+        # Its card says so; the flags stay, as the record of what was seen
+        # (France has no coordinates in the database: no trip is measured).
+        firefox_card = on_laptop.locator(f'.session-card[data-session-id="{ids["firefox"]}"]')
+        assert firefox_card.locator(".badges > span").all_inner_texts() == [
+            "Confirmed by you",
+            "New device",
+            "New country",
+        ]
+        # Focus stays on the page: on the device just confirmed.
+        assert on_laptop.evaluate("document.activeElement.className") == "rename"
+
+        # Confirmed, the Firefox may now answer for the phone too.
+        reload(on_firefox)
+        assert list(prompts(on_firefox)) == [ids["phone"]]
+        assert on_firefox.is_hidden("#review-self")
+
+        # No, from the laptop: the phone is signed out, and the laptop is
+        # taken to the change-password form.
+        with on_laptop.expect_response(f"{service}/api/v1/sessions/{ids['phone']}/deny") as denied:
+            on_laptop.locator(
+                f'.review-prompt[data-session-id="{ids["phone"]}"] button.deny'
+            ).click()
+        assert denied.value.status == 200 and denied.value.json() == {"revoked": 1}
+        said = "Signed out 1 session you did not recognise."
+        on_laptop.locator("#status", has_text=said).wait_for()
+        on_laptop.wait_for_selector("#review", state="hidden")
+        on_laptop.wait_for_selector("#current-password:focus")
+        assert on_laptop.locator("#password-form").evaluate(IN_VIEW)
+        assert sorted(c["id"] for c in cards(on_laptop)) == sorted([ids["laptop"], ids["firefox"]])
+        activity = on_laptop.locator("#activity-list .event .what").all_inner_texts()
+        assert activity[:2] == ["Signed out: you said it was not you", "Sign-in confirmed as yours"]
+
+        # The phone's next action lands on the sign-in form.
+        on_phone.click("#signout-others")
+        on_phone.wait_for_selector("#signin", state="visible")
+        assert "signed out" in on_phone.inner_text("#signin-error")
+        assert on_phone.evaluate("sessionStorage.length") == 0
+        # The Firefox carries on, with nothing left to answer.
+        reload(on_firefox)
+        assert len(cards(on_firefox)) == 2 and prompts(on_firefox) == {}
+
+        # Nothing went to a console but the phone's one refused call.
+        assert problems["laptop"] == problems["firefox"] == []
+        assert [p for p in problems["phone"] if "401" not in p] == []
+    finally:
+        for context in contexts.values():
+            context.close()
+
+
+def test_the_page_says_how_long_a_trip_took(browser: Any, service: str) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{service}/account/sessions")
+        page.wait_for_selector("#signin", state="visible")
+        said = page.evaluate(
+            "[0.2, 1, 59.4, 59.6, 90, 3569, 3600, 4500, 7260, 36000]"
+            ".map(sessionsvcDescribe.duration)"
+        )
+        assert said == [
+            "1 second",
+            "1 second",
+            "59 seconds",
+            "1 minute",
+            "2 minutes",
+            "59 minutes",
+            "1 hour",
+            "1 hour 15 minutes",
+            "2 hours 1 minute",
+            "10 hours",
+        ]
+        trips = page.evaluate(
+            "[[16095, 57940280], [880, 1760], [16095, 0]].map(([km, kmh]) =>"
+            " sessionsvcDescribe.travel({distance_km: km, speed_kmh: kmh}))"
+        )
+        assert trips == ["16,095 km in 1 second", "880 km in 30 minutes", "16,095 km"]
+    finally:
+        context.close()

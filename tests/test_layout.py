@@ -141,6 +141,7 @@ def test_scripts_are_lua_files_each_with_its_header() -> None:
         "events",
         "travel",
         "agents",
+        "review",
     }
     for name in scripts.NAMES:
         text = (folder / f"{name}.lua").read_text("utf-8")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import sessionsvc
+from sessionsvc import reviews
 from sessionsvc.models import (
     REVOCATION_REASONS,
     Device,
@@ -72,8 +73,31 @@ def test_session_to_json_matches_the_spec_example() -> None:
         "name": "Work laptop",
         "idle_expires_at": None,
         "risk": [],
+        "review": None,
         "dpop_bound": False,
     }
+
+
+@pytest.mark.parametrize(
+    ("risk", "confirmed_at", "review"),
+    [
+        ((), None, None),
+        ((), SEEN, None),  # nothing flagged: nothing to review, whatever is stored
+        (("new_device",), None, "pending"),
+        (("new_country", "anomaly"), None, "pending"),
+        (("new_device",), SEEN, "confirmed"),
+    ],
+)
+def test_review_follows_the_risk_flags_and_the_confirmation(
+    risk: tuple[str, ...], confirmed_at: int | None, review: str | None
+) -> None:
+    session = make_session(risk=risk, confirmed_at=confirmed_at)
+    assert session.review == review
+    body = session.to_json()
+    assert (body["risk"], body["review"]) == (list(risk), review)
+    # Right after the flags it is about (the order the OpenAPI document lists).
+    keys = list(body)
+    assert keys[keys.index("risk") : keys.index("risk") + 3] == ["risk", "review", "dpop_bound"]
 
 
 def test_session_to_json_hides_internal_fields() -> None:
@@ -198,3 +222,4 @@ def test_every_revocation_reason_the_code_records_is_listed() -> None:
         recorded |= set(re.findall(r'reason="([a-z_]+)"', module.read_text()))
     assert {"evicted", "idle", "refresh_reuse", "anomaly", "logout", "others", "admin"} <= recorded
     assert recorded <= set(REVOCATION_REASONS)
+    assert reviews.DENIED in REVOCATION_REASONS

@@ -27,6 +27,8 @@ from sessionsvc.models import (
     EVENTS_LIMIT_DEFAULT,
     EVENTS_LIMIT_MAX,
     MAX_NAME,
+    REVIEW_CONFIRMED,
+    REVIEW_PENDING,
     REVOCATION_REASONS,
     RISK_FLAGS,
     Session,
@@ -56,6 +58,8 @@ OPERATION_IDS = {
     ("GET", "/api/v1/sessions/{session_id}"): "get_session",
     ("PATCH", "/api/v1/sessions/{session_id}"): "rename_session",
     ("DELETE", "/api/v1/sessions/{session_id}"): "revoke_session",
+    ("POST", "/api/v1/sessions/{session_id}/confirm"): "confirm_session",
+    ("POST", "/api/v1/sessions/{session_id}/deny"): "deny_session",
     ("POST", "/api/v1/auth/login"): "login",
     ("POST", "/api/v1/auth/refresh"): "refresh",
     ("POST", "/api/v1/auth/logout"): "logout",
@@ -204,6 +208,20 @@ def test_errors_are_documented_per_operation(spec: dict[str, Any]) -> None:
     assert set(deleted) == {"204", "401", "403", "404", "409", "503"}
     for answers in (update, deleted):
         assert "`last_admin`" in answers["409"]["description"]
+    confirmed = paths["/api/v1/sessions/{session_id}/confirm"]["post"]["responses"]
+    assert set(confirmed) == {"200", "401", "403", "404", "409", "503"}
+    denied = paths["/api/v1/sessions/{session_id}/deny"]["post"]["responses"]
+    assert set(denied) == {"200", "401", "403", "404", "503"}
+    for answers in (confirmed, denied):
+        assert "`review_not_allowed`" in answers["403"]["description"]
+        assert "`session_not_found`" in answers["404"]["description"]
+    assert "`nothing_to_review`" in confirmed["409"]["description"]
+    assert confirmed["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Session"
+    }
+    assert denied["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Revoked"
+    }
     listed = paths["/api/v1/sessions"]["get"]["responses"]["200"]
     assert listed["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/SessionList"
@@ -241,6 +259,8 @@ def test_numbers_and_vocabularies_come_from_the_code(spec: dict[str, Any]) -> No
     session = schemas["Session"]
     assert session["required"] == list(Session("s", "u", 0, 0, 0, None, None, None).to_json())
     assert session["properties"]["name"]["maxLength"] == MAX_NAME
+    # A state, not a growing vocabulary: closed.
+    assert session["properties"]["review"]["enum"] == [REVIEW_PENDING, REVIEW_CONFIRMED, None]
     # Growing vocabularies are listed but not closed: a client generated now
     # must read an event type or a flag added later.
     for vocabulary, values in [

@@ -29,6 +29,8 @@ SESSIONS = {
     ("GET", "/{session_id}"): "get_session",
     ("PATCH", "/{session_id}"): "rename_session",
     ("DELETE", "/{session_id}"): "revoke_session",
+    ("POST", "/{session_id}/confirm"): "confirm_session",
+    ("POST", "/{session_id}/deny"): "deny_session",
 }
 #: The admin blueprint's, where the app mounts it.
 ADMIN = {

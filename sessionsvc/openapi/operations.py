@@ -75,6 +75,13 @@ _HASHING_UNAVAILABLE = _problem(
 )
 _BAD_REQUEST = {"400": _problem("Bad body or query value (`invalid_request`).")}
 _NOT_FOUND = {"404": _problem("No such session of yours (`session_not_found`).")}
+#: Who may answer "Was this you?" (docs/api.md, section 4).
+_REVIEW_REFUSED = {
+    "403": _problem(
+        "The calling session is the one reviewed, or is awaiting review itself "
+        "(`review_not_allowed`)."
+    )
+}
 _TOO_LARGE = {"413": _problem(f"Body over {MAX_BODY // 1024} KiB (`payload_too_large`).")}
 
 
@@ -159,6 +166,37 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "security": _BEARER,
         "parameters": [_SESSION_ID],
         "responses": {"204": _ok("Revoked."), **_NOT_FOUND, **_AUTH_ERRORS},
+    },
+    "confirm_session": {
+        "tags": ["sessions"],
+        "summary": "Confirm a flagged session was me",
+        "description": '"Was this you?" - "Yes": the session\'s `review` becomes '
+        "`confirmed` and `session.confirmed` is recorded; confirming it again changes "
+        "nothing. An anomaly recorded later makes it `pending` again.",
+        "security": _BEARER,
+        "parameters": [_SESSION_ID],
+        "responses": {
+            "200": _ok("The session, `review` `confirmed`.", "Session"),
+            **_REVIEW_REFUSED,
+            **_NOT_FOUND,
+            "409": _problem("The session has no risk flags (`nothing_to_review`)."),
+            **_AUTH_ERRORS,
+        },
+    },
+    "deny_session": {
+        "tags": ["sessions"],
+        "summary": "Say a flagged session was not me",
+        "description": '"Was this you?" - "No": signs out that session and every '
+        "other one of mine whose `review` is `pending`, never the calling one, each "
+        "recorded as `session.revoked` with reason `denied`.",
+        "security": _BEARER,
+        "parameters": [_SESSION_ID],
+        "responses": {
+            "200": _ok("How many sessions were revoked.", "Revoked"),
+            **_REVIEW_REFUSED,
+            **_NOT_FOUND,
+            **_AUTH_ERRORS,
+        },
     },
     "revoke_other_sessions": {
         "tags": ["sessions"],

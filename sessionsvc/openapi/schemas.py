@@ -15,6 +15,8 @@ from ..models import (
     MAX_NAME,
     REASON_CHARS,
     REASON_MAX,
+    REVIEW_CONFIRMED,
+    REVIEW_PENDING,
     REVOCATION_REASONS,
     RISK_FLAGS,
 )
@@ -118,6 +120,12 @@ SCHEMAS: dict[str, Any] = {
             "name": _nullable(_NAME),
             "idle_expires_at": _nullable(_TIMESTAMP),
             "risk": {"type": "array", "items": _open_vocabulary(RISK_FLAGS)},
+            "review": {
+                "type": ["string", "null"],
+                "enum": [REVIEW_PENDING, REVIEW_CONFIRMED, None],
+                "description": '"Was this you?": `null` without risk flags, else '
+                "`pending` until the user confirms it (`confirmed`).",
+            },
             "dpop_bound": {
                 "type": "boolean",
                 "description": "Its tokens are bound to the key of the device (DPoP).",
@@ -129,6 +137,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "By type. `session.created`: `risk` (flags) when any. "
         f"`session.revoked`: `reason`: the service's own are {_code_list(REVOCATION_REASONS)}. "
+        "`session.confirmed`: nothing (the user confirmed the flagged session). "
         "`session.ip_changed`: `from`, `to` (addresses). `session.anomaly`: what "
         "changed, each of `browser`, `os`, `country` as `{from, to}`; or, for "
         "impossible travel, `kind` (`impossible_travel`), `distance_km`, `speed_kmh` "

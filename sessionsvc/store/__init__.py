@@ -33,6 +33,7 @@ from .records import (
     EventSink,
     Opened,
     Policy,
+    ReviewRefused,
     UserChanged,
 )
 from .sessions import SessionStore, store_from_url
@@ -52,6 +53,7 @@ __all__ = [
     "Keys",
     "Opened",
     "Policy",
+    "ReviewRefused",
     "SessionStore",
     "UserChanged",
     "address_group",

@@ -40,6 +40,9 @@ HOT_FIELDS = ("t", "ip", "b", "o", "an")
 #: opened in the same second, which eviction goes by (``open.lua``).
 CREATED_MICROS = "cu"
 
+#: When the user confirmed the session was them (epoch s): see ``Session.review``.
+CONFIRMED = "rv"
+
 #: Session attributes and their hash fields.
 FIELDS: dict[str, str] = {
     "created_at": "c",
@@ -178,6 +181,7 @@ def session_from_hash(
         risk=_risk(raw),
         account=get("account"),
         dpop_jkt=get("dpop_jkt"),
+        confirmed_at=int(raw[CONFIRMED]) if CONFIRMED in raw else None,
     )
 
 

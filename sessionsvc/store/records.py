@@ -32,6 +32,17 @@ class CheckStatus(enum.Enum):
     DPOP_MISMATCH = 7
 
 
+class ReviewRefused(enum.Enum):
+    """Why a review of a session (confirm, deny) changed nothing."""
+
+    #: No such session (unknown, revoked, expired, dead by the idle timeout).
+    GONE = 0
+    #: The caller's own session, or the caller's session is pending itself.
+    NOT_ALLOWED = 1
+    #: Confirm of a session without risk flags.
+    NOTHING = 2
+
+
 @dataclass(frozen=True)
 class CheckResult:
     status: CheckStatus

@@ -39,6 +39,7 @@ from .keys import address_group
 from .records import (
     Actor,
     Opened,
+    ReviewRefused,
     UserChanged,
 )
 from .users import UserStore
@@ -199,6 +200,11 @@ class SessionStore(CheckStore, UserStore, WebhookStore):
         if not result:
             return None
         flat, agent = result
+        return self._read_back(user_id, session_id, flat, agent)
+
+    def _read_back(self, user_id: str, session_id: str, flat: list[Any], agent: Any) -> Session:
+        """The session a script read back: its HGETALL and its user agent's
+        JSON text when it refers to one by digest (else false)."""
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
         ref = raw.get(AGENT_REF)
         found = {ref: agent} if ref is not None and agent else {}
@@ -244,6 +250,63 @@ class SessionStore(CheckStore, UserStore, WebhookStore):
             return []
         with self._available():
             return [str(sid) for sid in self._run("revoke", keys, args)]
+
+    # -- reviews ("Was this you?") ---------------------------------------------
+
+    def confirm(
+        self, user_id: str, session_id: str, *, caller: str, now: int, actor: Actor, seen_since: int
+    ) -> Session | ReviewRefused:
+        """Mark a flagged session confirmed by the user, recording
+        ``session.confirmed`` the first time; the session as it is now, or why
+        nothing changed. Atomic: one round trip (``confirm.lua``).
+
+        :param caller: the session the answer comes from.
+        :param seen_since: sessions last seen before it are dead (idle timeout).
+        """
+        keys = [
+            self.session_key(user_id, session_id),
+            self.session_key(user_id, caller),
+            self.events_key(user_id),
+            *self.event_keys(user_id),
+        ]
+        args = [now, *self._event_args(now, actor), seen_since, session_id, caller]
+        with self._available():
+            result = self._run("confirm", keys, args)
+        if not isinstance(result, list):
+            return ReviewRefused(int(result))
+        flat, agent, *recorded = result
+        self._recorded(user_id, recorded)
+        return self._read_back(user_id, session_id, flat, agent)
+
+    def deny(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        caller: str,
+        now: int,
+        actor: Actor,
+        seen_since: int,
+        reason: str,
+    ) -> list[str] | ReviewRefused:
+        """Revoke a session the user says was not them and every other of
+        theirs still pending review, never ``caller``'s; the ids revoked (the
+        session's first), or why nothing changed. Atomic (``deny.lua``)."""
+        keys = [self.index_key(user_id), self.events_key(user_id), *self.event_keys(user_id)]
+        args = [
+            now,
+            self.session_key(user_id, ""),
+            *self._event_args(now, actor),
+            seen_since,
+            session_id,
+            caller,
+            reason,
+        ]
+        with self._available():
+            result = self._run("deny", keys, args)
+        if not isinstance(result, list):
+            return ReviewRefused(int(result))
+        return [str(sid) for sid in result]
 
     # -- events -------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-// "Where you're signed in": sign in, list this user's sessions, sign them out.
+// "Where you're signed in": sign in, list this user's sessions, answer "Was
+// this you?" for new sign-ins, sign sessions out.
 (function () {
   "use strict";
   var ACCESS = "sessionsvc.access";
@@ -6,13 +7,7 @@
   var TYPE = "sessionsvc.token_type"; // "DPoP": the tokens are bound to this browser's key (dpop.js)
   var SESSIONS = document.body.dataset.sessionsUrl;
   var AUTH = document.body.dataset.authUrl;
-  var RISKS = { new_device: "New device", new_country: "New country", anomaly: "Unusual activity", impossible_travel: "Impossible travel" };
-  var REASONS = {
-    user: "signed out from another device", logout: "signed out", others: "signed out with the others",
-    admin: "signed out by an administrator", evicted: "too many sessions", refresh_reuse: "a stolen refresh token",
-    anomaly: "unusual activity", idle: "unused too long", password_changed: "password changed",
-    user_disabled: "account disabled", user_deleted: "account deleted", roles_changed: "roles changed",
-  };
+  var D = sessionsvcDescribe; // describe.js: the words for devices, places, times, events
   var SVG = "http://www.w3.org/2000/svg";
   // One outline per device type: [tag, attributes] pairs on a 24x24 box.
   var ICONS = {
@@ -106,37 +101,21 @@
     return r.status === 204 ? null : r.json();
   }
 
-  function label(s) { return s.name || (s.device && s.device.label) || "Unknown device"; }
-
-  function detail(d) {
-    var browser = [d.browser, d.browser_version].filter(Boolean).join(" ");
-    var os = [d.os, d.os_version].filter(Boolean).join(" ");
-    return [browser || "Unknown browser", os || "unknown system"].join(" on ");
-  }
-
-  function place(loc) {
-    if (!loc || !loc.country) return "Unknown location";
-    return loc.city ? loc.city + ", " + loc.country : loc.country;
-  }
-
-  function ago(timestamp) {
-    var minutes = Math.floor((Date.now() - Date.parse(timestamp)) / 60000);
-    if (!(minutes >= 2)) return "Active now";
-    var unit = minutes < 60 ? [minutes, "minute"] : minutes < 1440 ? [Math.floor(minutes / 60), "hour"] : [Math.floor(minutes / 1440), "day"];
-    return unit[0] + " " + unit[1] + (unit[0] === 1 ? "" : "s") + " ago";
-  }
-
   function card(s) {
-    var name = label(s);
+    var name = D.label(s);
     var li = el("li", { class: "session-card", "data-session-id": s.id });
     var heading = el("h2", { class: "device-label" }, name);
+    var badges = el("p", { class: "badges" });
+    if (s.current) badges.appendChild(el("span", { class: "badge-current" }, "This device"));
+    if (s.review === "confirmed") badges.appendChild(el("span", { class: "badge-confirmed" }, "Confirmed by you"));
+    (s.risk || []).forEach(function (flag) { badges.appendChild(el("span", { class: "risk", "data-risk": flag }, D.RISKS[flag] || flag)); });
     li.append(icon((s.device && s.device.type) || "other"), heading);
-    if (s.current) li.appendChild(el("span", { class: "badge-current" }, "This device"));
-    (s.risk || []).forEach(function (flag) { li.appendChild(el("span", { class: "risk", "data-risk": flag }, RISKS[flag] || flag)); });
+    if (badges.childElementCount) li.appendChild(badges);
+    // Under a name of the user's own, what the device is; else the title says it.
+    if (s.name) li.appendChild(el("p", { class: "device-detail" }, (s.device && s.device.label) || "Unknown device"));
     li.append(
-      el("p", { class: "device-detail" }, detail(s.device || {})),
-      el("p", { class: "location" }, place(s.location) + (s.ip ? " · " + s.ip : "")),
-      el("p", { class: "activity" }, ago(s.last_seen_at))
+      el("p", { class: "location" }, D.place(s.location) + (s.ip ? " · " + s.ip : "")),
+      el("p", { class: "activity" }, D.ago(s.last_seen_at, "Active now"))
     );
     var rename = el("button", { class: "rename", type: "button", "aria-label": "Rename " + name }, "Rename");
     var signout = el("button", { class: "signout", type: "button", "aria-label": "Sign out " + name }, "Sign out");
@@ -179,51 +158,58 @@
     status("Signed out " + name + ".");
   }
 
+  // "Was this you?": a pending sign-in of another device, answered here.
+  function prompt(s) {
+    var who = D.device(s.device || {});
+    var url = SESSIONS + "/" + encodeURIComponent(s.id);
+    var li = el("li", { class: "review-prompt", "data-session-id": s.id });
+    var question = el("p", { class: "question", id: "review-" + s.id },
+      "New sign-in: " + [who, s.location && s.location.city, D.ago(s.created_at, "just now")].filter(Boolean).join(", ") + " — was this you?");
+    var yes = el("button", { class: "confirm", type: "button", "aria-describedby": question.id }, "Yes, it was me");
+    var no = el("button", { class: "deny", type: "button", "aria-describedby": question.id }, "No, secure my account");
+    yes.addEventListener("click", function () {
+      act(async function () { await api("POST", url + "/confirm"); status(who + " is confirmed as yours."); }, s.id);
+    });
+    no.addEventListener("click", async function () {
+      var denied = await act(async function () {
+        var result = await api("POST", url + "/deny");
+        status("Signed out " + D.count(result.revoked, "session") + " you did not recognise. Change your password now, in case someone else knows it.");
+      });
+      if (denied) $("current-password").focus(); // the change-password form, in view
+    });
+    var actions = el("div", { class: "actions" });
+    actions.append(yes, no);
+    li.append(question, actions);
+    return li;
+  }
+
+  // Pending sessions first, asked of a device that may answer: neither the
+  // pending one itself nor any device while its own session is pending.
+  function review(sessions) {
+    var self = sessions.filter(function (s) { return s.current; })[0] || {};
+    var pending = self.review === "pending" ? [] : sessions.filter(function (s) { return s.review === "pending" && !s.current; });
+    var list = $("review-list");
+    list.replaceChildren.apply(list, pending.map(prompt));
+    $("review").hidden = !pending.length;
+    $("review-self").hidden = self.review !== "pending";
+  }
+
   function render(sessions, focusId) {
     lastSessions = sessions;
     var list = $("session-list");
     list.replaceChildren.apply(list, sessions.map(card));
+    review(sessions);
     $("signin").hidden = true;
     $("account").hidden = false;
     var back = focusId && list.querySelector('[data-session-id="' + CSS.escape(focusId) + '"] .rename');
     if (back) back.focus();
   }
 
-  function changes(d) {
-    return ["browser", "os", "country"].filter(function (k) { return d[k]; }).map(function (k) {
-      return k + " " + (d[k].from || "?") + " → " + (d[k].to || "?");
-    }).join(", ");
-  }
-
-  // One line of "Recent security activity": what happened, from where.
-  function happening(e) {
-    var d = e.detail || {};
-    switch (e.type) {
-      case "session.created":
-        return "New sign-in" + (d.risk && d.risk.length ? " (" + d.risk.map(function (f) { return RISKS[f] || f; }).join(", ") + ")" : "");
-      case "session.revoked":
-        return "Signed out: " + (REASONS[d.reason] || d.reason || "revoked");
-      case "session.anomaly":
-        if (d.kind === "impossible_travel") {
-          return "Impossible travel: " + place(d.location.from) + " to " + place(d.location.to) + ", " +
-            d.distance_km.toLocaleString("en") + " km at " + d.speed_kmh.toLocaleString("en") + " km/h";
-        }
-        if (d.kind === "dpop_mismatch") return "Unusual activity: this session's token was used without this device's key";
-        return "Unusual activity: " + changes(d);
-      case "session.ip_changed":
-        return "New address: " + (d.to || "?");
-      case "password.changed":
-        return "Password changed; " + d.revoked + " other session" + (d.revoked === 1 ? "" : "s") + " signed out";
-      default:
-        return e.type;
-    }
-  }
-
   function activityItem(e) {
     var li = el("li", { class: "event", "data-event-type": e.type });
     li.append(
-      el("p", { class: "what" }, happening(e)),
-      el("p", { class: "when" }, ago(e.at).replace("Active now", "Just now") + (e.ip ? " · " + e.ip : ""))
+      el("p", { class: "what" }, D.happening(e)),
+      el("p", { class: "when" }, D.ago(e.at, "Just now") + (e.ip ? " · " + e.ip : ""))
     );
     return li;
   }
@@ -237,14 +223,17 @@
   }
 
   // Run an action, then reload the list from the API; errors go to #status.
+  // True when the action was done.
   async function act(action, focusId) {
     try {
       await action();
       await load(focusId);
+      return true;
     } catch (e) {
-      if (e instanceof SignedOut) return;
+      if (e instanceof SignedOut) return false;
       status(e.message);
       await load(focusId).catch(function () {});
+      return false;
     }
   }
 
@@ -270,7 +259,7 @@
   $("signout-others").addEventListener("click", function () {
     act(async function () {
       var result = await api("DELETE", SESSIONS);
-      status("Signed out of " + result.revoked + " other session" + (result.revoked === 1 ? "" : "s") + ".");
+      status("Signed out of " + D.count(result.revoked, "other session") + ".");
     });
   });
 
@@ -285,7 +274,7 @@
       $("current-password").value = "";
       $("new-password").value = "";
       await load();
-      status("Password changed. Signed out of " + result.revoked + " other session" + (result.revoked === 1 ? "" : "s") + ".");
+      status("Password changed. Signed out of " + D.count(result.revoked, "other session") + ".");
     } catch (e) {
       if (!(e instanceof SignedOut)) $("password-error").textContent = e.message;
     }

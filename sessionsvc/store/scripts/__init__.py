@@ -3,8 +3,8 @@
 Every operation that must be atomic is one script, which is also one round
 trip. Each file's header says what it does, its ``KEYS`` and ``ARGV`` (by
 position) and what it returns. A line ``--@include NAME`` stands for the
-file ``NAME.lua``: the security-event, impossible-travel and user-agent
-helpers that several scripts share.
+file ``NAME.lua``: the security-event, impossible-travel, user-agent and
+review helpers that several scripts share.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ NAMES = (
     "list",
     "revoke",
     "rename",
+    "confirm",
+    "deny",
     "create_user",
     "delete_user",
     "update_user",

@@ -80,6 +80,9 @@ end
 -- another country than it was first seen in. Each distinct change is
 -- recorded once (the signature of the last one is kept in 'an').
 local changed = {}
+-- A flag recorded now asks the user again: a confirmation ('rv') was of
+-- what had been seen before.
+local flagged = false
 if ARGV[19] == '1' and (v[3] or v[4]) then
   if (v[3] or '') ~= ARGV[4] then
     changed[#changed+1] = '"browser":' .. from_to(v[3], ARGV[4])
@@ -97,6 +100,7 @@ if #changed > 0 and v[7] ~= ARGV[9] and due(v[11]) then
   if ARGV[10] == '1' then return revoke(4, 'anomaly') end
   write[#write+1] = 'an'; write[#write+1] = ARGV[9]
   write[#write+1] = 'ak'; write[#write+1] = NOW
+  flagged = true
 end
 if ARGV[3] ~= '' and ARGV[3] ~= v[2] then
   -- A new address: where is it, and could the user have got there in time?
@@ -106,6 +110,7 @@ if ARGV[3] ~= '' and ARGV[3] ~= v[2] then
       event('session.anomaly', sid, '', far)
       if ARGV[10] == '1' then return revoke(4, 'anomaly') end
       write[#write+1] = 'at'; write[#write+1] = NOW
+      flagged = true
     end
   end
   if due(v[13]) then
@@ -135,5 +140,6 @@ elseif tonumber(NOW) - tonumber(v[1]) >= tonumber(ARGV[2]) then
   write[#write+1] = 't'; write[#write+1] = NOW
 end
 if #write > 0 then redis.call('HSET', KEYS[1], unpack(write)) end
+if flagged then redis.call('HDEL', KEYS[1], 'rv') end
 if #recorded > 0 then keep_events() end
 return {1, tonumber(v[8]), roles, unpack(recorded)}
