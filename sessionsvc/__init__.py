@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the names below, as their modules define them
     from .settings import ConfigError as ConfigError
     from .settings import Settings as Settings
     from .signals import session_anomaly as session_anomaly
+    from .signals import session_confirmed as session_confirmed
     from .signals import session_opened as session_opened
     from .signals import session_revoked as session_revoked
     from .state import current_manager as current_manager
@@ -52,6 +53,7 @@ _PUBLIC = {
     "create_app": ".app",
     "current_manager": ".state",
     "session_anomaly": ".signals",
+    "session_confirmed": ".signals",
     "session_opened": ".signals",
     "session_revoked": ".signals",
 }
