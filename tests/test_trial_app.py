@@ -226,6 +226,8 @@ def test_the_docs_serve_exactly_the_mounted_routes(trial: Trial) -> None:
         "/api/v1/sessions",
         "/api/v1/sessions/events",
         "/api/v1/sessions/{session_id}",
+        "/api/v1/sessions/{session_id}/confirm",
+        "/api/v1/sessions/{session_id}/deny",
     ]
     with urllib.request.urlopen(trial.server.base + "/docs", timeout=10) as page:
         assert (page.status, page.headers.get_content_type()) == (200, "text/html")
