@@ -142,6 +142,7 @@ def test_scripts_are_lua_files_each_with_its_header() -> None:
         "travel",
         "agents",
         "review",
+        "known",
     }
     for name in scripts.NAMES:
         text = (folder / f"{name}.lua").read_text("utf-8")

@@ -1,8 +1,6 @@
 """Attacks on "Was this you?" (docs/api.md, section 4.1) as a stranger with
-the user's password or a stolen token would make them.
-
-Reuses the helpers of tests/test_reviews.py. The tests marked xfail(strict)
-reproduce holes still open; the others are attacks that held.
+the user's password or a stolen token would make them. Reuses the helpers
+of tests/test_reviews.py.
 """
 
 from __future__ import annotations
@@ -50,10 +48,6 @@ def thief_signs_in_twice(auth: Auth) -> tuple[dict[str, Any], dict[str, Any], di
     return owner, auth.login("alice", user_agent=IPHONE), auth.login("alice", user_agent=IPHONE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a second sign-in from the thief's device has no flags, so it can vouch",
-)
 def test_a_second_sign_in_from_the_thiefs_device_cannot_vouch_for_the_first(
     auth: Auth, client: FlaskClient
 ):
@@ -67,10 +61,6 @@ def test_a_second_sign_in_from_the_thiefs_device_cannot_vouch_for_the_first(
     assert reviews(client, owner)[sid] == "pending"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: 'No, secure my account' leaves the thief's unflagged second session signed in",
-)
 def test_deny_signs_out_the_thiefs_second_session_from_the_same_device(
     auth: Auth, client: FlaskClient
 ):
@@ -81,10 +71,6 @@ def test_deny_signs_out_the_thiefs_second_session_from_the_same_device(
     assert_problem(client.get(SESSIONS, headers=Auth.headers(second)), 401, "session_revoked")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a sign-in with no or an unrecognised User-Agent has no device family: no flags",
-)
 @pytest.mark.parametrize("agent", [None, "", "Mozilla/5.0", "<x>"])
 def test_a_sign_in_without_a_recognisable_device_is_reviewed(
     auth: Auth, client: FlaskClient, agent: str | None

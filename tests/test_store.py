@@ -2212,9 +2212,18 @@ def test_risk_flags_come_from_the_users_own_history(store: SessionStore) -> None
     assert open_on(store, CHROME_121, berlin).risk == ()  # same browser and OS
     firefox = open_on(store, FIREFOX_LINUX, berlin)
     assert firefox.risk == ("new_device",)
+    # Not known until the user confirms it: a second sign-in from it is new too.
+    assert open_on(store, FIREFOX_LINUX, berlin).risk == ("new_device",)
+    now = int(time.time())
+    store.confirm("alice", firefox.id, caller=first.id, now=now, actor=ACTOR, seen_since=0)
     assert open_on(store, FIREFOX_LINUX, berlin).risk == ()  # known now
-    assert open_on(store, IPHONE, paris).risk == ("new_device", "new_country")
+    iphone = open_on(store, IPHONE, paris)
+    assert iphone.risk == ("new_device", "new_country")
+    assert open_on(store, CHROME, paris).risk == ("new_country",)
+    store.confirm("alice", iphone.id, caller=first.id, now=now, actor=ACTOR, seen_since=0)
     assert open_on(store, CHROME, paris).risk == ()
+    # A device the parser cannot name is a device of its own.
+    assert open_on(store, "").risk == ("new_device",)
     # Stored with the session, listed with it; another user's history is their own.
     assert stored(store, firefox.id).risk == ("new_device",)
     bob = dataclasses.replace(
@@ -2235,6 +2244,10 @@ def test_risk_is_on_the_created_event_and_history_shares_the_users_slot(
     known = store.known_key("alice")
     assert tag_of(known) == tag_of(store.session_key("alice", second.id))
     assert 0 < rc.ttl(known) <= EVENTS_TTL
+    families = sorted(field for field in rc.hkeys(known) if not field.startswith("a:"))
+    assert families == ["d:Chrome|Windows"]  # the iPhone joins it when confirmed
+    now = int(time.time())
+    store.confirm("alice", second.id, caller=first.id, now=now, actor=ACTOR, seen_since=0)
     families = sorted(field for field in rc.hkeys(known) if not field.startswith("a:"))
     assert families == ["d:Chrome|Windows", "d:Mobile Safari|iOS"]
     addresses = {field for field in rc.hkeys(known) if field.startswith("a:")}

@@ -118,7 +118,9 @@ class SessionStore(CheckStore, UserStore, WebhookStore):
             *self.event_keys(uid),
         ]
         device = session.device
-        family = f"{device.browser or ''}|{device.os or ''}" if device.browser or device.os else ""
+        # A device the parser cannot name (no user agent, or one it does not
+        # know) is a family of its own, "?": new to a user like any other.
+        family = f"{device.browser or ''}|{device.os or ''}" if device.browser or device.os else "?"
         args = [
             session.created_at,
             session.expires_at,
@@ -267,6 +269,7 @@ class SessionStore(CheckStore, UserStore, WebhookStore):
             self.session_key(user_id, session_id),
             self.session_key(user_id, caller),
             self.events_key(user_id),
+            self.known_key(user_id),
             *self.event_keys(user_id),
         ]
         args = [now, *self._event_args(now, actor), seen_since, session_id, caller]

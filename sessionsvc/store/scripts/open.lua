@@ -22,8 +22,7 @@
 -- evicted session ids...}.
 local EV, EA, KN, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
   3, 5, 4, ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
--- Fields of the sign-in history: one per device family or country.
-local KNOWN_MAX = 100
+--@include known
 --@include events
 --@include travel
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -52,18 +51,26 @@ if ref then
 else
   redis.call('HSET', KEYS[1], unpack(ARGV, 18))
 end
--- Risk: a browser/OS family or a country this user never signed in with
--- (a user's very first sign-in has nothing to compare with). The history
--- is small and bounded: one field per family or country.
+-- Risk: a browser/OS family ('?' for one the parser cannot name) or a
+-- country this user never signed in with (a user's very first sign-in has
+-- nothing to compare with). The history is small and bounded: one field per
+-- family or country. A new one joins it only when the user confirms the
+-- session (confirm.lua, from the session's 'kd' and 'kc'): until then each
+-- sign-in with it is flagged too, so a second sign-in from a thief's device
+-- is no more trusted than the first.
 local risk = {}
 local history = redis.call('EXISTS', KEYS[4]) == 1
-local function remember(field, flag)
+local function remember(field, flag, staged)
   if redis.call('HEXISTS', KEYS[4], field) == 1 then return end
-  if history then risk[#risk+1] = flag end
-  if redis.call('HLEN', KEYS[4]) < KNOWN_MAX then redis.call('HSET', KEYS[4], field, NOW) end
+  if history then
+    risk[#risk+1] = flag
+    redis.call('HSET', KEYS[1], staged, field)
+  elseif redis.call('HLEN', KEYS[4]) < KNOWN_MAX then
+    redis.call('HSET', KEYS[4], field, NOW)
+  end
 end
-if ARGV[10] ~= '' then remember('d:' .. ARGV[10], 'new_device') end
-if ARGV[11] ~= '' then remember('c:' .. ARGV[11], 'new_country') end
+if ARGV[10] ~= '' then remember('d:' .. ARGV[10], 'new_device', 'kd') end
+if ARGV[11] ~= '' then remember('c:' .. ARGV[11], 'new_country', 'kc') end
 -- Where the user signs in from, kept fresh within the same bound.
 if ARGV[12] ~= '' then
   local field = 'a:' .. ARGV[12]
