@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from flask import Flask, request
 
-from . import devices, dpop
+from . import devices, dpop, tokens
 from .errors import InvalidDPoPProof, InvalidLoginProof
 from .settings import Settings
 from .state import State
@@ -82,8 +82,7 @@ def install(app: Flask) -> None:
     ``jwt_required`` routes enforce proofs too.
     """
     scheme = app.config.get("JWT_HEADER_TYPE", "Bearer")
-    name = app.config.get("JWT_HEADER_NAME", "Authorization")
-    environ_key = "HTTP_" + name.upper().replace("-", "_")
+    environ_key = tokens.authorization_environ_key(app)
 
     def _dpop_scheme() -> None:
         environ = request.environ

@@ -321,7 +321,7 @@ class SessionManager:
         jkt = binding.sign_in(state, user_id) if in_request else None
         now = int(time.time())
         expires_at, lifetime = now + settings.refresh_expires, settings.refresh_expires
-        extra = {k: v for k, v in (claims or {}).items() if k not in tokens.RESERVED_CLAIMS}
+        extra = tokens.extra_claims(claims or {})
         for _ in range(3):
             session = Session(
                 id=new_session_id(),
@@ -373,18 +373,15 @@ class SessionManager:
         )
         if result.status is CheckStatus.GONE or result.expires_at is None:
             raise SessionRevoked("The token's session was signed out or has expired.")
-        extra = {k: v for k, v in refresh_payload.items() if k not in tokens.RESERVED_CLAIMS}
+        extra = tokens.extra_claims(refresh_payload)
         if result.roles is not None:
             # The standalone service: the roles as stored now, not as copied.
             extra.pop("roles", None)
             if result.roles:
                 extra["roles"] = list(result.roles)
         if self._refresh_claims is not None:
-            extra = {
-                k: v
-                for k, v in self._refresh_claims(user_id, extra).items()
-                if k not in tokens.RESERVED_CLAIMS
-            }
+            # Reserved claims it returns are dropped, as token_pair drops them.
+            extra = self._refresh_claims(user_id, extra)
         lifetime = max(result.expires_at - now, 1)
         jkt = binding.bound_key(refresh_payload)  # the new pair is bound to the same key
         return tokens.token_pair(

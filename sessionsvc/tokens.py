@@ -78,6 +78,12 @@ RESERVED_CLAIMS = frozenset(
 )
 
 
+def extra_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """``claims`` without the reserved ones (:data:`RESERVED_CLAIMS`): what a
+    host's claims, or a token's, may hand on to a new token pair."""
+    return {k: v for k, v in claims.items() if k not in RESERVED_CLAIMS}
+
+
 def is_session_id(value: Any) -> bool:
     """Whether ``value`` could be one of our session ids."""
     return isinstance(value, str) and SESSION_ID_RE.fullmatch(value) is not None
@@ -215,6 +221,13 @@ def guard(app: Flask, jwt: JWTManager) -> None:
             )
 
 
+def authorization_environ_key(app: Flask) -> str:
+    """The WSGI environ key of the header the app reads its token from
+    (``JWT_HEADER_NAME``, ``Authorization``)."""
+    name: str = app.config.get("JWT_HEADER_NAME", "Authorization")
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
 def _case_insensitive_scheme(app: Flask, owns: Callable[[], bool]) -> None:
     """Accept the header's scheme name in any case (RFC 9110, section 11.1).
 
@@ -226,9 +239,7 @@ def _case_insensitive_scheme(app: Flask, owns: Callable[[], bool]) -> None:
     scheme = app.config.get("JWT_HEADER_TYPE", "Bearer")
     if not scheme:
         return
-    environ_key = "HTTP_" + app.config.get("JWT_HEADER_NAME", "Authorization").upper().replace(
-        "-", "_"
-    )
+    environ_key = authorization_environ_key(app)
     exact = scheme + " "
     # Each comma-separated credential, as flask-jwt-extended splits them.
     other_case = re.compile(rf"(^\s*|,\s*){re.escape(scheme)}(?=\s)", re.IGNORECASE)
@@ -352,9 +363,10 @@ def token_pair(
     *,
     jkt: str | None = None,
 ) -> TokenPair:
-    """A new token pair of a session: both carry ``sid`` and the extra claims,
-    and with ``jkt`` the key they are bound to (``cnf``, RFC 9449)."""
-    claims = {**extra, "sid": session_id}
+    """A new token pair of a session: both carry ``sid`` and the extra claims
+    (but the reserved ones, which only this sets), and with ``jkt`` the key
+    they are bound to (``cnf``, RFC 9449)."""
+    claims = {**extra_claims(extra), "sid": session_id}
     if jkt is not None:
         claims["cnf"] = {"jkt": jkt}
     access = create_access_token(
