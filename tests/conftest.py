@@ -25,7 +25,7 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import create_app, current_manager
+from sessionsvc import DPoPKey, create_app, current_manager
 from tests.backends import AppFactory, Backend, ClusterBackend, delete_prefix
 from tests.clients import JWT_KEY, Auth
 from tests.geodata import make_geoip_db
@@ -100,6 +100,18 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     cleaner.close()
     for client in made.clients:
         client.close()
+
+
+@pytest.fixture
+def rc(backend: Backend) -> redis.Redis:
+    """A client of the test's store, to look at its keys."""
+    return backend.client()
+
+
+@pytest.fixture
+def key() -> DPoPKey:
+    """A device's DPoP key (ES256)."""
+    return DPoPKey.generate()
 
 
 @pytest.fixture

@@ -113,16 +113,6 @@ def all_keys(rc: redis.Redis, backend: Backend) -> dict[str, Any]:
     return found
 
 
-@pytest.fixture
-def rc(backend: Backend) -> redis.Redis:
-    return backend.client()
-
-
-@pytest.fixture
-def key() -> DPoPKey:
-    return DPoPKey.generate()
-
-
 # -- signing in bound -----------------------------------------------------------
 
 

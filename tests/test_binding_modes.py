@@ -45,11 +45,6 @@ FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com"
 PUBLIC = "https://api.example.com"
 
 
-@pytest.fixture
-def key() -> DPoPKey:
-    return DPoPKey.generate()
-
-
 # -- one proof, many workers ------------------------------------------------------
 
 

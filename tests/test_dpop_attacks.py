@@ -43,16 +43,6 @@ from tests.test_binding import (
 from tests.test_binding_modes import host_login
 
 
-@pytest.fixture
-def key() -> DPoPKey:
-    return DPoPKey.generate()
-
-
-@pytest.fixture
-def rc(backend: Backend) -> redis.Redis:
-    return backend.client()
-
-
 def proof_for(key: DPoPKey, method: str, url: str, token: str, **extra: str) -> dict[str, str]:
     return {**with_proof(key.proof(method, url, access_token=token), token), **extra}
 

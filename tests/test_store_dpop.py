@@ -34,11 +34,6 @@ WINDOW = 70
 
 
 @pytest.fixture
-def rc(backend: Backend) -> redis.Redis:
-    return backend.client()
-
-
-@pytest.fixture
 def store(backend: Backend, rc: redis.Redis) -> SessionStore:
     made = SessionStore(
         lambda: rc, prefix=backend.prefix, events_max=EVENTS_MAX, events_ttl=EVENTS_TTL
