@@ -183,6 +183,27 @@ def test_a_name_without_a_record_is_skipped_and_repaired(
     assert names(rc, backend) == [b"a", b"c", b"e", b"root"]
 
 
+def test_a_page_reads_a_bounded_number_of_rounds_and_the_next_goes_on(
+    client: FlaskClient,
+    admin_tokens: dict[str, Any],
+    store: SessionStore,
+    rc: redis.Redis,
+    backend: Backend,
+) -> None:
+    add_users(store, "a", "c")
+    rc.zadd(store.keys.names(), {f"b{i}".encode(): 0 for i in range(9)})
+    # a and b0, then one stale name a round: PAGE_ROUNDS (4) rounds end at b3,
+    # and the page is short although more users follow.
+    assert page(client, admin_tokens, limit=1) == (["a"], page_cursor("b3"))
+    assert names(rc, backend) == [b"a", *(f"b{i}".encode() for i in range(4, 9)), b"c", b"root"]
+    # Two stale names a round (b4 to b8), then c and root: a whole page.
+    after_b3 = page(client, admin_tokens, limit=1, cursor=page_cursor("b3"))
+    assert after_b3 == (["c"], page_cursor("c"))
+    assert names(rc, backend) == [b"a", b"c", b"root"]
+    # Repaired as they were read: the same walk now skips nothing.
+    assert every_page(client, admin_tokens, limit=1) == [["a"], ["c"], ["root"]]
+
+
 def test_a_stale_name_whose_user_is_created_meanwhile_is_kept(
     store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
