@@ -346,13 +346,20 @@ class UserStore(StoreBase):
             low = b"(" + _member(names[-1])
         return added, dropped
 
+    #: Whether this store has seen the name index built: a page then skips
+    #: the check (``reindex-users`` is how one is forced again).
+    _names_ready = False
+
     def _ensure_names(self) -> None:
         """Build the name index if it never was (users of older versions)."""
+        if self._names_ready:
+            return
         with self._available():
             built = self.client.exists(self.keys.names_built())
         if not built:
             added = self.build_names()
             logger.info("built the user store's name index: %d users added", added)
+        self._names_ready = True
 
     def _names_between(self, low: bytes, high: bytes, count: int) -> list[str]:
         """Up to ``count`` names of the index in ``[low, high]`` (``ZRANGEBYLEX`` bounds)."""
