@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import fakeredis
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -220,6 +221,45 @@ def test_a_stale_name_whose_user_is_created_meanwhile_is_kept(
     assert [u.id for u in store.list_users(prefix="", after=None, limit=5)[0]] == ["a"]
     monkeypatch.undo()
     assert [u.id for u in store.list_users(prefix="", after=None, limit=5)[0]] == ["a", "b"]
+
+
+def test_a_store_that_fails_after_the_script_does_not_fail_the_change(
+    client: FlaskClient,
+    admin_tokens: dict[str, Any],
+    store: SessionStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    add_users(store, "a")
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("the index's node is gone")
+
+    with caplog.at_level(logging.WARNING, logger="sessionsvc"):
+        # The record is deleted; its name stays, for a listing to repair.
+        monkeypatch.setattr(store.client, "zrem", down)
+        assert store.delete_user("a") == []
+        monkeypatch.undo()
+        assert store.get_user("a") is None
+        assert page(client, admin_tokens) == (["root"], None)
+        assert names(store) == [b"root"]
+        # The user is created; its name is there from before the script.
+        zadd = store.client.zadd
+
+        def then_down(*args: Any, **kwargs: Any) -> Any:
+            monkeypatch.setattr(store.client, "zadd", down)
+            return zadd(*args, **kwargs)
+
+        monkeypatch.setattr(store.client, "zadd", then_down)
+        add_users(store, "b")
+        monkeypatch.undo()
+        assert page(client, admin_tokens) == (["b", "root"], None)
+    missed = [r.getMessage() for r in caplog.records if "missed a change" in r.getMessage()]
+    assert missed == [
+        f"the user store's name index missed a change of user {user!r} "
+        "(flask sessions reindex-users repairs it)"
+        for user in ("a", "b")
+    ]
 
 
 def test_the_index_is_built_from_the_records_on_first_listing(
