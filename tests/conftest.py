@@ -26,6 +26,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import DPoPKey, create_app, current_manager
+from sessionsvc.store import SessionStore
 from tests.backends import AppFactory, Backend, ClusterBackend, delete_prefix
 from tests.clients import JWT_KEY, Auth
 from tests.geodata import make_geoip_db
@@ -156,6 +157,20 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def auth(app: Flask) -> Auth:
     return Auth(app)
+
+
+@pytest.fixture
+def admin_tokens(auth: Auth) -> dict[str, Any]:
+    """The tokens of ``root``, an admin of the test's app."""
+    auth.create_user("root", "pw", admin=True)
+    return auth.login("root", "pw")
+
+
+@pytest.fixture
+def store(app: Flask) -> SessionStore:
+    """The test app's store."""
+    with app.app_context():
+        return current_manager().store
 
 
 # -- Redis Cluster -------------------------------------------------------------------

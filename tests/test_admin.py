@@ -15,12 +15,6 @@ from tests.clients import IPHONE, Auth, assert_problem
 ADMIN = "/api/v1/admin/users"
 
 
-@pytest.fixture
-def admin_tokens(auth: Auth) -> dict[str, Any]:
-    auth.create_user("root", "pw", admin=True)
-    return auth.login("root", "pw")
-
-
 def listed(client: FlaskClient, tokens: dict[str, Any], user: str) -> list[dict[str, Any]]:
     response = client.get(f"{ADMIN}/{user}/sessions", headers=Auth.headers(tokens))
     assert response.status_code == 200, response.get_json()

@@ -12,7 +12,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import SessionManager, current_manager
+from sessionsvc import SessionManager
 from sessionsvc.models import User
 from sessionsvc.payloads import page_cursor
 from sessionsvc.store import SessionStore
@@ -20,18 +20,6 @@ from sessionsvc.store.keys import NAMES_TAG, user_of_tag, user_tag
 from tests.clients import Auth, assert_problem, fast_hash
 
 USERS = "/api/v1/admin/users"
-
-
-@pytest.fixture
-def admin_tokens(auth: Auth) -> dict[str, Any]:
-    auth.create_user("root", "pw", admin=True)
-    return auth.login("root", "pw")
-
-
-@pytest.fixture
-def store(app: Flask) -> SessionStore:
-    with app.app_context():
-        return current_manager().store
 
 
 def add_users(store: SessionStore, *names: str) -> None:
