@@ -21,7 +21,7 @@ from sessionsvc.store import SessionStore
 from tests.clients import Auth, assert_problem, fast_hash
 from tests.test_admin_users import USERS, add_users, names, page
 
-#: The spec's User object (section 11), and nothing else.
+#: The User object (docs/api.md, section 11), and nothing else.
 USER_FIELDS = {"id", "roles", "disabled", "created_at", "password_changed_at"}
 
 
@@ -234,7 +234,7 @@ def test_a_lone_surrogate_id_is_listed_as_json_and_its_cursor_goes_on(
 # -- what a page shows ---------------------------------------------------------------
 
 
-def test_a_page_shows_the_spec_user_and_no_secret(
+def test_a_page_shows_the_user_object_and_no_secret(
     client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any], store: SessionStore
 ) -> None:
     store.create_user(User(id="alice", password_hash=fast_hash("s3cret-pw"), account="acct-9f"))
