@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from flask import Request, Response, request
 from werkzeug.datastructures import MultiDict
@@ -192,16 +193,22 @@ def user_changes(body: dict[str, Any]) -> tuple[bool | None, tuple[str, ...] | N
 
 
 def _args(request: Request) -> MultiDict[str, str]:
-    """The query values; a query string that is not UTF-8 is a bad query value.
+    """The query values; a query string that is not UTF-8 is a bad query value,
+    sent as is or ``%``-escaped.
 
-    werkzeug decodes ``%``-escapes leniently but the raw query string
-    strictly: a byte such as ``0xFF`` sent as is (not as ``%FF``) would
-    otherwise raise ``UnicodeDecodeError`` and answer 500.
+    werkzeug decodes the raw query string strictly (a byte such as ``0xFF``
+    sent as is would raise ``UnicodeDecodeError`` and answer 500) but
+    ``%``-escapes leniently: ``%FF``, an encoded lone surrogate or an overlong
+    form would reach a view as U+FFFD, and a listing's ``prefix`` would answer
+    for ids the caller did not ask for. Separators are ASCII, so the whole
+    string decodes strictly exactly when every name and value does.
     """
     try:
-        return request.args
+        args = request.args
+        unquote_to_bytes(request.query_string).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("The query string is not valid UTF-8.") from None
+    return args
 
 
 def _single(request: Request, name: str) -> str:
