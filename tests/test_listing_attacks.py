@@ -331,3 +331,24 @@ def test_creates_and_deletes_racing_a_reindex_leave_the_index_right(
     assert [n for n in names(store) if store.get_user(n.decode()) is not None] == expected
     store.reindex_names()
     assert names(store) == expected
+
+
+def test_every_cursor_a_page_gives_is_taken_and_the_cli_makes_no_longer_id(
+    app: Flask, client: FlaskClient, admin_tokens: dict[str, Any], store: SessionStore
+) -> None:
+    runner = app.test_cli_runner()
+
+    def create(username: str) -> Any:
+        args = ["sessions", "create-user", username, "--password-stdin"]
+        return runner.invoke(args=args, input="correct horse battery\n")
+
+    # A username no sign-in takes (over 256 characters) would end a page with
+    # a cursor the next page refuses: the listing would be stuck there.
+    result = create("a" * 257)
+    assert result.exit_code == 1
+    assert result.output == "Error: USERNAME must be at most 256 characters\n"
+    assert store.get_user("a" * 257) is None
+    longest = "a" + "\U0001f600" * 255
+    assert create(longest).exit_code == 0
+    assert page(client, admin_tokens, limit=1) == ([longest], page_cursor(longest))
+    assert page(client, admin_tokens, cursor=page_cursor(longest)) == (["root"], None)
