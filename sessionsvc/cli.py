@@ -19,6 +19,7 @@ from . import accounts
 from .errors import Busy, LastAdmin, StoreUnavailable, UserNotFound, WeakPassword
 from .logs import configure_logging
 from .models import isotime
+from .payloads import MAX_USERNAME
 from .state import current_manager, current_state
 from .webhooks import TAKEOVER_AFTER, TIMEOUT, Deliverer, redact, tidy
 
@@ -74,6 +75,10 @@ def create_user(username: str, admin: bool, password_stdin: bool) -> None:
     """Add USERNAME to the standalone service's user store."""
     if not username or not username.isprintable():
         _fail("USERNAME must be non-empty printable text")
+    # What a sign-in takes; a longer id could not end a page of the admins'
+    # listing either (its cursor holds a username's length).
+    if len(username) > MAX_USERNAME:
+        _fail(f"USERNAME must be at most {MAX_USERNAME} characters")
     password = _read_password(password_stdin)
     with _store_errors():
         created = accounts.create(accounts.new_user(username, password, admin=admin))
