@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import threading
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import fakeredis
 import pytest
@@ -352,3 +353,41 @@ def test_every_cursor_a_page_gives_is_taken_and_the_cli_makes_no_longer_id(
     assert create(longest).exit_code == 0
     assert page(client, admin_tokens, limit=1) == ([longest], page_cursor(longest))
     assert page(client, admin_tokens, cursor=page_cursor(longest)) == (["root"], None)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("delete", "/Ren%E9"),  # Latin-1: not the user Ren\ufffd
+        ("get", "/Ren%E9"),
+        ("patch", "/Ren%E9"),
+        ("get", "/Ren%E9/events"),
+        ("get", "/Ren%E9/sessions"),
+        ("delete", "/Ren%E9/sessions"),
+        ("get", "/%ED%A0%80/events"),  # an encoded lone surrogate
+        ("get", "/Ren%C3/events"),  # a sequence cut short
+    ],
+)
+def test_a_user_id_in_the_path_that_is_not_utf8_names_no_user(
+    client: FlaskClient,
+    auth: Auth,
+    admin_tokens: dict[str, Any],
+    store: SessionStore,
+    method: str,
+    path: str,
+) -> None:
+    # werkzeug reads a %-escape that is not UTF-8 as U+FFFD: every such name
+    # would act on this one user.
+    target = auth.login("Ren\ufffd")
+    # The path as a WSGI server gives it: its bytes unescaped, as Latin-1
+    # (the test client would put U+FFFD there itself).
+    raw = unquote_to_bytes(USERS + path).decode("latin-1")
+    response = getattr(client, method)(
+        USERS,
+        json={"disabled": True},
+        headers=auth.headers(admin_tokens),
+        environ_overrides={"PATH_INFO": raw},
+    )
+    assert_problem(response, 400, "invalid_request")
+    assert store.get_user("Ren\ufffd") is not None
+    assert client.get("/api/v1/sessions", headers=auth.headers(target)).status_code == 200
