@@ -32,6 +32,8 @@ blueprint = Blueprint("sessionsvc_admin", __name__)
 users = Blueprint("sessionsvc_admin_users", __name__)
 for _admin in (blueprint, users):
     _admin.before_request(payloads.limit_body)
+    # Before the token check: a user id that is not UTF-8 names no user.
+    _admin.before_request(payloads.utf8_path)
     _admin.after_request(payloads.no_store)
 
 

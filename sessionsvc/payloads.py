@@ -32,6 +32,25 @@ def limit_body() -> None:
     request.max_content_length = MAX_BODY
 
 
+def utf8_path() -> None:
+    """A blueprint's ``before_request``: a path whose ``%``-escapes are not
+    UTF-8 is 400.
+
+    werkzeug reads such an escape as U+FFFD, so an admin route's
+    ``/users/Ren%E9`` (Latin-1) would act on the user ``Ren\ufffd``, as would
+    every other name spelled so. WSGI gives the unescaped bytes as Latin-1.
+    """
+    path = request.environ.get("PATH_INFO", "")
+    try:
+        raw = path.encode("latin-1")
+    except UnicodeEncodeError:
+        return  # a server that decoded it already: text, not bytes
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("The path is not valid UTF-8.") from None
+
+
 def no_store(response: Response) -> Response:
     """A blueprint's ``after_request``: its answers are never cached.
 

@@ -391,3 +391,17 @@ def test_a_user_id_in_the_path_that_is_not_utf8_names_no_user(
     assert_problem(response, 400, "invalid_request")
     assert store.get_user("Ren\ufffd") is not None
     assert client.get("/api/v1/sessions", headers=auth.headers(target)).status_code == 200
+
+
+def test_a_user_id_in_the_path_that_is_utf8_still_names_its_user(
+    client: FlaskClient, auth: Auth, admin_tokens: dict[str, Any]
+) -> None:
+    auth.login("Ren\ufffd")
+    auth.login("René")
+    for name in ("Ren\ufffd", "René"):
+        raw = (USERS + "/" + name).encode("utf-8").decode("latin-1")
+        response = client.get(
+            USERS, headers=auth.headers(admin_tokens), environ_overrides={"PATH_INFO": raw}
+        )
+        assert response.get_json()["id"] == name
+        assert client.get(f"{USERS}/{name}", headers=auth.headers(admin_tokens)).status_code == 200

@@ -116,7 +116,11 @@ _USER_ID = _path_parameter(
     "user_id", "The user's id (`sub`); the username in the standalone service."
 )
 _FORBIDDEN = {"403": _problem("The token has no admin role (`forbidden`).")}
-_ADMIN_ERRORS = {**_FORBIDDEN, **_AUTH_ERRORS}
+#: An admin route's user id is in its path: one that is not UTF-8 names no user.
+_ADMIN_BAD_REQUEST = {
+    "400": _problem("Bad body or query value, or a path that is not UTF-8 (`invalid_request`).")
+}
+_ADMIN_ERRORS = {**_ADMIN_BAD_REQUEST, **_FORBIDDEN, **_AUTH_ERRORS}
 
 
 def _limit(default: int, maximum: int) -> dict[str, Any]:
@@ -333,7 +337,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "schema": {"type": "string"},
             },
         ],
-        "responses": {"200": _ok("A page of users.", "UserPage"), **_BAD_REQUEST, **_ADMIN_ERRORS},
+        "responses": {"200": _ok("A page of users.", "UserPage"), **_ADMIN_ERRORS},
     },
     "admin_get_user": {
         "tags": ["admin"],
@@ -384,8 +388,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [_USER_ID],
         "responses": {
             "200": _ok("The user's active sessions; `current` is false for all.", "SessionList"),
-            **_FORBIDDEN,
-            **_AUTH_ERRORS,
+            **_ADMIN_ERRORS,
         },
     },
     "admin_list_user_events": {
@@ -394,7 +397,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "description": "As the user's own listing; an unknown user has none.",
         "security": _BEARER,
         "parameters": [_USER_ID, _EVENTS_LIMIT],
-        "responses": {"200": _ok("Events.", "EventList"), **_BAD_REQUEST, **_ADMIN_ERRORS},
+        "responses": {"200": _ok("Events.", "EventList"), **_ADMIN_ERRORS},
     },
     "admin_revoke_user_sessions": {
         "tags": ["admin"],
@@ -403,8 +406,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [_USER_ID],
         "responses": {
             "200": _ok("How many sessions were revoked.", "Revoked"),
-            **_FORBIDDEN,
-            **_AUTH_ERRORS,
+            **_ADMIN_ERRORS,
         },
     },
     "admin_revoke_user_session": {
@@ -414,9 +416,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [_USER_ID, _SESSION_ID],
         "responses": {
             "204": _ok("Revoked."),
-            **_FORBIDDEN,
             "404": _problem("The user has no such session (`session_not_found`)."),
-            **_AUTH_ERRORS,
+            **_ADMIN_ERRORS,
         },
     },
     "health": {
