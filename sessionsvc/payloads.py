@@ -277,6 +277,10 @@ def query_text(request: Request, name: str, *, max_length: int) -> str:
     return value
 
 
+#: The longest ``cursor`` value read (characters).
+MAX_CURSOR = 8192
+
+
 def page_cursor(user_id: str) -> str:
     """The opaque cursor of a page that ends at ``user_id``: base64url of its
     UTF-8 bytes, a lone surrogate's too (the encoding of a user's hash tag)."""
@@ -285,12 +289,16 @@ def page_cursor(user_id: str) -> str:
 
 def query_cursor(request: Request) -> str | None:
     """The user id the ``cursor`` query value ends a page at (``None``: absent);
-    anything :func:`page_cursor` does not make is 400."""
-    value = query_text(request, "cursor", max_length=MAX_USERNAME * 6)
+    anything :func:`page_cursor` does not make is 400.
+
+    Not bound to :data:`MAX_USERNAME`: an id an earlier version stored may be
+    longer, and a page that ends at it must lead on (the bound is the request
+    line's, which servers keep shorter still)."""
+    value = query_text(request, "cursor", max_length=MAX_CURSOR)
     if "cursor" not in _args(request):
         return None
-    # Canonical only: what page_cursor makes, of a username's length.
+    # Canonical only: what page_cursor makes.
     user_id = user_of_tag(value)
-    if not user_id or len(user_id) > MAX_USERNAME:
+    if not user_id:
         raise InvalidRequest("'cursor' is not one a page of this listing gave.")
     return user_id

@@ -299,7 +299,7 @@ def test_the_reindex_command_prints_its_counts(app: Flask, store: SessionStore) 
         {"cursor": ""},
         {"cursor": "YQ="},  # padded: not one this API makes
         {"cursor": "_w"},  # 0xff: not UTF-8
-        {"cursor": page_cursor("x" * 257)},
+        {"cursor": "eA" * 4097},  # longer than any cursor a page gives
         {"prefix": "x" * 257},
         {"prefix": ["a", "b"]},
     ],
