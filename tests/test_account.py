@@ -78,8 +78,8 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
     assert assets == [
         "/account/assets/account.css",
         "/account/assets/account.js",
-        "/account/assets/describe.js",
-        "/account/assets/dpop.js",
+        "/account/assets/shared/describe.js",
+        "/account/assets/shared/dpop.js",
     ]
 
 
@@ -87,8 +87,8 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
     ("path", "mimetypes"),
     [
         ("/account/assets/account.js", {"text/javascript", "application/javascript"}),
-        ("/account/assets/dpop.js", {"text/javascript", "application/javascript"}),
-        ("/account/assets/describe.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/shared/dpop.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/shared/describe.js", {"text/javascript", "application/javascript"}),
         ("/account/assets/account.css", {"text/css"}),
     ],
 )
@@ -171,7 +171,7 @@ def test_script_builds_the_cards(client: FlaskClient) -> None:
         assert key in script, key
 
 
-@pytest.mark.parametrize("name", ["account.js", "describe.js", "dpop.js"])
+@pytest.mark.parametrize("name", ["account.js", "shared/describe.js", "shared/dpop.js"])
 def test_each_script_stays_small(client: FlaskClient, name: str) -> None:
     assert len(_script(client, name).splitlines()) < 300
 

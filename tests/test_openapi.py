@@ -45,8 +45,9 @@ DOCS_ENDPOINTS = {
     "flasgger.apidocs",
     "flasgger.apispec",
     "sessionsvc_docs.static",
-    # The account page's script and stylesheet.
+    # The pages' scripts and stylesheets, and the scripts they share.
     "sessionsvc_account.static",
+    "sessionsvc_account.shared.static",
 }
 
 #: Every operation, by its operationId: what generated clients call. Changing
