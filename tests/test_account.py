@@ -80,6 +80,7 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
         "/account/assets/account.js",
         "/account/assets/shared/describe.js",
         "/account/assets/shared/dpop.js",
+        "/account/assets/shared/tokens.js",
     ]
 
 
@@ -89,6 +90,7 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
         ("/account/assets/account.js", {"text/javascript", "application/javascript"}),
         ("/account/assets/shared/dpop.js", {"text/javascript", "application/javascript"}),
         ("/account/assets/shared/describe.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/shared/tokens.js", {"text/javascript", "application/javascript"}),
         ("/account/assets/account.css", {"text/css"}),
     ],
 )
@@ -165,13 +167,18 @@ def test_script_builds_the_cards(client: FlaskClient) -> None:
     ):  # fmt: skip
         assert f'class: "{name}"' in script, name
     for key in (
-        "sessionsvc.access", "sessionsvc.refresh", "token_expired", "You were signed out.",
-        '"/confirm"', '"/deny"', "Yes, it was me", "No, secure my account",
+        "You were signed out.", '"/confirm"', '"/deny"', "Yes, it was me", "No, secure my account",
     ):  # fmt: skip
         assert key in script, key
+    # The sign-in both pages share: the tokens' keys, the refresh of an expired one.
+    tokens = _script(client, "shared/tokens.js")
+    for key in ("sessionsvc.access", "sessionsvc.refresh", "token_expired", '"/refresh"'):
+        assert key in tokens, key
 
 
-@pytest.mark.parametrize("name", ["account.js", "shared/describe.js", "shared/dpop.js"])
+@pytest.mark.parametrize(
+    "name", ["account.js", "shared/describe.js", "shared/dpop.js", "shared/tokens.js"]
+)
 def test_each_script_stays_small(client: FlaskClient, name: str) -> None:
     assert len(_script(client, name).splitlines()) < 300
 
