@@ -205,15 +205,7 @@
     }
   }
 
-  $("signin").addEventListener("submit", async function (event) {
-    event.preventDefault();
-    $("signin-error").textContent = "";
-    var refused = await T.signIn($("username").value, $("password").value);
-    if (refused) {
-      $("signin-error").textContent = refused;
-      return;
-    }
-    $("password").value = "";
+  T.form(function () {
     status("");
     act(function () {});
   });

@@ -69,8 +69,25 @@ var sessionsvcTokens = (function () {
     return r && r.status === 401 ? "Wrong username or password." : p.detail || "Could not sign in. Try again.";
   }
 
+  // The pages' sign-in form (templates/sessionsvc_pages/signin.html): on
+  // submit, sign in; say why not in #signin-error, or call `done`.
+  function form(done) {
+    var $ = function (id) { return document.getElementById(id); };
+    $("signin").addEventListener("submit", async function (event) {
+      event.preventDefault();
+      $("signin-error").textContent = "";
+      var refused = await signIn($("username").value, $("password").value);
+      if (refused) {
+        $("signin-error").textContent = refused;
+        return;
+      }
+      $("password").value = "";
+      done();
+    });
+  }
+
   return Object.freeze({
-    clear: clear, problem: problem, call: call, signIn: signIn,
+    clear: clear, problem: problem, call: call, form: form,
     signedIn: function () { return sessionStorage.getItem(ACCESS) !== null; },
     logout: function () { return call("POST", AUTH + "/logout"); },
   });
