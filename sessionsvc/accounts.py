@@ -166,6 +166,11 @@ def all_users() -> list[User]:
     return [user for user in found if user is not None]
 
 
+def page(prefix: str, after: str | None, limit: int) -> tuple[list[User], str | None]:
+    """A page of the users whose ids start with ``prefix`` (see :meth:`UserStore.list_users`)."""
+    return current_state().store.list_users(prefix=prefix, after=after, limit=limit)
+
+
 def _actor() -> Actor:
     return devices.request_actor() or Actor()
 

@@ -13,6 +13,7 @@ from flask_jwt_extended import get_jwt, get_jwt_identity
 
 from . import accounts, openapi, payloads, tokens
 from .errors import Forbidden, SessionNotFound
+from .models import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, USERS_LIMIT_DEFAULT, USERS_LIMIT_MAX
 from .payloads import no_content
 from .state import current_manager
 
@@ -97,6 +98,36 @@ def revoke_user_session(user_id: str, session_id: str) -> Response:
     if not current_manager().revoke(user_id, session_id, reason="admin"):
         raise SessionNotFound("No such session.")
     return no_content()
+
+
+@blueprint.get("/users/<user_id>/events")
+@tokens.token_required
+@openapi.spec("admin_list_user_events")
+def list_user_events(user_id: str) -> Response:
+    _require_admin()
+    limit = payloads.query_int(
+        request, "limit", EVENTS_LIMIT_DEFAULT, minimum=1, maximum=EVENTS_LIMIT_MAX
+    )
+    events = current_manager().events_for(user_id, limit=limit)
+    return jsonify({"events": [event.to_json() for event in events]})
+
+
+@users.get("/users")
+@tokens.token_required
+@openapi.spec("admin_list_users")
+def list_users() -> Response:
+    _require_admin()
+    prefix = payloads.query_text(request, "prefix", max_length=payloads.MAX_USERNAME)
+    limit = payloads.query_int(
+        request, "limit", USERS_LIMIT_DEFAULT, minimum=1, maximum=USERS_LIMIT_MAX
+    )
+    found, after = accounts.page(prefix, payloads.query_cursor(request), limit)
+    return jsonify(
+        {
+            "users": [user.to_json() for user in found],
+            "next_cursor": None if after is None else payloads.page_cursor(after),
+        }
+    )
 
 
 @users.get("/users/<user_id>")

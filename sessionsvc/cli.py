@@ -199,6 +199,15 @@ def list_users(as_json: bool) -> None:
         )
 
 
+@sessions_cli.command("reindex-users")
+def reindex_users() -> None:
+    """Rebuild the index of user ids the admins' listing reads: add the users
+    it misses, drop the names whose user is gone. Safe to run at any time."""
+    with _store_errors():
+        added, dropped = current_state().store.reindex_names()
+    click.echo(f"name index rebuilt: {added} users added, {dropped} stale names dropped")
+
+
 webhooks_cli = AppGroup("webhooks", help="Deliver security events to the webhook endpoints.")
 sessions_cli.add_command(webhooks_cli)
 
@@ -317,7 +326,15 @@ def webhooks_status(as_json: bool, show_failed: int) -> None:
 #: The commands of the built-in user store (the standalone service's users);
 #: a host app's users are its own.
 USER_COMMANDS = frozenset(
-    {"create-user", "set-password", "delete-user", "disable-user", "enable-user", "list-users"}
+    {
+        "create-user",
+        "set-password",
+        "delete-user",
+        "disable-user",
+        "enable-user",
+        "list-users",
+        "reindex-users",
+    }
 )
 
 #: The group of a host app without the user store: its users' sessions

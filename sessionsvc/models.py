@@ -49,6 +49,9 @@ MAX_NAME = 64
 #: How many security events one page lists: by default, and at most.
 EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 50, 200
 
+#: How many users one page of the admins' listing holds: by default, and at most.
+USERS_LIMIT_DEFAULT, USERS_LIMIT_MAX = 100, 500
+
 #: The types of security events.
 EVENT_TYPES = (
     "session.created",

@@ -17,6 +17,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .errors import InvalidRequest
 from .models import MAX_NAME
+from .store.keys import user_of_tag, user_tag
 
 #: Largest request body the service reads (docs/api.md, section 7: 64 KiB).
 MAX_BODY = 64 * 1024
@@ -238,3 +239,32 @@ def query_int(request: Request, name: str, default: int, *, minimum: int, maximu
     if not minimum <= number <= maximum:
         raise InvalidRequest(f"{name!r} must be a whole number from {minimum} to {maximum}.")
     return number
+
+
+def query_text(request: Request, name: str, *, max_length: int) -> str:
+    """A text query value (``""`` when absent) of at most ``max_length`` characters."""
+    if name not in _args(request):
+        return ""
+    value = _single(request, name)
+    if len(value) > max_length:
+        raise InvalidRequest(f"{name!r} is longer than {max_length} characters.")
+    return value
+
+
+def page_cursor(user_id: str) -> str:
+    """The opaque cursor of a page that ends at ``user_id``: base64url of its
+    UTF-8 bytes, a lone surrogate's too (the encoding of a user's hash tag)."""
+    return user_tag(user_id)
+
+
+def query_cursor(request: Request) -> str | None:
+    """The user id the ``cursor`` query value ends a page at (``None``: absent);
+    anything :func:`page_cursor` does not make is 400."""
+    value = query_text(request, "cursor", max_length=MAX_USERNAME * 6)
+    if "cursor" not in _args(request):
+        return None
+    # Canonical only: what page_cursor makes, of a username's length.
+    user_id = user_of_tag(value)
+    if not user_id or len(user_id) > MAX_USERNAME:
+        raise InvalidRequest("'cursor' is not one a page of this listing gave.")
+    return user_id

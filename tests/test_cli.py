@@ -286,6 +286,7 @@ HOST_COMMANDS = {"list", "revoke", "revoke-all", "webhooks"}
 #: The standalone service's user store, which a host app's users are not in.
 USER_COMMANDS = {
     "create-user", "set-password", "delete-user", "disable-user", "enable-user", "list-users",
+    "reindex-users",
 }  # fmt: skip
 
 

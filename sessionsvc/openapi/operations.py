@@ -9,8 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..accounts import ADMIN_LOCK_WAIT
-from ..models import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX
-from ..payloads import BOOLEAN_VALUES, MAX_BODY
+from ..models import (
+    EVENTS_LIMIT_DEFAULT,
+    EVENTS_LIMIT_MAX,
+    USERS_LIMIT_DEFAULT,
+    USERS_LIMIT_MAX,
+)
+from ..payloads import BOOLEAN_VALUES, MAX_BODY, MAX_USERNAME
 from .schemas import ref
 
 #: The media type of every error (RFC 9457).
@@ -112,6 +117,15 @@ _USER_ID = _path_parameter(
 )
 _FORBIDDEN = {"403": _problem("The token has no admin role (`forbidden`).")}
 _ADMIN_ERRORS = {**_FORBIDDEN, **_AUTH_ERRORS}
+
+
+def _limit(default: int, maximum: int) -> dict[str, Any]:
+    """The ``limit`` query parameter of a listing."""
+    schema = {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
+    return {"name": "limit", "in": "query", "required": False, "schema": schema}
+
+
+_EVENTS_LIMIT = _limit(EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX)
 _USER_NOT_FOUND = {"404": _problem("No such user (`user_not_found`).")}
 #: A change of a user: it may also wait too long for the lock of user changes.
 _USER_CHANGE_UNAVAILABLE = {
@@ -221,19 +235,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "tags": ["sessions"],
         "summary": "My security events, newest first",
         "security": _BEARER,
-        "parameters": [
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "schema": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": EVENTS_LIMIT_MAX,
-                    "default": EVENTS_LIMIT_DEFAULT,
-                },
-            }
-        ],
+        "parameters": [_EVENTS_LIMIT],
         "responses": {"200": _ok("Events.", "EventList"), **_BAD_REQUEST, **_AUTH_ERRORS},
     },
     "login": {
@@ -307,6 +309,32 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "503": _HASHING_UNAVAILABLE,
         },
     },
+    "admin_list_users": {
+        "tags": ["admin"],
+        "summary": "List the users of the user store by id (admin role; standalone service)",
+        "description": "Ordered by id in UTF-8 byte order; a page starts strictly after "
+        "the last id of the one before (`next_cursor`, `null` on the last page), so users "
+        "created or deleted meanwhile never shift it.",
+        "security": _BEARER,
+        "parameters": [
+            {
+                "name": "prefix",
+                "in": "query",
+                "required": False,
+                "description": "Only the ids that start with it (case-sensitive).",
+                "schema": {"type": "string", "maxLength": MAX_USERNAME, "default": ""},
+            },
+            _limit(USERS_LIMIT_DEFAULT, USERS_LIMIT_MAX),
+            {
+                "name": "cursor",
+                "in": "query",
+                "required": False,
+                "description": "The `next_cursor` of the page before; opaque.",
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {"200": _ok("A page of users.", "UserPage"), **_BAD_REQUEST, **_ADMIN_ERRORS},
+    },
     "admin_get_user": {
         "tags": ["admin"],
         "summary": "A user of the user store (admin role; standalone service)",
@@ -359,6 +387,14 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             **_FORBIDDEN,
             **_AUTH_ERRORS,
         },
+    },
+    "admin_list_user_events": {
+        "tags": ["admin"],
+        "summary": "A user's security events, newest first (admin role)",
+        "description": "As the user's own listing; an unknown user has none.",
+        "security": _BEARER,
+        "parameters": [_USER_ID, _EVENTS_LIMIT],
+        "responses": {"200": _ok("Events.", "EventList"), **_BAD_REQUEST, **_ADMIN_ERRORS},
     },
     "admin_revoke_user_sessions": {
         "tags": ["admin"],

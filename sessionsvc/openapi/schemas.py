@@ -218,6 +218,12 @@ SCHEMAS: dict[str, Any] = {
             "password_changed_at": _nullable(_TIMESTAMP),
         }
     ),
+    "UserPage": _record(
+        {
+            "users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}},
+            "next_cursor": _nullable(_string()),
+        }
+    ),
     "UserChanges": {
         "type": "object",
         "description": "At least one of the two.",

@@ -25,6 +25,12 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
                             it was built); what "the last admin" is decided on
     P:{admins}:admins:lock  string  the token of the one change of a user's
                             admin state in progress; expires by itself
+    P:{users}:names zset    the user store's user ids (UTF-8 bytes), every score 0,
+                            for the admins' listing by prefix (``ZRANGEBYLEX``);
+                            kept beside the user records, not atomically with
+                            them (another slot): see :mod:`.users`
+    P:{users}:names:built  string  the mark that the name index was built
+                            from the user records (users of older versions)
     P:rl:...        string  login rate-limit counters (flask-limiter's keys)
 
 Webhooks (when ``SESSIONSVC_WEBHOOK_URLS`` is set; ``W`` is a stream's tag,
@@ -74,6 +80,11 @@ from ..models import parse_ip
 #: The tag of the admin registry and its lock: a slot of their own (no user
 #: key ends in ``:admins``, so even a user whose tag this is has no key there).
 ADMINS_TAG = "admins"
+
+#: The tag of the user store's name index. No user key can have it: a user's
+#: tag is unpadded base64url (:func:`user_tag`), whose length is never 1 more
+#: than a multiple of 4, and this one has 5 characters.
+NAMES_TAG = "users"
 
 #: The tag of the one webhook stream on a single server (not a user's tag:
 #: no user id encodes to it, since ``base64("wh")`` is not UTF-8).
@@ -205,6 +216,14 @@ class Keys:
     def admins_lock(self) -> str:
         """The lock of changes of a user's admin state, beside the registry."""
         return self.admins() + ":lock"
+
+    def names(self) -> str:
+        """The user store's name index (see :mod:`.users`)."""
+        return f"{self.prefix}:{{{NAMES_TAG}}}:names"
+
+    def names_built(self) -> str:
+        """The mark that the name index was built, beside it."""
+        return self.names() + ":built"
 
     def proof(self, user_id: str, digest: str) -> str:
         """A DPoP proof the user's tokens were accepted with (see :mod:`sessionsvc.dpop`)."""

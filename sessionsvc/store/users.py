@@ -3,10 +3,27 @@
 Every change that ends a user's sessions (delete, disable, new roles, new
 password) is one script with the revocation, so it happens whole or not at
 all, and re-running it finishes the job.
+
+The admins' listing reads a name index (``P:{users}:names``, see
+:mod:`.keys`): one sorted set, every score 0, so ``ZRANGEBYLEX`` pages it in
+the ids' UTF-8 byte order. It is in a slot of its own, so on a Cluster no
+script can change it with a user record; it is kept right without that, in
+this order:
+
+- a create adds the name, runs its script, then adds the name again (a
+  listing may have dropped it as stale meanwhile);
+- a delete runs its script, drops the name, then adds it back if a record
+  exists (the same name was created again meanwhile);
+- a listing that meets a name without a record skips it and repairs it as a
+  delete does (:meth:`UserStore._repair_names`).
+
+So a name without a record lasts at most until a listing meets it, and a
+record is never left without its name once its create returns.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -15,6 +32,14 @@ from ..models import User
 from .base import StoreBase
 from .codec import roles_of, roles_text, user_fields, user_from_hash
 from .records import Actor, AdminsLeft, UserChanged
+
+logger = logging.getLogger("sessionsvc")
+
+#: Rounds of ``ZRANGEBYLEX`` a page reads at most to fill itself past names
+#: without a record (each such name is repaired, so they do not come back).
+PAGE_ROUNDS = 4
+#: Names per ``ZADD`` (and records per pipeline) when the index is built.
+BUILD_BATCH = 1000
 
 
 class UserStore(StoreBase):
@@ -43,8 +68,14 @@ class UserStore(StoreBase):
         record deleted by hand, events, sign-in history) is deleted with it.
         """
         args = [self.session_key(user.id, ""), *user_fields(user)]
+        names = self.keys.names()
         with self._available():
-            return bool(self._run("create_user", self._user_keys(user.id), args))
+            # Before, so a listing finds the user as soon as it exists; after,
+            # in case a listing dropped the name as stale in between.
+            self.client.zadd(names, {_member(user.id): 0})
+            created = bool(self._run("create_user", self._user_keys(user.id), args))
+            self.client.zadd(names, {_member(user.id): 0})
+        return created
 
     def delete_user(
         self,
@@ -75,6 +106,7 @@ class UserStore(StoreBase):
             revoked = self._run("delete_user", keys, args)
         if revoked == 0:
             raise UserChanged("The user record changed since it was read.")
+        self._repair_names([user_id])
         return None if revoked is None else [str(sid) for sid in revoked]
 
     def update_user(
@@ -243,6 +275,123 @@ class UserStore(StoreBase):
             found = cast(Any, self.client).scan_iter(match=self.keys.user_pattern(), count=1000)
             ids = {self.keys.user_id_of(key) for key in found}
         return sorted(user_id for user_id in ids if user_id is not None)
+
+    # -- the name index (the admins' listing) -----------------------------------
+
+    def list_users(
+        self, *, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[User], str | None]:
+        """A page of the users whose ids start with ``prefix``, by id in UTF-8
+        byte order, strictly after ``after`` (``None``: from the first).
+
+        One ``ZRANGEBYLEX`` of the name index and one pipelined read of the
+        records per round; a name without a record is skipped and repaired,
+        and the page reads on (at most :data:`PAGE_ROUNDS` rounds) to fill
+        itself. Builds the index first if it never was (:meth:`build_names`).
+
+        :returns: the users, and where the next page starts after (``None``:
+            this is the last page).
+        """
+        self._ensure_names()
+        start = _member(prefix)
+        # UTF-8 (surrogatepass too) has no 0xff byte: every id that starts
+        # with the prefix sorts before the prefix and one.
+        high = b"[" + start + b"\xff"
+        low = b"[" + start
+        if after is not None and _member(after) >= start:
+            low = b"(" + _member(after)
+        found: list[User] = []
+        for _ in range(PAGE_ROUNDS):
+            want = limit - len(found) + 1
+            names = self._names_between(low, high, want)
+            users = self._records(names)
+            found += [user for user in users if user is not None]
+            stale = [name for name, user in zip(names, users, strict=True) if user is None]
+            self._repair_names(stale)
+            if len(found) > limit:
+                return found[:limit], found[limit - 1].id
+            if len(names) < want:
+                return found, None
+            low = b"(" + _member(names[-1])
+        # Still short after as many rounds: the next page starts after what was read.
+        return found, low[1:].decode("utf-8", "surrogatepass")
+
+    def build_names(self) -> int:
+        """Add every user record's name to the name index (a ``SCAN`` of every
+        user record; in batches), then mark it built.
+
+        :returns: the names that were missing.
+        """
+        added = 0
+        ids = self.user_ids()
+        with self._available():
+            for start in range(0, len(ids), BUILD_BATCH):
+                batch = {_member(user_id): 0 for user_id in ids[start : start + BUILD_BATCH]}
+                added += cast(int, self.client.zadd(self.keys.names(), cast(Any, batch)))
+            self.client.set(self.keys.names_built(), "1")
+        return added
+
+    def reindex_names(self) -> tuple[int, int]:
+        """Rebuild the name index: add the names of the records it misses,
+        drop (and repair, as a delete does) the names without a record.
+
+        :returns: the names added and dropped.
+        """
+        added = self.build_names()
+        dropped, low = 0, b"-"
+        while names := self._names_between(low, b"+", BUILD_BATCH):
+            users = self._records(names)
+            stale = [name for name, user in zip(names, users, strict=True) if user is None]
+            dropped += len(stale) - self._repair_names(stale)
+            low = b"(" + _member(names[-1])
+        return added, dropped
+
+    def _ensure_names(self) -> None:
+        """Build the name index if it never was (users of older versions)."""
+        with self._available():
+            built = self.client.exists(self.keys.names_built())
+        if not built:
+            added = self.build_names()
+            logger.info("built the user store's name index: %d users added", added)
+
+    def _names_between(self, low: bytes, high: bytes, count: int) -> list[str]:
+        """Up to ``count`` names of the index in ``[low, high]`` (``ZRANGEBYLEX`` bounds)."""
+        with self._available():
+            # Raw bytes: a lone surrogate's do not decode strictly.
+            raw = cast(Any, self.client).execute_command(
+                "ZRANGEBYLEX", self.keys.names(), low, high, "LIMIT", 0, count, NEVER_DECODE=True
+            )
+        return [member.decode("utf-8", "surrogatepass") for member in raw]
+
+    def _records(self, user_ids: Sequence[str]) -> list[User | None]:
+        """The records of ``user_ids`` (``None``: none), in one pipelined read."""
+        if not user_ids:
+            return []
+        with self._available():
+            pipe = self.client.pipeline(transaction=False)
+            for user_id in user_ids:
+                pipe.hgetall(self.user_key(user_id))
+            raws = pipe.execute()
+        return [user_from_hash(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
+
+    def _repair_names(self, user_ids: Sequence[str]) -> int:
+        """Drop names that had no record, then add back those that have one now
+        (created again meanwhile).
+
+        :returns: how many were added back.
+        """
+        if not user_ids:
+            return 0
+        members = [_member(user_id) for user_id in user_ids]
+        with self._available():
+            self.client.zrem(self.keys.names(), *members)
+            pipe = self.client.pipeline(transaction=False)
+            for user_id in user_ids:
+                pipe.exists(self.user_key(user_id))
+            back = {m: 0 for m, e in zip(members, pipe.execute(), strict=True) if e}
+            if back:
+                self.client.zadd(self.keys.names(), cast(Any, back))
+        return len(back)
 
 
 def _expected(user: User | None) -> list[Any]:
