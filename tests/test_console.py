@@ -5,15 +5,27 @@ gunicorn (the browser machinery is tests/browsers.py)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import SessionManager, console, create_app, pages
-from tests.clients import JWT_KEY, Page, assert_page_headers
+from tests.browsers import (
+    PASSWORD,
+    assert_png,
+    no_sideways_scroll,
+    serve,
+    sign_in,
+    watch_console,
+)
+from tests.clients import CHROME, IPHONE, JWT_KEY, Page, assert_page_headers
+from tests.geodata import BERLIN_IP, SYDNEY_IP
 
 JS = {"text/javascript", "application/javascript"}
 
@@ -135,3 +147,262 @@ def test_a_host_app_without_the_user_store_gets_the_lookup_console() -> None:
         },
     ) in page.tags
     assert "User id" in client.get("/admin").get_data(as_text=True)
+
+
+# In a real browser: the service under gunicorn on the real Redis.
+
+ADMIN = "root"
+#: Users whose names share a prefix ("al"), and some that do not.
+USERS = (ADMIN, "alice", "alan", "bob", "carol")
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"viewport": {"width": 375, "height": 812}, "is_mobile": True, "has_touch": True}
+
+
+@pytest.fixture
+def console_service(redis_url: str, geoip_db: Path) -> Iterator[str]:
+    """Five users, root the admin; each browser context says where it is with
+    ``X-Forwarded-For`` (one trusted proxy, the tests' GeoIP database)."""
+    with serve(
+        redis_url,
+        USERS,
+        roles={ADMIN: ("admin",)},
+        SESSIONSVC_GEOIP_DB=str(geoip_db),
+        SESSIONSVC_TRUSTED_PROXIES="1",
+    ) as base:
+        yield base
+
+
+def open_console(page: Any, base: str, user: str = ADMIN, signed_in: str = "#console") -> None:
+    sign_in(page, base, user=user, path="/admin", signed_in=signed_in)
+
+
+def listed(page: Any) -> list[str]:
+    """The users the console lists, in order."""
+    found: list[str] = page.locator("#user-list .user-row button.user").all_inner_texts()
+    return found
+
+
+def search(page: Any, prefix: str, first: str) -> None:
+    """Search by typing and Enter; wait for ``first`` at the top of the list."""
+    page.fill("#query", prefix)
+    page.press("#query", "Enter")
+    page.locator("#user-list .user-row:first-child button.user", has_text=first).wait_for()
+
+
+def open_user(page: Any, user: str) -> None:
+    page.locator(f'.user-row[data-user-id="{user}"] button.user').click()
+    page.locator("#user-heading", has_text=user).wait_for()
+    page.wait_for_selector("#user", state="visible")
+
+
+def record(page: Any) -> dict[str, str]:
+    terms = page.locator("#record-list dt").all_inner_texts()
+    return dict(zip(terms, page.locator("#record-list dd").all_inner_texts(), strict=True))
+
+
+def bearer_login(base: str, user: str) -> str:
+    """Sign ``user`` in as a script would (no proof: Bearer); the access token."""
+    answer = requests.post(
+        f"{base}/api/v1/auth/login", json={"username": user, "password": PASSWORD}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    token: str = answer.json()["access_token"]
+    return token
+
+
+def sessions_status(base: str, token: str) -> int:
+    answer = requests.get(
+        f"{base}/api/v1/sessions", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    return answer.status_code
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_an_admin_finds_alice_signs_her_phone_out_and_disables_bob(
+    browser: Any, console_service: str, screenshots: Path
+) -> None:
+    base = console_service
+    laptop = browser.new_context(
+        user_agent=CHROME, viewport=DESKTOP, extra_http_headers={"X-Forwarded-For": BERLIN_IP}
+    )
+    phone = browser.new_context(
+        user_agent=IPHONE, **PHONE, extra_http_headers={"X-Forwarded-For": SYDNEY_IP}
+    )
+    desk = browser.new_context(user_agent=CHROME, viewport=DESKTOP)
+    try:
+        # Alice on her laptop in Berlin, then on her phone in Sydney; bob from a script.
+        sign_in(laptop.new_page(), base)
+        on_phone = phone.new_page()
+        sign_in(on_phone, base)
+        bob = bearer_login(base, "bob")
+        assert sessions_status(base, bob) == 200
+
+        page = desk.new_page()
+        problems = watch_console(page)
+        open_console(page, base)
+        # Every user, in the order of their names, and the search box has focus.
+        page.wait_for_selector("#user-list .user-row")
+        assert listed(page) == sorted(USERS)
+        assert page.evaluate("document.activeElement.id") == "query"
+        search(page, "al", "alan")
+        assert listed(page) == ["alan", "alice"]
+        assert page.is_hidden("#more")
+        assert page.inner_text("#status") == "2 users found."
+
+        open_user(page, "alice")
+        assert page.evaluate("document.activeElement.id") == "user-heading"
+        # The list says whom the page shows.
+        chosen = page.locator('#user-list button.user[aria-current="true"]')
+        assert chosen.all_inner_texts() == ["alice"]
+        assert record(page)["Roles"] == "none"
+        assert record(page)["Created"] == "not recorded"  # made by the tests' store, not the API
+        assert record(page)["Password changed"] == "never"
+        assert record(page)["Status"] == "Active"
+        cards = page.locator("#session-list .session-card")
+        assert cards.count() == 2
+        on_sydney = page.locator(".session-card", has_text="Sydney")
+        assert on_sydney.locator(".device-label").inner_text() == "Mobile Safari 17 on iOS 17.1"
+        assert on_sydney.locator(".location").inner_text() == f"Sydney, AU · {SYDNEY_IP}"
+        assert on_sydney.locator(".risk").all_inner_texts() == [
+            "New device",
+            "New country",
+            "Impossible travel",
+        ]
+        assert on_sydney.locator(".review").inner_text() == "Not yet confirmed by the user"
+        assert on_sydney.locator(".activity").inner_text() == "Active now"
+        events = page.locator("#event-list .event .what").all_inner_texts()
+        assert events[0] == "Impossible travel: Berlin, DE to Sydney, AU, 16,095 km in 1 second"
+        assert events[1:] == [
+            "New sign-in (New device, New country, Impossible travel)",
+            "New sign-in",
+        ]
+        page.screenshot(path=str(screenshots / "console-desktop.png"), full_page=True)
+        assert_png(screenshots / "console-desktop.png")
+
+        # Sign the phone out: its card goes, and focus moves to the laptop's button.
+        phone_id = on_sydney.get_attribute("data-session-id")
+        with page.expect_response(
+            f"{base}/api/v1/admin/users/alice/sessions/{phone_id}"
+        ) as revoked:
+            on_sydney.locator("button.signout").click()
+        assert revoked.value.status == 204
+        on_sydney.wait_for(state="detached")
+        assert cards.count() == 1
+        page.locator(
+            "#status", has_text="Signed out Mobile Safari 17 on iOS 17.1 of alice."
+        ).wait_for()
+        assert page.evaluate("document.activeElement.className") == "signout danger"
+        assert page.locator("#event-list .event .what").first.inner_text() == (
+            "Signed out: signed out by an administrator"
+        )
+        # The phone's next request is refused: it is back at the sign-in form.
+        with on_phone.expect_response(f"{base}/api/v1/sessions") as refused:
+            on_phone.click("#signout-others")
+        assert refused.value.status == 401
+        on_phone.wait_for_selector("#signin", state="visible")
+
+        # Disable bob: his token stops working, and the page says so.
+        search(page, "b", "bob")
+        open_user(page, "bob")
+        assert page.inner_text("#toggle-disabled") == "Disable bob"
+        page.click("#toggle-disabled")
+        page.locator("#status", has_text="Disabled bob").wait_for()
+        assert record(page)["Status"] == "Disabled"
+        assert page.inner_text("#toggle-disabled") == "Enable bob"
+        assert page.locator('.user-row[data-user-id="bob"] .badge-disabled').inner_text() == (
+            "Disabled"
+        )
+        assert page.locator("#session-list .empty").inner_text() == "No sessions."
+        assert page.is_hidden("#revoke-all")
+        assert sessions_status(base, bob) == 401
+        # Roles: typed with commas and spaces, saved as a list.
+        page.fill("#roles", "reader,  auditor writer")
+        page.press("#roles", "Enter")
+        page.locator("#status", has_text="Roles of bob: reader, auditor, writer.").wait_for()
+        assert record(page)["Roles"] == "reader, auditor, writer"
+        assert problems == []
+    finally:
+        for context in (laptop, phone, desk):
+            context.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_user_who_is_not_an_admin_is_refused(browser: Any, console_service: str) -> None:
+    context = browser.new_context(user_agent=CHROME)
+    try:
+        page = context.new_page()
+        problems = watch_console(page)
+        admin_calls: list[Any] = []
+        page.on("response", lambda r: admin_calls.append(r) if "/api/v1/admin/" in r.url else None)
+        open_console(page, console_service, user="alice", signed_in="#refused")
+        [probe] = admin_calls
+        assert probe.status == 403
+        assert probe.header_value("content-type") == "application/problem+json"
+        assert page.inner_text("#refused-heading") == "This console is for administrators"
+        assert page.evaluate("document.activeElement.id") == "refused-heading"
+        assert page.is_hidden("#console")
+        assert page.locator("#user-list li").count() == 0
+        # Signing out brings the sign-in form back, with no tokens kept.
+        page.click("#refused-signout")
+        page.wait_for_selector("#signin", state="visible")
+        assert page.evaluate("sessionStorage.getItem('sessionsvc.access')") is None
+        # The one problem is the refused call itself.
+        assert [p for p in problems if "403" not in p] == []
+        assert len(problems) == 1
+    finally:
+        context.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_on_a_phone_by_keyboard_an_admin_deletes_a_user_after_typing_the_id(
+    browser: Any, console_service: str, screenshots: Path
+) -> None:
+    base = console_service
+    context = browser.new_context(user_agent=IPHONE, **PHONE)
+    try:
+        carol = bearer_login(base, "carol")
+        page = context.new_page()
+        problems = watch_console(page)
+        open_console(page, base)
+        # Type, Enter; Tab past the search button to the first user; Enter opens her.
+        page.focus("#query")
+        page.keyboard.type("car")
+        page.keyboard.press("Enter")
+        page.locator("#status", has_text="1 user found.").wait_for()
+        assert listed(page) == ["carol"]
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "carol"
+        page.keyboard.press("Enter")
+        page.locator("#user-heading", has_text="carol").wait_for()
+        assert page.evaluate("document.activeElement.id") == "user-heading"
+        page.screenshot(path=str(screenshots / "console-phone.png"), full_page=True)
+        assert_png(screenshots / "console-phone.png")
+        assert no_sideways_scroll(page)
+
+        # Delete waits for the id typed in full: a near miss and Enter do nothing.
+        deletes: list[str] = []
+        page.on("request", lambda r: deletes.append(r.url) if r.method == "DELETE" else None)
+        assert page.is_disabled("#delete")
+        page.focus("#delete-confirm")
+        page.keyboard.type("caro")
+        assert page.is_disabled("#delete")
+        page.keyboard.press("Enter")
+        page.keyboard.type("l")
+        assert page.is_enabled("#delete")
+        assert deletes == []
+        with page.expect_response(f"{base}/api/v1/admin/users/carol") as deleted:
+            page.keyboard.press("Enter")
+        assert deleted.value.status == 204
+        page.locator("#status", has_text="Deleted carol.").wait_for()
+        assert page.is_hidden("#user")
+        assert page.evaluate("document.activeElement.id") == "query"
+        assert listed(page) == []
+        assert sessions_status(base, carol) == 401
+        assert no_sideways_scroll(page)
+        assert problems == []
+    finally:
+        context.close()

@@ -101,6 +101,7 @@
   function userItem(u) {
     var li = el("li", { class: "user-row", "data-user-id": u.id });
     var open = el("button", { type: "button", class: "user" }, u.id);
+    if (shown && shown.id === u.id) open.setAttribute("aria-current", "true");
     open.addEventListener("click", function () { act(function () { return openUser(u.id); }); });
     li.append(open, el("span", { class: "roles" }, u.roles.length ? u.roles.join(", ") : "no roles"));
     if (u.disabled) li.appendChild(el("span", { class: "badge-disabled" }, "Disabled"));
@@ -125,15 +126,15 @@
 
   function fact(term, value) { return [el("dt", {}, term), el("dd", {}, value)]; }
 
-  function when(timestamp) { return timestamp ? new Date(timestamp).toLocaleString("en") : "never"; }
+  function when(timestamp, missing) { return timestamp ? new Date(timestamp).toLocaleString("en") : missing; }
 
   function showRecord(u) {
     shown.record = u;
     fill($("record-list"), [].concat(
       fact("Roles", u.roles.length ? u.roles.join(", ") : "none"),
       fact("Status", u.disabled ? "Disabled" : "Active"),
-      fact("Created", when(u.created_at)),
-      fact("Password changed", when(u.password_changed_at))
+      fact("Created", when(u.created_at, "not recorded")),
+      fact("Password changed", when(u.password_changed_at, "never"))
     ));
     $("toggle-disabled").textContent = u.disabled ? "Enable " + u.id : "Disable " + u.id;
     $("toggle-disabled").classList.toggle("danger", !u.disabled);
@@ -180,6 +181,10 @@
   async function openUser(id) {
     shown = { id: id, record: null };
     $("user").hidden = true;
+    $("user-list").querySelectorAll("button.user").forEach(function (b) {
+      if (b.textContent === id) b.setAttribute("aria-current", "true");
+      else b.removeAttribute("aria-current");
+    });
     if (STORE) showRecord(await api("GET", userUrl(id)));
     await loadActivity();
     $("user-heading").textContent = id;
