@@ -5,17 +5,22 @@ gunicorn (the browser machinery is tests/browsers.py)."""
 from __future__ import annotations
 
 import re
+import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
+import redis
 import requests
-from flask import Flask
+from flask import Flask, jsonify
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from sessionsvc import SessionManager, console, create_app, pages
+from tests.backends import delete_prefix
 from tests.browsers import (
     PASSWORD,
     assert_png,
@@ -404,5 +409,96 @@ def test_on_a_phone_by_keyboard_an_admin_deletes_a_user_after_typing_the_id(
         assert sessions_status(base, carol) == 401
         assert no_sideways_scroll(page)
         assert problems == []
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def host_with_console(redis_url: str) -> Iterator[tuple[str, SessionManager]]:
+    """A host app with its own sign-in, the admin routes on (root is its
+    admin) and the console registered, served on loopback from a thread: no
+    user store, so the console looks users up by id."""
+    app = Flask("host")
+    app.config.update(
+        JWT_SECRET_KEY=JWT_KEY, SESSIONSVC_KEY_PREFIX=f"sessionsvc-test-{secrets.token_hex(6)}"
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    sessions = SessionManager(app, redis_client=client, admin_routes=True)
+    sessions.admin_loader(lambda user_id, claims: user_id == ADMIN)
+    app.register_blueprint(console.blueprint)
+
+    @app.post("/login/<user>")
+    def login(user: str) -> Any:  # the host's own sign-in, checked elsewhere
+        return jsonify(sessions.open(user).to_json())
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", sessions
+    finally:
+        server.shutdown()
+        thread.join(10)
+        delete_prefix(client, app.config["SESSIONSVC_KEY_PREFIX"])
+        client.close()
+
+
+def host_login(base: str, user: str) -> dict[str, Any]:
+    answer = requests.post(f"{base}/login/{user}", headers={"User-Agent": IPHONE}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    tokens: dict[str, Any] = answer.json()
+    return tokens
+
+
+#: What a host's own sign-in does before sending the admin to the console.
+KEEP_TOKENS = """tokens => {
+    sessionStorage.setItem('sessionsvc.access', tokens.access_token);
+    sessionStorage.setItem('sessionsvc.refresh', tokens.refresh_token);
+    sessionStorage.setItem('sessionsvc.token_type', tokens.token_type);
+}"""
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_mounted_without_the_user_store_the_console_looks_users_up_by_id(
+    browser: Any, host_with_console: tuple[str, SessionManager]
+) -> None:
+    base, _ = host_with_console
+    alice = host_login(base, "alice")
+    context = browser.new_context(user_agent=CHROME)
+    try:
+        page = context.new_page()
+        problems = watch_console(page)
+        page.goto(f"{base}/admin")
+        page.evaluate(KEEP_TOKENS, host_login(base, ADMIN))
+        page.reload()
+        page.wait_for_selector("#console", state="visible")
+        assert page.inner_text("label[for=query]") == "User id"
+        assert page.is_hidden("#results")
+        page.fill("#query", "alice")
+        page.press("#query", "Enter")
+        page.locator("#user-heading", has_text="alice").wait_for()
+        # Sessions and events only: the record and its changes are the host's.
+        for hidden in ("#record", "#delete-form", "#results"):
+            assert page.is_hidden(hidden), hidden
+        card = page.locator("#session-list .session-card")
+        assert card.locator(".device-label").inner_text() == "Mobile Safari 17 on iOS 17.1"
+        assert page.locator("#event-list .event .what").all_inner_texts() == ["New sign-in"]
+        card.locator("button.signout").click()
+        page.locator("#session-list .empty", has_text="No sessions.").wait_for()
+        assert page.evaluate("document.activeElement.id") == "user-heading"
+        refused = requests.get(
+            f"{base}/api/v1/sessions",
+            headers={"Authorization": f"Bearer {alice['access_token']}"},
+            timeout=10,
+        )
+        assert refused.status_code == 401
+        assert problems == []
+
+        # Someone the host's loader does not admit is refused.
+        page.evaluate(KEEP_TOKENS, host_login(base, "bob"))
+        page.reload()
+        page.wait_for_selector("#refused", state="visible")
+        assert page.is_hidden("#console")
     finally:
         context.close()
