@@ -1,6 +1,7 @@
 """The browser tests' machinery: Debian's Chromium under Playwright, the
 service under gunicorn for it, signing a page in, listening to a page's
-console, and where screenshots go.
+console, where screenshots go, and reading the account page (its cards and
+"Was this you?" prompts).
 
 Chromium is ``/usr/bin/chromium``, or ``$SESSIONSVC_TEST_CHROMIUM``;
 ``.ci/run`` installs it when missing. Without it the tests skip loudly, and
@@ -133,3 +134,36 @@ def no_sideways_scroll(page: Any) -> bool:
     """Whether the page fits its viewport's width (no horizontal scrolling)."""
     fits: bool = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     return fits
+
+
+def cards(page: Any) -> list[dict[str, Any]]:
+    page.wait_for_selector(".session-card")
+    found: list[dict[str, Any]] = page.eval_on_selector_all(
+        ".session-card",
+        """cards => cards.map(card => ({
+            id: card.dataset.sessionId,
+            label: card.querySelector('.device-label').textContent.trim(),
+            current: card.querySelector('.badge-current') !== null,
+            risk: [...card.querySelectorAll('.risk')].map(r => r.textContent.trim()),
+            where: card.querySelector('.location').textContent.trim(),
+        }))""",
+    )
+    return found
+
+
+def prompts(page: Any) -> dict[str, dict[str, Any]]:
+    """The page's "Was this you?" prompts by session id: question and buttons."""
+    found: list[dict[str, Any]] = page.eval_on_selector_all(
+        ".review-prompt",
+        """prompts => prompts.map(p => ({
+            id: p.dataset.sessionId,
+            question: p.querySelector('.question').textContent,
+            buttons: [...p.querySelectorAll('button')].map(b => b.textContent),
+        }))""",
+    )
+    return {p.pop("id"): p for p in found}
+
+
+def reload(page: Any) -> None:
+    page.reload()
+    page.wait_for_selector(".session-card")

@@ -25,7 +25,10 @@ from sessionsvc.dpop_client import DPoPKey
 from tests.browsers import (
     PASSWORD,
     assert_png,
+    cards,
     no_sideways_scroll,
+    prompts,
+    reload,
     serve,
     sign_in,
     watch_console,
@@ -34,21 +37,6 @@ from tests.clients import CHROME, FIREFOX_LINUX, IPHONE
 from tests.geodata import BERLIN_IP, FRANCE_IP, SYDNEY_IP
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def cards(page: Any) -> list[dict[str, Any]]:
-    page.wait_for_selector(".session-card")
-    found: list[dict[str, Any]] = page.eval_on_selector_all(
-        ".session-card",
-        """cards => cards.map(card => ({
-            id: card.dataset.sessionId,
-            label: card.querySelector('.device-label').textContent.trim(),
-            current: card.querySelector('.badge-current') !== null,
-            risk: [...card.querySelectorAll('.risk')].map(r => r.textContent.trim()),
-            where: card.querySelector('.location').textContent.trim(),
-        }))""",
-    )
-    return found
 
 
 def boxes(locator: Any) -> list[dict[str, float]]:
@@ -570,24 +558,6 @@ def test_where_proofs_are_required_a_browser_without_a_key_is_told_why(
 
 
 # "Was this you?": new sign-ins answered from a device the user already trusts.
-
-
-def prompts(page: Any) -> dict[str, dict[str, Any]]:
-    """The page's "Was this you?" prompts by session id: question and buttons."""
-    found: list[dict[str, Any]] = page.eval_on_selector_all(
-        ".review-prompt",
-        """prompts => prompts.map(p => ({
-            id: p.dataset.sessionId,
-            question: p.querySelector('.question').textContent,
-            buttons: [...p.querySelectorAll('button')].map(b => b.textContent),
-        }))""",
-    )
-    return {p.pop("id"): p for p in found}
-
-
-def reload(page: Any) -> None:
-    page.reload()
-    page.wait_for_selector(".session-card")
 
 
 IN_VIEW = """element => {
