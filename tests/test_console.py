@@ -409,6 +409,18 @@ def test_on_a_phone_by_keyboard_an_admin_deletes_a_user_after_typing_the_id(
         assert sessions_status(base, carol) == 401
         assert no_sideways_scroll(page)
         assert problems == []
+
+        # A refusal of the API is said in the alert region: the last admin stays.
+        search(page, "ro", ADMIN)
+        open_user(page, ADMIN)
+        page.click("#toggle-disabled")
+        said = "This is the last admin: make another admin first."
+        page.locator("#problem", has_text=said).wait_for()
+        assert page.inner_text("#status") == ""
+        assert record(page)["Status"] == "Active"
+        # (The refused call is a 409 on the console; nothing else is.)
+        assert [p for p in problems if "409" not in p] == []
+        assert len(problems) == 1
     finally:
         context.close()
 
@@ -502,3 +514,33 @@ def test_mounted_without_the_user_store_the_console_looks_users_up_by_id(
         assert page.is_hidden("#console")
     finally:
         context.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_more_users_come_page_by_page(browser: Any, redis_url: str) -> None:
+    names = tuple(f"user{n:02}" for n in range(25))
+    with serve(redis_url, (ADMIN, *names), roles={ADMIN: ("admin",)}) as base:
+        context = browser.new_context(user_agent=CHROME)
+        try:
+            page = context.new_page()
+            problems = watch_console(page)
+            open_console(page, base)
+            page.wait_for_selector("#more", state="visible")
+            everyone = sorted((ADMIN, *names))
+            assert listed(page) == everyone[:20]
+            assert page.inner_text("#status") == "20 users found, more to come."
+            # By keyboard: Enter on "More users"; focus goes to the first user it added.
+            page.focus("#more")
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#more", state="hidden")
+            assert listed(page) == everyone
+            assert page.inner_text("#status") == "26 users found."
+            assert page.evaluate("document.activeElement.textContent") == everyone[20]
+            # A new search starts the list over.
+            search(page, "user1", "user10")
+            assert listed(page) == [f"user1{n}" for n in range(10)]
+            assert page.is_hidden("#more")
+            assert problems == []
+        finally:
+            context.close()
