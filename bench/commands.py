@@ -233,6 +233,12 @@ def count_operations(url: str) -> list[Row]:
         "GET /admin/users/{id} (check + user)",
         lambda: client.get("/api/v1/admin/users/bob", headers=as_root),
     )
+    # The first listing builds the name index (users of no earlier listing).
+    assert client.get("/api/v1/admin/users", headers=as_root).status_code == 200
+    count(
+        "GET /admin/users, 3 users (check + page)",
+        lambda: client.get("/api/v1/admin/users", headers=as_root),
+    )
     count(
         "DELETE /admin/users/{id}/sessions, K=100 (check + revoke)",
         lambda: client.delete(admin_sessions, headers=as_root),

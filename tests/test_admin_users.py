@@ -17,7 +17,6 @@ from sessionsvc.models import User
 from sessionsvc.payloads import page_cursor
 from sessionsvc.store import SessionStore
 from sessionsvc.store.keys import NAMES_TAG, user_of_tag, user_tag
-from tests.backends import Backend
 from tests.clients import Auth, assert_problem, fast_hash
 
 USERS = "/api/v1/admin/users"
@@ -59,10 +58,16 @@ def every_page(client: FlaskClient, tokens: dict[str, Any], **query: Any) -> lis
             return pages
 
 
-def names(rc: redis.Redis, backend: Backend) -> list[bytes]:
-    key = f"{backend.prefix}:{{{NAMES_TAG}}}:names"
-    raw = cast(Any, rc).execute_command("ZRANGE", key, 0, -1, NEVER_DECODE=True)
-    return list(raw)
+def names(store: SessionStore) -> list[bytes]:
+    """The name index as it is in the store."""
+    key = store.keys.names()
+    assert key == f"{store.keys.prefix}:{{{NAMES_TAG}}}:names"
+    return list(cast(Any, store.client).execute_command("ZRANGE", key, 0, -1, NEVER_DECODE=True))
+
+
+def add_stale(store: SessionStore, *members: bytes) -> None:
+    """Names in the index without a record, as a crash between the steps leaves them."""
+    store.client.zadd(store.keys.names(), cast(Any, dict.fromkeys(members, 0)))
 
 
 def test_no_user_key_has_the_name_index_tag() -> None:
@@ -172,22 +177,39 @@ def test_a_name_without_a_record_is_skipped_and_repaired(
     client: FlaskClient,
     admin_tokens: dict[str, Any],
     store: SessionStore,
-    rc: redis.Redis,
-    backend: Backend,
 ) -> None:
     add_users(store, "a", "c", "e")
     stale = [b"b", b"b1", b"b2", b"d"]
-    rc.zadd(store.keys.names(), {name: 0 for name in stale})
+    add_stale(store, *stale)
     # The page reads on past the stale names and is still full.
     assert page(client, admin_tokens, limit=3) == (["a", "c", "e"], page_cursor("e"))
-    assert names(rc, backend) == [b"a", b"c", b"e", b"root"]
+    assert names(store) == [b"a", b"c", b"e", b"root"]
+
+
+def test_a_page_reads_a_bounded_number_of_rounds_and_the_next_goes_on(
+    client: FlaskClient,
+    admin_tokens: dict[str, Any],
+    store: SessionStore,
+) -> None:
+    add_users(store, "a", "c")
+    add_stale(store, *(f"b{i}".encode() for i in range(9)))
+    # a and b0, then one stale name a round: PAGE_ROUNDS (4) rounds end at b3,
+    # and the page is short although more users follow.
+    assert page(client, admin_tokens, limit=1) == (["a"], page_cursor("b3"))
+    assert names(store) == [b"a", *(f"b{i}".encode() for i in range(4, 9)), b"c", b"root"]
+    # Two stale names a round (b4 to b8), then c and root: a whole page.
+    after_b3 = page(client, admin_tokens, limit=1, cursor=page_cursor("b3"))
+    assert after_b3 == (["c"], page_cursor("c"))
+    assert names(store) == [b"a", b"c", b"root"]
+    # Repaired as they were read: the same walk now skips nothing.
+    assert every_page(client, admin_tokens, limit=1) == [["a"], ["c"], ["root"]]
 
 
 def test_a_stale_name_whose_user_is_created_meanwhile_is_kept(
     store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_users(store, "a")
-    store.client.zadd(store.keys.names(), {b"b": 0})
+    add_stale(store, b"b")
     read = store._records
 
     def create_after_reading(user_ids: list[str]) -> list[User | None]:
@@ -201,48 +223,81 @@ def test_a_stale_name_whose_user_is_created_meanwhile_is_kept(
     assert [u.id for u in store.list_users(prefix="", after=None, limit=5)[0]] == ["a", "b"]
 
 
+def test_a_store_that_fails_after_the_script_does_not_fail_the_change(
+    client: FlaskClient,
+    admin_tokens: dict[str, Any],
+    store: SessionStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    add_users(store, "a")
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("the index's node is gone")
+
+    with caplog.at_level(logging.WARNING, logger="sessionsvc"):
+        # The record is deleted; its name stays, for a listing to repair.
+        monkeypatch.setattr(store.client, "zrem", down)
+        assert store.delete_user("a") == []
+        monkeypatch.undo()
+        assert store.get_user("a") is None
+        assert page(client, admin_tokens) == (["root"], None)
+        assert names(store) == [b"root"]
+        # The user is created; its name is there from before the script.
+        zadd = store.client.zadd
+
+        def then_down(*args: Any, **kwargs: Any) -> Any:
+            monkeypatch.setattr(store.client, "zadd", down)
+            return zadd(*args, **kwargs)
+
+        monkeypatch.setattr(store.client, "zadd", then_down)
+        add_users(store, "b")
+        monkeypatch.undo()
+        assert page(client, admin_tokens) == (["b", "root"], None)
+    missed = [r.getMessage() for r in caplog.records if "missed a change" in r.getMessage()]
+    assert missed == [
+        f"the user store's name index missed a change of user {user!r} "
+        "(flask sessions reindex-users repairs it)"
+        for user in ("a", "b")
+    ]
+
+
 def test_the_index_is_built_from_the_records_on_first_listing(
     client: FlaskClient,
     admin_tokens: dict[str, Any],
     store: SessionStore,
-    rc: redis.Redis,
-    backend: Backend,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     add_users(store, "b", "a")
     # As a store of an older version left it: records, no index, no mark.
-    rc.delete(store.keys.names(), store.keys.names_built())
+    store.client.delete(store.keys.names(), store.keys.names_built())
     with caplog.at_level(logging.INFO, logger="sessionsvc"):
         assert page(client, admin_tokens) == (["a", "b", "root"], None)
         assert page(client, admin_tokens) == (["a", "b", "root"], None)
     built = [r.getMessage() for r in caplog.records if "name index" in r.getMessage()]
     assert built == ["built the user store's name index: 3 users added"]
-    assert rc.get(store.keys.names_built()) == "1"
-    assert names(rc, backend) == [b"a", b"b", b"root"]
+    assert store.client.get(store.keys.names_built()) == "1"
+    assert names(store) == [b"a", b"b", b"root"]
 
 
-def test_reindex_adds_the_missing_and_drops_the_stale(
-    store: SessionStore, rc: redis.Redis, backend: Backend
-) -> None:
+def test_reindex_adds_the_missing_and_drops_the_stale(store: SessionStore) -> None:
     add_users(store, "a", "b")
-    rc.zrem(store.keys.names(), b"a")
-    rc.zadd(store.keys.names(), {b"gone": 0})
+    store.client.zrem(store.keys.names(), b"a")
+    add_stale(store, b"gone")
     assert store.reindex_names() == (1, 1)
-    assert names(rc, backend) == [b"a", b"b"]
+    assert names(store) == [b"a", b"b"]
     assert store.reindex_names() == (0, 0)
 
 
-def test_the_reindex_command_prints_its_counts(
-    app: Flask, store: SessionStore, rc: redis.Redis, backend: Backend
-) -> None:
+def test_the_reindex_command_prints_its_counts(app: Flask, store: SessionStore) -> None:
     add_users(store, "a", "b")
-    rc.delete(store.keys.names(), store.keys.names_built())
-    rc.zadd(store.keys.names(), {b"gone": 0, b"b": 0})
+    store.client.delete(store.keys.names(), store.keys.names_built())
+    add_stale(store, b"gone", b"b")
     result = app.test_cli_runner().invoke(args=["sessions", "reindex-users"])
     assert result.exit_code == 0, result.output
     assert result.output == "name index rebuilt: 1 users added, 1 stale names dropped\n"
-    assert names(rc, backend) == [b"a", b"b"]
-    assert rc.get(store.keys.names_built()) == "1"
+    assert names(store) == [b"a", b"b"]
+    assert store.client.get(store.keys.names_built()) == "1"
 
 
 @pytest.mark.parametrize(

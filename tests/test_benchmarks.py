@@ -74,6 +74,7 @@ ROUND_TRIPS = {
     "DELETE /sessions/{id} (check + revoke)": 2,
     "GET /admin/users/{id}/sessions, K=100 (check + list)": 2,
     "GET /admin/users/{id} (check + user)": 2,
+    "GET /admin/users, 3 users (check + page)": 3,
     "DELETE /admin/users/{id}/sessions, K=100 (check + revoke)": 2,
     "POST /auth/logout (check + revoke)": 2,
     "POST /auth/password (check + user + change)": 3,
@@ -89,3 +90,5 @@ def test_round_trips_per_route(own_redis: Any) -> None:
     commands = {name: sum(cmds.values()) for name, _, cmds in rows}
     assert commands["revocation check alone (steady)"] == 1
     assert commands["GET /sessions/{own id} (steady)"] == 1
+    # The check, one ZRANGEBYLEX and one HGETALL a user.
+    assert commands["GET /admin/users, 3 users (check + page)"] == 1 + 1 + 3

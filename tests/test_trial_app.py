@@ -221,6 +221,7 @@ def test_the_docs_serve_exactly_the_mounted_routes(trial: Trial) -> None:
     status, _, document, _ = trial.call("GET", "/apispec.json")
     assert status == 200
     assert sorted(document["paths"]) == [
+        "/api/v1/admin/users/{user_id}/events",
         "/api/v1/admin/users/{user_id}/sessions",
         "/api/v1/admin/users/{user_id}/sessions/{session_id}",
         "/api/v1/sessions",

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
+from ..errors import StoreUnavailable
 from ..models import User
 from .base import StoreBase
 from .codec import roles_of, roles_text, user_fields, user_from_hash
@@ -74,6 +76,7 @@ class UserStore(StoreBase):
             # in case a listing dropped the name as stale in between.
             self.client.zadd(names, {_member(user.id): 0})
             created = bool(self._run("create_user", self._user_keys(user.id), args))
+        with self._after_write(user.id):
             self.client.zadd(names, {_member(user.id): 0})
         return created
 
@@ -106,7 +109,8 @@ class UserStore(StoreBase):
             revoked = self._run("delete_user", keys, args)
         if revoked == 0:
             raise UserChanged("The user record changed since it was read.")
-        self._repair_names([user_id])
+        with self._after_write(user_id):
+            self._repair_names([user_id])
         return None if revoked is None else [str(sid) for sid in revoked]
 
     def update_user(
@@ -346,13 +350,35 @@ class UserStore(StoreBase):
             low = b"(" + _member(names[-1])
         return added, dropped
 
+    #: Whether this store has seen the name index built: a page then skips
+    #: the check (``reindex-users`` is how one is forced again).
+    _names_ready = False
+
     def _ensure_names(self) -> None:
         """Build the name index if it never was (users of older versions)."""
+        if self._names_ready:
+            return
         with self._available():
             built = self.client.exists(self.keys.names_built())
         if not built:
             added = self.build_names()
             logger.info("built the user store's name index: %d users added", added)
+        self._names_ready = True
+
+    @contextmanager
+    def _after_write(self, user_id: str) -> Iterator[None]:
+        """The name index's step after a user's script: the change is made, so
+        a store that cannot answer now does not fail it (a listing repairs a
+        stale name; ``reindex-users`` adds a missing one). Logged."""
+        try:
+            with self._available():
+                yield
+        except StoreUnavailable:
+            logger.warning(
+                "the user store's name index missed a change of user %r "
+                "(flask sessions reindex-users repairs it)",
+                user_id,
+            )
 
     def _names_between(self, low: bytes, high: bytes, count: int) -> list[str]:
         """Up to ``count`` names of the index in ``[low, high]`` (``ZRANGEBYLEX`` bounds)."""
