@@ -87,17 +87,6 @@
     }
   }
 
-  // The signed-in user's id, from the access token's claims (for the probe
-  // without the user store: an admin may read their own sessions).
-  function self() {
-    var token = sessionStorage.getItem("sessionsvc.access") || "";
-    try {
-      return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).sub;
-    } catch (e) {
-      return "";
-    }
-  }
-
   function userItem(u) {
     var li = el("li", { class: "user-row", "data-user-id": u.id });
     var open = el("button", { type: "button", class: "user" }, u.id);
@@ -287,7 +276,7 @@
     var ok = await act(async function () {
       query = "";
       if (STORE) await listUsers(false);
-      else await api("GET", userUrl(self()) + "/sessions");
+      else await api("GET", userUrl(T.subject()) + "/sessions"); // an admin may read their own
     });
     if (ok) {
       screen("console");

@@ -86,8 +86,19 @@ var sessionsvcTokens = (function () {
     });
   }
 
+  // Who the access token is for (its `sub` claim), or "" when there is none.
+  function subject() {
+    try {
+      var part = (sessionStorage.getItem(ACCESS) || "").split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      var bytes = Uint8Array.from(atob(part), function (c) { return c.charCodeAt(0); });
+      return JSON.parse(new TextDecoder().decode(bytes)).sub || "";
+    } catch (e) {
+      return "";
+    }
+  }
+
   return Object.freeze({
-    clear: clear, problem: problem, call: call, form: form,
+    clear: clear, problem: problem, call: call, form: form, subject: subject,
     signedIn: function () { return sessionStorage.getItem(ACCESS) !== null; },
     logout: function () { return call("POST", AUTH + "/logout"); },
   });
