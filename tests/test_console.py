@@ -188,9 +188,13 @@ def listed(page: Any) -> list[str]:
 
 
 def search(page: Any, prefix: str, first: str) -> None:
-    """Search by typing and Enter; wait for ``first`` at the top of the list."""
+    """Search by typing and Enter; wait for the new list, ``first`` at its top.
+
+    (The list is aria-busy from the Enter until the answer is shown: the list
+    before it may well start with ``first`` too.)"""
     page.fill("#query", prefix)
     page.press("#query", "Enter")
+    page.wait_for_selector("#results:not([aria-busy])")
     page.locator("#user-list .user-row:first-child button.user", has_text=first).wait_for()
 
 
@@ -376,6 +380,7 @@ def test_on_a_phone_by_keyboard_an_admin_deletes_a_user_after_typing_the_id(
         page.focus("#query")
         page.keyboard.type("car")
         page.keyboard.press("Enter")
+        page.wait_for_selector("#results:not([aria-busy])")
         page.locator("#status", has_text="1 user found.").wait_for()
         assert listed(page) == ["carol"]
         page.keyboard.press("Tab")
@@ -533,6 +538,7 @@ def test_more_users_come_page_by_page(browser: Any, redis_url: str) -> None:
             # By keyboard: Enter on "More users"; focus goes to the first user it added.
             page.focus("#more")
             page.keyboard.press("Enter")
+            page.wait_for_selector("#results:not([aria-busy])")
             page.wait_for_selector("#more", state="hidden")
             assert listed(page) == everyone
             assert page.inner_text("#status") == "26 users found."

@@ -98,7 +98,17 @@
   }
 
   // One page of the listing; `more`: added below the users already listed.
+  // The list is aria-busy until the page is in.
   async function listUsers(more) {
+    $("results").setAttribute("aria-busy", "true");
+    try {
+      return await showUsers(more);
+    } finally {
+      $("results").removeAttribute("aria-busy");
+    }
+  }
+
+  async function showUsers(more) {
     var params = new URLSearchParams({ prefix: query, limit: String(PAGE) });
     if (more && cursor) params.set("cursor", cursor);
     var page = await api("GET", ADMIN + "?" + params);
