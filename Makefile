@@ -44,7 +44,7 @@ client: $(VENV)/.dev
 
 ## Retake the README's screenshots into docs/screenshots/ (browser tests; chromium required).
 screenshots: $(VENV)/.dev
-	CI=true SESSIONSVC_TEST_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
+	CI=true SESSIONSVC_TEST_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py tests/test_console.py $(PYTEST_ARGS)
 
 ## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/;
 ## then the shipped gunicorn.conf.py against slow clients and sync workers, logins per second,

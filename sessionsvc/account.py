@@ -1,7 +1,8 @@
 """The "Where you're signed in" page: ``GET /account/sessions``.
 
 A plain HTML page with its own script and stylesheet (served from
-``static/account`` at ``/account/assets/<file>``); it signs in through the
+``static/account`` at ``/account/assets/<file>``, the scripts it shares with
+the admin console at ``/account/assets/shared/``); it signs in through the
 auth routes, keeps its tokens in ``sessionStorage`` and calls the sessions
 API, so it needs nothing from the internet and no inline script or style.
 
@@ -20,35 +21,25 @@ and ``sessionsvc.refresh`` before sending the user here.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, make_response, render_template, url_for
+from flask import Response, url_for
 
-from . import auth, openapi, payloads
+from . import auth, openapi, pages
 
 #: The page and its assets (``/account/assets/account.js``, ``account.css``).
-blueprint = Blueprint(
-    "sessionsvc_account",
-    __name__,
-    static_folder="static/account",
-    static_url_path="/account/assets",
-    template_folder="templates",
+blueprint = pages.page_blueprint(
+    "sessionsvc_account", __name__, assets="account", url_path="/account/assets"
 )
 
-#: The page's Content-Security-Policy: its own script and stylesheet only.
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-)
+#: The page's Content-Security-Policy: its own scripts and stylesheet only.
+CSP = pages.CSP
 
 
 @blueprint.get("/account/sessions")
 @openapi.spec("account_page")
 def sessions_page() -> Response:
-    page = render_template(
+    return pages.render_page(
         "sessionsvc_account/sessions.html",
         # Without the trailing slash: the script appends "/<session_id>".
         sessions_url=url_for("sessionsvc.list_sessions").rstrip("/"),
         auth_url=auth.URL_PREFIX,
     )
-    response = payloads.page_headers(make_response(page), CSP)
-    response.headers["Cache-Control"] = "no-store"
-    return response

@@ -14,7 +14,7 @@ from flasgger import Swagger
 from flask import Blueprint, Flask, Response, jsonify, request
 from prometheus_client.exposition import choose_encoder
 
-from . import account, admin, devices, metrics, openapi, payloads
+from . import account, admin, console, devices, metrics, openapi, payloads
 from .errors import NotFound
 from .extension import SessionManager
 from .payloads import MAX_BODY
@@ -91,7 +91,7 @@ def _count_request(response: Response) -> Response:
 def create_app(
     config: Mapping[str, Any] | None = None, *, redis_client: redis.Redis | None = None
 ) -> Flask:
-    """Build the standalone service: sessions and auth routes, health, metrics, Swagger UI.
+    """Build the standalone service: the API, the pages, health, metrics, Swagger UI.
 
     :param config: Flask config values (``config.py`` reads them from the
         environment for ``wsgi.py``).
@@ -126,6 +126,7 @@ def create_app(
         # Switched off, /metrics is the plain 404 problem.
         app.register_blueprint(metrics_view)
     app.register_blueprint(account.blueprint)
+    app.register_blueprint(console.blueprint)
     Swagger(app, template=openapi.TEMPLATE, config=openapi.SWAGGER_CONFIG)
     app.after_request(_protect_docs)
     app.before_request(_start_request)

@@ -54,15 +54,17 @@ def served(
     *,
     workers: int | None = 2,
     host: str = "127.0.0.1",
+    roles: dict[str, tuple[str, ...]] | None = None,
     **settings: str,
 ) -> Iterator[Gunicorn]:
     """The standalone service under gunicorn on the real Redis, under a key
-    prefix of its own with these users (name: password); its keys go after."""
+    prefix of its own with these users (name: password) and their ``roles``
+    (name: roles, none by default); its keys go after."""
     prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     store = SessionStore(lambda: client, prefix=prefix)
     for name, password in users.items():
-        store.create_user(User(name, fast_hash(password)))
+        store.create_user(User(name, fast_hash(password), roles=(roles or {}).get(name, ())))
     env = service_env(
         SESSIONSVC_REDIS_URL=redis_url,
         SESSIONSVC_KEY_PREFIX=prefix,

@@ -1,6 +1,7 @@
 """What the tests send to the service: user agents, the signing key, users and
 logins (``Auth``), one HTTP request over the wire, and the check of the
-problem documents of docs/api.md (section 7)."""
+problem documents of docs/api.md (section 7); and what the HTML pages are
+made of (``Page``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import urllib.error
 import urllib.request
 from email.message import Message
+from html.parser import HTMLParser
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -155,3 +157,60 @@ def exchange(
     except urllib.error.HTTPError as error:
         raw = error.read()
         return error.code, error.headers, json.loads(raw) if raw else None
+
+
+def assert_page_headers(response: Any, csp: str) -> None:
+    """An HTML page of ours: 200, its CSP, no framing, sniffing, referrer or caching."""
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    assert response.headers["Content-Security-Policy"] == csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+class Page(HTMLParser):
+    """Every start tag with its attributes, and the text inside <script>/<style>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.inline: list[str] = []
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("script", "style"):
+            self._open = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._open:
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open and data.strip():
+            self.inline.append(data)
+
+    def inline_code(self) -> list[str]:
+        """What the page would run or style inline, which its CSP forbids:
+        <script>/<style> text, <style> tags, ``style`` and ``on*`` attributes."""
+        found = [*self.inline, *(f"<{tag}>" for tag, _ in self.tags if tag == "style")]
+        for tag, attrs in self.tags:
+            found += [
+                f"<{tag} {name}>" for name in attrs if name == "style" or name.startswith("on")
+            ]
+        return found
+
+    def assets(self) -> list[str]:
+        """The scripts and stylesheets it loads, in order."""
+        return [
+            str(attrs.get("src") or attrs.get("href"))
+            for tag, attrs in self.tags
+            if tag in ("script", "link")
+        ]
+
+    def by_id(self, element_id: str) -> tuple[str, dict[str, str | None]]:
+        found = [(tag, attrs) for tag, attrs in self.tags if attrs.get("id") == element_id]
+        assert len(found) == 1, f"#{element_id}: {found}"
+        return found[0]

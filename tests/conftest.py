@@ -33,6 +33,9 @@ from tests.geodata import make_geoip_db
 from tests.servers import ClusterGroup, RedisProcess, redis_answers
 from tests.skips import SKIP_REASONS, cannot_run
 
+#: The browser tests' fixtures (Chromium, the service they drive, screenshots).
+pytest_plugins = ["tests.browsers"]
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

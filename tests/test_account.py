@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import SessionManager, account
+from tests.clients import Page, assert_page_headers
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-
-
-class Page(HTMLParser):
-    """Every start tag with its attributes, and the text inside <script>/<style>."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.inline: list[str] = []
-        self._open: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-        if tag in ("script", "style"):
-            self._open = tag
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == self._open:
-            self._open = None
-
-    def handle_data(self, data: str) -> None:
-        if self._open and data.strip():
-            self.inline.append(data)
-
-    def by_id(self, element_id: str) -> tuple[str, dict[str, str | None]]:
-        found = [(tag, attrs) for tag, attrs in self.tags if attrs.get("id") == element_id]
-        assert len(found) == 1, f"#{element_id}: {found}"
-        return found[0]
 
 
 def _page(client: FlaskClient) -> Page:
@@ -52,34 +24,20 @@ def _page(client: FlaskClient) -> Page:
 
 
 def test_page_is_html_with_strict_headers(client: FlaskClient) -> None:
-    response = client.get("/account/sessions")
-    assert response.status_code == 200
-    assert response.mimetype == "text/html"
-    assert response.headers["Content-Security-Policy"] == CSP
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
-    assert response.headers["Cache-Control"] == "no-store"
+    assert_page_headers(client.get("/account/sessions"), CSP)
 
 
 def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
     text = client.get("/account/sessions").get_data(as_text=True)
     page = _page(client)
     assert not re.search(r"https?://", text)
-    assert page.inline == []
-    assert not any(tag == "style" for tag, _ in page.tags)
-    for tag, attrs in page.tags:
-        assert "style" not in attrs, tag
-        assert not [name for name in attrs if name.startswith("on")], (tag, attrs)
-    assets = sorted(
-        str(attrs.get("src") or attrs.get("href"))
-        for tag, attrs in page.tags
-        if tag in ("script", "link")
-    )
-    assert assets == [
+    assert page.inline_code() == []
+    assert sorted(page.assets()) == [
         "/account/assets/account.css",
         "/account/assets/account.js",
-        "/account/assets/describe.js",
-        "/account/assets/dpop.js",
+        "/account/assets/shared/describe.js",
+        "/account/assets/shared/dpop.js",
+        "/account/assets/shared/tokens.js",
     ]
 
 
@@ -87,8 +45,9 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
     ("path", "mimetypes"),
     [
         ("/account/assets/account.js", {"text/javascript", "application/javascript"}),
-        ("/account/assets/dpop.js", {"text/javascript", "application/javascript"}),
-        ("/account/assets/describe.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/shared/dpop.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/shared/describe.js", {"text/javascript", "application/javascript"}),
+        ("/account/assets/shared/tokens.js", {"text/javascript", "application/javascript"}),
         ("/account/assets/account.css", {"text/css"}),
     ],
 )
@@ -165,13 +124,18 @@ def test_script_builds_the_cards(client: FlaskClient) -> None:
     ):  # fmt: skip
         assert f'class: "{name}"' in script, name
     for key in (
-        "sessionsvc.access", "sessionsvc.refresh", "token_expired", "You were signed out.",
-        '"/confirm"', '"/deny"', "Yes, it was me", "No, secure my account",
+        "You were signed out.", '"/confirm"', '"/deny"', "Yes, it was me", "No, secure my account",
     ):  # fmt: skip
         assert key in script, key
+    # The sign-in both pages share: the tokens' keys, the refresh of an expired one.
+    tokens = _script(client, "shared/tokens.js")
+    for key in ("sessionsvc.access", "sessionsvc.refresh", "token_expired", '"/refresh"'):
+        assert key in tokens, key
 
 
-@pytest.mark.parametrize("name", ["account.js", "describe.js", "dpop.js"])
+@pytest.mark.parametrize(
+    "name", ["account.js", "shared/describe.js", "shared/dpop.js", "shared/tokens.js"]
+)
 def test_each_script_stays_small(client: FlaskClient, name: str) -> None:
     assert len(_script(client, name).splitlines()) < 300
 

@@ -5,10 +5,7 @@ production. Two browser contexts with different user agents stand for a
 laptop and a phone. The README's screenshots are taken by these tests: into
 a temporary folder on every run, and into docs/screenshots/ only when
 ``$SESSIONSVC_TEST_SCREENSHOTS`` names that folder (``make screenshots``).
-
-Chromium is Debian's (``/usr/bin/chromium``, or ``$SESSIONSVC_TEST_CHROMIUM``);
-``.ci/run`` installs it when missing. Without it the tests skip loudly, and
-under ``CI=true`` they fail instead.
+(tests/browsers.py holds the machinery: Chromium, the service, sign-in.)
 """
 
 from __future__ import annotations
@@ -16,11 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,97 +22,21 @@ import requests
 
 from sessionsvc import dpop
 from sessionsvc.dpop_client import DPoPKey
-from tests.backends import served
+from tests.browsers import (
+    PASSWORD,
+    assert_png,
+    cards,
+    no_sideways_scroll,
+    prompts,
+    reload,
+    serve,
+    sign_in,
+    watch_console,
+)
 from tests.clients import CHROME, FIREFOX_LINUX, IPHONE
 from tests.geodata import BERLIN_IP, FRANCE_IP, SYDNEY_IP
-from tests.servers import ROOT
-from tests.skips import cannot_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-PASSWORD = "correct horse battery staple"
-
-
-def chromium_path() -> str | None:
-    return os.environ.get("SESSIONSVC_TEST_CHROMIUM") or shutil.which("chromium")
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    """Where the screenshots go: a temporary folder, or the folder (relative to
-    the checkout) that ``$SESSIONSVC_TEST_SCREENSHOTS`` names, as ``make
-    screenshots`` does to refresh the README's pictures on purpose."""
-    chosen = os.environ.get("SESSIONSVC_TEST_SCREENSHOTS")
-    return ROOT / chosen if chosen else tmp_path
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_png(path: Path) -> None:
-    """A screenshot was written there: a PNG with more than its signature."""
-    data = path.read_bytes()
-    assert data.startswith(PNG_SIGNATURE) and len(data) > len(PNG_SIGNATURE), path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    path = chromium_path()
-    if path is None:
-        cannot_run("no chromium on PATH: the browser tests cannot run (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-@contextmanager
-def serve(redis_url: str, **settings: str) -> Iterator[str]:
-    """The service under gunicorn on its own key prefix, with user alice."""
-    with served(redis_url, {"alice": PASSWORD}, **settings) as running:
-        yield running.base
-
-
-@pytest.fixture
-def service(redis_url: str) -> Iterator[str]:
-    with serve(redis_url) as base:
-        yield base
-
-
-@pytest.fixture
-def located_service(redis_url: str, geoip_db: Path) -> Iterator[str]:
-    """With the tests' GeoIP database, behind one trusted proxy: each browser
-    context says where it is with ``X-Forwarded-For``."""
-    with serve(
-        redis_url, SESSIONSVC_GEOIP_DB=str(geoip_db), SESSIONSVC_TRUSTED_PROXIES="1"
-    ) as base:
-        yield base
-
-
-def sign_in(page: Any, base: str) -> None:
-    page.goto(f"{base}/account/sessions")
-    page.wait_for_selector("#signin", state="visible")
-    page.fill("#username", "alice")
-    page.fill("#password", PASSWORD)
-    page.click("#signin button[type=submit]")
-    page.wait_for_selector("#account", state="visible")
-
-
-def cards(page: Any) -> list[dict[str, Any]]:
-    page.wait_for_selector(".session-card")
-    found: list[dict[str, Any]] = page.eval_on_selector_all(
-        ".session-card",
-        """cards => cards.map(card => ({
-            id: card.dataset.sessionId,
-            label: card.querySelector('.device-label').textContent.trim(),
-            current: card.querySelector('.badge-current') !== null,
-            risk: [...card.querySelectorAll('.risk')].map(r => r.textContent.trim()),
-            where: card.querySelector('.location').textContent.trim(),
-        }))""",
-    )
-    return found
 
 
 def boxes(locator: Any) -> list[dict[str, float]]:
@@ -193,12 +110,11 @@ def test_two_devices_see_each_other_and_one_signs_the_other_out(
             "New sign-in",
         ]
 
-        screenshots.mkdir(parents=True, exist_ok=True)
         for page, name in ((on_laptop, "account-desktop.png"), (on_phone, "account-phone.png")):
             page.screenshot(path=str(screenshots / name), full_page=True)
             assert_png(screenshots / name)
         # A phone-sized viewport does not scroll sideways.
-        assert on_phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert no_sideways_scroll(on_phone)
 
         # The laptop signs the phone out...
         phone_row.locator("button.signout").click()
@@ -339,25 +255,6 @@ def test_change_password_from_the_page_signs_the_other_devices_out(
 
 
 # DPoP (RFC 9449): the page binds its tokens to a key of its own.
-
-
-def watch_console(page: Any) -> list[str]:
-    """The errors and warnings on the page's console and every error it
-    throws: a blocked script, style or fetch shows up here as a CSP violation.
-    (Chromium's verbose hints, such as one about the change-password form
-    having no username field, are not problems; nor is the 404 of the
-    /favicon.ico it asks for on its own, the page naming no icon.)"""
-    problems: list[str] = []
-
-    def heard(message: Any) -> None:
-        if message.location.get("url", "").endswith("/favicon.ico"):
-            return
-        if message.type in ("error", "warning"):
-            problems.append(f"{message.type}: {message.text}")
-
-    page.on("console", heard)
-    page.on("pageerror", lambda error: problems.append(f"error: {error}"))
-    return problems
 
 
 def b64url(data: bytes) -> str:
@@ -663,24 +560,6 @@ def test_where_proofs_are_required_a_browser_without_a_key_is_told_why(
 # "Was this you?": new sign-ins answered from a device the user already trusts.
 
 
-def prompts(page: Any) -> dict[str, dict[str, Any]]:
-    """The page's "Was this you?" prompts by session id: question and buttons."""
-    found: list[dict[str, Any]] = page.eval_on_selector_all(
-        ".review-prompt",
-        """prompts => prompts.map(p => ({
-            id: p.dataset.sessionId,
-            question: p.querySelector('.question').textContent,
-            buttons: [...p.querySelectorAll('button')].map(b => b.textContent),
-        }))""",
-    )
-    return {p.pop("id"): p for p in found}
-
-
-def reload(page: Any) -> None:
-    page.reload()
-    page.wait_for_selector(".session-card")
-
-
 IN_VIEW = """element => {
     const box = element.getBoundingClientRect();
     return box.top >= 0 && box.bottom <= window.innerHeight;
@@ -726,7 +605,7 @@ def test_a_laptop_confirms_one_new_device_and_throws_the_other_out(
             assert page.is_hidden("#review")
             assert page.is_visible("#review-self")
         # A phone-sized viewport still does not scroll sideways.
-        assert on_phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert no_sideways_scroll(on_phone)
 
         reload(on_laptop)
         buttons = ["Yes, it was me", "No, secure my account"]

@@ -45,8 +45,11 @@ DOCS_ENDPOINTS = {
     "flasgger.apidocs",
     "flasgger.apispec",
     "sessionsvc_docs.static",
-    # The account page's script and stylesheet.
+    # The pages' scripts and stylesheets, and the scripts they share.
     "sessionsvc_account.static",
+    "sessionsvc_account.shared.static",
+    "sessionsvc_console.static",
+    "sessionsvc_console.shared.static",
 }
 
 #: Every operation, by its operationId: what generated clients call. Changing
@@ -76,6 +79,7 @@ OPERATION_IDS = {
     ("GET", "/readyz"): "readiness",
     ("GET", "/metrics"): "metrics",
     ("GET", "/account/sessions"): "account_page",
+    ("GET", "/admin"): "console_page",
 }
 
 TAGS = ["sessions", "auth", "admin", "service"]
@@ -168,7 +172,7 @@ def test_every_operation_is_under_one_of_four_tags(spec: dict[str, Any]) -> None
     assert all(path.startswith("/api/v1/sessions") for path in by_tag["sessions"])
     assert all(path.startswith("/api/v1/auth/") for path in by_tag["auth"])
     assert all(path.startswith("/api/v1/admin/") for path in by_tag["admin"])
-    assert by_tag["service"] == {"/healthz", "/readyz", "/metrics", "/account/sessions"}
+    assert by_tag["service"] == {"/healthz", "/readyz", "/metrics", "/account/sessions", "/admin"}
 
 
 def test_every_response_has_its_schema(spec: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from flasgger import Swagger
 from flask import Flask, jsonify
 from openapi_spec_validator import validate
 
-from sessionsvc import ConfigError, SessionManager, account, create_app
+from sessionsvc import ConfigError, SessionManager, account, console, create_app
 from sessionsvc.openapi import DOCS_CSP
 from tests.clients import JWT_KEY
 
@@ -101,9 +101,10 @@ def test_the_document_lists_exactly_what_is_mounted_under_its_prefix() -> None:
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
-def test_with_the_user_store_and_the_account_page_it_is_the_standalone_document() -> None:
+def test_with_the_user_store_and_the_pages_it_is_the_standalone_document() -> None:
     app = host(docs=True, auth_routes=True, admin_routes=True)
     app.register_blueprint(account.blueprint)
+    app.register_blueprint(console.blueprint)
     document = app.test_client().get("/apispec.json").get_json()
     validate(document)
     fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)

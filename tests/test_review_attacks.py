@@ -14,17 +14,8 @@ from flask.testing import FlaskClient
 
 from sessionsvc.state import current_state
 from tests.backends import AppFactory
+from tests.browsers import PASSWORD, cards, prompts, reload, sign_in, watch_console
 from tests.clients import CHROME, IPHONE, Auth, assert_problem
-from tests.test_browser import (  # noqa: F401 (fixtures)
-    PASSWORD,
-    browser,
-    cards,
-    prompts,
-    reload,
-    service,
-    sign_in,
-    watch_console,
-)
 from tests.test_reviews import (
     ANDROID,
     SESSIONS,
@@ -247,7 +238,7 @@ HOSTILE = '<img src=x onerror=alert(1)></script><b>"x"\'&amp;'
 HOSTILE_AGENT = f"{IPHONE} {HOSTILE}"
 
 
-def test_hostile_agents_and_names_render_as_text(browser: Any, service: str) -> None:  # noqa: F811
+def test_hostile_agents_and_names_render_as_text(browser: Any, service: str) -> None:
     """A thief's sign-in whose user agent and session name are HTML: the
     laptop's prompt and cards show them as text, no element is injected,
     no script runs, nothing on the console."""

@@ -455,4 +455,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "the sessions API; its script and stylesheet are at `/account/assets/`.",
         "responses": {"200": _text("The page.", "text/html")},
     },
+    "console_page": {
+        "tags": ["service"],
+        "summary": "The admin console (HTML)",
+        "description": "Signs in through `/api/v1/auth` and, for the callers the admin "
+        "loader admits, finds users and shows and changes their records and sessions with the "
+        "admin API; its script and stylesheet are at `/admin/assets/`.",
+        "responses": {"200": _text("The page.", "text/html")},
+    },
 }

@@ -2,11 +2,9 @@
 // this you?" for new sign-ins, sign sessions out.
 (function () {
   "use strict";
-  var ACCESS = "sessionsvc.access";
-  var REFRESH = "sessionsvc.refresh";
-  var TYPE = "sessionsvc.token_type"; // "DPoP": the tokens are bound to this browser's key (dpop.js)
   var SESSIONS = document.body.dataset.sessionsUrl;
   var AUTH = document.body.dataset.authUrl;
+  var T = sessionsvcTokens; // tokens.js: sign-in, the tokens, refresh
   var D = sessionsvcDescribe; // describe.js: the words for devices, places, times, events
   var SVG = "http://www.w3.org/2000/svg";
   // One outline per device type: [tag, attributes] pairs on a 24x24 box.
@@ -19,7 +17,6 @@
   };
   var $ = function (id) { return document.getElementById(id); };
   var lastSessions = [];
-  var refreshing = null;
 
   function SignedOut() {}
 
@@ -46,9 +43,7 @@
   function status(text) { $("status").textContent = text; }
 
   function showSignin(message) {
-    sessionStorage.removeItem(ACCESS);
-    sessionStorage.removeItem(REFRESH);
-    sessionStorage.removeItem(TYPE);
+    T.clear();
     $("session-list").replaceChildren();
     $("account").hidden = true;
     $("signin").hidden = false;
@@ -56,46 +51,19 @@
     $("username").focus();
   }
 
-  function store(tokens) {
-    sessionStorage.setItem(ACCESS, tokens.access_token);
-    sessionStorage.setItem(REFRESH, tokens.refresh_token);
-    sessionStorage.setItem(TYPE, /^dpop$/i.test(tokens.token_type || "") ? "DPoP" : "Bearer");
-  }
-
-  // fetch, presenting `token` (null: none) as the tokens' type asks.
-  function send(url, init, token) { return sessionsvcDPoP.fetch(url, init, token, sessionStorage.getItem(TYPE)); }
-
-  async function problem(response) {
-    try { return await response.json(); } catch (e) { return {}; }
-  }
-
-  function refresh() {
-    // One refresh at a time: a refresh token is good for one use only.
-    refreshing = refreshing || send(AUTH + "/refresh", { method: "POST" }, sessionStorage.getItem(REFRESH)).then(async function (r) {
-      if (!r.ok) return false;
-      store(await r.json());
-      return true;
-    }).catch(function () { return false; }).finally(function () { refreshing = null; });
-    return refreshing;
-  }
-
-  async function api(method, url, body, retried) {
-    var options = { method: method, headers: {} };
-    if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    var r = await send(url, options, sessionStorage.getItem(ACCESS));
+  // A call of the API (tokens.js refreshes an expired token): its JSON, or
+  // null; a refusal throws its detail, a signed-out session SignedOut.
+  async function api(method, url, body) {
+    var r = await T.call(method, url, body);
     if (r.status === 401) {
-      var p = await problem(r);
-      if (p.code === "token_expired" && !retried && (await refresh())) return api(method, url, body, true);
+      var p = await T.problem(r);
       // A wrong current password is a wrong password, not a signed-out session.
       if (p.code === "invalid_credentials") throw new Error("That is not your current password.");
       showSignin("You were signed out.");
       throw new SignedOut();
     }
     if (!r.ok) {
-      var err = await problem(r);
+      var err = await T.problem(r);
       throw new Error(err.detail || err.title || "Request failed (" + r.status + ").");
     }
     return r.status === 204 ? null : r.json();
@@ -237,21 +205,7 @@
     }
   }
 
-  $("signin").addEventListener("submit", async function (event) {
-    event.preventDefault();
-    $("signin-error").textContent = "";
-    var r = await send(AUTH + "/login", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: $("username").value, password: $("password").value }),
-    }, null).catch(function () { return null; });
-    if (!r || !r.ok) {
-      var p = r ? await problem(r) : {};
-      $("signin-error").textContent = r && r.status === 401 ? "Wrong username or password." : p.detail || "Could not sign in. Try again.";
-      return;
-    }
-    store(await r.json());
-    $("password").value = "";
+  T.form(function () {
     status("");
     act(function () {});
   });
@@ -280,6 +234,6 @@
     }
   });
 
-  if (sessionStorage.getItem(ACCESS)) act(function () {});
+  if (T.signedIn()) act(function () {});
   else showSignin("");
 })();

@@ -1,8 +1,9 @@
-// DPoP (RFC 9449) for the account page: it binds its tokens to a key pair made
+// DPoP (RFC 9449) for the pages: they bind their tokens to a key pair made
 // once and kept in IndexedDB, the private half not extractable, so a copied
-// token is useless without this browser. account.js sends every request with
-// sessionsvcDPoP.fetch. Without WebCrypto or IndexedDB a sign-in carries no
-// proof, and the service answers with Bearer tokens, sent as they are.
+// token is useless without this browser. account.js and console.js send
+// every request with sessionsvcDPoP.fetch (one key, so one sign-in serves
+// both). Without WebCrypto or IndexedDB a sign-in carries no proof, and the
+// service answers with Bearer tokens, sent as they are.
 var sessionsvcDPoP = (function () {
   "use strict";
   var KEY_DB = "sessionsvc-dpop", KEY_STORE = "keys", KEY_NAME = "account-page";

@@ -1,6 +1,6 @@
-// What the account page calls things, in words a person uses: devices,
-// places, times and security events. No DOM and no requests: account.js
-// builds the page from these.
+// What the pages call things, in words a person uses: devices, places,
+// times and security events. No DOM and no requests: account.js and
+// console.js build their pages from these.
 var sessionsvcDescribe = (function () {
   "use strict";
   var RISKS = { new_device: "New device", new_country: "New country", anomaly: "Unusual activity", impossible_travel: "Impossible travel" };
