@@ -47,6 +47,10 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
         client.delete(*keys)
 
 
+#: When ``served`` says its users were created: 1 December 2025, 12:00 UTC.
+CREATED_AT = 1764590400
+
+
 @contextmanager
 def served(
     redis_url: str,
@@ -64,7 +68,15 @@ def served(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     store = SessionStore(lambda: client, prefix=prefix)
     for name, password in users.items():
-        store.create_user(User(name, fast_hash(password), roles=(roles or {}).get(name, ())))
+        store.create_user(
+            User(
+                name,
+                fast_hash(password),
+                roles=(roles or {}).get(name, ()),
+                account=secrets.token_urlsafe(12),
+                created_at=CREATED_AT,
+            )
+        )
     env = service_env(
         SESSIONSVC_REDIS_URL=redis_url,
         SESSIONSVC_KEY_PREFIX=prefix,

@@ -265,7 +265,8 @@ def test_an_admin_finds_alice_signs_her_phone_out_and_disables_bob(
         chosen = page.locator('#user-list button.user[aria-current="true"]')
         assert chosen.all_inner_texts() == ["alice"]
         assert record(page)["Roles"] == "none"
-        assert record(page)["Created"] == "not recorded"  # made by the tests' store, not the API
+        # In the browser's time zone, but on the day served() gives in UTC.
+        assert "12/1/2025" in record(page)["Created"]
         assert record(page)["Password changed"] == "never"
         assert record(page)["Status"] == "Active"
         cards = page.locator("#session-list .session-card")
@@ -360,6 +361,36 @@ def test_a_user_who_is_not_an_admin_is_refused(browser: Any, console_service: st
         # The one problem is the refused call itself.
         assert [p for p in problems if "403" not in p] == []
         assert len(problems) == 1
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_the_console_tells_an_admin_what_the_user_answered_not_you(
+    browser: Any, console_service: str
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{console_service}/admin")
+        page.wait_for_selector("#signin", state="visible")
+        events = (
+            "[{type: 'session.confirmed'},"
+            " {type: 'session.revoked', detail: {reason: 'denied'}},"
+            " {type: 'session.revoked', detail: {reason: 'admin'}}]"
+        )
+        to_admin = page.evaluate(f"{events}.map(e => sessionsvcDescribe.happening(e, true))")
+        to_user = page.evaluate(f"{events}.map(e => sessionsvcDescribe.happening(e))")
+        assert to_admin == [
+            "Sign-in confirmed by the user",
+            "Signed out: the user said it was not them",
+            "Signed out: signed out by an administrator",
+        ]
+        assert to_user == [
+            "Sign-in confirmed as yours",
+            "Signed out: you said it was not you",
+            "Signed out: signed out by an administrator",
+        ]
     finally:
         context.close()
 

@@ -163,7 +163,7 @@
 
   function eventItem(e) {
     var li = el("li", { class: "event", "data-event-type": e.type });
-    li.append(el("p", { class: "what" }, D.happening(e)), el("p", { class: "when" }, D.ago(e.at, "Just now") + (e.ip ? " · " + e.ip : "")));
+    li.append(el("p", { class: "what" }, D.happening(e, true)), el("p", { class: "when" }, D.ago(e.at, "Just now") + (e.ip ? " · " + e.ip : "")));
     return li;
   }
 

@@ -11,6 +11,8 @@ var sessionsvcDescribe = (function () {
     user_disabled: "account disabled", user_deleted: "account deleted", roles_changed: "roles changed",
     denied: "you said it was not you",
   };
+  // The same words told to an administrator, about the user ("them", not "you").
+  var ABOUT_USER = { denied: "the user said it was not them", confirmed: "Sign-in confirmed by the user" };
 
   function count(n, unit) { return n + " " + unit + (n === 1 ? "" : "s"); }
 
@@ -55,16 +57,17 @@ var sessionsvcDescribe = (function () {
     }).join(", ");
   }
 
-  // One line of "Recent security activity": what happened.
-  function happening(e) {
+  // One line of "Recent security activity": what happened; `aboutUser`:
+  // told to an administrator, not to the user.
+  function happening(e, aboutUser) {
     var d = e.detail || {};
     switch (e.type) {
       case "session.created":
         return "New sign-in" + (d.risk && d.risk.length ? " (" + d.risk.map(function (f) { return RISKS[f] || f; }).join(", ") + ")" : "");
       case "session.confirmed":
-        return "Sign-in confirmed as yours";
+        return aboutUser ? ABOUT_USER.confirmed : "Sign-in confirmed as yours";
       case "session.revoked":
-        return "Signed out: " + (REASONS[d.reason] || d.reason || "revoked");
+        return "Signed out: " + ((aboutUser && ABOUT_USER[d.reason]) || REASONS[d.reason] || d.reason || "revoked");
       case "session.anomaly":
         if (d.kind === "impossible_travel") {
           return "Impossible travel: " + place(d.location.from) + " to " + place(d.location.to) + ", " + travel(d);
