@@ -115,13 +115,11 @@ def watch_console(page: Any) -> list[str]:
     """The errors and warnings on the page's console and every error it
     throws: a blocked script, style or fetch shows up here as a CSP violation.
     (Chromium's verbose hints, such as one about the change-password form
-    having no username field, are not problems; nor is the 404 of the
-    /favicon.ico it asks for on its own, the page naming no icon.)"""
+    having no username field, are not problems. The pages name an empty icon,
+    so a browser asks for no /favicon.ico and a 404 there would count.)"""
     problems: list[str] = []
 
     def heard(message: Any) -> None:
-        if message.location.get("url", "").endswith("/favicon.ico"):
-            return
         if message.type in ("error", "warning"):
             problems.append(f"{message.type}: {message.text}")
 

@@ -38,6 +38,7 @@ def test_page_loads_only_its_own_assets(client: FlaskClient) -> None:
         "/account/assets/shared/describe.js",
         "/account/assets/shared/dpop.js",
         "/account/assets/shared/tokens.js",
+        "data:,",  # the empty icon: no /favicon.ico asked for
     ]
 
 
