@@ -1,0 +1,124 @@
+"""Attacks on the admin console (``GET /admin``): hostile user ids, session
+names and user agents shown as text; ids the admin API's URLs cannot carry;
+signing out leaves nothing behind; the assets' paths; a host that mounts the
+app below a path of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.browsers import PASSWORD, serve, sign_in, watch_console
+from tests.clients import CHROME
+
+ADMIN = "root"
+HTML_ID = '"><img src=x onerror="window.pwned=1">'
+#: An id with the characters a URL's path may carry as they are (RFC 3986
+#: sub-delims, ':' and '@') as well as escaped: each must reach this user.
+DELIMS = "a=b&c+d,e;f:g@h$i"
+SLASHED = "victim/sessions"
+USERS = (ADMIN, HTML_ID, "javascript:window.pwned=2", DELIMS, "victim", SLASHED, "ro\u043e t")
+HTML_NAME = "<b>phone</b><img src=x onerror=\"window.pwned=3\">"
+
+
+@pytest.fixture
+def hostile_service(redis_url: str) -> Iterator[str]:
+    with serve(redis_url, USERS, roles={ADMIN: ("admin",)}) as base:
+        yield base
+
+
+def login(base: str, user: str, agent: str = "curl/8") -> dict[str, Any]:
+    """Sign ``user`` in as a script would (Bearer): the token pair."""
+    answer = requests.post(
+        f"{base}/api/v1/auth/login",
+        json={"username": user, "password": PASSWORD},
+        headers={"User-Agent": agent},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    tokens: dict[str, Any] = answer.json()
+    return tokens
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def open_row(page: Any, user: str) -> None:
+    page.locator("#user-list").get_by_role("button", name=user, exact=True).click()
+
+
+@pytest.mark.browser
+def test_hostile_ids_names_and_agents_are_text_and_reach_their_own_user(
+    browser: Any, hostile_service: str
+) -> None:
+    base = hostile_service
+    # The HTML user's one session: a hostile user agent, renamed to HTML.
+    tokens = login(base, HTML_ID, agent='<img src=x onerror="window.pwned=4">')
+    listed = requests.get(f"{base}/api/v1/sessions", headers=bearer(tokens), timeout=10)
+    [session] = listed.json()["sessions"]
+    renamed = requests.patch(
+        f"{base}/api/v1/sessions/{session['id']}",
+        json={"name": HTML_NAME},
+        headers=bearer(tokens),
+        timeout=10,
+    )
+    assert renamed.status_code == 200, renamed.text
+    context = browser.new_context(user_agent=CHROME)
+    try:
+        page = context.new_page()
+        problems = watch_console(page)
+        sign_in(page, base, user=ADMIN, path="/admin", signed_in="#console")
+        page.wait_for_selector("#user-list .user-row")
+        assert sorted(page.locator("#user-list button.user").all_text_contents()) == sorted(USERS)
+        assert page.locator("#user-list img").count() == 0
+        for user in (HTML_ID, "javascript:window.pwned=2", DELIMS, "ro\u043e t"):
+            open_row(page, user)
+            page.locator("#status", has_text=f"Showing {user}.").wait_for()
+            assert page.text_content("#user-heading") == user
+            assert page.text_content("#delete-name") == user
+            assert page.inner_text("#problem") == ""
+        open_row(page, HTML_ID)
+        page.locator("#status", has_text=f"Showing {HTML_ID}.").wait_for()
+        card = page.locator("#session-list .session-card")
+        assert card.locator(".device-label").text_content() == HTML_NAME
+        assert page.locator("#user img, #user b").count() == 0
+        assert page.evaluate("window.pwned") is None
+        assert page.is_visible("#console")
+        assert problems == []
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_an_id_the_admin_api_cannot_address_fails_cleanly_and_touches_no_one(
+    browser: Any, hostile_service: str
+) -> None:
+    base = hostile_service
+    victim = login(base, "victim")
+    context = browser.new_context(user_agent=CHROME)
+    try:
+        page = context.new_page()
+        problems = watch_console(page)
+        calls: list[str] = []
+        page.on("request", lambda r: calls.append(r.url) if "/admin/users/" in r.url else None)
+        sign_in(page, base, user=ADMIN, path="/admin", signed_in="#console")
+        page.wait_for_selector("#user-list .user-row")
+        open_row(page, SLASHED)
+        said = f"The user id {SLASHED} cannot be reached through the admin API's URLs."
+        page.locator("#problem", has_text=said).wait_for()
+        # No request went out: the server would read the slash as a route's.
+        assert calls == []
+        assert page.is_visible("#console") and page.is_hidden("#user")
+        # The admin is still signed in, and the victim's session still works.
+        open_row(page, "victim")
+        page.locator("#status", has_text="Showing victim.").wait_for()
+        assert page.locator("#session-list .session-card").count() == 1
+        check = requests.get(f"{base}/api/v1/sessions", headers=bearer(victim), timeout=10)
+        assert check.status_code == 200
+        assert problems == []
+    finally:
+        context.close()
