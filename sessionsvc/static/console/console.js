@@ -28,7 +28,18 @@
   function status(text) { $("problem").textContent = ""; $("status").textContent = text; }
   function trouble(text) { $("status").textContent = ""; $("problem").textContent = text; }
 
-  function userUrl(id) { return ADMIN + "/" + encodeURIComponent(id); }
+  // One segment of a path, escaped as the service spells the URL a DPoP
+  // proof must name (RFC 3986's sub-delims, ":" and "@" as they are).
+  function segment(text) {
+    return encodeURIComponent(text).replace(/%(24|26|2B|2C|3A|3B|3D|40)/g, decodeURIComponent);
+  }
+
+  // An id the path cannot carry is refused before any request: the server
+  // reads a slash as the route's own, and URLs drop "." and "..".
+  function userUrl(id) {
+    if (/\//.test(id) || id === "." || id === "..") throw new Error("The user id " + id + " cannot be reached through the admin API's URLs.");
+    return ADMIN + "/" + segment(id);
+  }
 
   // What each screen shows; every other screen is hidden, and emptied of user data.
   function screen(name) {
@@ -199,7 +210,7 @@
   async function revoke(s, name) {
     var next = $("session-list").querySelector('[data-session-id="' + CSS.escape(s.id) + '"] ~ li .signout');
     var nextId = next && next.closest("li").dataset.sessionId;
-    await api("DELETE", userUrl(shown.id) + "/sessions/" + encodeURIComponent(s.id));
+    await api("DELETE", userUrl(shown.id) + "/sessions/" + segment(s.id));
     await loadActivity();
     status("Signed out " + name + " of " + shown.id + ".");
     // Focus on the next session's button, else on what is left to do.
