@@ -20,13 +20,14 @@ HTML_ID = '"><img src=x onerror="window.pwned=1">'
 #: sub-delims, ':' and '@') as well as escaped: each must reach this user.
 DELIMS = "a=b&c+d,e;f:g@h$i"
 SLASHED = "victim/sessions"
-USERS = (ADMIN, HTML_ID, "javascript:window.pwned=2", DELIMS, "victim", SLASHED, "ro\u043e t")
+OTHER_ADMIN = "ops"
+USERS = (ADMIN, OTHER_ADMIN, HTML_ID, "javascript:window.pwned=2", DELIMS, "victim", SLASHED, "ro\u043e t")
 HTML_NAME = "<b>phone</b><img src=x onerror=\"window.pwned=3\">"
 
 
 @pytest.fixture
 def hostile_service(redis_url: str) -> Iterator[str]:
-    with serve(redis_url, USERS, roles={ADMIN: ("admin",)}) as base:
+    with serve(redis_url, USERS, roles={ADMIN: ("admin",), OTHER_ADMIN: ("admin",)}) as base:
         yield base
 
 
@@ -120,5 +121,83 @@ def test_an_id_the_admin_api_cannot_address_fails_cleanly_and_touches_no_one(
         check = requests.get(f"{base}/api/v1/sessions", headers=bearer(victim), timeout=10)
         assert check.status_code == 200
         assert problems == []
+    finally:
+        context.close()
+
+
+def left_behind(page: Any, text: str) -> list[str]:
+    """The elements of the page, shown or hidden, whose own text or value holds ``text``."""
+    found: list[str] = page.evaluate(
+        """text => [...document.querySelectorAll('body *')].filter(e =>
+            [...e.childNodes].some(n => n.nodeType === 3 && n.data.includes(text))
+            || (e.value || '').includes(text)).map(e => e.id || e.tagName)""",
+        text,
+    )
+    return found
+
+
+@pytest.mark.browser
+def test_a_demoted_admin_is_signed_out_with_nothing_left_and_self_delete_signs_out(
+    browser: Any, hostile_service: str
+) -> None:
+    base = hostile_service
+    victim = login(base, "victim")
+    ops = bearer(login(base, OTHER_ADMIN))
+    context = browser.new_context(user_agent=CHROME)
+    try:
+        page = context.new_page()
+        problems = watch_console(page)
+        sign_in(page, base, user=ADMIN, path="/admin", signed_in="#console")
+        page.wait_for_selector("#user-list .user-row")
+        page.fill("#query", "vict")
+        page.press("#query", "Enter")
+        page.wait_for_selector("#results:not([aria-busy])")
+        open_row(page, "victim")
+        page.locator("#status", has_text="Showing victim.").wait_for()
+        # The other admin takes root's role away: root's sessions are revoked.
+        demoted = requests.patch(
+            f"{base}/api/v1/admin/users/{ADMIN}", json={"roles": []}, headers=ops, timeout=10
+        )
+        assert demoted.status_code == 200, demoted.text
+        page.click("#revoke-all")
+        page.wait_for_selector("#signin", state="visible")
+        assert page.inner_text("#signin-error") == "You were signed out."
+        assert page.inner_text("#status") == page.inner_text("#problem") == ""
+        assert left_behind(page, "victim") == []
+        assert page.evaluate("sessionStorage.getItem('sessionsvc.access')") is None
+        check = requests.get(f"{base}/api/v1/sessions", headers=bearer(victim), timeout=10)
+        assert check.status_code == 200
+
+        # Made admin again, root signs in and deletes their own account.
+        promoted = requests.patch(
+            f"{base}/api/v1/admin/users/{ADMIN}",
+            json={"roles": ["admin"]},
+            headers=ops,
+            timeout=10,
+        )
+        assert promoted.status_code == 200, promoted.text
+        page.fill("#username", ADMIN)
+        page.fill("#password", PASSWORD)
+        page.click("#signin button[type=submit]")
+        page.wait_for_selector("#console", state="visible")
+        open_row(page, ADMIN)
+        page.locator("#status", has_text=f"Showing {ADMIN}.").wait_for()
+        deletes: list[str] = []
+        page.on("request", lambda r: deletes.append(r.url) if r.method == "DELETE" else None)
+        # Near misses: case, spaces, a Cyrillic o; none enables the button or deletes.
+        for near in ("Root", " root", "root ", "r\u043eot", "root\u200b"):
+            page.fill("#delete-confirm", near)
+            assert page.is_disabled("#delete"), near
+            page.press("#delete-confirm", "Enter")
+        assert deletes == []
+        page.fill("#delete-confirm", ADMIN)
+        with page.expect_response(f"{base}/api/v1/admin/users/{ADMIN}") as deleted:
+            page.press("#delete-confirm", "Enter")
+        assert deleted.value.status == 204
+        page.wait_for_selector("#signin", state="visible")
+        assert page.evaluate("sessionStorage.getItem('sessionsvc.access')") is None
+        assert page.inner_text("#status") == page.inner_text("#problem") == ""
+        assert left_behind(page, "victim") == []
+        assert [p for p in problems if "401" not in p] == []
     finally:
         context.close()
