@@ -47,9 +47,9 @@
     $("refused").hidden = name !== "refused";
     $("console").hidden = name !== "console";
     if (name !== "console") {
-      fill($("user-list"), []);
-      fill($("session-list"), []);
-      fill($("event-list"), []);
+      ["user-list", "record-list", "session-list", "event-list"].forEach(function (id) { fill($(id), []); });
+      ["user-heading", "delete-name", "toggle-disabled", "status", "problem"].forEach(function (id) { $(id).textContent = ""; });
+      ["query", "roles", "delete-confirm"].forEach(function (id) { $(id).value = ""; });
       $("results").hidden = $("user").hidden = true;
       shown = null;
     }
