@@ -8,11 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import fakeredis
 import pytest
 import requests
+from flask import Blueprint, Flask
+from flask.testing import FlaskClient
 
+from sessionsvc import SessionManager, account, console, create_app
 from tests.browsers import PASSWORD, serve, sign_in, watch_console
-from tests.clients import CHROME
+from tests.clients import CHROME, JWT_KEY, Page
 
 ADMIN = "root"
 HTML_ID = '"><img src=x onerror="window.pwned=1">'
@@ -201,3 +205,85 @@ def test_a_demoted_admin_is_signed_out_with_nothing_left_and_self_delete_signs_o
         assert [p for p in problems if "401" not in p] == []
     finally:
         context.close()
+
+
+# Without a browser: the assets' paths and hosts that mount the pages.
+
+
+@pytest.fixture(scope="module")
+def standalone() -> FlaskClient:
+    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    return create_app({"TESTING": True, "JWT_SECRET_KEY": JWT_KEY}, redis_client=fake).test_client()
+
+
+def page_at(client: FlaskClient, path: str, **options: Any) -> Page:
+    page = Page()
+    page.feed(client.get(path, **options).get_data(as_text=True))
+    return page
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/assets/shared/../console.js",
+        "/admin/assets/shared/%2e%2e/console.js",
+        "/admin/assets/shared/..%2fconsole.js",
+        "/admin/assets/shared/%2e%2e%2f%2e%2e%2fconsole.py",
+        "/admin/assets/..%2f..%2fconsole.py",
+        "/admin/assets/shared/..%5c..%5cpages.py",
+        "/account/assets/shared/..%2f..%2f..%2fpages.py",
+        "/account/assets/..%2fconsole%2fconsole.js",
+        "/admin/assets/shared/%2fetc%2fpasswd",
+        "/admin/assets/shared//etc/passwd",
+    ],
+)
+def test_the_assets_paths_serve_nothing_outside_their_folders(
+    standalone: FlaskClient, path: str
+) -> None:
+    response = standalone.get(path)
+    assert response.status_code == 404, path
+    response.close()
+
+
+def test_below_a_script_root_the_pages_call_the_api_below_it_too(
+    standalone: FlaskClient,
+) -> None:
+    # A host that serves the app below /svc (a WSGI dispatcher or proxy sets
+    # SCRIPT_NAME): the pages' API calls must stay below /svc as well.
+    console_page = page_at(standalone, "/admin", base_url="http://localhost/svc")
+    [(_, body)] = [(tag, attrs) for tag, attrs in console_page.tags if tag == "body"]
+    assert body["data-admin-url"] == "/svc/api/v1/admin"
+    assert body["data-auth-url"] == "/svc/api/v1/auth"
+    assert console_page.assets()[0] == "/svc/admin/assets/console.css"
+    account_page = page_at(standalone, "/account/sessions", base_url="http://localhost/svc")
+    [(_, body)] = [(tag, attrs) for tag, attrs in account_page.tags if tag == "body"]
+    assert body["data-sessions-url"] == "/svc/api/v1/sessions"
+    assert body["data-auth-url"] == "/svc/api/v1/auth"
+
+
+def test_a_host_with_both_pages_a_prefix_and_a_blueprint_named_shared() -> None:
+    app = Flask("host")
+    app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY)
+    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    SessionManager(app, redis_client=fake, admin_routes=True, auth_routes=True)
+    own = Blueprint("shared", __name__)
+    own.add_url_rule("/shared/<name>", "mine", lambda name: f"host's {name}")
+    app.register_blueprint(own)
+    app.register_blueprint(console.blueprint, url_prefix="/ops")
+    app.register_blueprint(account.blueprint)
+    client = app.test_client()
+    assert client.get("/shared/dpop.js").get_data(as_text=True) == "host's dpop.js"
+    for path, pages_assets in (("/ops/admin", 5), ("/account/sessions", None)):
+        page = page_at(client, path)
+        assets = page.assets()
+        assert pages_assets is None or len(assets) == pages_assets
+        for asset in assets:
+            response = client.get(asset)
+            assert response.status_code == 200, asset
+            assert response.get_data() != b""
+            response.close()
+    ours = client.get("/ops/admin/assets/shared/dpop.js")
+    theirs = client.get("/account/assets/shared/dpop.js")
+    assert ours.get_data() == theirs.get_data()
+    ours.close()
+    theirs.close()
