@@ -15,7 +15,7 @@ from flask import Blueprint, Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import SessionManager, account, console, create_app
-from tests.browsers import PASSWORD, serve, sign_in, watch_console
+from tests.browsers import PASSWORD, no_sideways_scroll, serve, sign_in, watch_console
 from tests.clients import CHROME, JWT_KEY, Page
 
 ADMIN = "root"
@@ -25,8 +25,19 @@ HTML_ID = '"><img src=x onerror="window.pwned=1">'
 DELIMS = "a=b&c+d,e;f:g@h$i"
 SLASHED = "victim/sessions"
 OTHER_ADMIN = "ops"
-USERS = (ADMIN, OTHER_ADMIN, HTML_ID, "javascript:window.pwned=2", DELIMS, "victim", SLASHED, "ro\u043e t")
-HTML_NAME = "<b>phone</b><img src=x onerror=\"window.pwned=3\">"
+LONG = "x" * 120 + "@example.org"
+USERS = (
+    ADMIN,
+    OTHER_ADMIN,
+    LONG,
+    HTML_ID,
+    "javascript:window.pwned=2",
+    DELIMS,
+    "victim",
+    SLASHED,
+    "ro\u043e t",
+)
+HTML_NAME = '<b>phone</b><img src=x onerror="window.pwned=3">'
 
 
 @pytest.fixture
@@ -203,6 +214,59 @@ def test_a_demoted_admin_is_signed_out_with_nothing_left_and_self_delete_signs_o
         assert page.inner_text("#status") == page.inner_text("#problem") == ""
         assert left_behind(page, "victim") == []
         assert [p for p in problems if "401" not in p] == []
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_an_answer_for_the_user_opened_before_does_not_land_on_the_one_opened_after(
+    browser: Any, hostile_service: str
+) -> None:
+    base = hostile_service
+    login(base, "victim")
+    context = browser.new_context(user_agent=CHROME)
+    try:
+        page = context.new_page()
+        problems = watch_console(page)
+        sign_in(page, base, user=ADMIN, path="/admin", signed_in="#console")
+        page.wait_for_selector("#user-list .user-row")
+        # The ops record's answer is held back until victim is on screen.
+        held: list[Any] = []
+        page.route(f"{base}/api/v1/admin/users/{OTHER_ADMIN}", lambda route: held.append(route))
+        open_row(page, OTHER_ADMIN)
+        page.wait_for_function("document.getElementById('user').hidden")
+        assert len(held) == 1
+        open_row(page, "victim")
+        page.locator("#status", has_text="Showing victim.").wait_for()
+        with page.expect_response(f"{base}/api/v1/admin/users/{OTHER_ADMIN}"):
+            held[0].continue_()
+        # Let whatever the late answer starts finish: one more round trip.
+        page.click("#revoke-all")
+        page.locator("#status", has_text="Signed victim out of 1 session.").wait_for()
+        assert page.text_content("#user-heading") == "victim"
+        assert page.text_content("#toggle-disabled") == "Disable victim"
+        assert page.input_value("#roles") == ""
+        assert page.text_content("#delete-name") == "victim"
+        assert problems == []
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_long_id_on_a_phone_does_not_scroll_sideways(browser: Any, hostile_service: str) -> None:
+    context = browser.new_context(
+        user_agent=CHROME, viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True
+    )
+    try:
+        page = context.new_page()
+        problems = watch_console(page)
+        sign_in(page, hostile_service, user=ADMIN, path="/admin", signed_in="#console")
+        page.wait_for_selector("#user-list .user-row")
+        assert no_sideways_scroll(page)
+        open_row(page, LONG)
+        page.locator("#user-heading", has_text=LONG).wait_for()
+        assert no_sideways_scroll(page)
+        assert problems == []
     finally:
         context.close()
 
