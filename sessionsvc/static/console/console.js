@@ -15,6 +15,10 @@
   var query = "";
 
   function SignedOut() {}
+  function Superseded() {} // the admin opened another user while this answer was on its way
+
+  // Stop an action whose user is no longer the one on screen.
+  function still(who) { if (shown !== who) throw new Superseded(); }
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
@@ -93,7 +97,7 @@
       await action();
       return true;
     } catch (e) {
-      if (!(e instanceof SignedOut)) trouble(e.message);
+      if (!(e instanceof SignedOut || e instanceof Superseded)) trouble(e.message);
       return false;
     }
   }
@@ -138,7 +142,8 @@
 
   function when(timestamp, missing) { return timestamp ? new Date(timestamp).toLocaleString("en") : missing; }
 
-  function showRecord(u) {
+  function showRecord(who, u) {
+    still(who);
     shown.record = u;
     fill($("record-list"), [].concat(
       fact("Roles", u.roles.length ? u.roles.join(", ") : "none"),
@@ -180,22 +185,24 @@
 
   // The user's sessions and recent events, as they are now.
   async function loadActivity() {
-    var url = userUrl(shown.id);
+    var who = shown;
+    var url = userUrl(who.id);
     var sessions = (await api("GET", url + "/sessions")).sessions;
     var events = (await api("GET", url + "/events?limit=20")).events;
+    still(who);
     fill($("session-list"), sessions.length ? sessions.map(sessionItem) : [el("li", { class: "empty" }, "No sessions.")]);
     $("revoke-all").hidden = !sessions.length;
     fill($("event-list"), events.length ? events.map(eventItem) : [el("li", { class: "empty" }, "No events.")]);
   }
 
   async function openUser(id) {
-    shown = { id: id, record: null };
+    var who = shown = { id: id, record: null };
     $("user").hidden = true;
     $("user-list").querySelectorAll("button.user").forEach(function (b) {
       if (b.textContent === id) b.setAttribute("aria-current", "true");
       else b.removeAttribute("aria-current");
     });
-    if (STORE) showRecord(await api("GET", userUrl(id)));
+    if (STORE) showRecord(who, await api("GET", userUrl(id)));
     await loadActivity();
     $("user-heading").textContent = id;
     $("record").hidden = $("delete-form").hidden = !STORE;
@@ -256,7 +263,8 @@
   $("toggle-disabled").addEventListener("click", function () {
     var disabled = !shown.record.disabled;
     act(async function () {
-      showRecord(await api("PATCH", userUrl(shown.id), { disabled: disabled }));
+      var who = shown;
+      showRecord(who, await api("PATCH", userUrl(who.id), { disabled: disabled }));
       await loadActivity();
       status((disabled ? "Disabled " : "Enabled ") + shown.id + (disabled ? "; their sessions are signed out." : "."));
     });
@@ -266,7 +274,8 @@
     event.preventDefault();
     var roles = $("roles").value.split(/[\s,]+/).filter(Boolean);
     act(async function () {
-      showRecord(await api("PATCH", userUrl(shown.id), { roles: roles }));
+      var who = shown;
+      showRecord(who, await api("PATCH", userUrl(who.id), { roles: roles }));
       await loadActivity();
       status("Roles of " + shown.id + ": " + (roles.length ? roles.join(", ") : "none") + ".");
     });
@@ -280,11 +289,14 @@
   $("delete-form").addEventListener("submit", function (event) {
     event.preventDefault();
     if ($("delete-confirm").value !== shown.id) return;
-    var id = shown.id;
+    var who = shown;
+    var id = who.id;
     act(async function () {
       await api("DELETE", userUrl(id));
-      $("user").hidden = true;
-      shown = null;
+      if (shown === who) {
+        $("user").hidden = true;
+        shown = null;
+      }
       if (STORE && !$("results").hidden) await listUsers(false);
       status("Deleted " + id + ".");
       $("query").focus();
