@@ -253,6 +253,39 @@ def test_an_answer_for_the_user_opened_before_does_not_land_on_the_one_opened_af
 
 
 @pytest.mark.browser
+def test_a_late_answer_to_an_older_search_does_not_replace_the_newer(
+    browser: Any, hostile_service: str
+) -> None:
+    context = browser.new_context(user_agent=CHROME)
+    try:
+        page = context.new_page()
+        problems = watch_console(page)
+        sign_in(page, hostile_service, user=ADMIN, path="/admin", signed_in="#console")
+        page.wait_for_selector("#user-list .user-row")
+        held: list[Any] = []
+        page.route(lambda url: "prefix=vic" in url, lambda route: held.append(route))
+        page.fill("#query", "vic")
+        page.press("#query", "Enter")
+        page.wait_for_function("document.getElementById('results').ariaBusy === 'true'")
+        assert len(held) == 1
+        page.fill("#query", "ro")
+        page.press("#query", "Enter")
+        page.locator("#status", has_text="2 users found.").wait_for()
+        newer = page.locator("#user-list button.user").all_text_contents()
+        assert sorted(newer) == [ADMIN, "ro\u043e t"]
+        with page.expect_response(lambda r: "prefix=vic" in r.url):
+            held[0].continue_()
+        # One more round trip, by which the late answer has been dealt with.
+        open_row(page, ADMIN)
+        page.locator("#status", has_text=f"Showing {ADMIN}.").wait_for()
+        assert page.locator("#user-list button.user").all_text_contents() == newer
+        assert page.get_attribute("#results", "aria-busy") is None
+        assert problems == []
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
 def test_a_long_id_on_a_phone_does_not_scroll_sideways(browser: Any, hostile_service: str) -> None:
     context = browser.new_context(
         user_agent=CHROME, viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True
