@@ -13,9 +13,10 @@
   var shown = null; // the user on screen: { id, record (null without the store) }
   var cursor = null; // the listing's next page, for "More users"
   var query = "";
+  var listing = 0; // how many listings were asked for
 
   function SignedOut() {}
-  function Superseded() {} // the admin opened another user while this answer was on its way
+  function Superseded() {} // another user or listing was asked for while this answer was on its way
 
   // Stop an action whose user is no longer the one on screen.
   function still(who) { if (shown !== who) throw new Superseded(); }
@@ -114,19 +115,22 @@
 
   // One page of the listing; `more`: added below the users already listed.
   // The list is aria-busy until the page is in.
+  // The list is the newest listing's: an older one's late answer is dropped.
   async function listUsers(more) {
+    var asked = ++listing;
     $("results").setAttribute("aria-busy", "true");
     try {
-      return await showUsers(more);
+      return await showUsers(more, asked);
     } finally {
-      $("results").removeAttribute("aria-busy");
+      if (asked === listing) $("results").removeAttribute("aria-busy");
     }
   }
 
-  async function showUsers(more) {
+  async function showUsers(more, asked) {
     var params = new URLSearchParams({ prefix: query, limit: String(PAGE) });
     if (more && cursor) params.set("cursor", cursor);
     var page = await api("GET", ADMIN + "?" + params);
+    if (asked !== listing) throw new Superseded();
     var items = page.users.map(userItem);
     if (more) $("user-list").append.apply($("user-list"), items);
     else fill($("user-list"), items);
