@@ -1,7 +1,12 @@
 """Attacks on the admin console (``GET /admin``): hostile user ids, session
 names and user agents shown as text; ids the admin API's URLs cannot carry;
 signing out leaves nothing behind; the assets' paths; a host that mounts the
-app below a path of its own."""
+app below a path of its own.
+
+The test marked ``xfail(strict=True)`` shows a limit of the service's DPoP
+check that the console works around (a path's escaped sub-delims): it
+passes, and so fails the run, once the limit is lifted; drop the mark then.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,13 @@ import requests
 from flask import Blueprint, Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import SessionManager, account, console, create_app
+from sessionsvc import DPoPKey, SessionManager, account, console, create_app
+from tests.backends import Backend
 from tests.browsers import PASSWORD, no_sideways_scroll, serve, sign_in, watch_console
 from tests.clients import CHROME, JWT_KEY, Page
+from tests.test_binding import BASE, with_proof
+from tests.test_binding_modes import host_login
+from tests.test_dpop_attacks import percent_app
 
 ADMIN = "root"
 HTML_ID = '"><img src=x onerror="window.pwned=1">'
@@ -384,3 +393,22 @@ def test_a_host_with_both_pages_a_prefix_and_a_blueprint_named_shared() -> None:
     assert ours.get_data() == theirs.get_data()
     ours.close()
     theirs.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the service rebuilds a proof's URL from the decoded path with RFC 3986's "
+    "sub-delims as they are, so a client that escapes them in the path it sends "
+    "(such as encodeURIComponent, or quote(safe='')) is refused; the console "
+    "spells ids as the service does",
+)
+def test_a_proof_naming_the_path_exactly_as_sent_with_an_escaped_sub_delim(
+    backend: Backend, key: DPoPKey
+) -> None:
+    app = percent_app(backend)
+    token = host_login(app, key).get_json()["access_token"]
+    sent = "/files/a%3Db"
+    answer = app.test_client().get(
+        sent, headers=with_proof(key.proof("GET", BASE + sent, access_token=token), token)
+    )
+    assert (answer.status_code, answer.get_json()) == (200, "a=b")
