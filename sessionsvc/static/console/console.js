@@ -114,8 +114,8 @@
   }
 
   // One page of the listing; `more`: added below the users already listed.
-  // The list is aria-busy until the page is in.
-  // The list is the newest listing's: an older one's late answer is dropped.
+  // The list is aria-busy until the page is in; it is the newest listing's
+  // (an older one's late answer is dropped).
   async function listUsers(more) {
     var asked = ++listing;
     $("results").setAttribute("aria-busy", "true");
