@@ -41,5 +41,5 @@ def sessions_page() -> Response:
         "sessionsvc_account/sessions.html",
         # Without the trailing slash: the script appends "/<session_id>".
         sessions_url=url_for("sessionsvc.list_sessions").rstrip("/"),
-        auth_url=auth.URL_PREFIX,
+        auth_url=pages.api_url(auth.URL_PREFIX),
     )

@@ -40,8 +40,8 @@ blueprint = pages.page_blueprint(
 def console_page() -> Response:
     return pages.render_page(
         "sessionsvc_console/console.html",
-        admin_url=admin.URL_PREFIX,
-        auth_url=auth.URL_PREFIX,
+        admin_url=pages.api_url(admin.URL_PREFIX),
+        auth_url=pages.api_url(auth.URL_PREFIX),
         # The name of the blueprint admin.register mounts only with the user store.
         user_store=admin.users.name in current_app.blueprints,
     )

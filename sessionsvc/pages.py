@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, make_response, render_template
+from flask import Blueprint, Response, make_response, render_template, request
 
 from . import payloads
 
@@ -40,6 +40,12 @@ def page_blueprint(name: str, import_name: str, *, assets: str, url_path: str) -
     )
     page.register_blueprint(shared, url_prefix=url_path)
     return page
+
+
+def api_url(prefix: str) -> str:
+    """Where a page calls the API mounted at ``prefix``: below the script root
+    too, when the app is served below a path of its own (``SCRIPT_NAME``)."""
+    return request.script_root + prefix
 
 
 def render_page(template: str, **context: Any) -> Response:

@@ -13,8 +13,13 @@
   var shown = null; // the user on screen: { id, record (null without the store) }
   var cursor = null; // the listing's next page, for "More users"
   var query = "";
+  var listing = 0; // how many listings were asked for
 
   function SignedOut() {}
+  function Superseded() {} // another user or listing was asked for while this answer was on its way
+
+  // Stop an action whose user is no longer the one on screen.
+  function still(who) { if (shown !== who) throw new Superseded(); }
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
@@ -28,7 +33,18 @@
   function status(text) { $("problem").textContent = ""; $("status").textContent = text; }
   function trouble(text) { $("status").textContent = ""; $("problem").textContent = text; }
 
-  function userUrl(id) { return ADMIN + "/" + encodeURIComponent(id); }
+  // One segment of a path, escaped as the service spells the URL a DPoP
+  // proof must name (RFC 3986's sub-delims, ":" and "@" as they are).
+  function segment(text) {
+    return encodeURIComponent(text).replace(/%(24|26|2B|2C|3A|3B|3D|40)/g, decodeURIComponent);
+  }
+
+  // An id the path cannot carry is refused before any request: the server
+  // reads a slash as the route's own, and URLs drop "." and "..".
+  function userUrl(id) {
+    if (/\//.test(id) || id === "." || id === "..") throw new Error("The user id " + id + " cannot be reached through the admin API's URLs.");
+    return ADMIN + "/" + segment(id);
+  }
 
   // What each screen shows; every other screen is hidden, and emptied of user data.
   function screen(name) {
@@ -36,9 +52,9 @@
     $("refused").hidden = name !== "refused";
     $("console").hidden = name !== "console";
     if (name !== "console") {
-      fill($("user-list"), []);
-      fill($("session-list"), []);
-      fill($("event-list"), []);
+      ["user-list", "record-list", "session-list", "event-list"].forEach(function (id) { fill($(id), []); });
+      ["user-heading", "delete-name", "toggle-disabled", "status", "problem"].forEach(function (id) { $(id).textContent = ""; });
+      ["query", "roles", "delete-confirm"].forEach(function (id) { $(id).value = ""; });
       $("results").hidden = $("user").hidden = true;
       shown = null;
     }
@@ -82,7 +98,7 @@
       await action();
       return true;
     } catch (e) {
-      if (!(e instanceof SignedOut)) trouble(e.message);
+      if (!(e instanceof SignedOut || e instanceof Superseded)) trouble(e.message);
       return false;
     }
   }
@@ -98,20 +114,23 @@
   }
 
   // One page of the listing; `more`: added below the users already listed.
-  // The list is aria-busy until the page is in.
+  // The list is aria-busy until the page is in; it is the newest listing's
+  // (an older one's late answer is dropped).
   async function listUsers(more) {
+    var asked = ++listing;
     $("results").setAttribute("aria-busy", "true");
     try {
-      return await showUsers(more);
+      return await showUsers(more, asked);
     } finally {
-      $("results").removeAttribute("aria-busy");
+      if (asked === listing) $("results").removeAttribute("aria-busy");
     }
   }
 
-  async function showUsers(more) {
+  async function showUsers(more, asked) {
     var params = new URLSearchParams({ prefix: query, limit: String(PAGE) });
     if (more && cursor) params.set("cursor", cursor);
     var page = await api("GET", ADMIN + "?" + params);
+    if (asked !== listing) throw new Superseded();
     var items = page.users.map(userItem);
     if (more) $("user-list").append.apply($("user-list"), items);
     else fill($("user-list"), items);
@@ -127,7 +146,8 @@
 
   function when(timestamp, missing) { return timestamp ? new Date(timestamp).toLocaleString("en") : missing; }
 
-  function showRecord(u) {
+  function showRecord(who, u) {
+    still(who);
     shown.record = u;
     fill($("record-list"), [].concat(
       fact("Roles", u.roles.length ? u.roles.join(", ") : "none"),
@@ -169,22 +189,24 @@
 
   // The user's sessions and recent events, as they are now.
   async function loadActivity() {
-    var url = userUrl(shown.id);
+    var who = shown;
+    var url = userUrl(who.id);
     var sessions = (await api("GET", url + "/sessions")).sessions;
     var events = (await api("GET", url + "/events?limit=20")).events;
+    still(who);
     fill($("session-list"), sessions.length ? sessions.map(sessionItem) : [el("li", { class: "empty" }, "No sessions.")]);
     $("revoke-all").hidden = !sessions.length;
     fill($("event-list"), events.length ? events.map(eventItem) : [el("li", { class: "empty" }, "No events.")]);
   }
 
   async function openUser(id) {
-    shown = { id: id, record: null };
+    var who = shown = { id: id, record: null };
     $("user").hidden = true;
     $("user-list").querySelectorAll("button.user").forEach(function (b) {
       if (b.textContent === id) b.setAttribute("aria-current", "true");
       else b.removeAttribute("aria-current");
     });
-    if (STORE) showRecord(await api("GET", userUrl(id)));
+    if (STORE) showRecord(who, await api("GET", userUrl(id)));
     await loadActivity();
     $("user-heading").textContent = id;
     $("record").hidden = $("delete-form").hidden = !STORE;
@@ -199,7 +221,7 @@
   async function revoke(s, name) {
     var next = $("session-list").querySelector('[data-session-id="' + CSS.escape(s.id) + '"] ~ li .signout');
     var nextId = next && next.closest("li").dataset.sessionId;
-    await api("DELETE", userUrl(shown.id) + "/sessions/" + encodeURIComponent(s.id));
+    await api("DELETE", userUrl(shown.id) + "/sessions/" + segment(s.id));
     await loadActivity();
     status("Signed out " + name + " of " + shown.id + ".");
     // Focus on the next session's button, else on what is left to do.
@@ -245,7 +267,8 @@
   $("toggle-disabled").addEventListener("click", function () {
     var disabled = !shown.record.disabled;
     act(async function () {
-      showRecord(await api("PATCH", userUrl(shown.id), { disabled: disabled }));
+      var who = shown;
+      showRecord(who, await api("PATCH", userUrl(who.id), { disabled: disabled }));
       await loadActivity();
       status((disabled ? "Disabled " : "Enabled ") + shown.id + (disabled ? "; their sessions are signed out." : "."));
     });
@@ -255,7 +278,8 @@
     event.preventDefault();
     var roles = $("roles").value.split(/[\s,]+/).filter(Boolean);
     act(async function () {
-      showRecord(await api("PATCH", userUrl(shown.id), { roles: roles }));
+      var who = shown;
+      showRecord(who, await api("PATCH", userUrl(who.id), { roles: roles }));
       await loadActivity();
       status("Roles of " + shown.id + ": " + (roles.length ? roles.join(", ") : "none") + ".");
     });
@@ -269,11 +293,14 @@
   $("delete-form").addEventListener("submit", function (event) {
     event.preventDefault();
     if ($("delete-confirm").value !== shown.id) return;
-    var id = shown.id;
+    var who = shown;
+    var id = who.id;
     act(async function () {
       await api("DELETE", userUrl(id));
-      $("user").hidden = true;
-      shown = null;
+      if (shown === who) {
+        $("user").hidden = true;
+        shown = null;
+      }
       if (STORE && !$("results").hidden) await listUsers(false);
       status("Deleted " + id + ".");
       $("query").focus();
