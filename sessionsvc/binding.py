@@ -110,7 +110,7 @@ def request_url(settings: Settings) -> str:
         # A forwarded value that is no scheme or no host (a path in it would
         # move the URL to another route): no proof names this request.
         return _NO_URL
-    path = quote(request.script_root + request.path, safe="/:@!$&'()*+,;=-._~")
+    path = quote(request.script_root + request.path, safe=dpop.PATH_SAFE)
     return f"{scheme}://{host}{path}"
 
 

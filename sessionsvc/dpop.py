@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
@@ -55,8 +55,11 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _VERIFIERS: dict[str, Any] = {"ES256": ECAlgorithm(ECAlgorithm.SHA256), "EdDSA": OKPAlgorithm()}
 _P256 = ec.SECP256R1()
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+#: What a path keeps as it is in the URLs ``htu`` comparison sees (RFC 3986's
+#: ``pchar`` and ``/``, less ``%``): everything else is percent-encoded.
+PATH_SAFE = "/:@!$&'()*+,;=-._~"
+#: An escaped ``/``, which no proof may spell as ``/`` (nor the other way).
+_ESCAPED_SLASH = re.compile("%2[Ff]")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -161,8 +164,10 @@ def access_token_hash(token: str) -> str:
 def normalise_url(url: str) -> str:
     """``url`` as ``htu`` comparison sees it: scheme and host in lower case,
     the default port dropped, no query or fragment, an empty path as ``/``,
-    percent escapes of unreserved characters decoded and the others' hex
-    digits in upper case (RFC 3986 section 6.2.2 and 6.2.3).
+    and the path as the server routes it: its percent escapes decoded (once;
+    UTF-8), then what :data:`PATH_SAFE` leaves out encoded again, so that a
+    client may escape any character of the path it sends, or none, but
+    ``/``: ``%2F`` stays apart from a ``/``, and ``%25`` a literal ``%``.
 
     :raises ValueError: not an absolute http(s) URL.
     """
@@ -175,12 +180,12 @@ def normalise_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    return f"{scheme}://{netloc}{_PERCENT.sub(_percent, parts.path) or '/'}"
-
-
-def _percent(match: re.Match[str]) -> str:
-    byte = int(match.group(1), 16)
-    return chr(byte) if byte in _UNRESERVED else f"%{byte:02X}"
+    # A path that is no UTF-8 once decoded names no route: ValueError.
+    path = "%2F".join(
+        quote(unquote(piece, errors="strict"), safe=PATH_SAFE)
+        for piece in _ESCAPED_SLASH.split(parts.path)
+    )
+    return f"{scheme}://{netloc}{path or '/'}"
 
 
 # -- the parts of a proof --------------------------------------------------------

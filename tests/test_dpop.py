@@ -186,6 +186,9 @@ def test_htu_matches_ignoring_query_fragment_case_default_port_and_escapes(htu: 
 def test_normalise_url() -> None:
     assert dpop.normalise_url("HTTP://Host:80") == "http://host/"
     assert dpop.normalise_url("http://host:8080/a%2fb%7e?q#f") == "http://host:8080/a%2Fb~"
+    # Escaped or not, one path; a literal '%' stays one, and so does a space.
+    assert dpop.normalise_url("http://h/a%3Db%25%20c") == "http://h/a=b%25%20c"
+    assert dpop.normalise_url("http://h/%C3%A9") == dpop.normalise_url("http://h/%c3%a9")
     assert dpop.normalise_url("https://[::1]:443/x") == "https://[::1]/x"
     for bad in ("ftp://host/", "/relative", "https://user@host/", "http://host:99999/", ""):
         with pytest.raises(ValueError, match=r"URL|[Pp]ort"):
