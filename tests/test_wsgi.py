@@ -22,7 +22,7 @@ from sessionsvc.store import SessionStore
 from sessionsvc.store.devstore import NOT_INSTALLED
 from tests.backends import delete_prefix
 from tests.clients import CHROME, IPHONE, JWT_KEY, fast_hash, http
-from tests.servers import ROOT, Gunicorn, service_env
+from tests.servers import ROOT, Gunicorn, service_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +89,11 @@ def test_four_workers_on_real_redis_revoke_across_workers(
 ) -> None:
     service, _ = real_redis_service
     laptop, phone = sign_in_twice_and_revoke(service.base)
+    # The service answers once one worker is up; the others log their boot
+    # when they get to it (a loaded machine may take a moment).
+    wait_until(
+        lambda: service.output().count("Booting worker") >= 4, 30, lambda: service.output()[-2000:]
+    )
     output = service.output()
     assert output.count("Booting worker") == 4
     # One JSON line per security event on stderr, whichever worker saw it.
