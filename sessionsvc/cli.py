@@ -328,6 +328,47 @@ def webhooks_status(as_json: bool, show_failed: int) -> None:
             )
 
 
+audit_cli = AppGroup("audit", help="The audit trail in a SQL database (SESSIONSVC_AUDIT_URL).")
+sessions_cli.add_command(audit_cli)
+
+
+def _audit_url() -> str:
+    url = current_state().settings.audit_url
+    if url is None:
+        _fail("the audit trail is off: set SESSIONSVC_AUDIT_URL")
+    assert url is not None
+    return url
+
+
+@audit_cli.command("upgrade")
+def audit_upgrade() -> None:
+    """Create the audit table or upgrade it to this version's schema."""
+    # SQLAlchemy is imported only here: an install without the audit extra
+    # runs every other command.
+    from .sql.migrate import schema_state, upgrade
+
+    url = _audit_url()
+    upgrade(url)
+    current, _head = schema_state(url)
+    click.echo(f"audit schema at revision {current}")
+
+
+@audit_cli.command("status")
+def audit_status() -> None:
+    """The audit schema's revision, and whether it is this version's."""
+    from .sql.migrate import schema_state
+
+    current, head = schema_state(_audit_url())
+    if current is None:
+        click.echo(f"audit schema: none (run flask sessions audit upgrade to create {head})")
+    elif current == head:
+        click.echo(f"audit schema: {current} (current)")
+    else:
+        click.echo(
+            f"audit schema: {current}, outdated (run flask sessions audit upgrade for {head})"
+        )
+
+
 #: The commands of the built-in user store (the standalone service's users);
 #: a host app's users are its own.
 USER_COMMANDS = frozenset(

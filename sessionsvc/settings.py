@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import importlib.util
 import os
 import time
 from collections.abc import Mapping
@@ -65,6 +66,8 @@ KEYS: tuple[Key, ...] = (
     Key("SESSIONSVC_WEBHOOK_SECRET", None, "text"),
     Key("SESSIONSVC_WEBHOOK_EVENTS", None, "text"),
     Key("SESSIONSVC_WEBHOOK_RETRY", "5,300,1800,7200,18000,36000,36000", "text"),
+    Key("SESSIONSVC_AUDIT_URL", None, "text"),
+    Key("SESSIONSVC_AUDIT_RETENTION_DAYS", 400, "integer"),
 )
 
 #: What ``SESSIONSVC_DPOP`` may be: bind a login that carries a valid proof;
@@ -295,6 +298,28 @@ def _webhook_retry(key: str, value: Any) -> tuple[int, ...]:
     return tuple(delays)
 
 
+def _audit_url(key: str, value: Any) -> str | None:
+    """The audit URL, once the packages its engine needs are installed."""
+    url = _optional_str(key, value)
+    if url is None:
+        return None
+    scheme = url.split(":", 1)[0].lower()
+    # PostgreSQL through psycopg 3 only: SQLAlchemy's default driver for a
+    # bare postgresql:// is psycopg2, which the package does not install.
+    if scheme not in ("sqlite", "postgresql+psycopg"):
+        raise ConfigError(
+            f"{key} must be a sqlite:/// or postgresql+psycopg:// URL, got {scheme}://..."
+        )
+    if (
+        importlib.util.find_spec("sqlalchemy") is None
+        or importlib.util.find_spec("alembic") is None
+    ):
+        raise ConfigError(f"{key} is set: the audit trail needs pip install 'sessionsvc[audit]'")
+    if scheme != "sqlite" and importlib.util.find_spec("psycopg") is None:
+        raise ConfigError(f"{key} is a PostgreSQL URL: it needs pip install 'sessionsvc[postgres]'")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     """The extension's settings for one app, validated once."""
@@ -338,6 +363,10 @@ class Settings:
     webhook_events: frozenset[str] | None = None
     #: Seconds before each retry of a failed delivery.
     webhook_retry: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    #: The audit trail's SQLAlchemy URL; ``None``: no audit trail.
+    audit_url: str | None = field(default=None, repr=False)
+    #: Days an audit row is kept.
+    audit_retention_days: int = 400
     #: Password hashes one process runs at once (default: its CPUs).
     password_hashes: int = 1
     #: Mount the admin routes (the standalone service does by default).
@@ -435,6 +464,10 @@ class Settings:
             ),
             webhook_retry=_webhook_retry(
                 "SESSIONSVC_WEBHOOK_RETRY", get("SESSIONSVC_WEBHOOK_RETRY")
+            ),
+            audit_url=_audit_url("SESSIONSVC_AUDIT_URL", get("SESSIONSVC_AUDIT_URL")),
+            audit_retention_days=_int(
+                "SESSIONSVC_AUDIT_RETENTION_DAYS", get("SESSIONSVC_AUDIT_RETENTION_DAYS"), minimum=1
             ),
             admin_routes=_bool("SESSIONSVC_ADMIN_ROUTES", get("SESSIONSVC_ADMIN_ROUTES")),
             dpop=dpop,

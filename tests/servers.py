@@ -1,13 +1,15 @@
-"""The processes the tests start: a redis-server of their own, the Sentinel
-group, the Redis Cluster, gunicorn, a host app served on its own and a webhook
-receiver; and what runs them (free ports, polling until ready, log tails for
-failure messages, the service's environment)."""
+"""The processes the tests start: a redis-server of their own, a PostgreSQL
+server when none answers, the Sentinel group, the Redis Cluster, gunicorn, a
+host app served on its own and a webhook receiver; and what runs them (free
+ports, polling until ready, log tails for failure messages, the service's
+environment)."""
 
 from __future__ import annotations
 
 import http.server
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 import redis
 
@@ -609,3 +611,82 @@ class WebhookReceiver:
         self.held.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+#: The PostgreSQL server the tests use when it answers (``make``'s
+#: environment and CI have one); else they start one of their own.
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_answers(url: str) -> bool:
+    """Whether a PostgreSQL server takes a connection at ``url`` (a SQLAlchemy URL)."""
+    import psycopg
+
+    try:
+        psycopg.connect(url.replace("+psycopg", ""), connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+class PostgresProcess:
+    """A PostgreSQL server of the test run's own: a fresh cluster in a
+    temporary directory, trusting user ``postgres``, on a Unix socket only
+    (no TCP port to collide with). As root it runs as the ``postgres``
+    system user: the server refuses to run as root."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="sessionsvc-postgres-"))
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.dir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@/postgres?host={self.dir}&port={self.port}"
+
+    def _as_owner(self) -> dict[str, str]:
+        return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+
+    def start(self) -> PostgresProcess:
+        owner = self._as_owner()
+        if owner:
+            shutil.chown(self.dir, **owner)
+        data = self.dir / "data"
+        subprocess.run(
+            [
+                *("initdb", "-D", str(data), "-U", "postgres", "--auth=trust"),
+                *("-E", "UTF8", "--no-locale", "--no-sync"),
+            ],
+            check=True,
+            capture_output=True,
+            **cast(Any, owner),
+        )
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *("postgres", "-D", str(data), "-k", str(self.dir), "-p", str(self.port)),
+                    *("-c", "listen_addresses=", "-c", "fsync=off"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                **cast(Any, owner),
+            )
+        wait_until(
+            lambda: postgres_answers(self.url),
+            30,
+            lambda: "postgres did not start:\n" + self.log.read_text(errors="replace"),
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # SIGINT: PostgreSQL's fast shutdown (ends the sessions, then exits).
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)

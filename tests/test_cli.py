@@ -282,7 +282,7 @@ def test_an_admin_who_is_not_the_last_is_disabled_without_force(app: Flask) -> N
 # -- a host app's group --------------------------------------------------------------
 
 #: What a host app that mounts the extension (no user store) may run.
-HOST_COMMANDS = {"list", "revoke", "revoke-all", "webhooks"}
+HOST_COMMANDS = {"list", "revoke", "revoke-all", "webhooks", "audit"}
 #: The standalone service's user store, which a host app's users are not in.
 USER_COMMANDS = {
     "create-user", "set-password", "delete-user", "disable-user", "enable-user", "list-users",

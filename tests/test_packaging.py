@@ -127,10 +127,26 @@ def test_the_wheel_carries_every_file_of_the_package_and_nothing_else(dist: Path
     # gunicorn -c python:sessionsvc.gunicorn_config: the settings that share
     # the embedded store among workers come with the wheel.
     assert "sessionsvc/gunicorn_config.py" in names
+    # flask sessions audit upgrade runs the migrations from the installed package.
+    assert {
+        "sessionsvc/sql/migrations/env.py",
+        "sessionsvc/sql/migrations/script.py.mako",
+        "sessionsvc/sql/migrations/versions/v0001_audit_table.py",
+    } <= names
     assert any(name.startswith("sessionsvc/templates/") for name in names)
     assert any(name.startswith("sessionsvc/static/docs/swagger-ui/") for name in names)
     assert "Provides-Extra: embedded" in metadata
     assert 'Requires-Dist: fakeredis[lua]>=2.26; extra == "embedded"' in metadata
+    assert 'Requires-Dist: SQLAlchemy>=2.0.30; extra == "audit"' in metadata
+    assert 'Requires-Dist: psycopg[binary]>=3.1; extra == "postgres"' in metadata
+    # SQLAlchemy stays out of the base install.
+    base = [
+        line
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
+    assert any(line.startswith("Requires-Dist: flask") for line in base)
+    assert not [line for line in base if "sqlalchemy" in line.lower() or "alembic" in line]
 
 
 DRIVE_THE_EXAMPLE = textwrap.dedent(

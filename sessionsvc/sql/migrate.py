@@ -1,0 +1,56 @@
+"""The audit schema's migrations, run from the package (no ``alembic.ini``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine
+
+from .tables import VERSION_TABLE
+
+#: The Alembic script directory shipped inside the package.
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def engine(url: str) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    # env.py runs on this connection instead of opening one of its own.
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head() -> str | None:
+    """The newest revision the package ships."""
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def upgrade(url: str) -> None:
+    """Create the audit schema or bring it up to the newest revision (a no-op when it is)."""
+    db = engine(url)
+    try:
+        with db.begin() as connection:
+            command.upgrade(_config(connection), "head")
+    finally:
+        db.dispose()
+
+
+def schema_state(url: str) -> tuple[str | None, str | None]:
+    """The database's schema revision (``None``: no schema yet) and the package's head."""
+    db = engine(url)
+    try:
+        with db.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+            current = context.get_current_revision()
+    finally:
+        db.dispose()
+    return current, head()

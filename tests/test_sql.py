@@ -1,0 +1,262 @@
+"""The audit trail's SQL package (sessionsvc.sql): the schema its migrations
+create, the writes, and the ``flask sessions audit`` commands, on SQLite and
+on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import column, inspect, make_url, select, table, text
+
+from sessionsvc import create_app
+from sessionsvc.settings import ConfigError, Settings
+from sessionsvc.sql.events import insert_events
+from sessionsvc.sql.migrate import engine, head, schema_state, upgrade
+from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, audit
+from tests.clients import JWT_KEY
+from tests.servers import POSTGRES_URL, PostgresProcess, postgres_answers
+from tests.skips import cannot_run
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server's maintenance database: the one on
+    127.0.0.1:5432 when it answers, else one started for the run."""
+    if postgres_answers(POSTGRES_URL):
+        yield POSTGRES_URL
+        return
+    try:
+        server = PostgresProcess().start()
+    except (OSError, RuntimeError) as exc:
+        cannot_run(f"no PostgreSQL on 127.0.0.1:5432 and none could be started: {exc}")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the test's own: a SQLite file, or a PostgreSQL
+    database with a random name, dropped after the test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+        return
+    server: str = request.getfixturevalue("postgres_server")
+    name = f"sessionsvc_test_{secrets.token_hex(6)}"
+    admin = engine(server).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def event(event_id: str, **values: Any) -> dict[str, Any]:
+    row = {
+        "id": event_id,
+        "type": "login",
+        "at": datetime(2026, 12, 5, 6, 0, 1, 250000, tzinfo=UTC),
+        "user_id": "alice",
+        "account": "acc-1",
+        "session_id": "s-1",
+        "ip": "203.0.113.7",
+        "user_agent": "Mozilla/5.0",
+        "detail": {},
+    }
+    return row | values
+
+
+def rows(url: str) -> list[dict[str, Any]]:
+    db = engine(url)
+    try:
+        with db.connect() as connection:
+            found = connection.execute(select(audit).order_by(audit.c.at, audit.c.id))
+            return [dict(row._mapping) for row in found]
+    finally:
+        db.dispose()
+
+
+def write(url: str, *events: dict[str, Any]) -> int:
+    db = engine(url)
+    try:
+        with db.begin() as connection:
+            return insert_events(connection, events)
+    finally:
+        db.dispose()
+
+
+def test_upgrade_creates_the_table_and_the_indexes_of_the_queries(audit_url: str) -> None:
+    upgrade(audit_url)
+    db = engine(audit_url)
+    try:
+        seen = inspect(db)
+        assert set(seen.get_table_names()) == {"sessionsvc_audit", VERSION_TABLE}
+        columns = {column["name"] for column in seen.get_columns("sessionsvc_audit")}
+        assert columns == {
+            *("id", "type", "at", "user_id", "account"),
+            *("session_id", "ip", "user_agent", "detail"),
+        }
+        assert seen.get_pk_constraint("sessionsvc_audit")["constrained_columns"] == ["id"]
+        indexes = {
+            index["name"]: index["column_names"] for index in seen.get_indexes("sessionsvc_audit")
+        }
+    finally:
+        db.dispose()
+    assert indexes == {
+        "sessionsvc_audit_at": ["at", "id"],
+        "sessionsvc_audit_user": ["user_id", "at", "id"],
+        "sessionsvc_audit_session": ["session_id", "at", "id"],
+        "sessionsvc_audit_type": ["type", "at", "id"],
+        "sessionsvc_audit_ip": ["ip", "at", "id"],
+    }
+    # The table the code describes is the one the migration made.
+    assert set(indexes) == INDEXES
+
+
+def test_schema_state_before_and_after_and_a_second_upgrade_changes_nothing(
+    audit_url: str,
+) -> None:
+    assert head() == "0001"
+    assert schema_state(audit_url) == (None, "0001")
+    upgrade(audit_url)
+    assert schema_state(audit_url) == ("0001", "0001")
+    write(audit_url, event("e-1"))
+    upgrade(audit_url)
+    assert schema_state(audit_url) == ("0001", "0001")
+    assert [row["id"] for row in rows(audit_url)] == ["e-1"]
+
+
+def test_the_revision_is_kept_in_a_version_table_of_its_own(audit_url: str) -> None:
+    upgrade(audit_url)
+    db = engine(audit_url)
+    try:
+        with db.connect() as connection:
+            # A host's own Alembic (alembic_version) is left alone.
+            assert "alembic_version" not in inspect(connection).get_table_names()
+            version = table(VERSION_TABLE, column("version_num"))
+            found = connection.execute(select(version.c.version_num)).all()
+    finally:
+        db.dispose()
+    assert found == [("0001",)]
+
+
+def test_a_redelivered_event_is_stored_once(audit_url: str) -> None:
+    upgrade(audit_url)
+    assert write(audit_url, event("e-1"), event("e-2", type="logout")) == 2
+    assert write(audit_url, event("e-2", type="logout"), event("e-3")) == 1
+    assert write(audit_url) == 0
+    assert [(row["id"], row["type"]) for row in rows(audit_url)] == [
+        ("e-1", "login"),
+        ("e-2", "logout"),
+        ("e-3", "login"),
+    ]
+
+
+def test_the_detail_round_trips_with_non_ascii_text(audit_url: str) -> None:
+    upgrade(audit_url)
+    detail = {"city": "Zürich", "name": "Łukasz 李", "new": True, "n": [1, 2.5, None]}
+    write(audit_url, event("e-1", detail=detail, user_agent="Navigateur — ünïcode"))
+    [row] = rows(audit_url)
+    assert row["detail"] == detail
+    assert row["user_agent"] == "Navigateur — ünïcode"
+
+
+def test_times_come_back_timezone_aware_in_utc(audit_url: str) -> None:
+    upgrade(audit_url)
+    paris = timezone(timedelta(hours=1))
+    write(audit_url, event("e-1", at=datetime(2026, 12, 5, 7, 0, 1, 250000, tzinfo=paris)))
+    [row] = rows(audit_url)
+    assert row["at"] == datetime(2026, 12, 5, 6, 0, 1, 250000, tzinfo=UTC)
+    assert row["at"].utcoffset() == timedelta(0)
+    assert row["at"].tzinfo is UTC
+
+
+def test_a_naive_time_is_refused(audit_url: str) -> None:
+    upgrade(audit_url)
+    with pytest.raises(Exception, match="timezone-aware"):
+        write(audit_url, event("e-1", at=datetime(2026, 12, 5, 6, 0)))
+    assert rows(audit_url) == []
+
+
+def cli_app(url: str | None) -> Flask:
+    config: dict[str, Any] = {"TESTING": True, "JWT_SECRET_KEY": JWT_KEY}
+    if url is not None:
+        config["SESSIONSVC_AUDIT_URL"] = url
+    return create_app(config)
+
+
+def audit_cli(app: Flask, *args: str) -> Any:
+    return app.test_cli_runner().invoke(args=["sessions", "audit", *args])
+
+
+def test_the_commands_upgrade_and_report_the_schema(audit_url: str) -> None:
+    app = cli_app(audit_url)
+    before = audit_cli(app, "status")
+    assert before.exit_code == 0, before.output
+    assert before.output == (
+        "audit schema: none (run flask sessions audit upgrade to create 0001)\n"
+    )
+    done = audit_cli(app, "upgrade")
+    assert done.exit_code == 0, done.output
+    assert done.output == "audit schema at revision 0001\n"
+    assert schema_state(audit_url) == ("0001", "0001")
+    after = audit_cli(app, "status")
+    assert after.exit_code == 0, after.output
+    assert after.output == "audit schema: 0001 (current)\n"
+
+
+@pytest.mark.parametrize("command", ["upgrade", "status"])
+def test_the_commands_need_the_url(command: str) -> None:
+    done = audit_cli(cli_app(None), command)
+    assert done.exit_code == 1
+    assert done.output == "Error: the audit trail is off: set SESSIONSVC_AUDIT_URL\n"
+
+
+def test_the_settings_read_the_url_and_the_retention() -> None:
+    settings = Settings.from_config({"SESSIONSVC_AUDIT_URL": "sqlite:///audit.db"})
+    assert settings.audit_url == "sqlite:///audit.db"
+    assert settings.audit_retention_days == 400
+    assert Settings.from_config({}).audit_url is None
+    assert Settings.from_config({"SESSIONSVC_AUDIT_RETENTION_DAYS": 30}).audit_retention_days == 30
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"SESSIONSVC_AUDIT_RETENTION_DAYS": 0}, "SESSIONSVC_AUDIT_RETENTION_DAYS must be"),
+        ({"SESSIONSVC_AUDIT_RETENTION_DAYS": "30"}, "SESSIONSVC_AUDIT_RETENTION_DAYS must be"),
+        ({"SESSIONSVC_AUDIT_URL": "mysql://db/audit"}, "sqlite:/// or postgresql\\+psycopg://"),
+        ({"SESSIONSVC_AUDIT_URL": "postgresql://db/audit"}, "got postgresql://"),
+    ],
+)
+def test_bad_audit_settings_are_refused(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_config(config)
+
+
+def test_without_the_extra_the_url_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def missing(name: str, *args: Any) -> Any:
+        return None if name in ("sqlalchemy", "psycopg") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", missing)
+    with pytest.raises(ConfigError, match=r"pip install 'sessionsvc\[audit\]'"):
+        Settings.from_config({"SESSIONSVC_AUDIT_URL": "sqlite:///audit.db"})
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'sessionsvc\[postgres\]'"):
+        Settings.from_config({"SESSIONSVC_AUDIT_URL": "postgresql+psycopg://db/audit"})
