@@ -345,20 +345,26 @@ def audit_upgrade() -> None:
     """Create the audit table or upgrade it to this version's schema."""
     # SQLAlchemy is imported only here: an install without the audit extra
     # runs every other command.
-    from .sql.migrate import schema_state, upgrade
+    from .sql.migrate import AuditUnavailable, schema_state, upgrade
 
     url = _audit_url()
-    upgrade(url)
-    current, _head = schema_state(url)
+    try:
+        upgrade(url)
+        current, _head = schema_state(url)
+    except AuditUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"audit schema at revision {current}")
 
 
 @audit_cli.command("status")
 def audit_status() -> None:
     """The audit schema's revision, and whether it is this version's."""
-    from .sql.migrate import schema_state
+    from .sql.migrate import AuditUnavailable, schema_state
 
-    current, head = schema_state(_audit_url())
+    try:
+        current, head = schema_state(_audit_url())
+    except AuditUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     if current is None:
         click.echo(f"audit schema: none (run flask sessions audit upgrade to create {head})")
     elif current == head:

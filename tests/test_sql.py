@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from flask import Flask
 from sqlalchemy import column, inspect, make_url, select, table, text
 
@@ -18,9 +20,9 @@ from sessionsvc import create_app
 from sessionsvc.settings import ConfigError, Settings
 from sessionsvc.sql.events import insert_events
 from sessionsvc.sql.migrate import engine, head, schema_state, upgrade
-from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, audit
+from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, audit, metadata
 from tests.clients import JWT_KEY
-from tests.servers import POSTGRES_URL, PostgresProcess, postgres_answers
+from tests.servers import POSTGRES_URL, PostgresProcess, free_port, postgres_answers
 from tests.skips import cannot_run
 
 
@@ -136,6 +138,20 @@ def test_schema_state_before_and_after_and_a_second_upgrade_changes_nothing(
     assert [row["id"] for row in rows(audit_url)] == ["e-1"]
 
 
+def test_the_migrations_make_the_table_the_code_describes(audit_url: str) -> None:
+    upgrade(audit_url)
+    db = engine(audit_url)
+    try:
+        with db.connect() as connection:
+            context = MigrationContext.configure(connection)
+            differences = compare_metadata(context, metadata)
+    finally:
+        db.dispose()
+    # The version table is Alembic's, not the code's.
+    assert [d for d in differences if d[0] != "remove_table"] == []
+    assert [d[1].name for d in differences] == [VERSION_TABLE]
+
+
 def test_the_revision_is_kept_in_a_version_table_of_its_own(audit_url: str) -> None:
     upgrade(audit_url)
     db = engine(audit_url)
@@ -213,6 +229,24 @@ def test_the_commands_upgrade_and_report_the_schema(audit_url: str) -> None:
     after = audit_cli(app, "status")
     assert after.exit_code == 0, after.output
     assert after.output == "audit schema: 0001 (current)\n"
+
+
+@pytest.mark.parametrize("command", ["upgrade", "status"])
+def test_a_database_that_cannot_be_opened_is_one_line(command: str, tmp_path: Path) -> None:
+    app = cli_app(f"sqlite:///{tmp_path / 'no-such-dir' / 'audit.db'}")
+    done = audit_cli(app, command)
+    assert done.exit_code == 1
+    assert done.output == (
+        "Error: the audit database is unavailable: unable to open database file\n"
+    )
+
+
+def test_an_unreachable_postgresql_is_one_line() -> None:
+    app = cli_app(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/audit")
+    done = audit_cli(app, "status")
+    assert done.exit_code == 1
+    assert done.output.startswith("Error: the audit database is unavailable: connection ")
+    assert done.output.count("\n") == 1
 
 
 @pytest.mark.parametrize("command", ["upgrade", "status"])

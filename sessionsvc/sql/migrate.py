@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -9,11 +11,27 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 
 from .tables import VERSION_TABLE
 
 #: The Alembic script directory shipped inside the package.
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit database cannot be reached or opened; the message says why, in one line."""
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    # The driver's first line says what went wrong (refused, no such file,
+    # authentication); the rest is SQLAlchemy's background link.
+    try:
+        yield
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise AuditUnavailable(f"the audit database is unavailable: {reason}") from exc
 
 
 def engine(url: str) -> Engine:
@@ -35,20 +53,22 @@ def head() -> str | None:
 
 
 def upgrade(url: str) -> None:
-    """Create the audit schema or bring it up to the newest revision (a no-op when it is)."""
+    """Create the audit schema or bring it up to the newest revision (a no-op
+    when it is); :class:`AuditUnavailable` when the database cannot be reached."""
     db = engine(url)
     try:
-        with db.begin() as connection:
+        with _database_errors(), db.begin() as connection:
             command.upgrade(_config(connection), "head")
     finally:
         db.dispose()
 
 
 def schema_state(url: str) -> tuple[str | None, str | None]:
-    """The database's schema revision (``None``: no schema yet) and the package's head."""
+    """The database's schema revision (``None``: no schema yet) and the
+    package's head; :class:`AuditUnavailable` when the database cannot be reached."""
     db = engine(url)
     try:
-        with db.connect() as connection:
+        with _database_errors(), db.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             current = context.get_current_revision()
     finally:
