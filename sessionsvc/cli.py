@@ -359,20 +359,18 @@ def audit_upgrade() -> None:
 @audit_cli.command("status")
 def audit_status() -> None:
     """The audit schema's revision, and whether it is this version's."""
-    from .sql.migrate import AuditUnavailable, schema_state
+    from .sql.migrate import UPGRADE_COMMAND, AuditUnavailable, schema_state
 
     try:
         current, head = schema_state(_audit_url())
     except AuditUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     if current is None:
-        click.echo(f"audit schema: none (run flask sessions audit upgrade to create {head})")
+        click.echo(f"audit schema: none (run {UPGRADE_COMMAND} to create {head})")
     elif current == head:
         click.echo(f"audit schema: {current} (current)")
     else:
-        click.echo(
-            f"audit schema: {current}, outdated (run flask sessions audit upgrade for {head})"
-        )
+        click.echo(f"audit schema: {current}, outdated (run {UPGRADE_COMMAND} for {head})")
 
 
 #: The commands of the built-in user store (the standalone service's users);

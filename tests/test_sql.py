@@ -19,7 +19,14 @@ from sqlalchemy import column, inspect, make_url, select, table, text
 from sessionsvc import create_app
 from sessionsvc.settings import ConfigError, Settings
 from sessionsvc.sql.events import insert_events
-from sessionsvc.sql.migrate import engine, head, schema_state, upgrade
+from sessionsvc.sql.migrate import (
+    SchemaOutdated,
+    engine,
+    head,
+    require_current,
+    schema_state,
+    upgrade,
+)
 from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, audit, metadata
 from tests.clients import JWT_KEY
 from tests.servers import POSTGRES_URL, PostgresProcess, free_port, postgres_answers
@@ -152,6 +159,34 @@ def test_the_migrations_make_the_table_the_code_describes(audit_url: str) -> Non
     assert [d[1].name for d in differences] == [VERSION_TABLE]
 
 
+def test_only_a_current_schema_is_written_to(audit_url: str) -> None:
+    with pytest.raises(SchemaOutdated) as missing:
+        require_current(audit_url)
+    assert str(missing.value) == (
+        "the audit schema does not exist yet: run flask sessions audit upgrade"
+    )
+    upgrade(audit_url)
+    require_current(audit_url)
+    set_revision(audit_url, "0000")
+    with pytest.raises(SchemaOutdated) as outdated:
+        require_current(audit_url)
+    assert str(outdated.value) == (
+        "the audit schema is at revision 0000, this version needs 0001: "
+        "run flask sessions audit upgrade"
+    )
+
+
+def set_revision(url: str, revision: str) -> None:
+    """Record another revision, as an older version of the package would have left it."""
+    version = table(VERSION_TABLE, column("version_num"))
+    db = engine(url)
+    try:
+        with db.begin() as connection:
+            connection.execute(version.update().values(version_num=revision))
+    finally:
+        db.dispose()
+
+
 def test_the_revision_is_kept_in_a_version_table_of_its_own(audit_url: str) -> None:
     upgrade(audit_url)
     db = engine(audit_url)
@@ -229,6 +264,12 @@ def test_the_commands_upgrade_and_report_the_schema(audit_url: str) -> None:
     after = audit_cli(app, "status")
     assert after.exit_code == 0, after.output
     assert after.output == "audit schema: 0001 (current)\n"
+    set_revision(audit_url, "0000")
+    outdated = audit_cli(app, "status")
+    assert outdated.exit_code == 0, outdated.output
+    assert outdated.output == (
+        "audit schema: 0000, outdated (run flask sessions audit upgrade for 0001)\n"
+    )
 
 
 @pytest.mark.parametrize("command", ["upgrade", "status"])

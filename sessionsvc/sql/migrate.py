@@ -23,6 +23,14 @@ class AuditUnavailable(RuntimeError):
     """The audit database cannot be reached or opened; the message says why, in one line."""
 
 
+class SchemaOutdated(RuntimeError):
+    """The audit schema is missing or not this version's; the message says what to run."""
+
+
+#: What creates or upgrades the schema, for the messages that ask for it.
+UPGRADE_COMMAND = "flask sessions audit upgrade"
+
+
 @contextmanager
 def _database_errors() -> Iterator[None]:
     # The driver's first line says what went wrong (refused, no such file,
@@ -74,3 +82,16 @@ def schema_state(url: str) -> tuple[str | None, str | None]:
     finally:
         db.dispose()
     return current, head()
+
+
+def require_current(url: str) -> None:
+    """Raise :class:`SchemaOutdated`, naming the command to run, unless the
+    database's schema is this version's: what writes to it must not guess."""
+    current, newest = schema_state(url)
+    if current is None:
+        raise SchemaOutdated(f"the audit schema does not exist yet: run {UPGRADE_COMMAND}")
+    if current != newest:
+        raise SchemaOutdated(
+            f"the audit schema is at revision {current}, this version needs {newest}: "
+            f"run {UPGRADE_COMMAND}"
+        )
