@@ -222,6 +222,18 @@ def test_the_detail_round_trips_with_non_ascii_text(audit_url: str) -> None:
     assert row["user_agent"] == "Navigateur — ünïcode"
 
 
+def test_long_ids_of_a_host_app_are_stored_whole(audit_url: str) -> None:
+    upgrade(audit_url)
+    user_id = "user:" + "é" * 600
+    write(audit_url, event("e-1", user_id=user_id, account="a" * 300, user_agent="U" * 512))
+    [row] = rows(audit_url)
+    assert (row["user_id"], row["account"], row["user_agent"]) == (
+        user_id,
+        "a" * 300,
+        "U" * 512,
+    )
+
+
 def test_times_come_back_timezone_aware_in_utc(audit_url: str) -> None:
     upgrade(audit_url)
     paris = timezone(timedelta(hours=1))

@@ -59,13 +59,15 @@ audit = Table(
     Column("id", String(64), primary_key=True),
     Column("type", String(64), nullable=False),
     Column("at", UTCDateTime(), nullable=False),
-    Column("user_id", String(255), nullable=False),
+    # No length on what a host app or an older version chooses (its user
+    # ids, its accounts): a row must never be refused for being long.
+    Column("user_id", String(), nullable=False),
     # The account behind user_id when the event happened: a name deleted and
     # created again is another account, and its events are told apart.
-    Column("account", String(64), nullable=True),
-    Column("session_id", String(64), nullable=True),
+    Column("account", String(), nullable=True),
+    Column("session_id", String(), nullable=True),
     Column("ip", String(64), nullable=True),
-    Column("user_agent", String(1024), nullable=True),
+    Column("user_agent", String(), nullable=True),
     Column("detail", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     # Newest first, keyset-paginated on (at, id), whole or by one filter.
     Index("sessionsvc_audit_at", "at", "id"),

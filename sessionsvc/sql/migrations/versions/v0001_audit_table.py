@@ -23,11 +23,11 @@ def upgrade() -> None:
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("type", sa.String(64), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("user_id", sa.String(255), nullable=False),
-        sa.Column("account", sa.String(64), nullable=True),
-        sa.Column("session_id", sa.String(64), nullable=True),
+        sa.Column("user_id", sa.String(), nullable=False),
+        sa.Column("account", sa.String(), nullable=True),
+        sa.Column("session_id", sa.String(), nullable=True),
         sa.Column("ip", sa.String(64), nullable=True),
-        sa.Column("user_agent", sa.String(1024), nullable=True),
+        sa.Column("user_agent", sa.String(), nullable=True),
         sa.Column("detail", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     )
     op.create_index("sessionsvc_audit_at", "sessionsvc_audit", ["at", "id"])
