@@ -292,7 +292,7 @@ def test_the_trial_apps_cli_lists_only_the_session_commands(redis_url: str, tmp_
     done = run_python(["-m", "flask", "--app", APP, "sessions", "--help"], env)
     assert done.returncode == 0, done.stderr
     commands = re.findall(r"^  ([a-z-]+)", done.stdout.split("Commands:")[1], re.M)
-    assert commands == ["list", "revoke", "revoke-all", "webhooks"]
+    assert commands == ["audit", "list", "revoke", "revoke-all", "webhooks"]
 
 
 #: In a process of its own: the trial app is imported (built), then building
