@@ -111,6 +111,11 @@ def sign_in(
     page.wait_for_selector(signed_in, state="visible")
 
 
+def open_console(page: Any, base: str, user: str, *, signed_in: str = "#console") -> None:
+    """Sign ``user`` in at the admin console; wait for ``signed_in`` (a non-admin: ``#refused``)."""
+    sign_in(page, base, user=user, path="/admin", signed_in=signed_in)
+
+
 def watch_console(page: Any) -> list[str]:
     """The errors and warnings on the page's console and every error it
     throws: a blocked script, style or fetch shows up here as a CSP violation.

@@ -25,6 +25,7 @@ from tests.browsers import (
     PASSWORD,
     assert_png,
     no_sideways_scroll,
+    open_console,
     serve,
     sign_in,
     watch_console,
@@ -178,10 +179,6 @@ def console_service(redis_url: str, geoip_db: Path) -> Iterator[str]:
         yield base
 
 
-def open_console(page: Any, base: str, user: str = ADMIN, signed_in: str = "#console") -> None:
-    sign_in(page, base, user=user, path="/admin", signed_in=signed_in)
-
-
 def listed(page: Any) -> list[str]:
     """The users the console lists, in order."""
     found: list[str] = page.locator("#user-list .user-row button.user").all_inner_texts()
@@ -250,7 +247,7 @@ def test_an_admin_finds_alice_signs_her_phone_out_and_disables_bob(
 
         page = desk.new_page()
         problems = watch_console(page)
-        open_console(page, base)
+        open_console(page, base, ADMIN)
         # Every user, in the order of their names, and the search box has focus.
         page.wait_for_selector("#user-list .user-row")
         assert listed(page) == sorted(USERS)
@@ -347,7 +344,7 @@ def test_a_user_who_is_not_an_admin_is_refused(browser: Any, console_service: st
         problems = watch_console(page)
         admin_calls: list[Any] = []
         page.on("response", lambda r: admin_calls.append(r) if "/api/v1/admin/" in r.url else None)
-        open_console(page, console_service, user="alice", signed_in="#refused")
+        open_console(page, console_service, "alice", signed_in="#refused")
         [probe] = admin_calls
         assert probe.status == 403
         assert probe.header_value("content-type") == "application/problem+json"
@@ -407,7 +404,7 @@ def test_on_a_phone_by_keyboard_an_admin_deletes_a_user_after_typing_the_id(
         carol = bearer_login(base, "carol")
         page = context.new_page()
         problems = watch_console(page)
-        open_console(page, base)
+        open_console(page, base, ADMIN)
         # Type, Enter; Tab past the search button to the first user; Enter opens her.
         page.focus("#query")
         page.keyboard.type("car")
@@ -562,7 +559,7 @@ def test_more_users_come_page_by_page(browser: Any, redis_url: str) -> None:
         try:
             page = context.new_page()
             problems = watch_console(page)
-            open_console(page, base)
+            open_console(page, base, ADMIN)
             page.wait_for_selector("#more", state="visible")
             everyone = sorted((ADMIN, *names))
             assert listed(page) == everyone[:20]

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from sessionsvc import DPoPKey, SessionManager, account, console, create_app
 from tests.backends import Backend
-from tests.browsers import PASSWORD, no_sideways_scroll, serve, sign_in, watch_console
+from tests.browsers import PASSWORD, no_sideways_scroll, open_console, serve, watch_console
 from tests.clients import CHROME, JWT_KEY, Page
 from tests.test_binding import BASE, with_proof
 from tests.test_binding_modes import host_login
@@ -93,7 +93,7 @@ def test_hostile_ids_names_and_agents_are_text_and_reach_their_own_user(
     try:
         page = context.new_page()
         problems = watch_console(page)
-        sign_in(page, base, user=ADMIN, path="/admin", signed_in="#console")
+        open_console(page, base, ADMIN)
         page.wait_for_selector("#user-list .user-row")
         assert sorted(page.locator("#user-list button.user").all_text_contents()) == sorted(USERS)
         assert page.locator("#user-list img").count() == 0
@@ -127,7 +127,7 @@ def test_an_id_the_admin_api_cannot_address_fails_cleanly_and_touches_no_one(
         problems = watch_console(page)
         calls: list[str] = []
         page.on("request", lambda r: calls.append(r.url) if "/admin/users/" in r.url else None)
-        sign_in(page, base, user=ADMIN, path="/admin", signed_in="#console")
+        open_console(page, base, ADMIN)
         page.wait_for_selector("#user-list .user-row")
         open_row(page, SLASHED)
         said = f"The user id {SLASHED} cannot be reached through the admin API's URLs."
@@ -168,7 +168,7 @@ def test_a_demoted_admin_is_signed_out_with_nothing_left_and_self_delete_signs_o
     try:
         page = context.new_page()
         problems = watch_console(page)
-        sign_in(page, base, user=ADMIN, path="/admin", signed_in="#console")
+        open_console(page, base, ADMIN)
         page.wait_for_selector("#user-list .user-row")
         page.fill("#query", "vict")
         page.press("#query", "Enter")
@@ -234,7 +234,7 @@ def test_an_answer_for_the_user_opened_before_does_not_land_on_the_one_opened_af
     try:
         page = context.new_page()
         problems = watch_console(page)
-        sign_in(page, base, user=ADMIN, path="/admin", signed_in="#console")
+        open_console(page, base, ADMIN)
         page.wait_for_selector("#user-list .user-row")
         # The ops record's answer is held back until victim is on screen.
         held: list[Any] = []
@@ -266,7 +266,7 @@ def test_a_late_answer_to_an_older_search_does_not_replace_the_newer(
     try:
         page = context.new_page()
         problems = watch_console(page)
-        sign_in(page, hostile_service, user=ADMIN, path="/admin", signed_in="#console")
+        open_console(page, hostile_service, ADMIN)
         page.wait_for_selector("#user-list .user-row")
         held: list[Any] = []
         page.route(lambda url: "prefix=vic" in url, lambda route: held.append(route))
@@ -299,7 +299,7 @@ def test_a_long_id_on_a_phone_does_not_scroll_sideways(browser: Any, hostile_ser
     try:
         page = context.new_page()
         problems = watch_console(page)
-        sign_in(page, hostile_service, user=ADMIN, path="/admin", signed_in="#console")
+        open_console(page, hostile_service, ADMIN)
         page.wait_for_selector("#user-list .user-row")
         assert no_sideways_scroll(page)
         open_row(page, LONG)
