@@ -145,7 +145,8 @@ class SessionManager:
         if store.private:  # then one process must serve every request
             app.before_request(lambda: store.check_one_process(request.environ))
         store.on_events = audit.recorded
-        store.webhooks = bool(settings.webhook_urls)
+        # One stream feeds both: the webhook deliverers and the audit writers.
+        store.webhooks = bool(settings.webhook_urls) or settings.audit_url is not None
         admin_routes = settings.admin_routes if self._admin_routes is None else self._admin_routes
         prefixes = [self._url_prefix, *([admin.URL_PREFIX] if admin_routes else [])]
         if self._auth_routes:

@@ -47,7 +47,9 @@ class StoreBase:
         recorded (ip changes, anomalies, idle revocations), to log and
         signal them.
     :param webhooks: also queue every event recorded in a webhook stream,
-        in the same atomic step (see :mod:`.webhooks`).
+        in the same atomic step (see :mod:`.webhooks`); its readers are the
+        webhook deliverers and the audit writers (see :mod:`.audit`), so it
+        is on when either is.
     :param where: where the store is, for log lines (no credentials); by
         default, where the client connects.
     """
@@ -72,7 +74,8 @@ class StoreBase:
         self._events_ttl = events_ttl
         self.policy = policy or Policy()
         self.on_events = on_events
-        #: Queue events for webhooks (see :meth:`stream_keys`).
+        #: Queue events in the stream, for webhooks and the audit trail
+        #: (see :meth:`stream_keys`).
         self.webhooks = webhooks
         self._client: redis.Redis | None = None
         self._cluster = False
@@ -185,7 +188,7 @@ class StoreBase:
     def stream_keys(self, user_id: str) -> list[str]:
         """The webhook stream a script recording the user's events appends
         to, as the last of its ``KEYS`` (see ``events.lua``); none when
-        webhooks are off.
+        webhooks and the audit trail are off.
 
         On Redis Cluster each slot in use has its own stream; the first time
         a process writes to one, it adds the stream's tag to the set the

@@ -20,7 +20,10 @@
 -- (its name ends in ':wh', which no other key's does) as the last of KEYS,
 -- and every event is also appended to that stream, in this same atomic step:
 -- field u is the user's hash tag (from KEYS[1], which every recording
--- script's is a key of the user), e the event. The stream is bounded: at
+-- script's is a key of the user), e the event, a the user's account (see
+-- ACCOUNT below; absent when there is none). The audit writers read the
+-- same stream (their own consumer group), so it is written whenever
+-- webhooks or the audit trail are on. The stream is bounded: at
 -- most about STREAM_MAX entries (whole nodes of 100 are trimmed), none older
 -- than STREAM_AGE_MS. A script with EV = nil (a deleted user's events) only
 -- queues its events.
@@ -41,6 +44,15 @@
 local WH = nil
 if #KEYS > 0 and string.sub(KEYS[#KEYS], -3) == ':wh' then WH = #KEYS end
 local AG = WH and WH - 1 or #KEYS
+-- The account behind the user when the event is recorded (field a of the
+-- user store's record, P:{T}:user, beside KEYS[1] in the same slot; none for
+-- a host app's users), read before the script changes anything: a name
+-- deleted and created again is another account, and the audit trail tells
+-- their events apart by it. Queued as field a of each stream entry.
+local ACCOUNT = false
+if WH then
+  ACCOUNT = redis.call('HGET', string.match(KEYS[1], '^[^{]*{[^}]*}:') .. 'user', 'a')
+end
 if AG < 1 or string.sub(KEYS[AG], -3) ~= ':ag' then AG = nil end
 -- At most AGENTS_MAX user agents (codec.AGENTS_MAX), and a look for ones to
 -- drop at most every PRUNE_EVERY seconds (the time of the last in field 'p').
@@ -130,8 +142,13 @@ end
 local STREAM_MAX, STREAM_AGE_MS = 100000, 7 * 86400 * 1000
 local stream_trimmed = false
 local function queue(e)
-  local id = redis.call('XADD', KEYS[WH], 'MAXLEN', '~', STREAM_MAX, '*',
-    'u', string.match(KEYS[1], '{([^}]*)}'), 'e', e)
+  local tag = string.match(KEYS[1], '{([^}]*)}')
+  local id
+  if ACCOUNT then
+    id = redis.call('XADD', KEYS[WH], 'MAXLEN', '~', STREAM_MAX, '*', 'u', tag, 'e', e, 'a', ACCOUNT)
+  else
+    id = redis.call('XADD', KEYS[WH], 'MAXLEN', '~', STREAM_MAX, '*', 'u', tag, 'e', e)
+  end
   if not stream_trimmed then
     -- By the server's clock (the new entry's id), not the caller's.
     stream_trimmed = true
