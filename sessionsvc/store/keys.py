@@ -33,8 +33,9 @@ Layout (``P`` is the key prefix, ``T`` the user's hash tag, see :func:`user_tag`
                             from the user records (users of older versions)
     P:rl:...        string  login rate-limit counters (flask-limiter's keys)
 
-Webhooks (when ``SESSIONSVC_WEBHOOK_URLS`` is set; ``W`` is a stream's tag,
-see :func:`stream_tag`, ``E`` an endpoint's id, see :func:`endpoint_id`)::
+Webhooks (when ``SESSIONSVC_WEBHOOK_URLS`` or ``SESSIONSVC_AUDIT_URL`` is
+set; ``W`` is a stream's tag, see :func:`stream_tag`, ``E`` an endpoint's
+id, see :func:`endpoint_id`)::
 
     P:{W}:wh        stream  the security events to deliver, written by the
                             scripts that record them; bounded by age and
@@ -45,6 +46,13 @@ see :func:`stream_tag`, ``E`` an endpoint's id, see :func:`endpoint_id`)::
     P:{W}:wh:E:c    hash    counters: delivered, failed
     P:{W}:wh:E:f    list    the last deliveries parked as failed (JSON), capped
     P:{wh}:streams  set     on Redis Cluster: the tags of the streams in use
+
+The audit trail (when ``SESSIONSVC_AUDIT_URL`` is set) reads the same
+streams, with consumer group ``audit`` on each (see :mod:`.audit`)::
+
+    P:{W}:wh:audit:c    hash    the group's counters: entries handed out or
+                                lost (``read``), lost to trimming (``lost``)
+    P:{wh}:audit:prune  string  the daily prune's lock; expires by itself
 
 Every key of one user shares the hash tag ``{T}``, so each multi-key
 operation of the store is legal on Redis Cluster. A script that records an
@@ -240,6 +248,14 @@ class Keys:
     def webhook_endpoint(self, stream: str, endpoint: str, part: str) -> str:
         """One endpoint's delivery state beside ``stream`` (``r``, ``p``, ``c`` or ``f``)."""
         return f"{stream}:{endpoint}:{part}"
+
+    def audit_counters(self, stream: str) -> str:
+        """The audit writers' counters beside ``stream`` (``read``, ``lost``)."""
+        return f"{stream}:audit:c"
+
+    def audit_prune(self) -> str:
+        """The lock that lets one audit writer prune per day."""
+        return f"{self.prefix}:{{{SINGLE_STREAM_TAG}}}:audit:prune"
 
     def webhook_streams(self) -> str:
         """On Redis Cluster, the set of the tags of the streams in use."""

@@ -17,6 +17,7 @@ from ..models import (
     SecurityEvent,
     Session,
 )
+from .audit import AuditStore
 from .checks import TRAVEL_LIMITS, CheckStore
 from .codec import (
     AGENT_REF,
@@ -43,14 +44,13 @@ from .records import (
     UserChanged,
 )
 from .users import UserStore
-from .webhooks import WebhookStore
 
 # The scripts write reasons into event JSON as they are: a host app may use
 # reasons of its own (see models.REVOCATION_REASONS), in this alphabet.
 _REASON_RE = re.compile(f"{REASON_CHARS}{{1,{REASON_MAX}}}")
 
 
-class SessionStore(CheckStore, UserStore, WebhookStore):
+class SessionStore(CheckStore, UserStore, AuditStore):
     """Sessions, indexes, events and users in Redis (see :class:`StoreBase`)."""
 
     #: The last creation stamp of this process (every store in it):

@@ -147,7 +147,8 @@ class WebhookStore(StoreBase):
             group = next((g for g in groups if g.get("name") == endpoint), None)
             unread = bool(newest) and (
                 group is None
-                or _entry_id(newest[0][0]) > _entry_id(group.get("last-delivered-id") or "0-0")
+                or parse_entry_id(newest[0][0])
+                > parse_entry_id(group.get("last-delivered-id") or "0-0")
             )
             if unread or stale or due:
                 busy.append(stream)
@@ -321,7 +322,7 @@ class WebhookStore(StoreBase):
         )
 
 
-def _entry_id(text: str) -> tuple[int, int]:
+def parse_entry_id(text: str) -> tuple[int, int]:
     """A stream entry id as a pair of numbers, to compare."""
     ms, _, seq = str(text).partition("-")
     return int(ms or 0), int(seq or 0)

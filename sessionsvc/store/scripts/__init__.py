@@ -36,6 +36,7 @@ NAMES = (
     "webhook_done",
     "webhook_failed",
     "webhook_tidy",
+    "audit_take",
 )
 
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
