@@ -1,4 +1,5 @@
-"""Shared fixtures: one app per test, over fakeredis and a real Redis server.
+"""Shared fixtures: one app per test, over fakeredis and a real Redis server;
+the audit trail's databases, on SQLite and a real PostgreSQL.
 
 Real-Redis tests use ``$SESSIONSVC_TEST_REDIS_URL`` or ``127.0.0.1:6379``;
 when neither answers they start their own ``redis-server`` if it is on PATH,
@@ -30,7 +31,14 @@ from sessionsvc.store import SessionStore
 from tests.backends import AppFactory, Backend, ClusterBackend, delete_prefix
 from tests.clients import JWT_KEY, Auth
 from tests.geodata import make_geoip_db
-from tests.servers import ClusterGroup, RedisProcess, redis_answers
+from tests.servers import (
+    POSTGRES_URL,
+    ClusterGroup,
+    PostgresProcess,
+    RedisProcess,
+    postgres_answers,
+    redis_answers,
+)
 from tests.skips import SKIP_REASONS, cannot_run
 
 #: The browser tests' fixtures (Chromium, the service they drive, screenshots).
@@ -198,3 +206,45 @@ def cluster_backend(request: pytest.FixtureRequest, prefix: str) -> Iterator[Bac
     delete_prefix(made.client(), prefix)
     for client in made.clients:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server's maintenance database: the one on
+    127.0.0.1:5432 when it answers, else one started for the run."""
+    if postgres_answers(POSTGRES_URL):
+        yield POSTGRES_URL
+        return
+    try:
+        server = PostgresProcess().start()
+    except (OSError, RuntimeError) as exc:
+        cannot_run(f"no PostgreSQL on 127.0.0.1:5432 and none could be started: {exc}")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the test's own: a SQLite file, or a PostgreSQL
+    database with a random name, dropped after the test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+        return
+    # Here, not at the top: most tests need no SQL at all.
+    from sqlalchemy import make_url, text
+
+    from sessionsvc.sql.migrate import engine
+
+    server: str = request.getfixturevalue("postgres_server")
+    name = f"sessionsvc_test_{secrets.token_hex(6)}"
+    admin = engine(server).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -4,8 +4,6 @@ on a real PostgreSQL."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from flask import Flask
-from sqlalchemy import column, inspect, make_url, select, table, text
+from sqlalchemy import column, inspect, select, table
 
 from sessionsvc import create_app
 from sessionsvc.settings import ConfigError, Settings
@@ -29,45 +27,7 @@ from sessionsvc.sql.migrate import (
 )
 from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, audit, metadata
 from tests.clients import JWT_KEY
-from tests.servers import POSTGRES_URL, PostgresProcess, free_port, postgres_answers
-from tests.skips import cannot_run
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """The URL of a PostgreSQL server's maintenance database: the one on
-    127.0.0.1:5432 when it answers, else one started for the run."""
-    if postgres_answers(POSTGRES_URL):
-        yield POSTGRES_URL
-        return
-    try:
-        server = PostgresProcess().start()
-    except (OSError, RuntimeError) as exc:
-        cannot_run(f"no PostgreSQL on 127.0.0.1:5432 and none could be started: {exc}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of the test's own: a SQLite file, or a PostgreSQL
-    database with a random name, dropped after the test."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'audit.db'}"
-        return
-    server: str = request.getfixturevalue("postgres_server")
-    name = f"sessionsvc_test_{secrets.token_hex(6)}"
-    admin = engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+from tests.servers import free_port
 
 
 def event(event_id: str, **values: Any) -> dict[str, Any]:
