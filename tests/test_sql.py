@@ -16,8 +16,9 @@ from sqlalchemy import column, inspect, select, table
 
 from sessionsvc import create_app
 from sessionsvc.settings import ConfigError, Settings
-from sessionsvc.sql.events import insert_events
+from sessionsvc.sql.events import AuditDatabase, RowsRefused, insert_events
 from sessionsvc.sql.migrate import (
+    AuditUnavailable,
     SchemaOutdated,
     engine,
     head,
@@ -209,6 +210,71 @@ def test_a_naive_time_is_refused(audit_url: str) -> None:
     with pytest.raises(Exception, match="timezone-aware"):
         write(audit_url, event("e-1", at=datetime(2026, 12, 5, 6, 0)))
     assert rows(audit_url) == []
+
+
+def test_the_database_writes_counts_and_prunes_in_chunks(audit_url: str) -> None:
+    upgrade(audit_url)
+    database = AuditDatabase(audit_url)
+    try:
+        assert database.count() == 0
+        old = datetime(2025, 1, 1, tzinfo=UTC)
+        new = datetime(2026, 12, 1, tzinfo=UTC)
+        written = database.write(
+            [event(f"old-{n}", at=old + timedelta(minutes=n)) for n in range(5)]
+            + [event(f"new-{n}", at=new) for n in range(3)]
+        )
+        assert written == 8
+        assert database.write([event("new-0", at=new), event("new-3", at=new)]) == 1
+        assert database.count() == 9
+        # Two rows a statement: three chunks, the last one short.
+        assert database.prune(datetime(2025, 1, 1, 0, 4, tzinfo=UTC), chunk=2) == 4
+        assert [row["id"] for row in rows(audit_url)] == [
+            "old-4",
+            *("new-0", "new-1", "new-2", "new-3"),
+        ]
+        assert database.prune(new, chunk=2) == 1
+        assert database.prune(new, chunk=2) == 0
+        assert database.count() == 4
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize(
+    ("values", "sqlite_keeps_it"),
+    [
+        ({"user_agent": "a\x00b"}, True),
+        ({"detail": {"k": "a\x00"}}, True),
+        ({"detail": {"k": "lone \udc80"}}, True),
+        ({"user_agent": "lone \ud800"}, False),
+        ({"type": None}, False),
+    ],
+    ids=["nul", "nul-in-json", "surrogate-in-json", "surrogate", "null"],
+)
+def test_rows_the_database_cannot_store_are_refused_as_rows(
+    audit_url: str, values: dict[str, Any], sqlite_keeps_it: bool
+) -> None:
+    upgrade(audit_url)
+    database = AuditDatabase(audit_url)
+    try:
+        if sqlite_keeps_it and audit_url.startswith("sqlite"):
+            assert database.write([event("e-0"), event("e-1", **values)]) == 2
+            return
+        with pytest.raises(RowsRefused):
+            database.write([event("e-0"), event("e-1", **values)])
+        # One transaction: the good row went with the bad one.
+        assert database.count() == 0
+    finally:
+        database.close()
+
+
+def test_a_database_that_is_gone_is_unavailable(tmp_path: Path) -> None:
+    database = AuditDatabase(f"sqlite:///{tmp_path / 'no-such-dir' / 'audit.db'}")
+    with pytest.raises(AuditUnavailable) as gone:
+        database.write([event("e-1")])
+    assert str(gone.value) == "the audit database is unavailable: unable to open database file"
+    with pytest.raises(AuditUnavailable):
+        database.count()
+    database.close()
 
 
 def cli_app(url: str | None) -> Flask:

@@ -1,15 +1,28 @@
-"""Writing audit rows."""
+"""Writing, counting and pruning audit rows."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
+from .migrate import AuditUnavailable, engine
 from .tables import audit
+
+#: Rows deleted per statement by a prune: a first prune of a big table holds
+#: no long lock, and the writer's inserts go on between the chunks.
+PRUNE_CHUNK = 10_000
+
+
+class RowsRefused(ValueError):
+    """The database refused rows for what they hold (not for being down): a
+    value it cannot store. The message says why, in one line."""
 
 
 def insert_events(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -28,3 +41,76 @@ def insert_events(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> 
     # drivers' statements, and an executemany's is not reliable.
     statement = statement.on_conflict_do_nothing(index_elements=["id"]).returning(audit.c.id)
     return len(connection.execute(statement, [dict(row) for row in rows]).all())
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """A database that cannot answer is :class:`AuditUnavailable` (wait and
+    try again); rows it refuses for their content are :class:`RowsRefused`
+    (trying again would fail again)."""
+    try:
+        yield
+    except (DataError, IntegrityError) as exc:
+        raise RowsRefused(_reason(exc)) from exc
+    except DBAPIError as exc:
+        raise AuditUnavailable(f"the audit database is unavailable: {_reason(exc)}") from exc
+    except (StatementError, UnicodeEncodeError) as exc:
+        # Not the database's answer: a value the driver could not send
+        # (text with no UTF-8 for it, a naive time).
+        raise RowsRefused(_reason(exc)) from exc
+
+
+class AuditDatabase:
+    """The audit table of one database, for the writer and the commands.
+
+    The engine is made on first use (in the process that uses it: after a
+    fork, never inherited) and pings its connections before lending them,
+    so a database that restarted is reached again without help.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = engine(self.url)
+        return self._engine
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert ``rows`` in one transaction (all or none); how many were new.
+
+        :raises AuditUnavailable: the database cannot be reached.
+        :raises RowsRefused: the database refused a row's content.
+        """
+        with _errors(), self.engine.begin() as connection:
+            return insert_events(connection, rows)
+
+    def count(self) -> int:
+        """How many rows the table holds."""
+        with _errors(), self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(audit)).scalar_one())
+
+    def prune(self, before: datetime, *, chunk: int = PRUNE_CHUNK) -> int:
+        """Delete the rows older than ``before`` (aware), ``chunk`` per
+        transaction, oldest first; how many."""
+        deleted = 0
+        while True:
+            oldest = select(audit.c.id).where(audit.c.at < before).order_by(audit.c.at).limit(chunk)
+            with _errors(), self.engine.begin() as connection:
+                done = connection.execute(delete(audit).where(audit.c.id.in_(oldest))).rowcount
+            deleted += done
+            if done < chunk:
+                return deleted
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
