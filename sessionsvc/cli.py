@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +13,7 @@ import click
 from flask.cli import AppGroup
 
 from . import accounts
+from .audit_cli import EXIT_WITH, audit_cli, stop_on_signals
 from .errors import Busy, LastAdmin, StoreUnavailable, UserNotFound, WeakPassword
 from .logs import configure_logging
 from .models import isotime
@@ -239,13 +237,7 @@ def _deliverer(**options: Any) -> Deliverer:
     show_default=True,
     help="Seconds after which a delivery held by a deliverer that died is taken over.",
 )
-@click.option(
-    "--exit-with",
-    type=int,
-    default=None,
-    metavar="PID",
-    help="Stop when process PID is gone (make run starts one beside gunicorn so).",
-)
+@EXIT_WITH
 def webhooks_run(threads: int, takeover_after: float, exit_with: int | None) -> None:
     """Deliver queued security events until stopped (SIGTERM or Ctrl-C ends
     the deliveries in progress first). Run as many as you like."""
@@ -254,15 +246,7 @@ def webhooks_run(threads: int, takeover_after: float, exit_with: int | None) -> 
     configure_logging()
     deliverer = _deliverer(threads=threads, takeover_after=takeover_after)
 
-    def stop(signum: int, frame: Any) -> None:
-        deliverer.stop.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if exit_with is not None:
-        threading.Thread(
-            target=_stop_when_gone, args=(exit_with, deliverer.stop), daemon=True
-        ).start()
+    stop_on_signals(deliverer.stop, exit_with)
     try:
         tidy(deliverer)
     except StoreUnavailable as exc:
@@ -274,16 +258,6 @@ def webhooks_run(threads: int, takeover_after: float, exit_with: int | None) -> 
     )
     deliverer.run()
     click.echo("stopped", err=True)
-
-
-def _stop_when_gone(pid: int, stop: threading.Event) -> None:
-    while not stop.wait(1.0):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            stop.set()
-        except PermissionError:
-            pass
 
 
 @webhooks_cli.command("status")
@@ -328,49 +302,7 @@ def webhooks_status(as_json: bool, show_failed: int) -> None:
             )
 
 
-audit_cli = AppGroup("audit", help="The audit trail in a SQL database (SESSIONSVC_AUDIT_URL).")
 sessions_cli.add_command(audit_cli)
-
-
-def _audit_url() -> str:
-    url = current_state().settings.audit_url
-    if url is None:
-        _fail("the audit trail is off: set SESSIONSVC_AUDIT_URL")
-    assert url is not None
-    return url
-
-
-@audit_cli.command("upgrade")
-def audit_upgrade() -> None:
-    """Create the audit table or upgrade it to this version's schema."""
-    # SQLAlchemy is imported only here: an install without the audit extra
-    # runs every other command.
-    from .sql.migrate import AuditUnavailable, schema_state, upgrade
-
-    url = _audit_url()
-    try:
-        upgrade(url)
-        current, _head = schema_state(url)
-    except AuditUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"audit schema at revision {current}")
-
-
-@audit_cli.command("status")
-def audit_status() -> None:
-    """The audit schema's revision, and whether it is this version's."""
-    from .sql.migrate import UPGRADE_COMMAND, AuditUnavailable, schema_state
-
-    try:
-        current, head = schema_state(_audit_url())
-    except AuditUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    if current is None:
-        click.echo(f"audit schema: none (run {UPGRADE_COMMAND} to create {head})")
-    elif current == head:
-        click.echo(f"audit schema: {current} (current)")
-    else:
-        click.echo(f"audit schema: {current}, outdated (run {UPGRADE_COMMAND} for {head})")
 
 
 #: The commands of the built-in user store (the standalone service's users);
@@ -388,7 +320,7 @@ USER_COMMANDS = frozenset(
 )
 
 #: The group of a host app without the user store: its users' sessions
-#: (``list``, ``revoke``, ``revoke-all``) and the webhooks.
+#: (``list``, ``revoke``, ``revoke-all``), the webhooks and the audit trail.
 host_sessions_cli = AppGroup("sessions", help="Manage sessionsvc sessions.")
 for _name, _command in sessions_cli.commands.items():
     if _name not in USER_COMMANDS:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .signals import session_anomaly, session_confirmed, session_opened, session_revoked
@@ -43,6 +43,26 @@ STORE_ERRORS = Counter(
 #: method and status.
 REQUESTS = Counter(
     "sessionsvc_http_requests", "HTTP requests answered.", ["route", "method", "status"]
+)
+
+#: Audit rows the writers stored (a redelivered event, stored already, is not counted).
+AUDIT_ROWS_WRITTEN = Counter("sessionsvc_audit_rows_written", "Audit rows written.")
+#: Events the writers could not store, by ``kind``: ``unreadable`` (a stream
+#: entry that is not an event) or ``refused`` (a row the database refused
+#: even with its text escaped); each is logged as an error.
+AUDIT_FAILURES = Counter(
+    "sessionsvc_audit_failures", "Events the audit writer could not store.", ["kind"]
+)
+#: Events trimmed from the stream before any writer stored them (the stream
+#: keeps about 100,000 entries and 7 days); each loss is logged as an error.
+AUDIT_LOST = Counter("sessionsvc_audit_lost", "Events trimmed before reaching the audit trail.")
+#: Seconds since the oldest event not yet stored was recorded (0: none
+#: waiting), as a running writer last saw it; under gunicorn the most of the
+#: live processes' values.
+AUDIT_LAG = Gauge(
+    "sessionsvc_audit_lag_seconds",
+    "Age of the oldest event not yet in the audit trail.",
+    multiprocess_mode="livemax",
 )
 
 #: The route label of requests that matched no route (404, 405).

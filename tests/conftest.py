@@ -248,3 +248,15 @@ def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresProcess]:
+    """A PostgreSQL server of the test's own (never a shared one), which it
+    may stop (``halt``) and start again (``serve``)."""
+    try:
+        server = PostgresProcess().start()
+    except (OSError, RuntimeError) as exc:
+        cannot_run(f"no PostgreSQL could be started: {exc}")
+    yield server
+    server.stop()

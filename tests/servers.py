@@ -662,15 +662,19 @@ class PostgresProcess:
             capture_output=True,
             **cast(Any, owner),
         )
-        with self.log.open("wb") as log:
+        return self.serve()
+
+    def serve(self) -> PostgresProcess:
+        """Run the server on the cluster :meth:`start` made (again, after :meth:`halt`)."""
+        with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
-                    *("postgres", "-D", str(data), "-k", str(self.dir), "-p", str(self.port)),
-                    *("-c", "listen_addresses=", "-c", "fsync=off"),
+                    *("postgres", "-D", str(self.dir / "data"), "-k", str(self.dir)),
+                    *("-p", str(self.port), "-c", "listen_addresses=", "-c", "fsync=off"),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                **cast(Any, owner),
+                **cast(Any, self._as_owner()),
             )
         wait_until(
             lambda: postgres_answers(self.url),
@@ -679,7 +683,8 @@ class PostgresProcess:
         )
         return self
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server and keep its data (:meth:`serve` starts it again)."""
         if self.proc is not None and self.proc.poll() is None:
             # SIGINT: PostgreSQL's fast shutdown (ends the sessions, then exits).
             self.proc.send_signal(signal.SIGINT)
@@ -689,4 +694,7 @@ class PostgresProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)

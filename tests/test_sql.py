@@ -26,9 +26,10 @@ from sessionsvc.sql.migrate import (
     schema_state,
     upgrade,
 )
-from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, audit, metadata
+from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, metadata
 from tests.clients import JWT_KEY
 from tests.servers import free_port
+from tests.sqlrows import audit_rows
 
 
 def event(event_id: str, **values: Any) -> dict[str, Any]:
@@ -44,16 +45,6 @@ def event(event_id: str, **values: Any) -> dict[str, Any]:
         "detail": {},
     }
     return row | values
-
-
-def rows(url: str) -> list[dict[str, Any]]:
-    db = engine(url)
-    try:
-        with db.connect() as connection:
-            found = connection.execute(select(audit).order_by(audit.c.at, audit.c.id))
-            return [dict(row._mapping) for row in found]
-    finally:
-        db.dispose()
 
 
 def write(url: str, *events: dict[str, Any]) -> int:
@@ -103,7 +94,7 @@ def test_schema_state_before_and_after_and_a_second_upgrade_changes_nothing(
     write(audit_url, event("e-1"))
     upgrade(audit_url)
     assert schema_state(audit_url) == ("0001", "0001")
-    assert [row["id"] for row in rows(audit_url)] == ["e-1"]
+    assert [row["id"] for row in audit_rows(audit_url)] == ["e-1"]
 
 
 def test_the_migrations_make_the_table_the_code_describes(audit_url: str) -> None:
@@ -167,7 +158,7 @@ def test_a_redelivered_event_is_stored_once(audit_url: str) -> None:
     assert write(audit_url, event("e-1"), event("e-2", type="logout")) == 2
     assert write(audit_url, event("e-2", type="logout"), event("e-3")) == 1
     assert write(audit_url) == 0
-    assert [(row["id"], row["type"]) for row in rows(audit_url)] == [
+    assert [(row["id"], row["type"]) for row in audit_rows(audit_url)] == [
         ("e-1", "login"),
         ("e-2", "logout"),
         ("e-3", "login"),
@@ -178,7 +169,7 @@ def test_the_detail_round_trips_with_non_ascii_text(audit_url: str) -> None:
     upgrade(audit_url)
     detail = {"city": "Zürich", "name": "Łukasz 李", "new": True, "n": [1, 2.5, None]}
     write(audit_url, event("e-1", detail=detail, user_agent="Navigateur — ünïcode"))
-    [row] = rows(audit_url)
+    [row] = audit_rows(audit_url)
     assert row["detail"] == detail
     assert row["user_agent"] == "Navigateur — ünïcode"
 
@@ -187,7 +178,7 @@ def test_long_ids_of_a_host_app_are_stored_whole(audit_url: str) -> None:
     upgrade(audit_url)
     user_id = "user:" + "é" * 600
     write(audit_url, event("e-1", user_id=user_id, account="a" * 300, user_agent="U" * 512))
-    [row] = rows(audit_url)
+    [row] = audit_rows(audit_url)
     assert (row["user_id"], row["account"], row["user_agent"]) == (
         user_id,
         "a" * 300,
@@ -199,7 +190,7 @@ def test_times_come_back_timezone_aware_in_utc(audit_url: str) -> None:
     upgrade(audit_url)
     paris = timezone(timedelta(hours=1))
     write(audit_url, event("e-1", at=datetime(2026, 12, 5, 7, 0, 1, 250000, tzinfo=paris)))
-    [row] = rows(audit_url)
+    [row] = audit_rows(audit_url)
     assert row["at"] == datetime(2026, 12, 5, 6, 0, 1, 250000, tzinfo=UTC)
     assert row["at"].utcoffset() == timedelta(0)
     assert row["at"].tzinfo is UTC
@@ -209,7 +200,7 @@ def test_a_naive_time_is_refused(audit_url: str) -> None:
     upgrade(audit_url)
     with pytest.raises(Exception, match="timezone-aware"):
         write(audit_url, event("e-1", at=datetime(2026, 12, 5, 6, 0)))
-    assert rows(audit_url) == []
+    assert audit_rows(audit_url) == []
 
 
 def test_the_database_writes_counts_and_prunes_in_chunks(audit_url: str) -> None:
@@ -228,7 +219,7 @@ def test_the_database_writes_counts_and_prunes_in_chunks(audit_url: str) -> None
         assert database.count() == 9
         # Two rows a statement: three chunks, the last one short.
         assert database.prune(datetime(2025, 1, 1, 0, 4, tzinfo=UTC), chunk=2) == 4
-        assert [row["id"] for row in rows(audit_url)] == [
+        assert [row["id"] for row in audit_rows(audit_url)] == [
             "old-4",
             *("new-0", "new-1", "new-2", "new-3"),
         ]
@@ -290,10 +281,12 @@ def audit_cli(app: Flask, *args: str) -> Any:
 
 def test_the_commands_upgrade_and_report_the_schema(audit_url: str) -> None:
     app = cli_app(audit_url)
+    # No event waits (nothing happened yet); no table to count before the upgrade.
+    idle = "pending: 0 (taken by a writer, not yet stored)\nunread: 0\nlag: 0.0 s\n"
     before = audit_cli(app, "status")
     assert before.exit_code == 0, before.output
     assert before.output == (
-        "audit schema: none (run flask sessions audit upgrade to create 0001)\n"
+        "audit schema: none (run flask sessions audit upgrade to create 0001)\nrows: -\n" + idle
     )
     done = audit_cli(app, "upgrade")
     assert done.exit_code == 0, done.output
@@ -301,12 +294,13 @@ def test_the_commands_upgrade_and_report_the_schema(audit_url: str) -> None:
     assert schema_state(audit_url) == ("0001", "0001")
     after = audit_cli(app, "status")
     assert after.exit_code == 0, after.output
-    assert after.output == "audit schema: 0001 (current)\n"
+    assert after.output == "audit schema: 0001 (current)\nrows: 0\n" + idle
     set_revision(audit_url, "0000")
     outdated = audit_cli(app, "status")
     assert outdated.exit_code == 0, outdated.output
     assert outdated.output == (
-        "audit schema: 0000, outdated (run flask sessions audit upgrade for 0001)\n"
+        "audit schema: 0000, outdated (run flask sessions audit upgrade for 0001)\nrows: 0\n"
+        + idle
     )
 
 
