@@ -18,8 +18,12 @@ $(VENV)/.dev: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.server
 
-## Install and start the service on http://127.0.0.1:8000 (embedded store unless SESSIONSVC_REDIS_URL is set).
+## Install and start the service on http://127.0.0.1:8000 (embedded store unless SESSIONSVC_REDIS_URL is set),
+## with the audit trail in var/audit.db unless SESSIONSVC_AUDIT_URL is set (set it empty to turn it off).
+run: export SESSIONSVC_AUDIT_URL ?= sqlite:///$(CURDIR)/var/audit.db
 run: $(VENV)/.server
+	@case "$$SESSIONSVC_AUDIT_URL" in sqlite:///$(CURDIR)/var/*) mkdir -p var;; esac
+	@if [ -n "$$SESSIONSVC_AUDIT_URL" ]; then $(BIN)/flask --app wsgi sessions audit upgrade; fi
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # The TypeScript client check's packages (tests/test_generated_clients.py);

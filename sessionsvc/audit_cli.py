@@ -129,9 +129,14 @@ def audit_run(batch: int, takeover_after: float, exit_with: int | None) -> None:
     configure_logging()
     writer = _writer(batch=batch, takeover_after=takeover_after)
     stop_on_signals(writer.stop, exit_with)
-    click.echo(f"writing the audit trail to {redact(writer.url)} as {writer.name}", err=True)
+    # A schema that is not this version's is refused before anything is
+    # taken; a database that does not answer yet is waited for.
     with _errors():
-        writer.run()
+        if writer.ready():
+            click.echo(
+                f"writing the audit trail to {redact(writer.url)} as {writer.name}", err=True
+            )
+            writer.run()
     click.echo("stopped", err=True)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from .errors import StoreUnavailable
 from .metrics import AUDIT_FAILURES, AUDIT_LAG, AUDIT_LOST, AUDIT_ROWS_WRITTEN
 from .models import isotime
-from .settings import Settings, redact
+from .settings import Settings
 from .sql.events import AuditDatabase, RowsRefused
 from .sql.migrate import AuditUnavailable, require_current
 from .store import SessionStore
@@ -353,7 +353,6 @@ class Writer:
         """
         if not self.ready():
             return
-        logger.info("audit: writing to %s as %s", redact(self.url), self.name)
         try:
             while not self.stop.is_set():
                 done = self.step()

@@ -22,11 +22,14 @@ hook runs, and prometheus_client picks in-memory or file-backed values once,
 at import. A directory you set yourself should be emptied between runs. ``child_exit`` tells
 prometheus_client a worker is gone, so its live-only series are dropped.
 
-Webhooks: with ``SESSIONSVC_WEBHOOK_URLS`` set, the master starts one
-deliverer (``flask --app <the served app> sessions webhooks run``) once it is ready and
-stops it when it exits; the deliverer also stops by itself if the master is
-gone. Any number of deliverers share the work, so each host running this
-config adds one.
+Webhooks and the audit trail: with ``SESSIONSVC_WEBHOOK_URLS`` set, the
+master starts one deliverer (``flask --app <the served app> sessions webhooks
+run``) once it is ready, and with ``SESSIONSVC_AUDIT_URL`` set one audit
+writer (``... sessions audit run``); it stops them when it exits, and they
+also stop by themselves if the master is gone. Any number of deliverers and
+of writers share the work, so each host running this config adds one of
+each. Their metrics go to the same ``PROMETHEUS_MULTIPROC_DIR``, so
+``/metrics`` shows them too.
 """
 
 from __future__ import annotations
@@ -116,8 +119,9 @@ logger_class = "sessionsvc.serving.Logger"
 control_socket_disable = True
 
 
-#: The webhook deliverer this master started, to stop on exit.
-_deliverer: subprocess.Popen[bytes] | None = None
+#: The processes this master started beside its workers (the webhook
+#: deliverer, the audit writer), to stop on exit.
+_helpers: list[subprocess.Popen[bytes]] = []
 
 
 def on_starting(server: Any) -> None:
@@ -154,15 +158,20 @@ def on_starting(server: Any) -> None:
         )
 
 
-def when_ready(server: Any) -> None:
-    global _deliverer
-    if not os.environ.get("SESSIONSVC_WEBHOOK_URLS", "").strip():
-        return
+def _start_helper(server: Any, group: str, what: str) -> None:
     # The app gunicorn serves (wsgi:app for the standalone service).
     app = getattr(server.app, "app_uri", None) or "wsgi:app"
-    command = [sys.executable, "-m", "flask", "--app", app, "sessions", "webhooks", "run"]
-    _deliverer = subprocess.Popen([*command, "--exit-with", str(os.getpid())])  # noqa: S603
-    server.log.info("started a webhook deliverer (pid %d)", _deliverer.pid)
+    command = [sys.executable, "-m", "flask", "--app", app, "sessions", group, "run"]
+    helper = subprocess.Popen([*command, "--exit-with", str(os.getpid())])  # noqa: S603
+    _helpers.append(helper)
+    server.log.info("started %s (pid %d)", what, helper.pid)
+
+
+def when_ready(server: Any) -> None:
+    if os.environ.get("SESSIONSVC_WEBHOOK_URLS", "").strip():
+        _start_helper(server, "webhooks", "a webhook deliverer")
+    if os.environ.get("SESSIONSVC_AUDIT_URL", "").strip():
+        _start_helper(server, "audit", "an audit writer")
 
 
 def post_worker_init(worker: Any) -> None:
@@ -177,11 +186,19 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    if _deliverer is not None and _deliverer.poll() is None:
-        # SIGTERM: it ends the deliveries in progress (10 s at most) and stops.
-        _deliverer.terminate()
+    from prometheus_client import multiprocess
+
+    # SIGTERM: each ends what it has in progress (a delivery: 10 s at most;
+    # an audit batch) and stops; all at once, then wait for them.
+    for helper in _helpers:
+        if helper.poll() is None:
+            helper.terminate()
+    for helper in _helpers:
         try:
-            _deliverer.wait(15)
+            helper.wait(15)
         except subprocess.TimeoutExpired:
-            _deliverer.kill()
-            _deliverer.wait()
+            helper.kill()
+            helper.wait()
+        # Its live gauges (the audit lag) leave the sums with it.
+        cast(Any, multiprocess).mark_process_dead(helper.pid)
+    _helpers.clear()

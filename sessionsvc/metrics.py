@@ -53,6 +53,8 @@ AUDIT_ROWS_WRITTEN = Counter("sessionsvc_audit_rows_written", "Audit rows writte
 AUDIT_FAILURES = Counter(
     "sessionsvc_audit_failures", "Events the audit writer could not store.", ["kind"]
 )
+for _kind in ("unreadable", "refused"):
+    AUDIT_FAILURES.labels(_kind)  # shown at 0 from the start: an alert needs the series
 #: Events trimmed from the stream before any writer stored them (the stream
 #: keeps about 100,000 entries and 7 days); each loss is logged as an error.
 AUDIT_LOST = Counter("sessionsvc_audit_lost", "Events trimmed before reaching the audit trail.")

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,9 +30,9 @@ from sessionsvc.sql.migrate import SchemaOutdated, upgrade
 from sessionsvc.state import current_manager, current_state
 from sessionsvc.store import SessionStore
 from sessionsvc.store.keys import user_tag
-from tests.backends import AppFactory
-from tests.clients import Auth
-from tests.servers import PostgresProcess, RedisProcess
+from tests.backends import AppFactory, served
+from tests.clients import Auth, http
+from tests.servers import PostgresProcess, RedisProcess, wait_until
 from tests.sqlrows import audit_rows
 
 
@@ -438,3 +440,54 @@ def test_a_redis_that_stops_answering_is_waited_for(
     )
     assert messages[1] == "audit: the store is back; writing again"
     store_of(app).close()
+
+
+def writer_pids() -> list[int]:
+    """The audit writers running on this host that a gunicorn master started."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"audit" in command and b"run" in command and b"--exit-with" in command:
+            found.append(int(entry))
+    return found
+
+
+def metric_line(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_gunicorn_starts_a_writer_whose_metrics_show_on_metrics(
+    redis_url: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    upgrade(url)  # what make run does before gunicorn
+    with served(redis_url, {"alice": "pw"}, workers=2, SESSIONSVC_AUDIT_URL=url) as service:
+        for _ in range(3):
+            status, _ = http(
+                "POST",
+                f"{service.base}/api/v1/auth/login",
+                body={"username": "alice", "password": "pw"},
+            )
+            assert status == 200
+        wait_until(lambda: len(audit_rows(url)) == 3, 20, service.output)
+        pids = writer_pids()
+        assert len(pids) == 1, pids
+
+        def counted() -> bool:
+            with urllib.request.urlopen(f"{service.base}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            written = metric_line(text, "sessionsvc_audit_rows_written_total")
+            return written == 3.0 and metric_line(text, "sessionsvc_audit_lag_seconds") == 0.0
+
+        # Whichever worker answers sums the writer's files with its own.
+        wait_until(counted, 20, service.output)
+        assert "an audit writer" in service.output()
+    wait_until(lambda: not (set(pids) & set(writer_pids())), 20, lambda: "the writer lives on")

@@ -299,8 +299,7 @@ def test_the_commands_upgrade_and_report_the_schema(audit_url: str) -> None:
     outdated = audit_cli(app, "status")
     assert outdated.exit_code == 0, outdated.output
     assert outdated.output == (
-        "audit schema: 0000, outdated (run flask sessions audit upgrade for 0001)\nrows: 0\n"
-        + idle
+        "audit schema: 0000, outdated (run flask sessions audit upgrade for 0001)\nrows: 0\n" + idle
     )
 
 
