@@ -136,6 +136,22 @@ def stop_logged(proc: subprocess.Popen[bytes] | None, log: IO[bytes]) -> None:
         os.unlink(log.name)
 
 
+def helper_pids(group: str) -> list[int]:
+    """The processes on this host that a gunicorn master started beside its
+    workers for ``group`` (``webhooks``, ``audit``): ``sessions GROUP run --exit-with``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if group.encode() in command and b"run" in command and b"--exit-with" in command:
+            found.append(int(entry))
+    return found
+
+
 class HostProcess:
     """A server of the checkout started by a command of its own (``flask
     run``, plain gunicorn) on ``port``; started once :attr:`probe` answers,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
 import threading
@@ -32,7 +31,7 @@ from sessionsvc.store import SessionStore
 from sessionsvc.store.keys import user_tag
 from tests.backends import AppFactory, served
 from tests.clients import Auth, http
-from tests.servers import PostgresProcess, RedisProcess, wait_until
+from tests.servers import PostgresProcess, RedisProcess, helper_pids, wait_until
 from tests.sqlrows import audit_rows
 
 
@@ -442,21 +441,6 @@ def test_a_redis_that_stops_answering_is_waited_for(
     store_of(app).close()
 
 
-def writer_pids() -> list[int]:
-    """The audit writers running on this host that a gunicorn master started."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"audit" in command and b"run" in command and b"--exit-with" in command:
-            found.append(int(entry))
-    return found
-
-
 def metric_line(text: str, name: str) -> float | None:
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -478,7 +462,7 @@ def test_gunicorn_starts_a_writer_whose_metrics_show_on_metrics(
             )
             assert status == 200
         wait_until(lambda: len(audit_rows(url)) == 3, 20, service.output)
-        pids = writer_pids()
+        pids = helper_pids("audit")
         assert len(pids) == 1, pids
 
         def counted() -> bool:
@@ -490,4 +474,6 @@ def test_gunicorn_starts_a_writer_whose_metrics_show_on_metrics(
         # Whichever worker answers sums the writer's files with its own.
         wait_until(counted, 20, service.output)
         assert "an audit writer" in service.output()
-    wait_until(lambda: not (set(pids) & set(writer_pids())), 20, lambda: "the writer lives on")
+    wait_until(
+        lambda: not (set(pids) & set(helper_pids("audit"))), 20, lambda: "the writer lives on"
+    )

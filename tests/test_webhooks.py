@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import secrets
 import signal
@@ -42,7 +41,7 @@ from sessionsvc.webhooks import (
 )
 from tests.backends import AppFactory, Backend, delete_prefix, served
 from tests.clients import CHROME, FIREFOX_LINUX, IPHONE, JWT_KEY, Auth, http
-from tests.servers import ROOT, WebhookReceiver, service_env, wait_until
+from tests.servers import ROOT, WebhookReceiver, helper_pids, service_env, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -800,21 +799,8 @@ def test_make_run_starts_a_deliverer_beside_gunicorn_and_stops_it(
         receiver.held.set()
         wait_until(lambda: len(set(receiver.ids())) == 5, 30, service.output)
         assert {p["type"] for p in verified(receiver)} == {"session.created"}
-        pids = deliverer_pids()
+        pids = helper_pids("webhooks")
         assert len(pids) == 1, pids
-    wait_until(lambda: not (set(pids) & set(deliverer_pids())), 20, lambda: "deliverer lives on")
-
-
-def deliverer_pids() -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                command = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if b"webhooks" in command and b"run" in command and b"--exit-with" in command:
-            found.append(int(entry))
-    return found
+    wait_until(
+        lambda: not (set(pids) & set(helper_pids("webhooks"))), 20, lambda: "deliverer lives on"
+    )
