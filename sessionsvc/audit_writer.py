@@ -39,6 +39,7 @@ from .sql.migrate import AuditUnavailable, require_current
 from .store import SessionStore
 from .store.audit import AUDIT_GROUP, AuditBatch, AuditEntry
 from .store.codec import event_from_json
+from .store.webhooks import parse_entry_id
 
 logger = logging.getLogger("sessionsvc.audit")
 
@@ -54,8 +55,6 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 #: Seconds between looks for new streams (Redis Cluster: one per slot in use),
 #: and between SCANs for streams whose registration was missed.
 DISCOVER_INTERVAL, SCAN_INTERVAL = 10.0, 300.0
-#: Seconds between updates of ``sessionsvc_audit_lag_seconds``.
-LAG_INTERVAL = 5.0
 #: Rows older than the retention are deleted once a day (by one writer),
 #: which the writers ask about every :data:`PRUNE_LOOK` seconds.
 PRUNE_EVERY, PRUNE_LOOK = 86400, 60.0
@@ -215,6 +214,8 @@ class Writer:
         self._streams: list[str] = []
         self._turns = itertools.count()
         self._last: dict[str, float] = {}
+        #: The store's clock minus ours (ms): entry ids carry the store's.
+        self._skew_ms = 0
 
     # -- starting ---------------------------------------------------------------
 
@@ -236,8 +237,8 @@ class Writer:
     # -- one step -----------------------------------------------------------------
 
     def step(self) -> int:
-        """Store one batch (or finish the one held) and do what is due (lag,
-        prune, tidy); how many entries were handled. A dependency that is
+        """Store one batch (or finish the one held) and do what is due
+        (prune, tidy); how many entries were handled. A dependency that is
         down sets :attr:`retry_in`."""
         try:
             done = self._finish() if self._held else self._next()
@@ -261,6 +262,7 @@ class Writer:
         """The streams to read, looked for again now and then."""
         if not self._streams or self._due("discover", DISCOVER_INTERVAL):
             streams = self.store.audit_streams(scan=self._due("scan", SCAN_INTERVAL))
+            self._skew_ms = self.store.server_time_ms() - int(time.time() * 1000)
             # Trimmed by age also when no event comes (a quiet stream).
             self.store.webhook_trim(streams)
             self._streams = streams
@@ -278,8 +280,14 @@ class Writer:
             self._redis.ok()
             self._lost(batch)
             if batch.entries:
+                # The lag, as this writer sees it: the age of the oldest
+                # entry it took (an entry id starts with the store's time).
+                oldest = min(parse_entry_id(entry.entry)[0] for entry in batch.entries)
+                now = int(time.time() * 1000) + self._skew_ms
+                AUDIT_LAG.set(max(0.0, (now - oldest) / 1000))
                 self._held = self._hold(batch)
                 return self._finish()
+        AUDIT_LAG.set(0.0)  # nothing waits (for this writer)
         return 0
 
     def _lost(self, batch: AuditBatch) -> None:
@@ -334,8 +342,6 @@ class Writer:
         return self._write(rows[:half]) + self._write(rows[half:])
 
     def _chores(self) -> None:
-        if self._due("lag", LAG_INTERVAL):
-            AUDIT_LAG.set(self._lag(self.streams())[2])
         if self._due("prune", PRUNE_LOOK) and self.store.audit_prune_due(PRUNE_EVERY):
             deleted, cutoff = prune(self.database, self.retention_days)
             logger.info(
@@ -363,22 +369,19 @@ class Writer:
         finally:
             self.database.close()
 
-    def _lag(self, streams: list[str]) -> tuple[int, int, float]:
-        """Pending and unread entries, and the lag in seconds (by the store's clock)."""
-        backlog = self.store.audit_backlog(streams)
-        lag = 0.0
-        if backlog.oldest_ms is not None:
-            lag = max(0.0, (self.store.server_time_ms() - backlog.oldest_ms) / 1000)
-        return backlog.pending, backlog.unread, lag
-
     def status(self, *, rows: bool = True) -> AuditStatus:
         """The rows stored (``None`` without ``rows``), the events waiting, and the lag.
 
         :raises AuditUnavailable: the database cannot be reached.
         :raises StoreUnavailable: Redis cannot be reached.
         """
-        pending, unread, lag = self._lag(self.store.audit_streams(scan=True))
-        return AuditStatus(self.database.count() if rows else None, pending, unread, lag)
+        # Counted (pages of 1,000 entries): for the command, not the loop.
+        backlog = self.store.audit_backlog(self.store.audit_streams(scan=True))
+        lag = 0.0
+        if backlog.oldest_ms is not None:
+            lag = max(0.0, (self.store.server_time_ms() - backlog.oldest_ms) / 1000)
+        count = self.database.count() if rows else None
+        return AuditStatus(count, backlog.pending, backlog.unread, lag)
 
 
 __all__ = ["AuditStatus", "Writer", "escape", "escape_text", "prune", "row_of"]

@@ -58,9 +58,9 @@ for _kind in ("unreadable", "refused"):
 #: Events trimmed from the stream before any writer stored them (the stream
 #: keeps about 100,000 entries and 7 days); each loss is logged as an error.
 AUDIT_LOST = Counter("sessionsvc_audit_lost", "Events trimmed before reaching the audit trail.")
-#: Seconds since the oldest event not yet stored was recorded (0: none
-#: waiting), as a running writer last saw it; under gunicorn the most of the
-#: live processes' values.
+#: How far behind the audit writer is: the age (s) of the oldest event in
+#: the batch it took last, 0 when it found none waiting; under gunicorn the
+#: largest of the live processes' values.
 AUDIT_LAG = Gauge(
     "sessionsvc_audit_lag_seconds",
     "Age of the oldest event not yet in the audit trail.",

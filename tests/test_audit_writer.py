@@ -144,6 +144,19 @@ def test_events_of_real_operations_reach_the_table(audit_app: Flask, audit_url: 
     )
 
 
+def test_the_lag_is_the_age_of_the_oldest_event_taken(audit_app: Flask) -> None:
+    new_user(audit_app, "alice")
+    sign_in(audit_app, "alice")
+    time.sleep(1.2)
+    sign_in(audit_app, "alice")
+    writer = writer_of(audit_app)
+    assert writer.status().lag_seconds >= 1.2
+    assert writer.step() == 2
+    assert 1.2 <= metric("sessionsvc_audit_lag_seconds") < 5
+    assert writer.step() == 0
+    assert metric("sessionsvc_audit_lag_seconds") == 0.0
+
+
 def test_a_name_created_again_is_two_accounts(audit_app: Flask, audit_url: str) -> None:
     first = new_user(audit_app, "alice")
     sign_in(audit_app, "alice")
