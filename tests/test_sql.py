@@ -165,6 +165,25 @@ def test_a_redelivered_event_is_stored_once(audit_url: str) -> None:
     ]
 
 
+def test_sqlite_reads_while_a_write_is_open(tmp_path: Path) -> None:
+    # Write-ahead-log mode: the API's query does not wait for (or fail on)
+    # a writer's transaction in progress, and sees what was committed.
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    upgrade(url)
+    write(url, event("e-1"))
+    db = engine(url)
+    try:
+        with db.begin() as writing:
+            insert_events(writing, [event("e-2")])
+            assert [row["id"] for row in rows(url)] == ["e-1"]
+        assert [row["id"] for row in rows(url)] == ["e-1", "e-2"]
+        with db.connect() as connection:
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+    finally:
+        db.dispose()
+    assert mode == "wal"
+
+
 def test_the_detail_round_trips_with_non_ascii_text(audit_url: str) -> None:
     upgrade(audit_url)
     detail = {"city": "Zürich", "name": "Łukasz 李", "new": True, "n": [1, 2.5, None]}

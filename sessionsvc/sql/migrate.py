@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 
 from .tables import VERSION_TABLE
@@ -43,8 +44,31 @@ def _database_errors() -> Iterator[None]:
 
 
 def engine(url: str) -> Engine:
-    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
-    return create_engine(url, pool_pre_ping=True)
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+
+    SQLite runs in write-ahead-log mode, so the API's reads and a writer's
+    inserts do not wait for each other, and a connection waits up to
+    :data:`SQLITE_BUSY_TIMEOUT` seconds for another's write to end rather
+    than failing at once ("database is locked").
+    """
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    db = create_engine(url, pool_pre_ping=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+    event.listen(db, "connect", _sqlite_wal)
+    return db
+
+
+#: Seconds a SQLite connection waits for another's write to end.
+SQLITE_BUSY_TIMEOUT = 10.0
+
+
+def _sqlite_wal(connection: Any, _record: Any) -> None:
+    # Kept in the file: every later connection, of any process, is in WAL mode.
+    cursor = connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
 
 
 def _config(connection: Connection) -> Config:
