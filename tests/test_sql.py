@@ -175,8 +175,8 @@ def test_sqlite_reads_while_a_write_is_open(tmp_path: Path) -> None:
     try:
         with db.begin() as writing:
             insert_events(writing, [event("e-2")])
-            assert [row["id"] for row in rows(url)] == ["e-1"]
-        assert [row["id"] for row in rows(url)] == ["e-1", "e-2"]
+            assert [row["id"] for row in audit_rows(url)] == ["e-1"]
+        assert [row["id"] for row in audit_rows(url)] == ["e-1", "e-2"]
         with db.connect() as connection:
             mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
     finally:
