@@ -490,3 +490,31 @@ def test_gunicorn_starts_a_writer_whose_metrics_show_on_metrics(
     wait_until(
         lambda: not (set(pids) & set(helper_pids("audit"))), 20, lambda: "the writer lives on"
     )
+
+
+def test_a_writer_started_before_its_database_answers_waits_for_it(
+    make_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "not-yet"
+    url = f"sqlite:///{folder / 'audit.db'}"
+    app = make_app(SESSIONSVC_AUDIT_URL=url)
+    new_user(app, "alice")
+    sign_in(app, "alice")
+    writer = writer_of(app)
+    caplog.set_level(logging.INFO, "sessionsvc.audit")
+    running = threading.Thread(target=writer.run)
+    running.start()
+    try:
+        wait_until(lambda: bool(outage(caplog)), 10, lambda: "no outage logged")
+        folder.mkdir()
+        upgrade(url)
+        wait_until(lambda: len(audit_rows(url)) == 1, 20, lambda: "nothing was written")
+    finally:
+        writer.stop.set()
+        running.join(10)
+    assert not running.is_alive()
+    assert outage(caplog) == [
+        "audit: the audit database is unavailable (unable to open database file); "
+        "trying again until it is back",
+        "audit: the audit database is back; writing again",
+    ]

@@ -478,3 +478,15 @@ def test_audit_run_writes_until_sigterm(redis_url: str, tmp_path: Path) -> None:
     assert f"writing the audit trail to {url} as " in lines[0]
     assert lines[-1] == "stopped"
     assert [row["type"] for row in audit_rows(url)] == ["session.created"]
+
+
+def test_audit_status_with_redis_down_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    upgrade(url)
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(
+        {"JWT_SECRET_KEY": JWT_KEY, "SESSIONSVC_REDIS_URL": redis_url, "SESSIONSVC_AUDIT_URL": url}
+    )
+    result = run(app, "audit", "status")
+    assert result.exit_code == 1
+    assert result.output == "Error: The session store is unavailable; try again shortly.\n"
