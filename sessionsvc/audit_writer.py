@@ -361,7 +361,14 @@ class Writer:
             return
         try:
             while not self.stop.is_set():
-                done = self.step()
+                try:
+                    done = self.step()
+                except Exception:  # pragma: no cover - logged, and the writer goes on
+                    # A writer that exits writes nothing until someone
+                    # restarts it; what it held is taken over or retried.
+                    logger.exception("audit: a step failed unexpectedly")
+                    self.retry_in = BACKOFF_MAX
+                    done = 0
                 if self.retry_in:
                     self.stop.wait(self.retry_in)
                 elif not done:
