@@ -233,18 +233,12 @@ def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'audit.db'}"
         return
     # Here, not at the top: most tests need no SQL at all.
-    from sqlalchemy import make_url, text
-
-    from sessionsvc.sql.migrate import engine
+    from tests.databases import create_database, drop_database
 
     server: str = request.getfixturevalue("postgres_server")
     name = f"sessionsvc_test_{secrets.token_hex(6)}"
-    admin = engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = create_database(server, name)
     try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(server, name)

@@ -27,22 +27,8 @@ from sessionsvc.sql.migrate import (
 )
 from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, audit, metadata
 from tests.clients import JWT_KEY
+from tests.databases import event, write
 from tests.servers import free_port
-
-
-def event(event_id: str, **values: Any) -> dict[str, Any]:
-    row = {
-        "id": event_id,
-        "type": "login",
-        "at": datetime(2026, 12, 5, 6, 0, 1, 250000, tzinfo=UTC),
-        "user_id": "alice",
-        "account": "acc-1",
-        "session_id": "s-1",
-        "ip": "203.0.113.7",
-        "user_agent": "Mozilla/5.0",
-        "detail": {},
-    }
-    return row | values
 
 
 def rows(url: str) -> list[dict[str, Any]]:
@@ -51,15 +37,6 @@ def rows(url: str) -> list[dict[str, Any]]:
         with db.connect() as connection:
             found = connection.execute(select(audit).order_by(audit.c.at, audit.c.id))
             return [dict(row._mapping) for row in found]
-    finally:
-        db.dispose()
-
-
-def write(url: str, *events: dict[str, Any]) -> int:
-    db = engine(url)
-    try:
-        with db.begin() as connection:
-            return insert_events(connection, events)
     finally:
         db.dispose()
 
