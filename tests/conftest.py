@@ -26,7 +26,7 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import DPoPKey, create_app, current_manager
+from sessionsvc import DPoPKey, audit_query, create_app, current_manager
 from sessionsvc.store import SessionStore
 from tests.backends import AppFactory, Backend, ClusterBackend, delete_prefix
 from tests.clients import JWT_KEY, Auth
@@ -151,6 +151,7 @@ def make_app(backend: Backend) -> Iterator[AppFactory]:
 
     yield make
     for app in made:
+        audit_query.close_reader(app)
         with app.app_context():
             current_manager().store.close()
 
