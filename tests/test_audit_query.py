@@ -371,3 +371,24 @@ def test_each_query_reads_an_index_in_its_order(db: Any, filters: AuditFilter, i
     if db.dialect.name == "sqlite":
         # The keyset is a range of the index, not a filter of every entry.
         assert "(at,id)<(?,?)" in found or "at>?" in found, found
+
+
+def test_a_pool_with_no_connection_free_in_time_is_unavailable(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import QueuePool
+
+    db = create_engine(
+        f"sqlite:///{tmp_path / 'a.db'}",
+        poolclass=QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.01,
+    )
+    unavailable = r"^the audit database is unavailable: QueuePool limit"
+    held = db.connect()  # the pool's one connection
+    try:
+        with pytest.raises(AuditUnavailable, match=unavailable), migrate.database_errors():
+            db.connect()
+    finally:
+        held.close()
+        db.dispose()

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 # The one class the API answers 503 with and the commands print: re-exported.
 from ..errors import AuditUnavailable as AuditUnavailable
@@ -33,13 +34,15 @@ UPGRADE_COMMAND = "flask sessions audit upgrade"
 @contextmanager
 def database_errors() -> Iterator[None]:
     """Turn the driver's errors (refused, no such file, authentication, no
-    such table) into :class:`AuditUnavailable`, with the driver's first line:
-    the rest is SQLAlchemy's background link, and the statement."""
+    such table), and a pool with no connection free in time, into
+    :class:`AuditUnavailable`, with the first line of what went wrong: the
+    rest is SQLAlchemy's background link, and the statement."""
     try:
         yield
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise AuditUnavailable(f"the audit database is unavailable: {reason}") from exc
+    except (DBAPIError, PoolTimeout) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+        lines = str(cause).strip().splitlines() or [type(cause).__name__]
+        raise AuditUnavailable(f"the audit database is unavailable: {lines[0]}") from exc
 
 
 def engine(url: str, *, connect_args: dict[str, Any] | None = None, **options: Any) -> Engine:
