@@ -243,3 +243,15 @@ def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         drop_database(server, name)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresProcess]:
+    """A PostgreSQL server of the test's own, which it may halt and resume."""
+    if not (shutil.which("initdb") and shutil.which("postgres")):
+        cannot_run("initdb or postgres is not on PATH: tests that stop their own server cannot run")
+    server = PostgresProcess().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -652,25 +652,28 @@ class PostgresProcess:
         owner = self._as_owner()
         if owner:
             shutil.chown(self.dir, **owner)
-        data = self.dir / "data"
         subprocess.run(
             [
-                *("initdb", "-D", str(data), "-U", "postgres", "--auth=trust"),
+                *("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust"),
                 *("-E", "UTF8", "--no-locale", "--no-sync"),
             ],
             check=True,
             capture_output=True,
             **cast(Any, owner),
         )
-        with self.log.open("wb") as log:
+        return self.resume()
+
+    def resume(self) -> PostgresProcess:
+        """Run the server on its cluster (again, after :meth:`halt`)."""
+        with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
-                    *("postgres", "-D", str(data), "-k", str(self.dir), "-p", str(self.port)),
-                    *("-c", "listen_addresses=", "-c", "fsync=off"),
+                    *("postgres", "-D", str(self.dir / "data"), "-k", str(self.dir)),
+                    *("-p", str(self.port), "-c", "listen_addresses=", "-c", "fsync=off"),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                **cast(Any, owner),
+                **cast(Any, self._as_owner()),
             )
         wait_until(
             lambda: postgres_answers(self.url),
@@ -679,7 +682,8 @@ class PostgresProcess:
         )
         return self
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Shut the server down, keeping its cluster for :meth:`resume`."""
         if self.proc is not None and self.proc.poll() is None:
             # SIGINT: PostgreSQL's fast shutdown (ends the sessions, then exits).
             self.proc.send_signal(signal.SIGINT)
@@ -689,4 +693,7 @@ class PostgresProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)

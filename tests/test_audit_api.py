@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from sessionsvc.sql.query import encode_cursor
 from tests.backends import AppFactory, Backend
 from tests.clients import Auth, assert_problem
 from tests.databases import create_database, drop_database, event, write
+from tests.servers import PostgresProcess
 
 AUDIT = "/api/v1/admin/audit"
 T0 = datetime(2026, 12, 5, 6, 0, 0, tzinfo=UTC)
@@ -41,7 +43,12 @@ def audit_app(make_app: AppFactory, audit_url: str) -> Flask:
 @pytest.fixture
 def root(audit_app: Flask) -> dict[str, str]:
     """The headers of an admin's token."""
-    auth = Auth(audit_app)
+    return admin_headers(audit_app)
+
+
+def admin_headers(app: Flask) -> dict[str, str]:
+    """The headers of the token of ``root``, an admin of ``app``."""
+    auth = Auth(app)
     auth.create_user("root", "pw", admin=True)
     return auth.headers(auth.login("root", "pw"))
 
@@ -199,19 +206,14 @@ def test_the_route_is_404_without_an_audit_url(app: Flask, root_of_app: dict[str
 
 @pytest.fixture
 def root_of_app(app: Flask) -> dict[str, str]:
-    auth = Auth(app)
-    auth.create_user("root", "pw", admin=True)
-    return auth.headers(auth.login("root", "pw"))
+    return admin_headers(app)
 
 
 def test_a_sqlite_database_gone_is_503_and_comes_back(make_app: AppFactory, tmp_path: Path) -> None:
     folder = tmp_path / "audit"
     url = f"sqlite:///{folder / 'audit.db'}"
     app = make_app(SESSIONSVC_AUDIT_URL=url)
-    auth = Auth(app)
-    auth.create_user("root", "pw", admin=True)
-    root = auth.headers(auth.login("root", "pw"))
-    client = app.test_client()
+    root, client = admin_headers(app), app.test_client()
     response = client.get(AUDIT, headers=root)
     body = assert_problem(response, 503, "audit_unavailable")
     assert response.headers["Retry-After"] == "1"
@@ -233,10 +235,7 @@ def test_a_postgresql_database_dropped_is_503_and_comes_back(
         upgrade(url)
         write(url, row("e-1", 0))
         app = make_app(SESSIONSVC_AUDIT_URL=url)
-        auth = Auth(app)
-        auth.create_user("root", "pw", admin=True)
-        root = auth.headers(auth.login("root", "pw"))
-        client = app.test_client()
+        root, client = admin_headers(app), app.test_client()
         assert ids(client, root) == ["e-1"]
         drop_database(postgres_server, name)
         body = assert_problem(client.get(AUDIT, headers=root), 503, "audit_unavailable")
@@ -248,6 +247,28 @@ def test_a_postgresql_database_dropped_is_503_and_comes_back(
         assert ids(client, root) == ["e-2"]
     finally:
         drop_database(postgres_server, name)
+
+
+def test_a_postgresql_server_stopped_is_503_at_once_and_comes_back(
+    make_app: AppFactory, own_postgres: PostgresProcess
+) -> None:
+    url = create_database(own_postgres.url, "audit")
+    upgrade(url)
+    write(url, row("e-1", 0))
+    app = make_app(SESSIONSVC_AUDIT_URL=url)
+    root, client = admin_headers(app), app.test_client()
+    assert ids(client, root) == ["e-1"]  # a connection is in the pool now
+    own_postgres.halt()
+    started = time.monotonic()
+    response = client.get(AUDIT, headers=root)
+    assert time.monotonic() - started < 5  # refused, not waited for
+    body = assert_problem(response, 503, "audit_unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert body["detail"].startswith("the audit database is unavailable: ")
+    assert "\n" not in body["detail"]
+    assert client.get("/api/v1/sessions", headers=root).status_code == 200
+    own_postgres.resume()
+    assert ids(client, root) == ["e-1"]
 
 
 def test_the_blueprints_import_without_sqlalchemy() -> None:
