@@ -8,6 +8,7 @@ import re
 import secrets
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -609,6 +610,27 @@ def test_more_users_come_page_by_page(browser: Any, redis_url: str) -> None:
             context.close()
 
 
+@contextmanager
+def alice_of_an_audited_service(
+    browser: Any, redis_url: str, audit_url: str
+) -> Iterator[tuple[Any, list[str]]]:
+    """The console of a service with an audit trail at ``audit_url``, its
+    admin on alice's page (alice signed in once); the page and its problems."""
+    users = (ADMIN, "alice", "bob")
+    with serve(redis_url, users, roles={ADMIN: ("admin",)}, SESSIONSVC_AUDIT_URL=audit_url) as base:
+        bearer_login(base, "alice")
+        context = browser.new_context(user_agent=CHROME)
+        try:
+            page = context.new_page()
+            problems = watch_console(page)
+            open_console(page, base, ADMIN)
+            search(page, "alice", "alice")
+            open_user(page, "alice")
+            yield page, problems
+        finally:
+            context.close()
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_an_admin_reads_a_users_audit_history_page_by_page(
@@ -623,27 +645,38 @@ def test_an_admin_reads_a_users_audit_history_page_by_page(
         *[event(f"e-{n:02d}", at=start + timedelta(minutes=n), **revoked) for n in range(25)],
         event("bob-1", user_id="bob", at=start + timedelta(hours=1)),
     )
-    users = (ADMIN, "alice", "bob")
-    with serve(redis_url, users, roles={ADMIN: ("admin",)}, SESSIONSVC_AUDIT_URL=url) as base:
-        context = browser.new_context(user_agent=CHROME)
-        try:
-            page = context.new_page()
-            problems = watch_console(page)
-            open_console(page, base, ADMIN)
-            search(page, "alice", "alice")
-            open_user(page, "alice")
-            shown = "items => items.map(item => item.dataset.eventId)"
-            items = page.locator("#audit-list .event")
-            # The newest 20 (a page), newest first; bob's are not alice's.
-            assert items.evaluate_all(shown) == [f"e-{n:02d}" for n in reversed(range(5, 25))]
-            assert items.first.locator(".what").inner_text() == (
-                "Signed out: signed out by an administrator"
-            )
-            page.click("#audit-more")
-            page.wait_for_selector("#audit-more", state="hidden")
-            assert items.evaluate_all(shown) == [f"e-{n:02d}" for n in reversed(range(25))]
-            assert page.inner_text("#status") == "25 recorded events of alice."
-            assert page.evaluate("document.activeElement.dataset.eventId") == "e-04"
-            assert problems == []
-        finally:
-            context.close()
+    with alice_of_an_audited_service(browser, redis_url, url) as (page, problems):
+        shown = "items => items.map(item => item.dataset.eventId)"
+        items = page.locator("#audit-list .event")
+        # The newest 20 (a page), newest first; bob's are not alice's.
+        assert items.evaluate_all(shown) == [f"e-{n:02d}" for n in reversed(range(5, 25))]
+        assert items.first.locator(".what").inner_text() == (
+            "Signed out: signed out by an administrator"
+        )
+        page.click("#audit-more")
+        page.wait_for_selector("#audit-more", state="hidden")
+        assert items.evaluate_all(shown) == [f"e-{n:02d}" for n in reversed(range(25))]
+        assert page.inner_text("#status") == "25 recorded events of alice."
+        assert page.evaluate("document.activeElement.dataset.eventId") == "e-04"
+        assert problems == []
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_an_audit_history_that_cannot_be_read_says_so_and_the_page_works(
+    browser: Any, redis_url: str, tmp_path: Path
+) -> None:
+    # A folder that does not exist: the database cannot be opened.
+    url = f"sqlite:///{tmp_path / 'missing' / 'audit.db'}"
+    with alice_of_an_audited_service(browser, redis_url, url) as (page, problems):
+        assert page.locator("#audit-list li").all_inner_texts() == [
+            "The audit history cannot be read now: "
+            "the audit database is unavailable: unable to open database file"
+        ]
+        assert page.is_hidden("#audit-more")
+        # The rest of the user's page is there, and no alert over it.
+        assert page.locator("#session-list .session-card").count() == 1
+        assert page.inner_text("#problem") == ""
+        assert page.inner_text("#status") == "Showing alice."
+        # The browser logs the failed request (503), nothing else.
+        assert [p for p in problems if "503" not in p] == []
