@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 from flask_jwt_extended import get_jwt, get_jwt_identity
 
-from . import accounts, openapi, payloads, tokens
+from . import accounts, audit_query, openapi, payloads, tokens
 from .errors import Forbidden, SessionNotFound
 from .models import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, USERS_LIMIT_DEFAULT, USERS_LIMIT_MAX
 from .payloads import no_content
@@ -112,6 +112,17 @@ def list_user_events(user_id: str) -> Response:
     )
     events = current_manager().events_for(user_id, limit=limit)
     return jsonify({"events": [event.to_json() for event in events]})
+
+
+@blueprint.get("/audit")
+@tokens.token_required
+@openapi.spec("admin_audit")
+def audit_trail() -> Response:
+    _require_admin()
+    audit_query.require_on()
+    filters, limit, cursor = audit_query.query(request)
+    events, next_cursor = audit_query.reader().page(filters, limit, cursor)
+    return jsonify({"events": events, "next_cursor": next_cursor})
 
 
 @users.get("/users")

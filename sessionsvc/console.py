@@ -20,7 +20,8 @@ With the user store's routes (the standalone service) the console lists and
 finds users by name prefix and shows and changes their records (disable,
 roles, delete). Without them (a host app keeps its own users) it looks a
 user up by exact id and shows that user's sessions and recent events, and
-signs sessions out.
+signs sessions out. With an audit trail (``SESSIONSVC_AUDIT_URL``) a user's
+page also shows their audit history, newest first, page by page.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 from flask import Response, current_app
 
 from . import admin, auth, openapi, pages
+from .state import current_state
 
 #: The page and its assets (``/admin/assets/console.js``, ``console.css``).
 blueprint = pages.page_blueprint(
@@ -44,4 +46,6 @@ def console_page() -> Response:
         auth_url=pages.api_url(auth.URL_PREFIX),
         # The name of the blueprint admin.register mounts only with the user store.
         user_store=admin.users.name in current_app.blueprints,
+        # The audit trail's route answers only with a database to read.
+        audit=current_state().settings.audit_url is not None,
     )

@@ -136,6 +136,15 @@ class StoreUnavailable(SessionsvcError):
     headers = {"Retry-After": "1"}
 
 
+class AuditUnavailable(SessionsvcError):
+    """The audit database cannot be reached or read; the detail says why, in
+    one line (never its URL, which may hold a password). Only the audit
+    trail's own routes and commands fail: the sessions keep working."""
+
+    status, code, title = 503, "audit_unavailable", "Service Unavailable"
+    headers = {"Retry-After": "1"}
+
+
 class Busy(SessionsvcError):
     """Too many password hashes at once in this process (see ``passwords.HashSlots``)."""
 

@@ -52,6 +52,9 @@ EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 50, 200
 #: How many users one page of the admins' listing holds: by default, and at most.
 USERS_LIMIT_DEFAULT, USERS_LIMIT_MAX = 100, 500
 
+#: How many audit rows one page of the admin API holds: by default, and at most.
+AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX = 100, 500
+
 #: The types of security events.
 EVENT_TYPES = (
     "session.created",

@@ -26,7 +26,7 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sessionsvc import DPoPKey, create_app, current_manager
+from sessionsvc import DPoPKey, audit_query, create_app, current_manager
 from sessionsvc.store import SessionStore
 from tests.backends import AppFactory, Backend, ClusterBackend, delete_prefix
 from tests.clients import JWT_KEY, Auth
@@ -151,6 +151,7 @@ def make_app(backend: Backend) -> Iterator[AppFactory]:
 
     yield make
     for app in made:
+        audit_query.close_reader(app)
         with app.app_context():
             current_manager().store.close()
 
@@ -233,30 +234,24 @@ def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'audit.db'}"
         return
     # Here, not at the top: most tests need no SQL at all.
-    from sqlalchemy import make_url, text
-
-    from sessionsvc.sql.migrate import engine
+    from tests.databases import create_database, drop_database
 
     server: str = request.getfixturevalue("postgres_server")
     name = f"sessionsvc_test_{secrets.token_hex(6)}"
-    admin = engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = create_database(server, name)
     try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(server, name)
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresProcess]:
-    """A PostgreSQL server of the test's own (never a shared one), which it
-    may stop (``halt``) and start again (``serve``)."""
+    """A PostgreSQL server of the test's own, which it may halt and resume."""
+    if not (shutil.which("initdb") and shutil.which("postgres")):
+        cannot_run("initdb or postgres is not on PATH: tests that stop their own server cannot run")
+    server = PostgresProcess().start()
     try:
-        server = PostgresProcess().start()
-    except (OSError, RuntimeError) as exc:
-        cannot_run(f"no PostgreSQL could be started: {exc}")
-    yield server
-    server.stop()
+        yield server
+    finally:
+        server.stop()

@@ -668,20 +668,19 @@ class PostgresProcess:
         owner = self._as_owner()
         if owner:
             shutil.chown(self.dir, **owner)
-        data = self.dir / "data"
         subprocess.run(
             [
-                *("initdb", "-D", str(data), "-U", "postgres", "--auth=trust"),
+                *("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust"),
                 *("-E", "UTF8", "--no-locale", "--no-sync"),
             ],
             check=True,
             capture_output=True,
             **cast(Any, owner),
         )
-        return self.serve()
+        return self.resume()
 
-    def serve(self) -> PostgresProcess:
-        """Run the server on the cluster :meth:`start` made (again, after :meth:`halt`)."""
+    def resume(self) -> PostgresProcess:
+        """Run the server on its cluster (again, after :meth:`halt`)."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -700,7 +699,7 @@ class PostgresProcess:
         return self
 
     def halt(self) -> None:
-        """Stop the server and keep its data (:meth:`serve` starts it again)."""
+        """Shut the server down, keeping its cluster for :meth:`resume`."""
         if self.proc is not None and self.proc.poll() is None:
             # SIGINT: PostgreSQL's fast shutdown (ends the sessions, then exits).
             self.proc.send_signal(signal.SIGINT)

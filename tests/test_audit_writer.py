@@ -31,8 +31,8 @@ from sessionsvc.store import SessionStore
 from sessionsvc.store.keys import user_tag
 from tests.backends import AppFactory, served
 from tests.clients import Auth, http
+from tests.databases import audit_rows
 from tests.servers import PostgresProcess, RedisProcess, helper_pids, wait_until
-from tests.sqlrows import audit_rows
 
 
 class Killed(BaseException):
@@ -388,7 +388,7 @@ def test_a_database_that_stops_answering_holds_the_batch_and_recovers(
         delays.append(writer.retry_in)
     assert delays == [1.0, 2.0, 4.0, 8.0]
     sign_in(app, "alice")
-    own_postgres.serve()
+    own_postgres.resume()
     assert drain(writer) == 2
     assert len(audit_rows(url)) == 3
     messages = outage(caplog)

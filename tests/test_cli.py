@@ -24,8 +24,8 @@ from sessionsvc.sql.migrate import upgrade
 from sessionsvc.state import current_state
 from tests.backends import AppFactory, delete_prefix
 from tests.clients import JWT_KEY, Auth
+from tests.databases import audit_rows
 from tests.servers import ROOT, free_port, service_env, wait_until
-from tests.sqlrows import audit_rows
 
 
 def run(app: Flask, *args: str, input: str | None = None):

@@ -8,6 +8,8 @@ import re
 import secrets
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from sessionsvc import SessionManager, console, create_app, pages
+from sessionsvc.sql.migrate import upgrade
 from tests.backends import delete_prefix
 from tests.browsers import (
     PASSWORD,
@@ -31,6 +34,7 @@ from tests.browsers import (
     watch_console,
 )
 from tests.clients import CHROME, IPHONE, JWT_KEY, Page, assert_page_headers
+from tests.databases import event, write
 from tests.geodata import BERLIN_IP, SYDNEY_IP
 
 JS = {"text/javascript", "application/javascript"}
@@ -102,7 +106,7 @@ def test_the_console_and_the_account_page_serve_the_same_shared_scripts(
 def test_dom_contract(standalone: FlaskClient) -> None:
     page = page_of(standalone)
     body = {"data-admin-url": "/api/v1/admin", "data-auth-url": "/api/v1/auth"}
-    assert ("body", {**body, "data-user-store": "true"}) in page.tags
+    assert ("body", {**body, "data-user-store": "true", "data-audit": "false"}) in page.tags
     assert page.tags[0] == ("html", {"lang": "en"})
     assert ("meta", {"name": "viewport", "content": "width=device-width, initial-scale=1"}) in (
         page.tags
@@ -123,6 +127,30 @@ def test_dom_contract(standalone: FlaskClient) -> None:
     assert page.by_id("status") == ("p", {"id": "status", "role": "status", "aria-live": "polite"})
     ids = [attrs.get("id") for _, attrs in page.tags]
     assert ids.index("query") < ids.index("user-list") < ids.index("session-list")
+    # No audit trail, no audit history.
+    assert not {"audit-heading", "audit-list", "audit-more"} & set(ids)
+
+
+def test_with_an_audit_trail_a_users_page_has_its_history(tmp_path: Path) -> None:
+    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    config = {"SESSIONSVC_AUDIT_URL": f"sqlite:///{tmp_path / 'audit.db'}"}
+    app = create_app({"TESTING": True, "JWT_SECRET_KEY": JWT_KEY, **config}, redis_client=fake)
+    page = page_of(app.test_client())
+    assert ("body", {"data-audit": "true"}) in [
+        (tag, {"data-audit": attrs.get("data-audit")}) for tag, attrs in page.tags
+    ]
+    assert page.by_id("audit-list") == (
+        "ol",
+        {"id": "audit-list", "aria-labelledby": "audit-heading"},
+    )
+    assert page.by_id("audit-more") == (
+        "button",
+        {"id": "audit-more", "type": "button", "hidden": None},
+    )
+    ids = [attrs.get("id") for _, attrs in page.tags]
+    assert ids.index("event-list") < ids.index("audit-heading") < ids.index("audit-list")
+    # The page reads nothing itself: the database is not even opened.
+    assert not (tmp_path / "audit.db").exists()
 
 
 def test_the_script_stays_small(standalone: FlaskClient) -> None:
@@ -130,7 +158,7 @@ def test_the_script_stays_small(standalone: FlaskClient) -> None:
     script = response.get_data(as_text=True)
     response.close()
     assert 100 < len(script.splitlines()) <= 400
-    for key in ('"/sessions"', '"/events?limit=20"', "next_cursor", "disabled", "roles"):
+    for key in ('"/sessions"', '"/events?limit=20"', '"/audit"', "next_cursor", "user_id"):
         assert key in script, key
 
 
@@ -151,6 +179,7 @@ def test_a_host_app_without_the_user_store_gets_the_lookup_console() -> None:
             "data-admin-url": "/api/v1/admin",
             "data-auth-url": "/api/v1/auth",
             "data-user-store": "false",
+            "data-audit": "false",
         },
     ) in page.tags
     assert "User id" in client.get("/admin").get_data(as_text=True)
@@ -579,3 +608,75 @@ def test_more_users_come_page_by_page(browser: Any, redis_url: str) -> None:
             assert problems == []
         finally:
             context.close()
+
+
+@contextmanager
+def alice_of_an_audited_service(
+    browser: Any, redis_url: str, audit_url: str
+) -> Iterator[tuple[Any, list[str]]]:
+    """The console of a service with an audit trail at ``audit_url``, its
+    admin on alice's page (alice signed in once); the page and its problems."""
+    users = (ADMIN, "alice", "bob")
+    with serve(redis_url, users, roles={ADMIN: ("admin",)}, SESSIONSVC_AUDIT_URL=audit_url) as base:
+        bearer_login(base, "alice")
+        context = browser.new_context(user_agent=CHROME)
+        try:
+            page = context.new_page()
+            problems = watch_console(page)
+            open_console(page, base, ADMIN)
+            search(page, "alice", "alice")
+            open_user(page, "alice")
+            yield page, problems
+        finally:
+            context.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_an_admin_reads_a_users_audit_history_page_by_page(
+    browser: Any, redis_url: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    upgrade(url)
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    revoked = {"type": "session.revoked", "detail": {"reason": "admin"}}
+    write(
+        url,
+        *[event(f"e-{n:02d}", at=start + timedelta(minutes=n), **revoked) for n in range(25)],
+        event("bob-1", user_id="bob", at=start + timedelta(hours=1)),
+    )
+    with alice_of_an_audited_service(browser, redis_url, url) as (page, problems):
+        shown = "items => items.map(item => item.dataset.eventId)"
+        items = page.locator("#audit-list .event")
+        # The newest 20 (a page), newest first; bob's are not alice's.
+        assert items.evaluate_all(shown) == [f"e-{n:02d}" for n in reversed(range(5, 25))]
+        assert items.first.locator(".what").inner_text() == (
+            "Signed out: signed out by an administrator"
+        )
+        page.click("#audit-more")
+        page.wait_for_selector("#audit-more", state="hidden")
+        assert items.evaluate_all(shown) == [f"e-{n:02d}" for n in reversed(range(25))]
+        assert page.inner_text("#status") == "25 recorded events of alice."
+        assert page.evaluate("document.activeElement.dataset.eventId") == "e-04"
+        assert problems == []
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_an_audit_history_that_cannot_be_read_says_so_and_the_page_works(
+    browser: Any, redis_url: str, tmp_path: Path
+) -> None:
+    # A folder that does not exist: the database cannot be opened.
+    url = f"sqlite:///{tmp_path / 'missing' / 'audit.db'}"
+    with alice_of_an_audited_service(browser, redis_url, url) as (page, problems):
+        assert page.locator("#audit-list li").all_inner_texts() == [
+            "The audit history cannot be read now: "
+            "the audit database is unavailable: unable to open database file"
+        ]
+        assert page.is_hidden("#audit-more")
+        # The rest of the user's page is there, and no alert over it.
+        assert page.locator("#session-list .session-card").count() == 1
+        assert page.inner_text("#problem") == ""
+        assert page.inner_text("#status") == "Showing alice."
+        # The browser logs the failed request (503), nothing else.
+        assert [p for p in problems if "503" not in p] == []

@@ -67,6 +67,7 @@ OPERATION_IDS = {
     ("POST", "/api/v1/auth/refresh"): "refresh",
     ("POST", "/api/v1/auth/logout"): "logout",
     ("POST", "/api/v1/auth/password"): "change_password",
+    ("GET", "/api/v1/admin/audit"): "admin_audit",
     ("GET", "/api/v1/admin/users"): "admin_list_users",
     ("GET", "/api/v1/admin/users/{user_id}"): "admin_get_user",
     ("PATCH", "/api/v1/admin/users/{user_id}"): "admin_update_user",

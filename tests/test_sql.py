@@ -28,32 +28,8 @@ from sessionsvc.sql.migrate import (
 )
 from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, metadata
 from tests.clients import JWT_KEY
+from tests.databases import audit_rows, event, write
 from tests.servers import free_port
-from tests.sqlrows import audit_rows
-
-
-def event(event_id: str, **values: Any) -> dict[str, Any]:
-    row = {
-        "id": event_id,
-        "type": "login",
-        "at": datetime(2026, 12, 5, 6, 0, 1, 250000, tzinfo=UTC),
-        "user_id": "alice",
-        "account": "acc-1",
-        "session_id": "s-1",
-        "ip": "203.0.113.7",
-        "user_agent": "Mozilla/5.0",
-        "detail": {},
-    }
-    return row | values
-
-
-def write(url: str, *events: dict[str, Any]) -> int:
-    db = engine(url)
-    try:
-        with db.begin() as connection:
-            return insert_events(connection, events)
-    finally:
-        db.dispose()
 
 
 def test_upgrade_creates_the_table_and_the_indexes_of_the_queries(audit_url: str) -> None:

@@ -18,10 +18,14 @@ from typing import Any, TypeVar
 from flasgger import swag_from
 from werkzeug.routing import Rule
 
-from .operations import OPERATIONS
+from .audit import AUDIT_OPERATIONS
+from .operations import OPERATIONS as _OPERATIONS
 from .schemas import SCHEMAS
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every operation by name (``operationId``).
+OPERATIONS: dict[str, dict[str, Any]] = {**_OPERATIONS, **AUDIT_OPERATIONS}
 
 
 #: The attribute of a view that names its operation (see :func:`operation_of`).

@@ -253,3 +253,26 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
 }
+
+#: An audit row: the ``Event`` of the row's user, and the account it was.
+SCHEMAS["AuditEvent"] = _record(
+    {
+        **SCHEMAS["Event"]["properties"],
+        "session_id": _nullable(_string()),
+        "user_id": _string(description="The user's id (`sub`), as it was."),
+        "account": _nullable(
+            _string(
+                description="The account behind `user_id` then: a name deleted and created "
+                "again is another account, whose events carry another value."
+            )
+        ),
+    },
+    description="`at` is to the second, as every time the service records; a row "
+    "written with microseconds has them.",
+)
+SCHEMAS["AuditPage"] = _record(
+    {
+        "events": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}},
+        "next_cursor": _nullable(_string()),
+    }
+)

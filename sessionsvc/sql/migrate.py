@@ -13,15 +13,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+# The one class the API answers 503 with and the commands print: re-exported.
+from ..errors import AuditUnavailable as AuditUnavailable
 from .tables import VERSION_TABLE
 
 #: The Alembic script directory shipped inside the package.
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-class AuditUnavailable(RuntimeError):
-    """The audit database cannot be reached or opened; the message says why, in one line."""
 
 
 class SchemaOutdated(RuntimeError):
@@ -33,28 +32,34 @@ UPGRADE_COMMAND = "flask sessions audit upgrade"
 
 
 @contextmanager
-def _database_errors() -> Iterator[None]:
-    # The driver's first line says what went wrong (refused, no such file,
-    # authentication); the rest is SQLAlchemy's background link.
+def database_errors() -> Iterator[None]:
+    """Turn the driver's errors (refused, no such file, authentication, no
+    such table), and a pool with no connection free in time, into
+    :class:`AuditUnavailable`, with the first line of what went wrong: the
+    rest is SQLAlchemy's background link, and the statement."""
     try:
         yield
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise AuditUnavailable(f"the audit database is unavailable: {reason}") from exc
+    except (DBAPIError, PoolTimeout) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+        lines = str(cause).strip().splitlines() or [type(cause).__name__]
+        raise AuditUnavailable(f"the audit database is unavailable: {lines[0]}") from exc
 
 
-def engine(url: str) -> Engine:
-    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+def engine(url: str, *, connect_args: dict[str, Any] | None = None, **options: Any) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``);
+    ``connect_args`` and ``options`` go to ``create_engine``.
 
     SQLite runs in write-ahead-log mode, so the API's reads and a writer's
     inserts do not wait for each other, and a connection waits up to
     :data:`SQLITE_BUSY_TIMEOUT` seconds for another's write to end rather
     than failing at once ("database is locked").
     """
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    db = create_engine(url, pool_pre_ping=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
-    event.listen(db, "connect", _sqlite_wal)
+    sqlite = url.startswith("sqlite")
+    arguments = {"timeout": SQLITE_BUSY_TIMEOUT} if sqlite else {}
+    arguments |= connect_args or {}
+    db = create_engine(url, pool_pre_ping=True, connect_args=arguments, **options)
+    if sqlite:
+        event.listen(db, "connect", _sqlite_wal)
     return db
 
 
@@ -89,7 +94,7 @@ def upgrade(url: str) -> None:
     when it is); :class:`AuditUnavailable` when the database cannot be reached."""
     db = engine(url)
     try:
-        with _database_errors(), db.begin() as connection:
+        with database_errors(), db.begin() as connection:
             command.upgrade(_config(connection), "head")
     finally:
         db.dispose()
@@ -100,7 +105,7 @@ def schema_state(url: str) -> tuple[str | None, str | None]:
     package's head; :class:`AuditUnavailable` when the database cannot be reached."""
     db = engine(url)
     try:
-        with _database_errors(), db.connect() as connection:
+        with database_errors(), db.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             current = context.get_current_revision()
     finally:

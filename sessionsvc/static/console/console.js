@@ -5,6 +5,7 @@
   "use strict";
   var ADMIN = document.body.dataset.adminUrl + "/users";
   var STORE = document.body.dataset.userStore === "true"; // the user store's routes are mounted
+  var AUDIT = document.body.dataset.audit === "true" && document.body.dataset.adminUrl + "/audit"; // the audit trail's route, when on
   var T = sessionsvcTokens; // tokens.js: sign-in, the tokens, refresh
   var D = sessionsvcDescribe; // describe.js: the words for devices, places, times, events
   var PAGE = 20;
@@ -12,6 +13,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var shown = null; // the user on screen: { id, record (null without the store) }
   var cursor = null; // the listing's next page, for "More users"
+  var auditCursor = null; // the audit history's next page, for "More history"
   var query = "";
   var listing = 0; // how many listings were asked for
 
@@ -52,7 +54,7 @@
     $("refused").hidden = name !== "refused";
     $("console").hidden = name !== "console";
     if (name !== "console") {
-      ["user-list", "record-list", "session-list", "event-list"].forEach(function (id) { fill($(id), []); });
+      ["user-list", "record-list", "session-list", "event-list", "audit-list"].forEach(function (id) { if ($(id)) fill($(id), []); });
       ["user-heading", "delete-name", "toggle-disabled", "status", "problem"].forEach(function (id) { $(id).textContent = ""; });
       ["query", "roles", "delete-confirm"].forEach(function (id) { $(id).value = ""; });
       $("results").hidden = $("user").hidden = true;
@@ -187,6 +189,36 @@
     return li;
   }
 
+  function auditItem(e) {
+    var li = el("li", { class: "event", "data-event-type": e.type, "data-event-id": e.id });
+    li.append(el("p", { class: "what" }, D.happening(e, true)), el("p", { class: "when" }, when(e.at, "") + (e.ip ? " · " + e.ip : "")));
+    return li;
+  }
+
+  // A page of the user's audit history, newest first; `more`: below the rows
+  // shown. A first page that fails says so in the list, not over the page.
+  async function loadAudit(who, more) {
+    var params = new URLSearchParams({ user_id: who.id, limit: String(PAGE) });
+    if (more && auditCursor) params.set("cursor", auditCursor);
+    var page;
+    try {
+      page = await api("GET", AUDIT + "?" + params);
+    } catch (e) {
+      if (more || e instanceof SignedOut) throw e;
+      still(who);
+      fill($("audit-list"), [el("li", { class: "empty" }, "The audit history cannot be read now: " + e.message)]);
+      $("audit-more").hidden = true;
+      return [];
+    }
+    still(who);
+    var items = page.events.map(auditItem);
+    if (more) $("audit-list").append.apply($("audit-list"), items);
+    else fill($("audit-list"), items.length ? items : [el("li", { class: "empty" }, "No recorded events.")]);
+    auditCursor = page.next_cursor;
+    $("audit-more").hidden = !auditCursor;
+    return items;
+  }
+
   // The user's sessions and recent events, as they are now.
   async function loadActivity() {
     var who = shown;
@@ -197,6 +229,7 @@
     fill($("session-list"), sessions.length ? sessions.map(sessionItem) : [el("li", { class: "empty" }, "No sessions.")]);
     $("revoke-all").hidden = !sessions.length;
     fill($("event-list"), events.length ? events.map(eventItem) : [el("li", { class: "empty" }, "No events.")]);
+    if (AUDIT) await loadAudit(who, false);
   }
 
   async function openUser(id) {
@@ -253,6 +286,21 @@
       var added = await listUsers(true);
       if (added.length) added[0].querySelector("button").focus();
     });
+  });
+
+  // One "More history" at a time: two would ask for the same page.
+  if (AUDIT) $("audit-more").addEventListener("click", function () {
+    var button = $("audit-more");
+    button.disabled = true;
+    act(async function () {
+      var added = await loadAudit(shown, true);
+      // Focus on the first event it added (the button may be gone).
+      if (added.length) {
+        added[0].setAttribute("tabindex", "-1");
+        added[0].focus();
+      }
+      status(D.count($("audit-list").childElementCount, "recorded event") + " of " + shown.id + (auditCursor ? ", more to come." : "."));
+    }).finally(function () { button.disabled = false; });
   });
 
   $("revoke-all").addEventListener("click", function () {
