@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from .migrate import AuditUnavailable, engine
+from .migrate import database_errors, engine
 from .tables import audit
 
 #: Rows deleted per statement by a prune: a first prune of a big table holds
@@ -51,19 +51,20 @@ def _reason(exc: BaseException) -> str:
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    """A database that cannot answer is :class:`AuditUnavailable` (wait and
-    try again); rows it refuses for their content are :class:`RowsRefused`
-    (trying again would fail again)."""
-    try:
-        yield
-    except (DataError, IntegrityError) as exc:
-        raise RowsRefused(_reason(exc)) from exc
-    except DBAPIError as exc:
-        raise AuditUnavailable(f"the audit database is unavailable: {_reason(exc)}") from exc
-    except (StatementError, UnicodeEncodeError) as exc:
-        # Not the database's answer: a value the driver could not send
-        # (text with no UTF-8 for it, a naive time).
-        raise RowsRefused(_reason(exc)) from exc
+    """Rows the database refuses for their content are :class:`RowsRefused`
+    (trying again would fail again); a database that cannot answer is
+    :class:`AuditUnavailable` (wait and try again)."""
+    with database_errors():
+        try:
+            yield
+        except (DataError, IntegrityError) as exc:
+            raise RowsRefused(_reason(exc)) from exc
+        except (StatementError, UnicodeEncodeError) as exc:
+            if isinstance(exc, DBAPIError):
+                raise  # the database's own answer: database_errors says it
+            # Not the database's answer: a value the driver could not send
+            # (text with no UTF-8 for it, a naive time).
+            raise RowsRefused(_reason(exc)) from exc
 
 
 class AuditDatabase:
