@@ -30,18 +30,24 @@ ADMIN_ROLE = accounts.ADMIN_ROLE
 blueprint = Blueprint("sessionsvc_admin", __name__)
 #: The user store's users (the standalone service mounts it).
 users = Blueprint("sessionsvc_admin_users", __name__)
-for _admin in (blueprint, users):
+#: The audit trail's reading (mounted only with ``SESSIONSVC_AUDIT_URL``).
+audit_trail = Blueprint("sessionsvc_admin_audit", __name__)
+for _admin in (blueprint, users, audit_trail):
     _admin.before_request(payloads.limit_body)
     # Before the token check: a user id that is not UTF-8 names no user.
     _admin.before_request(payloads.utf8_path)
     _admin.after_request(payloads.no_store)
 
 
-def register(app: Flask, *, with_users: bool) -> None:
-    """Mount the admin routes on ``app``; ``with_users``: the user store's too."""
+def register(app: Flask, *, with_users: bool, with_audit: bool) -> None:
+    """Mount the admin routes on ``app``; ``with_users``: the user store's
+    too; ``with_audit``: the audit trail's (off, its path is one the app
+    does not route, left out of the OpenAPI document as well)."""
     app.register_blueprint(blueprint, url_prefix=URL_PREFIX)
     if with_users:
         app.register_blueprint(users, url_prefix=URL_PREFIX)
+    if with_audit:
+        app.register_blueprint(audit_trail, url_prefix=URL_PREFIX)
 
 
 def holds_admin_role(user_id: str, claims: dict[str, Any]) -> bool:
@@ -114,12 +120,11 @@ def list_user_events(user_id: str) -> Response:
     return jsonify({"events": [event.to_json() for event in events]})
 
 
-@blueprint.get("/audit")
+@audit_trail.get("/audit")
 @tokens.token_required
 @openapi.spec("admin_audit")
-def audit_trail() -> Response:
+def read_audit_trail() -> Response:
     _require_admin()
-    audit_query.require_on()
     filters, limit, cursor = audit_query.query(request)
     events, next_cursor = audit_query.reader().page(filters, limit, cursor)
     return jsonify({"events": events, "next_cursor": next_cursor})

@@ -2,8 +2,8 @@
 its query values, read strictly into a filter, and the app's reader.
 
 SQLAlchemy is imported only when a request reads the trail: an install
-without the ``audit`` extra imports this module, and the route answers 404
-``not_found`` while ``SESSIONSVC_AUDIT_URL`` is unset.
+without the ``audit`` extra imports this module. The route is mounted only
+with ``SESSIONSVC_AUDIT_URL`` (see :func:`sessionsvc.admin.register`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, Request, current_app
 
 from . import payloads
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest
 from .models import AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX, EVENT_TYPES, parse_ip
 from .state import current_state
 
@@ -30,14 +30,6 @@ MAX_TIME = 64
 _READER = "sessionsvc.audit_reader"
 
 
-def require_on() -> None:
-    """Answer 404 ``not_found`` while the app has no audit trail, as for a
-    path that does not exist (to an admin: the route asks for a token first,
-    as its OpenAPI operation says, and an admin after it)."""
-    if current_state().settings.audit_url is None:
-        raise NotFound("The audit trail is off (SESSIONSVC_AUDIT_URL is not set).")
-
-
 def reader() -> AuditReader:
     """The current app's reader, made at its first use in this process (its
     engine at its first page: after a server forks its workers)."""
@@ -46,7 +38,7 @@ def reader() -> AuditReader:
     made: AuditReader | None = current_app.extensions.get(_READER)
     if made is None:
         url = current_state().settings.audit_url
-        assert url is not None, "require_on lets no request through without a URL"
+        assert url is not None, "the route is mounted only with a URL"
         # Two first requests at once may each make one; one is kept, and an
         # unused reader holds no connection.
         made = current_app.extensions.setdefault(_READER, AuditReader(url))

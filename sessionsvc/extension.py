@@ -162,7 +162,9 @@ class SessionManager:
         errors.register_error_handlers(app, owns_request)
         app.register_blueprint(api.blueprint, url_prefix=self._url_prefix)
         if admin_routes:
-            admin.register(app, with_users=self._auth_routes)
+            admin.register(
+                app, with_users=self._auth_routes, with_audit=settings.audit_url is not None
+            )
         if self._auth_routes:
             app.register_blueprint(auth.blueprint, url_prefix=auth.URL_PREFIX)
             ratelimit.init_app(app, settings, store)

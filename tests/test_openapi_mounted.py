@@ -9,6 +9,7 @@ with the standalone's Content-Security-Policy, off unless asked for.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -41,10 +42,11 @@ ADMIN = {
 PREFIX = "/me/devices"
 
 
-def host(**options: Any) -> Flask:
-    """A host app with routes of its own, before and after sessionsvc's."""
+def host(*, config: dict[str, Any] | None = None, **options: Any) -> Flask:
+    """A host app with routes of its own, before and after sessionsvc's
+    (``config``: more of the app's settings)."""
     app = Flask("host")
-    app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY)
+    app.config.update(TESTING=True, JWT_SECRET_KEY=JWT_KEY, **(config or {}))
 
     @app.get("/things")
     def things() -> Any:
@@ -101,14 +103,20 @@ def test_the_document_lists_exactly_what_is_mounted_under_its_prefix() -> None:
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
-def test_with_the_user_store_and_the_pages_it_is_the_standalone_document() -> None:
-    app = host(docs=True, auth_routes=True, admin_routes=True)
+def test_with_the_user_store_and_the_pages_it_is_the_standalone_document(
+    tmp_path: Path,
+) -> None:
+    # Every route of the standalone service: the audit trail's too.
+    audit = {"SESSIONSVC_AUDIT_URL": f"sqlite:///{tmp_path / 'audit.db'}"}
+    app = host(config=audit, docs=True, auth_routes=True, admin_routes=True)
     app.register_blueprint(account.blueprint)
     app.register_blueprint(console.blueprint)
     document = app.test_client().get("/apispec.json").get_json()
     validate(document)
+    assert ("GET", "/api/v1/admin/audit") in operations(document)
     fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-    standalone = create_app({"TESTING": True, "JWT_SECRET_KEY": JWT_KEY}, redis_client=fake)
+    config = {"TESTING": True, "JWT_SECRET_KEY": JWT_KEY, **audit}
+    standalone = create_app(config, redis_client=fake)
     whole = standalone.test_client().get("/apispec.json").get_json()
     # All but the standalone's own service routes.
     expected = {

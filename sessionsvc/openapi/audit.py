@@ -1,4 +1,4 @@
-"""The OpenAPI operation of the audit trail's admin route (``admin.audit_trail``)."""
+"""The OpenAPI operation of the audit trail's admin route (``admin.read_audit_trail``)."""
 
 from __future__ import annotations
 
