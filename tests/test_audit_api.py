@@ -226,6 +226,24 @@ def test_a_sqlite_database_gone_is_503_and_comes_back(make_app: AppFactory, tmp_
     assert ids(client, root) == ["e-1"]
 
 
+def test_a_sqlite_file_removed_is_503_and_not_made_again(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    write(url, row("e-1", 0))
+    app = make_app(SESSIONSVC_AUDIT_URL=url)
+    root, client = admin_headers(app), app.test_client()
+    assert ids(client, root) == ["e-1"]
+    path.unlink()
+    assert_problem(client.get(AUDIT, headers=root), 503, "audit_unavailable")
+    assert not path.exists()  # not an empty trail where the operator's was
+    upgrade(url)
+    write(url, row("e-2", 0))
+    assert ids(client, root) == ["e-2"]
+
+
 def test_a_postgresql_database_dropped_is_503_and_comes_back(
     make_app: AppFactory, postgres_server: str
 ) -> None:

@@ -263,6 +263,32 @@ def test_a_database_that_is_gone_is_unavailable(tmp_path: Path) -> None:
     database.close()
 
 
+def test_a_sqlite_file_removed_is_unavailable_until_one_is_there_again(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    database = AuditDatabase(url)
+    try:
+        assert database.write([event("e-1")]) == 1
+        path.unlink()
+        # Not written into the removed file through the pooled connection
+        # (the writer would acknowledge events no one can read), nor into
+        # an empty file made again.
+        with pytest.raises(AuditUnavailable) as gone:
+            database.write([event("e-2")])
+        assert str(gone.value) == "the audit database is unavailable: unable to open database file"
+        with pytest.raises(AuditUnavailable):
+            database.count()
+        assert not path.exists()
+        assert schema_state(url) == (None, "0001")
+        assert not path.exists()
+        upgrade(url)  # made again (or a copy put back): written to at once
+        assert database.write([event("e-2")]) == 1
+        assert [row["id"] for row in audit_rows(url)] == ["e-2"]
+    finally:
+        database.close()
+
+
 def cli_app(url: str | None) -> Flask:
     config: dict[str, Any] = {"TESTING": True, "JWT_SECRET_KEY": JWT_KEY}
     if url is not None:
