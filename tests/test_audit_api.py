@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +17,10 @@ import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
-from sessionsvc.sql.migrate import upgrade
-from sessionsvc.sql.query import encode_cursor
+from sessionsvc.sql.migrate import engine, upgrade
+from sessionsvc.sql.query import STATEMENT_TIMEOUT, encode_cursor
 from tests.backends import AppFactory, Backend
 from tests.clients import Auth, assert_problem
 from tests.databases import create_database, drop_database, event, write
@@ -209,6 +211,17 @@ def root_of_app(app: Flask) -> dict[str, str]:
     return admin_headers(app)
 
 
+def reading(make_app: AppFactory, url: str) -> tuple[FlaskClient, dict[str, str]]:
+    """The client and an admin's headers of an app reading the trail at
+    ``url``, with one row ``e-1`` in it, read once (a connection is pooled)."""
+    upgrade(url)
+    write(url, row("e-1", 0))
+    app = make_app(SESSIONSVC_AUDIT_URL=url)
+    root, client = admin_headers(app), app.test_client()
+    assert ids(client, root) == ["e-1"]
+    return client, root
+
+
 def test_a_sqlite_database_gone_is_503_and_comes_back(make_app: AppFactory, tmp_path: Path) -> None:
     folder = tmp_path / "audit"
     url = f"sqlite:///{folder / 'audit.db'}"
@@ -231,11 +244,7 @@ def test_a_sqlite_file_removed_is_503_and_not_made_again(
 ) -> None:
     path = tmp_path / "audit.db"
     url = f"sqlite:///{path}"
-    upgrade(url)
-    write(url, row("e-1", 0))
-    app = make_app(SESSIONSVC_AUDIT_URL=url)
-    root, client = admin_headers(app), app.test_client()
-    assert ids(client, root) == ["e-1"]
+    client, root = reading(make_app, url)
     path.unlink()
     assert_problem(client.get(AUDIT, headers=root), 503, "audit_unavailable")
     assert not path.exists()  # not an empty trail where the operator's was
@@ -250,11 +259,7 @@ def test_a_postgresql_database_dropped_is_503_and_comes_back(
     name = f"sessionsvc_test_{secrets.token_hex(6)}"
     url = create_database(postgres_server, name)
     try:
-        upgrade(url)
-        write(url, row("e-1", 0))
-        app = make_app(SESSIONSVC_AUDIT_URL=url)
-        root, client = admin_headers(app), app.test_client()
-        assert ids(client, root) == ["e-1"]
+        client, root = reading(make_app, url)
         drop_database(postgres_server, name)
         body = assert_problem(client.get(AUDIT, headers=root), 503, "audit_unavailable")
         assert body["detail"].startswith("the audit database is unavailable: ")
@@ -287,6 +292,46 @@ def test_a_postgresql_server_stopped_is_503_at_once_and_comes_back(
     assert client.get("/api/v1/sessions", headers=root).status_code == 200
     own_postgres.resume()
     assert ids(client, root) == ["e-1"]
+
+
+def test_a_postgresql_table_locked_is_503_in_time_not_a_worker_held(
+    make_app: AppFactory, postgres_server: str
+) -> None:
+    # An ALTER TABLE, a VACUUM FULL, a session left in a transaction: the
+    # page waits for the lock only so long, then answers.
+    name = f"sessionsvc_test_{secrets.token_hex(6)}"
+    url = create_database(postgres_server, name)
+    locker = engine(url)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with locker.begin() as connection:
+            connection.execute(text("LOCK TABLE sessionsvc_audit IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            release.wait(STATEMENT_TIMEOUT + 20)
+
+    holding = threading.Thread(target=hold)
+    try:
+        client, root = reading(make_app, url)
+        holding.start()
+        assert locked.wait(10)
+        started = time.monotonic()
+        response = client.get(AUDIT, headers=root)
+        waited = time.monotonic() - started
+        release.set()
+        holding.join()
+        assert waited < STATEMENT_TIMEOUT + 3
+        body = assert_problem(response, 503, "audit_unavailable")
+        assert body["detail"] == (
+            "the audit database is unavailable: canceling statement due to statement timeout"
+        )
+        assert ids(client, root) == ["e-1"]  # the lock gone, the same pool reads again
+    finally:
+        release.set()
+        if holding.is_alive():
+            holding.join()
+        locker.dispose()
+        drop_database(postgres_server, name)
 
 
 def test_the_blueprints_import_without_sqlalchemy() -> None:

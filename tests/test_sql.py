@@ -4,6 +4,9 @@ on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from sessionsvc import create_app
 from sessionsvc.settings import ConfigError, Settings
 from sessionsvc.sql.events import AuditDatabase, RowsRefused, insert_events
 from sessionsvc.sql.migrate import (
+    CONNECT_TIMEOUT,
     AuditUnavailable,
     SchemaOutdated,
     engine,
@@ -340,6 +344,35 @@ def test_an_unreachable_postgresql_is_one_line() -> None:
     assert done.exit_code == 1
     assert done.output.startswith("Error: the audit database is unavailable: connection ")
     assert done.output.count("\n") == 1
+
+
+def test_a_postgresql_that_accepts_and_never_answers_is_unavailable_in_time() -> None:
+    # A server (or a proxy, a firewall) that takes the connection and never
+    # answers: the writer and the commands give up, as the reader does.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        database = AuditDatabase(f"postgresql+psycopg://audit:s3cret-pw@127.0.0.1:{port}/audit")
+        caught: list[BaseException] = []
+
+        def count() -> None:
+            try:
+                database.count()
+            except BaseException as exc:
+                caught.append(exc)
+
+        counting = threading.Thread(target=count, daemon=True)
+        started = time.monotonic()
+        counting.start()
+        counting.join(CONNECT_TIMEOUT + 10)
+        waited = time.monotonic() - started
+        assert not counting.is_alive(), "still waiting for a server that never answers"
+    database.close()
+    assert CONNECT_TIMEOUT - 1 < waited < CONNECT_TIMEOUT + 5
+    assert len(caught) == 1 and isinstance(caught[0], AuditUnavailable)
+    assert str(caught[0]).startswith("the audit database is unavailable: ")
+    assert "s3cret-pw" not in str(caught[0])
 
 
 @pytest.mark.parametrize("command", ["upgrade", "status"])

@@ -58,7 +58,8 @@ def engine(
     SQLite runs in write-ahead-log mode, so the API's reads and a writer's
     inserts do not wait for each other, and a connection waits up to
     :data:`SQLITE_BUSY_TIMEOUT` seconds for another's write to end rather
-    than failing at once ("database is locked"). A SQLite file is created
+    than failing at once ("database is locked"). PostgreSQL is given
+    :data:`CONNECT_TIMEOUT` to connect. A SQLite file is created
     only with ``create`` (by :func:`upgrade`): a file that was removed is a
     database that is unavailable, not an empty trail made again; and a
     pooled connection to a file removed or replaced since it was opened is
@@ -72,7 +73,9 @@ def engine(
         parsed = parsed.set(
             database="file:" + quote(path), query={**parsed.query, "mode": "rw", "uri": "true"}
         )
-    arguments = {"timeout": SQLITE_BUSY_TIMEOUT} if sqlite else {}
+    arguments: dict[str, Any] = (
+        {"timeout": SQLITE_BUSY_TIMEOUT} if sqlite else {"connect_timeout": CONNECT_TIMEOUT}
+    )
     arguments |= connect_args or {}
     db = create_engine(parsed, pool_pre_ping=True, connect_args=arguments, **options)
     if sqlite:
@@ -115,6 +118,11 @@ def _sqlite_still_there(
         # file is there: the database is unavailable until one is).
         raise DisconnectionError(f"the SQLite file {path} was removed or replaced")
 
+
+#: Seconds to wait for PostgreSQL to accept a connection (and answer its
+#: start): a server that does not answer is unavailable, not a reader, a
+#: writer or a command that hangs.
+CONNECT_TIMEOUT = 5
 
 #: Seconds a SQLite connection waits for another's write to end.
 SQLITE_BUSY_TIMEOUT = 10.0

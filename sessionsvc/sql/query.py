@@ -31,9 +31,10 @@ Position = tuple[datetime, str]
 #: The zero of the cursor's microsecond count.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: Seconds a reader waits for PostgreSQL to accept a connection: a server
-#: that does not answer is unavailable, not a request that hangs.
-CONNECT_TIMEOUT = 5
+#: Seconds a reader's query may run on PostgreSQL (waiting for a lock
+#: included) before the server cancels it: a page that cannot be read in
+#: time is unavailable, not a worker held for as long as a lock is.
+STATEMENT_TIMEOUT = 5
 
 
 @dataclass(frozen=True)
@@ -225,12 +226,13 @@ def decode_cursor(cursor: str) -> Position:
 def reader_engine(url: str) -> Engine:
     """The engine of a reader that serves requests: :func:`migrate.engine`'s
     (every checkout pinged: the database may have gone and come back; SQLite
-    in WAL mode), PostgreSQL given :data:`CONNECT_TIMEOUT`; SQLite opened per
+    in WAL mode; PostgreSQL given ``migrate.CONNECT_TIMEOUT`` to connect); SQLite opened per
     use, as cheap as it is, so a database file removed or replaced is noticed
-    rather than read through a pooled handle."""
+    rather than read through a pooled handle. PostgreSQL cancels a query of
+    the reader's that runs past :data:`STATEMENT_TIMEOUT`."""
     if make_url(url).get_backend_name() == "sqlite":
         return engine(url, poolclass=NullPool)
-    return engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    return engine(url, connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT}s"})
 
 
 class AuditReader:
