@@ -404,6 +404,29 @@ def test_bad_audit_settings_are_refused(config: dict[str, Any], message: str) ->
         Settings.from_config(config)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://audit:s3cret-pw@db:port/audit", "not a URL SQLAlchemy reads"),
+        ("postgresql+psycopg://audit:s3cret-pw@[::1/audit", "not a URL SQLAlchemy reads"),
+        ("postgresql+psycopg:/audit:s3cret-pw@db/audit", "not a URL SQLAlchemy reads"),
+        ("postgresql+psycopg://audit:s3cret-pw@db:99999/audit", "port 99999 is not 1..65535"),
+        ("sqlite://audit:s3cret-pw@db/audit.db", "names no host, user or password"),
+        ("sqlite://", "an in-memory SQLite database"),
+        ("sqlite:///:memory:", "an in-memory SQLite database"),
+    ],
+)
+def test_an_audit_url_that_cannot_be_used_is_refused_without_its_password(
+    url: str, message: str
+) -> None:
+    # Refused at start-up, not a 500 at the first page, a writer's
+    # traceback, or a URL with its password in an error.
+    with pytest.raises(ConfigError, match=message) as refused:
+        Settings.from_config({"SESSIONSVC_AUDIT_URL": url})
+    assert str(refused.value).startswith("SESSIONSVC_AUDIT_URL ")
+    assert "s3cret-pw" not in str(refused.value)
+
+
 def test_without_the_extra_the_url_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
