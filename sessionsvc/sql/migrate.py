@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -150,15 +150,45 @@ def head() -> str | None:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
+#: The key of the PostgreSQL advisory lock an upgrade holds (any constant
+#: of the package's own: a host app's locks use keys of theirs).
+UPGRADE_LOCK = 5_981_912_900_910_673_523
+
+
 def upgrade(url: str) -> None:
     """Create the audit schema or bring it up to the newest revision (a no-op
-    when it is); :class:`AuditUnavailable` when the database cannot be reached."""
+    when it is); :class:`AuditUnavailable` when the database cannot be reached.
+
+    One transaction, which one upgrade at a time holds (a PostgreSQL
+    advisory lock; SQLite's write lock, taken at its start): upgrades run
+    at once by several instances wait for each other, and the later ones
+    find the schema current; an upgrade stopped half-way leaves nothing of
+    itself (SQLite too, whose driver would otherwise run each statement of
+    the schema in a transaction of its own).
+    """
     db = engine(url, create=True)
+    if db.dialect.name == "sqlite":
+        event.listen(db, "connect", _sqlite_driver_autocommit)
+        event.listen(db, "begin", _sqlite_begin_immediate)
     try:
         with database_errors(), db.begin() as connection:
+            if db.dialect.name == "postgresql":
+                connection.execute(select(func.pg_advisory_xact_lock(UPGRADE_LOCK)))
             command.upgrade(_config(connection), "head")
     finally:
         db.dispose()
+
+
+def _sqlite_driver_autocommit(connection: Any, _record: Any) -> None:
+    # The driver begins no transaction of its own (its own would not cover
+    # CREATE TABLE): _sqlite_begin_immediate begins the one that does.
+    connection.isolation_level = None
+
+
+def _sqlite_begin_immediate(connection: Connection) -> None:
+    # Takes the write lock now, waiting up to the busy timeout for another
+    # upgrade's to end, before the schema is read.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def schema_state(url: str) -> tuple[str | None, str | None]:
