@@ -4,6 +4,7 @@ on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -229,6 +230,10 @@ def test_the_database_writes_counts_and_prunes_in_chunks(audit_url: str) -> None
         database.close()
 
 
+#: Text that does not compress: 6,000 characters of random hex.
+LONG_TEXT = random.Random(7).randbytes(3000).hex()
+
+
 @pytest.mark.parametrize(
     ("values", "sqlite_keeps_it"),
     [
@@ -237,8 +242,12 @@ def test_the_database_writes_counts_and_prunes_in_chunks(audit_url: str) -> None
         ({"detail": {"k": "lone \udc80"}}, True),
         ({"user_agent": "lone \ud800"}, False),
         ({"type": None}, False),
+        # Past PostgreSQL's largest index entry (2704 bytes): the row, not a
+        # database down that would hold every later event behind it.
+        ({"user_id": LONG_TEXT}, True),
+        ({"session_id": LONG_TEXT}, True),
     ],
-    ids=["nul", "nul-in-json", "surrogate-in-json", "surrogate", "null"],
+    ids=["nul", "nul-in-json", "surrogate-in-json", "surrogate", "null", "user-id", "session-id"],
 )
 def test_rows_the_database_cannot_store_are_refused_as_rows(
     audit_url: str, values: dict[str, Any], sqlite_keeps_it: bool

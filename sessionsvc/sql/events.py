@@ -10,7 +10,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    StatementError,
+)
 
 from .migrate import database_errors, engine
 from .tables import audit
@@ -18,6 +24,10 @@ from .tables import audit
 #: Rows deleted per statement by a prune: a first prune of a big table holds
 #: no long lock, and the writer's inserts go on between the chunks.
 PRUNE_CHUNK = 10_000
+
+
+#: The SQLSTATE class of a statement past one of PostgreSQL's limits.
+PROGRAM_LIMIT_EXCEEDED = "54"
 
 
 class RowsRefused(ValueError):
@@ -59,6 +69,13 @@ def _errors() -> Iterator[None]:
             yield
         except (DataError, IntegrityError) as exc:
             raise RowsRefused(_reason(exc)) from exc
+        except OperationalError as exc:
+            if str(getattr(exc.orig, "sqlstate", "")).startswith(PROGRAM_LIMIT_EXCEEDED):
+                # A value past one of the database's limits (PostgreSQL's
+                # largest index entry: a user id of some kilobytes): the
+                # same row fails again, it is not the database down.
+                raise RowsRefused(_reason(exc)) from exc
+            raise
         except (StatementError, UnicodeEncodeError) as exc:
             if isinstance(exc, DBAPIError):
                 raise  # the database's own answer: database_errors says it
