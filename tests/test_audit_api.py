@@ -17,14 +17,14 @@ import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from sessionsvc.sql.migrate import engine, upgrade
-from sessionsvc.sql.query import STATEMENT_TIMEOUT, encode_cursor
+from sessionsvc.sql.query import READ_DEADLINE, STATEMENT_TIMEOUT, encode_cursor
 from tests.backends import AppFactory, Backend
 from tests.clients import Auth, assert_problem
 from tests.databases import create_database, drop_database, event, write
-from tests.servers import PostgresProcess
+from tests.servers import FreezingProxy, PostgresProcess
 
 AUDIT = "/api/v1/admin/audit"
 T0 = datetime(2026, 12, 5, 6, 0, 0, tzinfo=UTC)
@@ -331,6 +331,38 @@ def test_a_postgresql_table_locked_is_503_in_time_not_a_worker_held(
         if holding.is_alive():
             holding.join()
         locker.dispose()
+        drop_database(postgres_server, name)
+
+
+def test_a_postgresql_gone_silent_is_503_in_time_not_a_thread_held(
+    make_app: AppFactory, postgres_server: str
+) -> None:
+    # A server that stops answering on a pooled connection (paused, a
+    # network that drops everything): no statement timeout of its own can
+    # end the wait; a page gives up, or each held a server thread for ever.
+    name = f"sessionsvc_test_{secrets.token_hex(6)}"
+    direct = make_url(create_database(postgres_server, name))
+    proxy = FreezingProxy((direct.host or "127.0.0.1", direct.port or 5432))
+    url = direct.set(port=proxy.port).render_as_string(hide_password=False)
+    answers: list[Any] = []
+    try:
+        client, root = reading(make_app, url)
+        proxy.freeze()
+        asking = threading.Thread(target=lambda: answers.append(client.get(AUDIT, headers=root)))
+        started = time.monotonic()
+        asking.start()
+        asking.join(READ_DEADLINE + 10)
+        waited = time.monotonic() - started
+        assert not asking.is_alive(), "the page still waits for a server that went silent"
+        assert READ_DEADLINE - 1 < waited < READ_DEADLINE + 3
+        body = assert_problem(answers[0], 503, "audit_unavailable")
+        assert body["detail"] == (
+            f"the audit database is unavailable: no answer in {READ_DEADLINE} s"
+        )
+        proxy.thaw()
+        assert ids(client, root) == ["e-1"]  # a new connection, at once
+    finally:
+        proxy.close()
         drop_database(postgres_server, name)
 
 

@@ -77,7 +77,8 @@ def engine(
         {"timeout": SQLITE_BUSY_TIMEOUT} if sqlite else {"connect_timeout": CONNECT_TIMEOUT}
     )
     arguments |= connect_args or {}
-    db = create_engine(parsed, pool_pre_ping=True, connect_args=arguments, **options)
+    options.setdefault("pool_pre_ping", True)
+    db = create_engine(parsed, connect_args=arguments, **options)
     if sqlite:
         event.listen(db, "connect", _sqlite_wal)
     if path is not None:

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 from sqlalchemy import ColumnElement, Connection, Engine, make_url, select, tuple_
 from sqlalchemy.pool import NullPool
 
-from .migrate import database_errors, engine
+from .deadline import deadline, ping_on_checkout
+from .migrate import AuditUnavailable, database_errors, engine
 from .tables import audit
 
 #: A row's place in the order: its time and its id.
@@ -35,6 +36,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: included) before the server cancels it: a page that cannot be read in
 #: time is unavailable, not a worker held for as long as a lock is.
 STATEMENT_TIMEOUT = 5
+
+#: Seconds after which a page gives up on PostgreSQL even if the server
+#: cannot say so (gone silent: paused, or a network that drops everything),
+#: rather than hold a server thread for as long as it stays silent.
+READ_DEADLINE = STATEMENT_TIMEOUT + 2
 
 
 @dataclass(frozen=True)
@@ -232,7 +238,13 @@ def reader_engine(url: str) -> Engine:
     the reader's that runs past :data:`STATEMENT_TIMEOUT`."""
     if make_url(url).get_backend_name() == "sqlite":
         return engine(url, poolclass=NullPool)
-    return engine(url, connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT}s"})
+    db = engine(
+        url,
+        connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT}s"},
+        pool_pre_ping=False,
+    )
+    ping_on_checkout(db)
+    return db
 
 
 class AuditReader:
@@ -264,8 +276,16 @@ class AuditReader:
         :raises AuditUnavailable: the database cannot be reached or read.
         """
         before = None if cursor is None else decode_cursor(cursor)
-        with database_errors(), self._db().connect() as connection:
-            rows, after = find_events(connection, filters, limit=limit, before=before)
+        with deadline(READ_DEADLINE) as timed:
+            try:
+                with database_errors(), self._db().connect() as connection:
+                    rows, after = find_events(connection, filters, limit=limit, before=before)
+            except AuditUnavailable:
+                if timed.expired:
+                    raise AuditUnavailable(
+                        f"the audit database is unavailable: no answer in {READ_DEADLINE} s"
+                    ) from None
+                raise
         return [row.to_json() for row in rows], None if after is None else encode_cursor(after)
 
     def close(self) -> None:
