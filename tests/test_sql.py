@@ -5,9 +5,8 @@ on a real PostgreSQL."""
 from __future__ import annotations
 
 import random
+import secrets
 import socket
-import threading
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from flask import Flask
-from sqlalchemy import column, inspect, select, table
+from sqlalchemy import column, inspect, make_url, select, table
 
 from sessionsvc import create_app
 from sessionsvc.settings import ConfigError, Settings
@@ -33,8 +32,15 @@ from sessionsvc.sql.migrate import (
 )
 from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, metadata
 from tests.clients import JWT_KEY
-from tests.databases import audit_rows, event, write
-from tests.servers import free_port
+from tests.databases import (
+    audit_rows,
+    create_database,
+    drop_database,
+    event,
+    finishes_within,
+    write,
+)
+from tests.servers import FreezingProxy, free_port
 
 
 def test_upgrade_creates_the_table_and_the_indexes_of_the_queries(audit_url: str) -> None:
@@ -363,25 +369,40 @@ def test_a_postgresql_that_accepts_and_never_answers_is_unavailable_in_time() ->
         silent.listen()
         port = silent.getsockname()[1]
         database = AuditDatabase(f"postgresql+psycopg://audit:s3cret-pw@127.0.0.1:{port}/audit")
-        caught: list[BaseException] = []
-
-        def count() -> None:
-            try:
-                database.count()
-            except BaseException as exc:
-                caught.append(exc)
-
-        counting = threading.Thread(target=count, daemon=True)
-        started = time.monotonic()
-        counting.start()
-        counting.join(CONNECT_TIMEOUT + 10)
-        waited = time.monotonic() - started
-        assert not counting.is_alive(), "still waiting for a server that never answers"
+        caught, waited = finishes_within(database.count, CONNECT_TIMEOUT + 10)
     database.close()
     assert CONNECT_TIMEOUT - 1 < waited < CONNECT_TIMEOUT + 5
-    assert len(caught) == 1 and isinstance(caught[0], AuditUnavailable)
-    assert str(caught[0]).startswith("the audit database is unavailable: ")
-    assert "s3cret-pw" not in str(caught[0])
+    assert isinstance(caught, AuditUnavailable)
+    assert str(caught).startswith("the audit database is unavailable: ")
+    assert "s3cret-pw" not in str(caught)
+
+
+def test_a_postgresql_gone_silent_is_unavailable_to_the_writer_in_time(
+    postgres_server: str,
+) -> None:
+    # Silent on the writer's pooled connection (paused, a network dropping
+    # everything): the write gives up, and the writer holds its batch and
+    # tries again, rather than wait for ever while the stream trims events.
+    name = f"sessionsvc_test_{secrets.token_hex(6)}"
+    direct = make_url(create_database(postgres_server, name))
+    proxy = FreezingProxy((direct.host or "127.0.0.1", direct.port or 5432))
+    url = direct.set(port=proxy.port).render_as_string(hide_password=False)
+    database = AuditDatabase(url, deadline=2)
+    try:
+        upgrade(url)
+        assert database.write([event("e-1")]) == 1
+        proxy.freeze()
+        caught, waited = finishes_within(lambda: database.write([event("e-2")]), 15)
+        assert 1 < waited < 5
+        assert isinstance(caught, AuditUnavailable)
+        assert str(caught) == "the audit database is unavailable: no answer in 2 s"
+        proxy.thaw()
+        assert database.write([event("e-2")]) == 1
+        assert [row["id"] for row in audit_rows(url)] == ["e-1", "e-2"]
+    finally:
+        database.close()
+        proxy.close()
+        drop_database(postgres_server, name)
 
 
 @pytest.mark.parametrize("command", ["upgrade", "status"])

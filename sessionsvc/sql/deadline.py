@@ -22,6 +22,8 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from ..errors import AuditUnavailable
+
 
 class Deadline:
     """Shuts down the sockets :meth:`watch` was given once ``seconds`` pass."""
@@ -82,6 +84,21 @@ def deadline(seconds: float) -> Iterator[Deadline]:
     finally:
         current.stop()
         _CURRENT.reset(token)
+
+
+@contextmanager
+def answering_within(seconds: float) -> Iterator[None]:
+    """:func:`deadline` for a use of the audit database, whose
+    :class:`AuditUnavailable` says ``no answer in N s`` when the time ran out."""
+    with deadline(seconds) as timed:
+        try:
+            yield
+        except AuditUnavailable:
+            if timed.expired:
+                raise AuditUnavailable(
+                    f"the audit database is unavailable: no answer in {seconds:g} s"
+                ) from None
+            raise
 
 
 def ping_on_checkout(db: Engine) -> None:

@@ -22,8 +22,8 @@ from typing import Any, TextIO
 from sqlalchemy import ColumnElement, Connection, Engine, make_url, select, tuple_
 from sqlalchemy.pool import NullPool
 
-from .deadline import deadline, ping_on_checkout
-from .migrate import AuditUnavailable, database_errors, engine
+from .deadline import answering_within, ping_on_checkout
+from .migrate import database_errors, engine
 from .tables import audit
 
 #: A row's place in the order: its time and its id.
@@ -276,16 +276,12 @@ class AuditReader:
         :raises AuditUnavailable: the database cannot be reached or read.
         """
         before = None if cursor is None else decode_cursor(cursor)
-        with deadline(READ_DEADLINE) as timed:
-            try:
-                with database_errors(), self._db().connect() as connection:
-                    rows, after = find_events(connection, filters, limit=limit, before=before)
-            except AuditUnavailable:
-                if timed.expired:
-                    raise AuditUnavailable(
-                        f"the audit database is unavailable: no answer in {READ_DEADLINE} s"
-                    ) from None
-                raise
+        with (
+            answering_within(READ_DEADLINE),
+            database_errors(),
+            self._db().connect() as connection,
+        ):
+            rows, after = find_events(connection, filters, limit=limit, before=before)
         return [row.to_json() for row in rows], None if after is None else encode_cursor(after)
 
     def close(self) -> None:
