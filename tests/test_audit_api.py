@@ -334,6 +334,25 @@ def test_a_postgresql_table_locked_is_503_in_time_not_a_worker_held(
         drop_database(postgres_server, name)
 
 
+def test_the_options_of_a_postgresql_url_are_kept_beside_the_timeout(
+    make_app: AppFactory, postgres_server: str
+) -> None:
+    # The operator's own server settings in the URL (here: the trail in a
+    # schema of its own) still apply to the API's reads.
+    name = f"sessionsvc_test_{secrets.token_hex(6)}"
+    direct = create_database(postgres_server, name)
+    try:
+        db = engine(direct)
+        with db.begin() as connection:
+            connection.execute(text("CREATE SCHEMA trail"))
+        db.dispose()
+        url = make_url(direct).update_query_dict({"options": "-c search_path=trail"})
+        client, root = reading(make_app, url.render_as_string(hide_password=False))
+        assert ids(client, root) == ["e-1"]
+    finally:
+        drop_database(postgres_server, name)
+
+
 def test_a_postgresql_gone_silent_is_503_in_time_not_a_thread_held(
     make_app: AppFactory, postgres_server: str
 ) -> None:

@@ -361,17 +361,24 @@ def test_an_unreachable_postgresql_is_one_line() -> None:
     assert done.output.count("\n") == 1
 
 
-def test_a_postgresql_that_accepts_and_never_answers_is_unavailable_in_time() -> None:
+@pytest.mark.parametrize(
+    ("query", "timeout"), [("", CONNECT_TIMEOUT), ("?connect_timeout=2", 2)], ids=["ours", "url"]
+)
+def test_a_postgresql_that_accepts_and_never_answers_is_unavailable_in_time(
+    query: str, timeout: int
+) -> None:
     # A server (or a proxy, a firewall) that takes the connection and never
-    # answers: the writer and the commands give up, as the reader does.
+    # answers: the writer and the commands give up, as the reader does,
+    # after the URL's connect_timeout if it has one.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
-        database = AuditDatabase(f"postgresql+psycopg://audit:s3cret-pw@127.0.0.1:{port}/audit")
+        url = f"postgresql+psycopg://audit:s3cret-pw@127.0.0.1:{port}/audit{query}"
+        database = AuditDatabase(url)
         caught, waited = finishes_within(database.count, CONNECT_TIMEOUT + 10)
     database.close()
-    assert CONNECT_TIMEOUT - 1 < waited < CONNECT_TIMEOUT + 5
+    assert timeout - 1 < waited < timeout + 3
     assert isinstance(caught, AuditUnavailable)
     assert str(caught).startswith("the audit database is unavailable: ")
     assert "s3cret-pw" not in str(caught)

@@ -73,9 +73,9 @@ def engine(
         parsed = parsed.set(
             database="file:" + quote(path), query={**parsed.query, "mode": "rw", "uri": "true"}
         )
-    arguments: dict[str, Any] = (
-        {"timeout": SQLITE_BUSY_TIMEOUT} if sqlite else {"connect_timeout": CONNECT_TIMEOUT}
-    )
+    arguments: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT} if sqlite else {}
+    if not sqlite and "connect_timeout" not in parsed.query:  # the URL's, if it says
+        arguments["connect_timeout"] = CONNECT_TIMEOUT
     arguments |= connect_args or {}
     options.setdefault("pool_pre_ping", True)
     db = create_engine(parsed, connect_args=arguments, **options)

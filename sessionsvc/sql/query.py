@@ -238,11 +238,12 @@ def reader_engine(url: str) -> Engine:
     the reader's that runs past :data:`STATEMENT_TIMEOUT`."""
     if make_url(url).get_backend_name() == "sqlite":
         return engine(url, poolclass=NullPool)
-    db = engine(
-        url,
-        connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT}s"},
-        pool_pre_ping=False,
-    )
+    # Before the URL's own options (which libpq lets override it), not
+    # instead of them: they may name the schema, the role...
+    given = make_url(url).query.get("options", ())
+    options = [f"-c statement_timeout={STATEMENT_TIMEOUT}s"]
+    options += [given] if isinstance(given, str) else list(given)
+    db = engine(url, connect_args={"options": " ".join(options)}, pool_pre_ping=False)
     ping_on_checkout(db)
     return db
 
