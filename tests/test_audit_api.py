@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -294,14 +295,18 @@ def test_a_postgresql_server_stopped_is_503_at_once_and_comes_back(
     assert ids(client, root) == ["e-1"]
 
 
+#: A PostgreSQL database of the test's own (``audit_url``'s), for what only
+#: PostgreSQL does.
+ON_POSTGRESQL = pytest.mark.parametrize("audit_url", ["postgresql"], indirect=True)
+
+
+@ON_POSTGRESQL
 def test_a_postgresql_table_locked_is_503_in_time_not_a_worker_held(
-    make_app: AppFactory, postgres_server: str
+    make_app: AppFactory, audit_url: str
 ) -> None:
     # An ALTER TABLE, a VACUUM FULL, a session left in a transaction: the
     # page waits for the lock only so long, then answers.
-    name = f"sessionsvc_test_{secrets.token_hex(6)}"
-    url = create_database(postgres_server, name)
-    locker = engine(url)
+    locker = engine(audit_url)
     locked, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -312,7 +317,7 @@ def test_a_postgresql_table_locked_is_503_in_time_not_a_worker_held(
 
     holding = threading.Thread(target=hold)
     try:
-        client, root = reading(make_app, url)
+        client, root = reading(make_app, audit_url)
         holding.start()
         assert locked.wait(10)
         started = time.monotonic()
@@ -331,44 +336,38 @@ def test_a_postgresql_table_locked_is_503_in_time_not_a_worker_held(
         if holding.is_alive():
             holding.join()
         locker.dispose()
-        drop_database(postgres_server, name)
 
 
+@ON_POSTGRESQL
 def test_the_options_of_a_postgresql_url_are_kept_beside_the_timeout(
-    make_app: AppFactory, postgres_server: str
+    make_app: AppFactory, audit_url: str
 ) -> None:
     # The operator's own server settings in the URL (here: the trail in a
     # schema of its own) still apply to the API's reads.
-    name = f"sessionsvc_test_{secrets.token_hex(6)}"
-    direct = create_database(postgres_server, name)
-    try:
-        db = engine(direct)
-        with db.begin() as connection:
-            connection.execute(text("CREATE SCHEMA trail"))
-        db.dispose()
-        url = make_url(direct).update_query_dict({"options": "-c search_path=trail"})
-        client, root = reading(make_app, url.render_as_string(hide_password=False))
-        assert ids(client, root) == ["e-1"]
-    finally:
-        drop_database(postgres_server, name)
+    db = engine(audit_url)
+    with db.begin() as connection:
+        connection.execute(text("CREATE SCHEMA trail"))
+    db.dispose()
+    url = make_url(audit_url).update_query_dict({"options": "-c search_path=trail"})
+    client, root = reading(make_app, url.render_as_string(hide_password=False))
+    assert ids(client, root) == ["e-1"]
 
 
+@ON_POSTGRESQL
 def test_a_postgresql_gone_silent_is_503_in_time_not_a_thread_held(
-    make_app: AppFactory, postgres_server: str
+    make_app: AppFactory, audit_url: str
 ) -> None:
     # A server that stops answering on a pooled connection (paused, a
     # network that drops everything): no statement timeout of its own can
     # end the wait; a page gives up, or each held a server thread for ever.
-    name = f"sessionsvc_test_{secrets.token_hex(6)}"
-    direct = make_url(create_database(postgres_server, name))
+    direct = make_url(audit_url)
     proxy = FreezingProxy((direct.host or "127.0.0.1", direct.port or 5432))
     url = direct.set(port=proxy.port).render_as_string(hide_password=False)
     try:
         client, root = reading(make_app, url)
         proxy.freeze()
-        answer, waited = finishes_within(
-            lambda: client.get(AUDIT, headers=root), READ_DEADLINE + 10
-        )
+        asking = partial(client.get, AUDIT, headers=root)
+        answer, waited = finishes_within(asking, READ_DEADLINE + 10)
         assert READ_DEADLINE - 1 < waited < READ_DEADLINE + 3
         body = assert_problem(answer, 503, "audit_unavailable")
         assert body["detail"] == (
@@ -378,7 +377,6 @@ def test_a_postgresql_gone_silent_is_503_in_time_not_a_thread_held(
         assert ids(client, root) == ["e-1"]  # a new connection, at once
     finally:
         proxy.close()
-        drop_database(postgres_server, name)
 
 
 def test_the_blueprints_import_without_sqlalchemy() -> None:

@@ -5,7 +5,6 @@ on a real PostgreSQL."""
 from __future__ import annotations
 
 import random
-import secrets
 import socket
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -32,14 +31,7 @@ from sessionsvc.sql.migrate import (
 )
 from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, metadata
 from tests.clients import JWT_KEY
-from tests.databases import (
-    audit_rows,
-    create_database,
-    drop_database,
-    event,
-    finishes_within,
-    write,
-)
+from tests.databases import audit_rows, event, finishes_within, write
 from tests.servers import FreezingProxy, free_port
 
 
@@ -384,14 +376,12 @@ def test_a_postgresql_that_accepts_and_never_answers_is_unavailable_in_time(
     assert "s3cret-pw" not in str(caught)
 
 
-def test_a_postgresql_gone_silent_is_unavailable_to_the_writer_in_time(
-    postgres_server: str,
-) -> None:
+@pytest.mark.parametrize("audit_url", ["postgresql"], indirect=True)
+def test_a_postgresql_gone_silent_is_unavailable_to_the_writer_in_time(audit_url: str) -> None:
     # Silent on the writer's pooled connection (paused, a network dropping
     # everything): the write gives up, and the writer holds its batch and
     # tries again, rather than wait for ever while the stream trims events.
-    name = f"sessionsvc_test_{secrets.token_hex(6)}"
-    direct = make_url(create_database(postgres_server, name))
+    direct = make_url(audit_url)
     proxy = FreezingProxy((direct.host or "127.0.0.1", direct.port or 5432))
     url = direct.set(port=proxy.port).render_as_string(hide_password=False)
     database = AuditDatabase(url, deadline=2)
@@ -409,7 +399,6 @@ def test_a_postgresql_gone_silent_is_unavailable_to_the_writer_in_time(
     finally:
         database.close()
         proxy.close()
-        drop_database(postgres_server, name)
 
 
 @pytest.mark.parametrize("command", ["upgrade", "status"])
