@@ -231,21 +231,24 @@ def decode_cursor(cursor: str) -> Position:
 
 def reader_engine(url: str) -> Engine:
     """The engine of a reader that serves requests: :func:`migrate.engine`'s
-    (every checkout pinged: the database may have gone and come back; SQLite
-    in WAL mode; PostgreSQL given ``migrate.CONNECT_TIMEOUT`` to connect); SQLite opened per
-    use, as cheap as it is, so a database file removed or replaced is noticed
-    rather than read through a pooled handle. PostgreSQL cancels a query of
-    the reader's that runs past :data:`STATEMENT_TIMEOUT`."""
+    (SQLite in WAL mode; PostgreSQL given ``migrate.CONNECT_TIMEOUT`` to
+    connect). SQLite is opened per use, as cheap as it is, so a database
+    file removed or replaced is noticed rather than read through a pooled
+    handle. PostgreSQL connections are pooled and pinged as they are lent,
+    under the page's deadline (:func:`deadline.ping_on_checkout`): the
+    database may have gone and come back, or gone silent."""
     if make_url(url).get_backend_name() == "sqlite":
         return engine(url, poolclass=NullPool)
-    # Before the URL's own options (which libpq lets override it), not
-    # instead of them: they may name the schema, the role...
-    given = make_url(url).query.get("options", ())
-    options = [f"-c statement_timeout={STATEMENT_TIMEOUT}s"]
-    options += [given] if isinstance(given, str) else list(given)
-    db = engine(url, connect_args={"options": " ".join(options)}, pool_pre_ping=False)
+    db = engine(url, pool_pre_ping=False)
     ping_on_checkout(db)
     return db
+
+
+def _bounded(connection: Connection) -> None:
+    # In the page's transaction only, not a setting of the connection
+    # (a URL's own options, or a pooler such as PgBouncer, may not take one).
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}s'")
 
 
 class AuditReader:
@@ -282,6 +285,7 @@ class AuditReader:
             database_errors(),
             self._db().connect() as connection,
         ):
+            _bounded(connection)
             rows, after = find_events(connection, filters, limit=limit, before=before)
         return [row.to_json() for row in rows], None if after is None else encode_cursor(after)
 
