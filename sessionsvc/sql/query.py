@@ -216,6 +216,8 @@ def decode_cursor(cursor: str) -> Position:
         and type(value[0]) is int
         and isinstance(value[1], str)
         and 0 < len(value[1]) <= ID_LENGTH
+        # No stored id holds NUL (PostgreSQL cannot even compare one).
+        and "\x00" not in value[1]
     ):
         raise ValueError("not a cursor")
     try:
