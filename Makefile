@@ -53,7 +53,8 @@ screenshots: $(VENV)/.dev
 ## Run the benchmark suite (own redis-server, gunicorn, wrk); results in bench/results/;
 ## then the shipped gunicorn.conf.py against slow clients and sync workers, logins per second,
 ## DPoP-bound against Bearer requests, what a GeoIP City database costs each worker in memory,
-## and what a user agent never seen before costs a request.
+## what a user agent never seen before costs a request, and the audit trail: events into
+## PostgreSQL per second and a user's history at 1,000,000 rows.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.serving
@@ -63,6 +64,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.admins
 	$(BIN)/python -m bench.geoip
 	$(BIN)/python -m bench.agents
+	$(BIN)/python -m bench.audit
 
 ## Time the check and list paths for real with pytest-benchmark.
 bench-micro: $(VENV)/.dev

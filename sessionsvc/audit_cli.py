@@ -1,5 +1,5 @@
 """The ``flask sessions audit`` commands: the audit trail's schema, writer,
-status and prune.
+status, prune and export.
 
 SQLAlchemy is imported only inside the commands: an install without the
 ``audit`` extra runs every other command.
@@ -13,12 +13,12 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 from flask.cli import AppGroup
 
-from .errors import StoreUnavailable
+from .errors import InvalidRequest, StoreUnavailable
 from .logs import configure_logging
 from .models import isotime
 from .settings import redact
@@ -194,3 +194,49 @@ def audit_prune() -> None:
     finally:
         database.close()
     click.echo(f"deleted {deleted} row(s) older than {isotime(int(cutoff.timestamp()))}")
+
+
+@audit_cli.command("export")
+@click.option("--user", "user_id", metavar="ID", help="Only this user's events.")
+@click.option("--session", "session_id", metavar="ID", help="Only this session's events.")
+@click.option("--type", "event_type", metavar="TYPE", help="Only events of this type.")
+@click.option("--ip", metavar="ADDRESS", help="Only events from this address.")
+@click.option("--since", metavar="TIME", help="From this ISO 8601 time (inclusive), with a zone.")
+@click.option("--until", metavar="TIME", help="Before this ISO 8601 time (exclusive), with a zone.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w", encoding="utf-8", lazy=True),
+    default="-",
+    show_default=True,
+    help="Where to write the JSON lines (- is standard output).",
+)
+def audit_export(
+    user_id: str | None,
+    session_id: str | None,
+    event_type: str | None,
+    ip: str | None,
+    since: str | None,
+    until: str | None,
+    output: TextIO,
+) -> None:
+    """Write the audit trail's events as JSON lines, oldest first, each the
+    object GET /api/v1/admin/audit answers; the filters are the API's."""
+    from .audit_query import audit_filter
+    from .sql.query import export_lines
+
+    url = _audit_url()
+    try:
+        filters = audit_filter(
+            user_id=user_id,
+            session_id=session_id,
+            type=event_type,
+            ip=ip,
+            since=since,
+            until=until,
+        )
+    except InvalidRequest as exc:
+        raise click.UsageError(exc.detail) from None
+    with _errors():
+        count = export_lines(url, filters, output)
+    click.echo(f"exported {count} event(s)", err=True)

@@ -72,10 +72,11 @@ def _text(request: Request, name: str, max_length: int) -> str | None:
     return value
 
 
-def _time(request: Request, name: str) -> datetime | None:
-    value = _text(request, name, MAX_TIME)
-    if value is None:
-        return None
+def parse_time(name: str, value: str) -> datetime:
+    """An ISO 8601 time with a zone, in UTC.
+
+    :raises InvalidRequest: no zone, or not such a time.
+    """
     try:
         at = datetime.fromisoformat(value)
         if at.tzinfo is None:
@@ -89,6 +90,40 @@ def _time(request: Request, name: str) -> datetime | None:
         ) from None
 
 
+def audit_filter(
+    *,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    type: str | None = None,
+    ip: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> AuditFilter:
+    """The filter of values as a caller gives them (the API's query, the
+    ``audit export`` options): a type that exists, an address normalised
+    as sessions record it, times with a zone, ``since`` not after ``until``.
+
+    :raises InvalidRequest: a value that breaks one of those.
+    """
+    from .sql.query import AuditFilter
+
+    if type is not None and type not in EVENT_TYPES:
+        raise InvalidRequest(f"'type' is not one of {', '.join(EVENT_TYPES)}.")
+    if ip is not None:
+        try:
+            # As sessions record it: an IPv4-mapped address is its IPv4 one.
+            ip = str(parse_ip(ip))
+        except ValueError:
+            raise InvalidRequest("'ip' is not an IPv4 or IPv6 address.") from None
+    first = None if since is None else parse_time("since", since)
+    last = None if until is None else parse_time("until", until)
+    if first is not None and last is not None and first > last:
+        raise InvalidRequest("'since' is after 'until'.")
+    return AuditFilter(
+        user_id=user_id, session_id=session_id, type=type, ip=ip, since=first, until=last
+    )
+
+
 def query(request: Request) -> tuple[AuditFilter, int, str | None]:
     """The filter, page size and cursor of a request for the trail.
 
@@ -96,21 +131,16 @@ def query(request: Request) -> tuple[AuditFilter, int, str | None]:
         repeated, too long, empty or holds NUL; ``since`` after ``until``;
         an event type that does not exist; a cursor no page gave.
     """
-    from .sql.query import AuditFilter, decode_cursor
+    from .sql.query import decode_cursor
 
-    event_type = _text(request, "type", MAX_FILTER)
-    if event_type is not None and event_type not in EVENT_TYPES:
-        raise InvalidRequest(f"'type' is not one of {', '.join(EVENT_TYPES)}.")
-    ip = _text(request, "ip", MAX_FILTER)
-    if ip is not None:
-        try:
-            # As sessions record it: an IPv4-mapped address is its IPv4 one.
-            ip = str(parse_ip(ip))
-        except ValueError:
-            raise InvalidRequest("'ip' is not an IPv4 or IPv6 address.") from None
-    since, until = _time(request, "since"), _time(request, "until")
-    if since is not None and until is not None and since > until:
-        raise InvalidRequest("'since' is after 'until'.")
+    filters = audit_filter(
+        user_id=_text(request, "user_id", MAX_FILTER),
+        session_id=_text(request, "session_id", MAX_FILTER),
+        type=_text(request, "type", MAX_FILTER),
+        ip=_text(request, "ip", MAX_FILTER),
+        since=_text(request, "since", MAX_TIME),
+        until=_text(request, "until", MAX_TIME),
+    )
     limit = payloads.query_int(
         request, "limit", AUDIT_LIMIT_DEFAULT, minimum=1, maximum=AUDIT_LIMIT_MAX
     )
@@ -120,12 +150,4 @@ def query(request: Request) -> tuple[AuditFilter, int, str | None]:
             decode_cursor(cursor)
         except ValueError:
             raise InvalidRequest("'cursor' is not one a page of the audit trail gave.") from None
-    filters = AuditFilter(
-        user_id=_text(request, "user_id", MAX_FILTER),
-        session_id=_text(request, "session_id", MAX_FILTER),
-        type=event_type,
-        ip=ip,
-        since=since,
-        until=until,
-    )
     return filters, limit, cursor

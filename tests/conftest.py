@@ -10,6 +10,7 @@ only those keys: a shared server is never flushed.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -43,6 +44,20 @@ from tests.skips import SKIP_REASONS, cannot_run
 
 #: The browser tests' fixtures (Chromium, the service they drive, screenshots).
 pytest_plugins = ["tests.browsers"]
+
+
+@pytest.fixture(autouse=True)
+def service_loggers() -> Iterator[None]:
+    """The service's loggers as they were before the test: a command run in
+    the test's process (``audit run``, ``webhooks run``) configures them for
+    stderr, which would hide later tests' lines from ``caplog``."""
+    loggers = [logging.getLogger("sessionsvc"), logging.getLogger("sessionsvc.events")]
+    saved = [(each.handlers[:], each.level, each.propagate) for each in loggers]
+    yield
+    for each, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        each.handlers[:] = handlers
+        each.setLevel(level)
+        each.propagate = propagate
 
 
 @pytest.fixture(scope="session")

@@ -92,3 +92,43 @@ def test_round_trips_per_route(own_redis: Any) -> None:
     assert commands["GET /sessions/{own id} (steady)"] == 1
     # The check, one ZRANGEBYLEX and one HGETALL a user.
     assert commands["GET /admin/users, 3 users (check + page)"] == 1 + 1 + 3
+
+
+def test_audit_ingest_stores_each_queued_event_once(postgres_server: str) -> None:
+    from bench.audit import ingest
+
+    run = ingest(postgres_server, 300, 2, 40)
+    assert run.queued == 300
+    assert run.rows == run.distinct == 300
+    assert len(run.shares) == 2
+    assert sum(run.shares) == 300
+    assert run.exact
+
+
+def test_audit_recorded_to_queryable(postgres_server: str) -> None:
+    from bench.audit import time_to_queryable
+
+    took = time_to_queryable(postgres_server, 3)
+    assert len(took) == 3
+    assert all(0 < seconds < 30 for seconds in took)
+
+
+def test_audit_history_pages(audit_url: str) -> None:
+    from collections import Counter
+
+    from bench.audit_history import fill_postgres, fill_sqlite, history, sample, time_queries
+    from sessionsvc.sql.migrate import upgrade
+
+    upgrade(audit_url)
+    rows = list(history(3000, 40, 2, 700))
+    counts = Counter(row["user_id"] for row in rows)
+    assert len(rows) == len({row["id"] for row in rows}) == 3000
+    assert counts["heavy0"] == counts["heavy1"] == 700
+    assert [row["at"] for row in rows] == sorted(row["at"] for row in rows)
+    fill = fill_postgres if audit_url.startswith("postgresql") else fill_sqlite
+    fill(audit_url, iter(rows))
+    found = time_queries(audit_url, 40, 2, 10, deep_page=4)
+    assert len(found.first) == len(found.route) == 10
+    assert len(found.heavy_first) == len(found.deep) == 2 * 20
+    # Each first page holds every row of a user who has fewer than 100.
+    assert found.rows_seen == sum(min(100, counts[user]) for user in sample(40, 2, 10))

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
-import secrets
-import signal
-import subprocess
-import sys
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import fakeredis
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from sessionsvc import SessionManager, accounts, create_app, current_manager
-from sessionsvc.audit_writer import Writer
-from sessionsvc.sql.events import AuditDatabase
-from sessionsvc.sql.migrate import upgrade
-from sessionsvc.state import current_state
-from tests.backends import AppFactory, delete_prefix
 from tests.clients import JWT_KEY, Auth
-from tests.databases import audit_rows
-from tests.servers import ROOT, free_port, service_env, wait_until
+from tests.servers import free_port
 
 
 def run(app: Flask, *args: str, input: str | None = None):
@@ -347,146 +333,3 @@ def test_the_standalone_service_keeps_every_command(app: Flask) -> None:
     result = run(app, "--help")
     assert result.exit_code == 0, result.output
     assert listed_commands(result.output) == HOST_COMMANDS | USER_COMMANDS
-
-
-# -- the audit trail -----------------------------------------------------------------
-
-
-def audit_app(make_app: AppFactory, url: str) -> Flask:
-    upgrade(url)
-    return make_app(SESSIONSVC_AUDIT_URL=url, SESSIONSVC_AUDIT_RETENTION_DAYS=30)
-
-
-def test_audit_status_counts_rows_backlog_and_lag(make_app: AppFactory, tmp_path: Path) -> None:
-    app = audit_app(make_app, f"sqlite:///{tmp_path / 'audit.db'}")
-    auth = Auth(app)
-    auth.login("alice")
-    auth.login("bob")
-    waiting = run(app, "audit", "status")
-    assert waiting.exit_code == 0, waiting.output
-    lines = waiting.output.splitlines()
-    assert lines[:4] == [
-        "audit schema: 0001 (current)",
-        "rows: 0",
-        "pending: 0 (taken by a writer, not yet stored)",
-        "unread: 2",
-    ]
-    assert re.fullmatch(r"lag: \d+\.\d s", lines[4]), lines
-    with app.app_context():
-        state = current_state()
-        writer = Writer(state.store, state.settings)
-    try:
-        # One stream a step: on a Cluster alice's and bob's may be two.
-        assert writer.step() + writer.step() == 2
-    finally:
-        writer.database.close()
-    done = run(app, "audit", "status", "--json")
-    assert done.exit_code == 0, done.output
-    assert json.loads(done.output) == {
-        "schema": "0001",
-        "head": "0001",
-        "current": True,
-        "rows": 2,
-        "pending": 0,
-        "unread": 0,
-        "lag_seconds": 0.0,
-    }
-
-
-def test_audit_prune_deletes_past_the_retention(make_app: AppFactory, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    app = audit_app(make_app, url)
-    now = datetime.now(UTC)
-    row = {"type": "session.created", "user_id": "alice", "account": None, "detail": {}}
-    row |= {"session_id": "s", "ip": None, "user_agent": None}
-    database = AuditDatabase(url)
-    try:
-        database.write(
-            [
-                {**row, "id": "e-1", "at": now - timedelta(days=31)},
-                {**row, "id": "e-2", "at": now - timedelta(days=29)},
-            ]
-        )
-        result = run(app, "audit", "prune")
-        assert result.exit_code == 0, result.output
-        cutoff = re.fullmatch(r"deleted 1 row\(s\) older than (\S+Z)\n", result.output)
-        assert cutoff, result.output
-        when = datetime.strptime(cutoff.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        assert abs(when - (now - timedelta(days=30))) < timedelta(seconds=5)
-        assert database.count() == 1
-        assert run(app, "audit", "prune").output.startswith("deleted 0 row(s) older than ")
-    finally:
-        database.close()
-
-
-@pytest.mark.parametrize("command", ["run", "prune"])
-def test_audit_commands_refuse_a_schema_not_made_yet(
-    make_app: AppFactory, tmp_path: Path, command: str
-) -> None:
-    app = make_app(SESSIONSVC_AUDIT_URL=f"sqlite:///{tmp_path / 'audit.db'}")
-    result = run(app, "audit", command)
-    assert result.exit_code == 1
-    assert result.output.splitlines()[-1] == (
-        "Error: the audit schema does not exist yet: run flask sessions audit upgrade"
-    )
-    assert "Traceback" not in result.output
-
-
-@pytest.mark.parametrize("command", ["run", "status", "prune"])
-def test_audit_commands_need_the_url(app: Flask, command: str) -> None:
-    result = run(app, "audit", command)
-    assert (result.exit_code, result.output) == (
-        1,
-        "Error: the audit trail is off: set SESSIONSVC_AUDIT_URL\n",
-    )
-
-
-def test_audit_run_writes_until_sigterm(redis_url: str, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    upgrade(url)
-    prefix = f"sessionsvc-test-{secrets.token_hex(6)}"
-    config = {
-        "SESSIONSVC_REDIS_URL": redis_url,
-        "SESSIONSVC_KEY_PREFIX": prefix,
-        "JWT_SECRET_KEY": JWT_KEY,
-        "SESSIONSVC_AUDIT_URL": url,
-    }
-    app = create_app({"TESTING": True, "SESSIONSVC_LOGIN_RATE_LIMIT": "", **config})
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "sessions", "audit", "run"],
-        cwd=ROOT,
-        env=service_env(**config),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        Auth(app).login("alice")
-        wait_until(lambda: len(audit_rows(url)) == 1, 20, lambda: "nothing was written")
-        writer.send_signal(signal.SIGTERM)
-        _, err = writer.communicate(timeout=15)
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.communicate()
-        with app.app_context():
-            current_manager().store.close()
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        delete_prefix(client, prefix)
-        client.close()
-    assert writer.returncode == 0, err
-    lines = err.decode().splitlines()
-    assert f"writing the audit trail to {url} as " in lines[0]
-    assert lines[-1] == "stopped"
-    assert [row["type"] for row in audit_rows(url)] == ["session.created"]
-
-
-def test_audit_status_with_redis_down_is_one_line(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    upgrade(url)
-    redis_url = f"redis://127.0.0.1:{free_port()}/0"
-    app = create_app(
-        {"JWT_SECRET_KEY": JWT_KEY, "SESSIONSVC_REDIS_URL": redis_url, "SESSIONSVC_AUDIT_URL": url}
-    )
-    result = run(app, "audit", "status")
-    assert result.exit_code == 1
-    assert result.output == "Error: The session store is unavailable; try again shortly.\n"
