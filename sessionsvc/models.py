@@ -91,13 +91,19 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """An IP address as sessions keep it: an IPv4 client seen through a
     dual-stack socket (``::ffff:a.b.c.d``, IPv4-mapped IPv6) is its IPv4
     address, so that it is one client of its own, wherever it is counted,
-    remembered, located or shown.
+    remembered, located or shown. An IPv6 zone (``fe80::1%eth0``) is
+    dropped: it names an interface of the host that saw the address, and
+    what a proxy forwards is text a client may have made up, of any length
+    (the audit table keeps 64 characters of an address).
 
     :raises ValueError: ``text`` is not an IPv4 or IPv6 address.
     """
     address = ipaddress.ip_address(text)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
     return address
 
 

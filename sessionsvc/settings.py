@@ -317,6 +317,11 @@ def _audit_url(key: str, value: Any) -> str | None:
         raise ConfigError(f"{key} is set: the audit trail needs pip install 'sessionsvc[audit]'")
     if scheme != "sqlite" and importlib.util.find_spec("psycopg") is None:
         raise ConfigError(f"{key} is a PostgreSQL URL: it needs pip install 'sessionsvc[postgres]'")
+    from .sql.urls import url_problem
+
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"{key} {problem}")
     return url
 
 

@@ -4,7 +4,9 @@ and dropped, rows written as the writer writes them, and the rows read back."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,3 +72,22 @@ def audit_rows(url: str) -> list[dict[str, Any]]:
             return [dict(row._mapping) for row in found]
     finally:
         db.dispose()
+
+
+def finishes_within(call: Callable[[], Any], limit: float) -> tuple[Any, float]:
+    """Run ``call`` in a thread (a call that hangs fails the test, not stops
+    it); what it returned or raised, and the seconds it took."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    running = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    running.start()
+    running.join(limit)
+    assert not running.is_alive(), f"still waiting after {limit} s"
+    return outcome[0], time.monotonic() - started

@@ -6,6 +6,7 @@ environment)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import resource
@@ -713,3 +714,53 @@ class PostgresProcess:
     def stop(self) -> None:
         self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class FreezingProxy:
+    """A TCP proxy to ``target`` (host, port) that can stop forwarding while
+    keeping every connection open: a server (or a network) that has gone
+    silent, not one that refuses: what a paused VM or a stopped process
+    looks like to its clients, whose kernel still takes their bytes."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.running = threading.Event()
+        self.running.set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> None:
+        self.running.clear()
+
+    def thaw(self) -> None:
+        self.running.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self.target)
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self.running.wait()
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.thaw()
+        self._listener.close()
+        for end in self._sockets:
+            end.close()

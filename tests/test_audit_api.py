@@ -7,8 +7,10 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,14 @@ import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import make_url, text
 
-from sessionsvc.sql.migrate import upgrade
-from sessionsvc.sql.query import encode_cursor
+from sessionsvc.sql.migrate import engine, upgrade
+from sessionsvc.sql.query import READ_DEADLINE, STATEMENT_TIMEOUT, encode_cursor
 from tests.backends import AppFactory, Backend
 from tests.clients import Auth, assert_problem
-from tests.databases import create_database, drop_database, event, write
-from tests.servers import PostgresProcess
+from tests.databases import create_database, drop_database, event, finishes_within, write
+from tests.servers import FreezingProxy, PostgresProcess
 
 AUDIT = "/api/v1/admin/audit"
 T0 = datetime(2026, 12, 5, 6, 0, 0, tzinfo=UTC)
@@ -174,6 +177,9 @@ def test_pages_across_one_instant_miss_and_repeat_nothing(
         "cursor=",
         "cursor=nonsense",
         "cursor=" + encode_cursor((T0, "e-1")) + "A",
+        # A position no row can have: text with NUL, which PostgreSQL
+        # cannot even compare (a 503, as if the database were down).
+        "cursor=" + encode_cursor((T0, "e-1\x00")),
         "user_id=%FF",
     ],
 )
@@ -214,6 +220,17 @@ def root_of_app(app: Flask) -> dict[str, str]:
     return admin_headers(app)
 
 
+def reading(make_app: AppFactory, url: str) -> tuple[FlaskClient, dict[str, str]]:
+    """The client and an admin's headers of an app reading the trail at
+    ``url``, with one row ``e-1`` in it, read once (a connection is pooled)."""
+    upgrade(url)
+    write(url, row("e-1", 0))
+    app = make_app(SESSIONSVC_AUDIT_URL=url)
+    root, client = admin_headers(app), app.test_client()
+    assert ids(client, root) == ["e-1"]
+    return client, root
+
+
 def test_a_sqlite_database_gone_is_503_and_comes_back(make_app: AppFactory, tmp_path: Path) -> None:
     folder = tmp_path / "audit"
     url = f"sqlite:///{folder / 'audit.db'}"
@@ -231,17 +248,27 @@ def test_a_sqlite_database_gone_is_503_and_comes_back(make_app: AppFactory, tmp_
     assert ids(client, root) == ["e-1"]
 
 
+def test_a_sqlite_file_removed_is_503_and_not_made_again(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit.db"
+    url = f"sqlite:///{path}"
+    client, root = reading(make_app, url)
+    path.unlink()
+    assert_problem(client.get(AUDIT, headers=root), 503, "audit_unavailable")
+    assert not path.exists()  # not an empty trail where the operator's was
+    upgrade(url)
+    write(url, row("e-2", 0))
+    assert ids(client, root) == ["e-2"]
+
+
 def test_a_postgresql_database_dropped_is_503_and_comes_back(
     make_app: AppFactory, postgres_server: str
 ) -> None:
     name = f"sessionsvc_test_{secrets.token_hex(6)}"
     url = create_database(postgres_server, name)
     try:
-        upgrade(url)
-        write(url, row("e-1", 0))
-        app = make_app(SESSIONSVC_AUDIT_URL=url)
-        root, client = admin_headers(app), app.test_client()
-        assert ids(client, root) == ["e-1"]
+        client, root = reading(make_app, url)
         drop_database(postgres_server, name)
         body = assert_problem(client.get(AUDIT, headers=root), 503, "audit_unavailable")
         assert body["detail"].startswith("the audit database is unavailable: ")
@@ -274,6 +301,90 @@ def test_a_postgresql_server_stopped_is_503_at_once_and_comes_back(
     assert client.get("/api/v1/sessions", headers=root).status_code == 200
     own_postgres.resume()
     assert ids(client, root) == ["e-1"]
+
+
+#: A PostgreSQL database of the test's own (``audit_url``'s), for what only
+#: PostgreSQL does.
+ON_POSTGRESQL = pytest.mark.parametrize("audit_url", ["postgresql"], indirect=True)
+
+
+@ON_POSTGRESQL
+def test_a_postgresql_table_locked_is_503_in_time_not_a_worker_held(
+    make_app: AppFactory, audit_url: str
+) -> None:
+    # An ALTER TABLE, a VACUUM FULL, a session left in a transaction: the
+    # page waits for the lock only so long, then answers.
+    locker = engine(audit_url)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with locker.begin() as connection:
+            connection.execute(text("LOCK TABLE sessionsvc_audit IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            release.wait(STATEMENT_TIMEOUT + 20)
+
+    holding = threading.Thread(target=hold)
+    try:
+        client, root = reading(make_app, audit_url)
+        holding.start()
+        assert locked.wait(10)
+        started = time.monotonic()
+        response = client.get(AUDIT, headers=root)
+        waited = time.monotonic() - started
+        release.set()
+        holding.join()
+        assert waited < STATEMENT_TIMEOUT + 3
+        body = assert_problem(response, 503, "audit_unavailable")
+        assert body["detail"] == (
+            "the audit database is unavailable: canceling statement due to statement timeout"
+        )
+        assert ids(client, root) == ["e-1"]  # the lock gone, the same pool reads again
+    finally:
+        release.set()
+        if holding.is_alive():
+            holding.join()
+        locker.dispose()
+
+
+@ON_POSTGRESQL
+def test_the_options_of_a_postgresql_url_are_kept_beside_the_timeout(
+    make_app: AppFactory, audit_url: str
+) -> None:
+    # The operator's own server settings in the URL (here: the trail in a
+    # schema of its own) still apply to the API's reads.
+    db = engine(audit_url)
+    with db.begin() as connection:
+        connection.execute(text("CREATE SCHEMA trail"))
+    db.dispose()
+    url = make_url(audit_url).update_query_dict({"options": "-c search_path=trail"})
+    client, root = reading(make_app, url.render_as_string(hide_password=False))
+    assert ids(client, root) == ["e-1"]
+
+
+@ON_POSTGRESQL
+def test_a_postgresql_gone_silent_is_503_in_time_not_a_thread_held(
+    make_app: AppFactory, audit_url: str
+) -> None:
+    # A server that stops answering on a pooled connection (paused, a
+    # network that drops everything): no statement timeout of its own can
+    # end the wait; a page gives up, or each held a server thread for ever.
+    direct = make_url(audit_url)
+    proxy = FreezingProxy((direct.host or "127.0.0.1", direct.port or 5432))
+    url = direct.set(port=proxy.port).render_as_string(hide_password=False)
+    try:
+        client, root = reading(make_app, url)
+        proxy.freeze()
+        asking = partial(client.get, AUDIT, headers=root)
+        answer, waited = finishes_within(asking, READ_DEADLINE + 10)
+        assert READ_DEADLINE - 1 < waited < READ_DEADLINE + 3
+        body = assert_problem(answer, 503, "audit_unavailable")
+        assert body["detail"] == (
+            f"the audit database is unavailable: no answer in {READ_DEADLINE} s"
+        )
+        proxy.thaw()
+        assert ids(client, root) == ["e-1"]  # a new connection, at once
+    finally:
+        proxy.close()
 
 
 def test_the_blueprints_import_without_sqlalchemy() -> None:

@@ -284,7 +284,12 @@ def test_sqlite_down_is_unavailable_without_the_path_and_recovers(tmp_path: Path
             reader.page(AuditFilter(), 10, None)
         assert "\n" not in caught.value.detail and str(folder) not in caught.value.detail
         folder.mkdir()
+        # No file in the folder: unavailable, and none is made by reading.
+        with pytest.raises(AuditUnavailable, match="unable to open database file"):
+            reader.page(AuditFilter(), 10, None)
+        assert list(folder.iterdir()) == []
         # A file with no table yet is unavailable too.
+        (folder / "audit.db").touch()
         with pytest.raises(AuditUnavailable, match="no such table"):
             reader.page(AuditFilter(), 10, None)
         upgrade(url)

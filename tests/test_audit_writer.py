@@ -268,6 +268,19 @@ def test_content_postgresql_refuses_is_stored_escaped(
     assert anomaly["detail"] == {"why\\x00": ["\\ud800", "ok"]}
 
 
+def test_a_client_address_with_a_long_zone_is_stored_without_it(
+    audit_app: Flask, audit_url: str
+) -> None:
+    # A zone names an interface of the host that saw the address, and what
+    # a proxy forwards is a client's text: one of 100 characters made the
+    # address longer than the ip column, and PostgreSQL refused the event.
+    new_user(audit_app, "alice")
+    sign_in(audit_app, "alice", ip="fe80::1%" + "x" * 100)
+    assert drain(writer_of(audit_app)) == 1
+    [row] = audit_rows(audit_url)
+    assert (row["type"], row["ip"]) == ("session.created", "fe80::1")
+
+
 def test_escaping_leaves_other_text_alone() -> None:
     assert escape_text("Zürich — 李") == "Zürich — 李"
     assert escape_text("a\x00b\ud800") == "a\\x00b\\ud800"

@@ -190,6 +190,9 @@ def test_forwarded_addresses_are_kept_only_when_valid(forwarded: str, expected: 
         ("64:ff9b::cb00:7107", "64:ff9b::cb00:7107"),  # NAT64: an IPv6 address
         ("::ffff:0:7f00:1", "::ffff:0:7f00:1"),  # IPv4-translated, not mapped
         ("203.0.113.7", "203.0.113.7"),
+        # A zone names an interface of the host that saw the address: dropped.
+        ("fe80::1%eth0", "fe80::1"),
+        ("FE80::0:1%" + "x" * 100, "fe80::1"),
         # Garbage is no address.
         ("::ffff:999.0.0.1", None),
         ("::ffff:", None),

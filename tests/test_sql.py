@@ -4,6 +4,8 @@ on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import random
+import socket
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from flask import Flask
-from sqlalchemy import column, inspect, select, table
+from sqlalchemy import column, inspect, make_url, select, table
 
 from sessionsvc import create_app
 from sessionsvc.settings import ConfigError, Settings
 from sessionsvc.sql.events import AuditDatabase, RowsRefused, insert_events
 from sessionsvc.sql.migrate import (
+    CONNECT_TIMEOUT,
     AuditUnavailable,
     SchemaOutdated,
     engine,
@@ -28,8 +31,8 @@ from sessionsvc.sql.migrate import (
 )
 from sessionsvc.sql.tables import INDEXES, VERSION_TABLE, metadata
 from tests.clients import JWT_KEY
-from tests.databases import audit_rows, event, write
-from tests.servers import free_port
+from tests.databases import audit_rows, event, finishes_within, write
+from tests.servers import FreezingProxy, free_port
 
 
 def test_upgrade_creates_the_table_and_the_indexes_of_the_queries(audit_url: str) -> None:
@@ -225,6 +228,10 @@ def test_the_database_writes_counts_and_prunes_in_chunks(audit_url: str) -> None
         database.close()
 
 
+#: Text that does not compress: 6,000 characters of random hex.
+LONG_TEXT = random.Random(7).randbytes(3000).hex()
+
+
 @pytest.mark.parametrize(
     ("values", "sqlite_keeps_it"),
     [
@@ -233,8 +240,12 @@ def test_the_database_writes_counts_and_prunes_in_chunks(audit_url: str) -> None
         ({"detail": {"k": "lone \udc80"}}, True),
         ({"user_agent": "lone \ud800"}, False),
         ({"type": None}, False),
+        # Past PostgreSQL's largest index entry (2704 bytes): the row, not a
+        # database down that would hold every later event behind it.
+        ({"user_id": LONG_TEXT}, True),
+        ({"session_id": LONG_TEXT}, True),
     ],
-    ids=["nul", "nul-in-json", "surrogate-in-json", "surrogate", "null"],
+    ids=["nul", "nul-in-json", "surrogate-in-json", "surrogate", "null", "user-id", "session-id"],
 )
 def test_rows_the_database_cannot_store_are_refused_as_rows(
     audit_url: str, values: dict[str, Any], sqlite_keeps_it: bool
@@ -261,6 +272,32 @@ def test_a_database_that_is_gone_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(AuditUnavailable):
         database.count()
     database.close()
+
+
+def test_a_sqlite_file_removed_is_unavailable_until_one_is_there_again(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    database = AuditDatabase(url)
+    try:
+        assert database.write([event("e-1")]) == 1
+        path.unlink()
+        # Not written into the removed file through the pooled connection
+        # (the writer would acknowledge events no one can read), nor into
+        # an empty file made again.
+        with pytest.raises(AuditUnavailable) as gone:
+            database.write([event("e-2")])
+        assert str(gone.value) == "the audit database is unavailable: unable to open database file"
+        with pytest.raises(AuditUnavailable):
+            database.count()
+        assert not path.exists()
+        assert schema_state(url) == (None, "0001")
+        assert not path.exists()
+        upgrade(url)  # made again (or a copy put back): written to at once
+        assert database.write([event("e-2")]) == 1
+        assert [row["id"] for row in audit_rows(url)] == ["e-2"]
+    finally:
+        database.close()
 
 
 def cli_app(url: str | None) -> Flask:
@@ -316,6 +353,54 @@ def test_an_unreachable_postgresql_is_one_line() -> None:
     assert done.output.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("query", "timeout"), [("", CONNECT_TIMEOUT), ("?connect_timeout=2", 2)], ids=["ours", "url"]
+)
+def test_a_postgresql_that_accepts_and_never_answers_is_unavailable_in_time(
+    query: str, timeout: int
+) -> None:
+    # A server (or a proxy, a firewall) that takes the connection and never
+    # answers: the writer and the commands give up, as the reader does,
+    # after the URL's connect_timeout if it has one.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        url = f"postgresql+psycopg://audit:s3cret-pw@127.0.0.1:{port}/audit{query}"
+        database = AuditDatabase(url)
+        caught, waited = finishes_within(database.count, CONNECT_TIMEOUT + 10)
+    database.close()
+    assert timeout - 1 < waited < timeout + 3
+    assert isinstance(caught, AuditUnavailable)
+    assert str(caught).startswith("the audit database is unavailable: ")
+    assert "s3cret-pw" not in str(caught)
+
+
+@pytest.mark.parametrize("audit_url", ["postgresql"], indirect=True)
+def test_a_postgresql_gone_silent_is_unavailable_to_the_writer_in_time(audit_url: str) -> None:
+    # Silent on the writer's pooled connection (paused, a network dropping
+    # everything): the write gives up, and the writer holds its batch and
+    # tries again, rather than wait for ever while the stream trims events.
+    direct = make_url(audit_url)
+    proxy = FreezingProxy((direct.host or "127.0.0.1", direct.port or 5432))
+    url = direct.set(port=proxy.port).render_as_string(hide_password=False)
+    database = AuditDatabase(url, deadline=2)
+    try:
+        upgrade(url)
+        assert database.write([event("e-1")]) == 1
+        proxy.freeze()
+        caught, waited = finishes_within(lambda: database.write([event("e-2")]), 15)
+        assert 1 < waited < 5
+        assert isinstance(caught, AuditUnavailable)
+        assert str(caught) == "the audit database is unavailable: no answer in 2 s"
+        proxy.thaw()
+        assert database.write([event("e-2")]) == 1
+        assert [row["id"] for row in audit_rows(url)] == ["e-1", "e-2"]
+    finally:
+        database.close()
+        proxy.close()
+
+
 @pytest.mark.parametrize("command", ["upgrade", "status"])
 def test_the_commands_need_the_url(command: str) -> None:
     done = audit_cli(cli_app(None), command)
@@ -343,6 +428,29 @@ def test_the_settings_read_the_url_and_the_retention() -> None:
 def test_bad_audit_settings_are_refused(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_config(config)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://audit:s3cret-pw@db:port/audit", "not a URL SQLAlchemy reads"),
+        ("postgresql+psycopg://audit:s3cret-pw@[::1/audit", "not a URL SQLAlchemy reads"),
+        ("postgresql+psycopg:/audit:s3cret-pw@db/audit", "not a URL SQLAlchemy reads"),
+        ("postgresql+psycopg://audit:s3cret-pw@db:99999/audit", "port 99999 is not 1..65535"),
+        ("sqlite://audit:s3cret-pw@db/audit.db", "names no host, user or password"),
+        ("sqlite://", "an in-memory SQLite database"),
+        ("sqlite:///:memory:", "an in-memory SQLite database"),
+    ],
+)
+def test_an_audit_url_that_cannot_be_used_is_refused_without_its_password(
+    url: str, message: str
+) -> None:
+    # Refused at start-up, not a 500 at the first page, a writer's
+    # traceback, or a URL with its password in an error.
+    with pytest.raises(ConfigError, match=message) as refused:
+        Settings.from_config({"SESSIONSVC_AUDIT_URL": url})
+    assert str(refused.value).startswith("SESSIONSVC_AUDIT_URL ")
+    assert "s3cret-pw" not in str(refused.value)
 
 
 def test_without_the_extra_the_url_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:

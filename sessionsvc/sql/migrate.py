@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import ConnectionPoolEntry
 
 # The one class the API answers 503 with and the commands print: re-exported.
 from ..errors import AuditUnavailable as AuditUnavailable
@@ -45,23 +49,81 @@ def database_errors() -> Iterator[None]:
         raise AuditUnavailable(f"the audit database is unavailable: {lines[0]}") from exc
 
 
-def engine(url: str, *, connect_args: dict[str, Any] | None = None, **options: Any) -> Engine:
+def engine(
+    url: str, *, create: bool = False, connect_args: dict[str, Any] | None = None, **options: Any
+) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``);
     ``connect_args`` and ``options`` go to ``create_engine``.
 
     SQLite runs in write-ahead-log mode, so the API's reads and a writer's
     inserts do not wait for each other, and a connection waits up to
     :data:`SQLITE_BUSY_TIMEOUT` seconds for another's write to end rather
-    than failing at once ("database is locked").
+    than failing at once ("database is locked"). PostgreSQL is given
+    :data:`CONNECT_TIMEOUT` to connect. A SQLite file is created
+    only with ``create`` (by :func:`upgrade`): a file that was removed is a
+    database that is unavailable, not an empty trail made again; and a
+    pooled connection to a file removed or replaced since it was opened is
+    not lent (its writes would go to a file no one reads) but opened again.
     """
-    sqlite = url.startswith("sqlite")
-    arguments = {"timeout": SQLITE_BUSY_TIMEOUT} if sqlite else {}
+    parsed = make_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    path = sqlite_file(url)
+    if path is not None and not create:
+        # A URI filename, read-write: SQLite's default also creates.
+        parsed = parsed.set(
+            database="file:" + quote(path), query={**parsed.query, "mode": "rw", "uri": "true"}
+        )
+    arguments: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT} if sqlite else {}
+    if not sqlite and "connect_timeout" not in parsed.query:  # the URL's, if it says
+        arguments["connect_timeout"] = CONNECT_TIMEOUT
     arguments |= connect_args or {}
-    db = create_engine(url, pool_pre_ping=True, connect_args=arguments, **options)
+    options.setdefault("pool_pre_ping", True)
+    db = create_engine(parsed, connect_args=arguments, **options)
     if sqlite:
         event.listen(db, "connect", _sqlite_wal)
+    if path is not None:
+        event.listen(db, "connect", partial(_sqlite_opened, path))
+        event.listen(db, "checkout", partial(_sqlite_still_there, path))
     return db
 
+
+def sqlite_file(url: str) -> str | None:
+    """The absolute path of a SQLite URL's file (``None``: not SQLite, or in memory)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None  # a URI of the operator's own: used as written
+    return os.path.abspath(database)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _sqlite_opened(path: str, _connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["sqlite_file"] = _identity(path)
+
+
+def _sqlite_still_there(
+    path: str, _connection: Any, record: ConnectionPoolEntry, _proxy: Any
+) -> None:
+    opened = record.info.get("sqlite_file")
+    if opened is None or opened != _identity(path):
+        # The pool opens a new connection instead (which fails while no
+        # file is there: the database is unavailable until one is).
+        raise DisconnectionError(f"the SQLite file {path} was removed or replaced")
+
+
+#: Seconds to wait for PostgreSQL to accept a connection (and answer its
+#: start): a server that does not answer is unavailable, not a reader, a
+#: writer or a command that hangs.
+CONNECT_TIMEOUT = 5
 
 #: Seconds a SQLite connection waits for another's write to end.
 SQLITE_BUSY_TIMEOUT = 10.0
@@ -89,20 +151,53 @@ def head() -> str | None:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
+#: The key of the PostgreSQL advisory lock an upgrade holds (any constant
+#: of the package's own: a host app's locks use keys of theirs).
+UPGRADE_LOCK = 5_981_912_900_910_673_523
+
+
 def upgrade(url: str) -> None:
     """Create the audit schema or bring it up to the newest revision (a no-op
-    when it is); :class:`AuditUnavailable` when the database cannot be reached."""
-    db = engine(url)
+    when it is); :class:`AuditUnavailable` when the database cannot be reached.
+
+    One transaction, which one upgrade at a time holds (a PostgreSQL
+    advisory lock; SQLite's write lock, taken at its start): upgrades run
+    at once by several instances wait for each other, and the later ones
+    find the schema current; an upgrade stopped half-way leaves nothing of
+    itself (SQLite too, whose driver would otherwise run each statement of
+    the schema in a transaction of its own).
+    """
+    db = engine(url, create=True)
+    if db.dialect.name == "sqlite":
+        event.listen(db, "connect", _sqlite_driver_autocommit)
+        event.listen(db, "begin", _sqlite_begin_immediate)
     try:
         with database_errors(), db.begin() as connection:
+            if db.dialect.name == "postgresql":
+                connection.execute(select(func.pg_advisory_xact_lock(UPGRADE_LOCK)))
             command.upgrade(_config(connection), "head")
     finally:
         db.dispose()
 
 
+def _sqlite_driver_autocommit(connection: Any, _record: Any) -> None:
+    # The driver begins no transaction of its own (its own would not cover
+    # CREATE TABLE): _sqlite_begin_immediate begins the one that does.
+    connection.isolation_level = None
+
+
+def _sqlite_begin_immediate(connection: Connection) -> None:
+    # Takes the write lock now, waiting up to the busy timeout for another
+    # upgrade's to end, before the schema is read.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def schema_state(url: str) -> tuple[str | None, str | None]:
     """The database's schema revision (``None``: no schema yet) and the
     package's head; :class:`AuditUnavailable` when the database cannot be reached."""
+    path = sqlite_file(url)
+    if path is not None and os.path.isdir(os.path.dirname(path)) and not os.path.exists(path):
+        return None, head()  # no file yet: no schema (and none is made by looking)
     db = engine(url)
     try:
         with database_errors(), db.connect() as connection:

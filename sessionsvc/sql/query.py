@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from sqlalchemy import ColumnElement, Connection, Engine, make_url, select, tuple_
 from sqlalchemy.pool import NullPool
 
+from .deadline import answering_within, ping_on_checkout
 from .migrate import database_errors, engine
 from .tables import audit
 
@@ -31,9 +32,15 @@ Position = tuple[datetime, str]
 #: The zero of the cursor's microsecond count.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: Seconds a reader waits for PostgreSQL to accept a connection: a server
-#: that does not answer is unavailable, not a request that hangs.
-CONNECT_TIMEOUT = 5
+#: Seconds a reader's query may run on PostgreSQL (waiting for a lock
+#: included) before the server cancels it: a page that cannot be read in
+#: time is unavailable, not a worker held for as long as a lock is.
+STATEMENT_TIMEOUT = 5
+
+#: Seconds after which a page gives up on PostgreSQL even if the server
+#: cannot say so (gone silent: paused, or a network that drops everything),
+#: rather than hold a server thread for as long as it stays silent.
+READ_DEADLINE = STATEMENT_TIMEOUT + 2
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,8 @@ def decode_cursor(cursor: str) -> Position:
         and type(value[0]) is int
         and isinstance(value[1], str)
         and 0 < len(value[1]) <= ID_LENGTH
+        # No stored id holds NUL (PostgreSQL cannot even compare one).
+        and "\x00" not in value[1]
     ):
         raise ValueError("not a cursor")
     try:
@@ -224,13 +233,24 @@ def decode_cursor(cursor: str) -> Position:
 
 def reader_engine(url: str) -> Engine:
     """The engine of a reader that serves requests: :func:`migrate.engine`'s
-    (every checkout pinged: the database may have gone and come back; SQLite
-    in WAL mode), PostgreSQL given :data:`CONNECT_TIMEOUT`; SQLite opened per
-    use, as cheap as it is, so a database file removed or replaced is noticed
-    rather than read through a pooled handle."""
+    (SQLite in WAL mode; PostgreSQL given ``migrate.CONNECT_TIMEOUT`` to
+    connect). SQLite is opened per use, as cheap as it is, so a database
+    file removed or replaced is noticed rather than read through a pooled
+    handle. PostgreSQL connections are pooled and pinged as they are lent,
+    under the page's deadline (:func:`deadline.ping_on_checkout`): the
+    database may have gone and come back, or gone silent."""
     if make_url(url).get_backend_name() == "sqlite":
         return engine(url, poolclass=NullPool)
-    return engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    db = engine(url, pool_pre_ping=False)
+    ping_on_checkout(db)
+    return db
+
+
+def _bounded(connection: Connection) -> None:
+    # In the page's transaction only, not a setting of the connection
+    # (a URL's own options, or a pooler such as PgBouncer, may not take one).
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}s'")
 
 
 class AuditReader:
@@ -262,7 +282,12 @@ class AuditReader:
         :raises AuditUnavailable: the database cannot be reached or read.
         """
         before = None if cursor is None else decode_cursor(cursor)
-        with database_errors(), self._db().connect() as connection:
+        with (
+            answering_within(READ_DEADLINE),
+            database_errors(),
+            self._db().connect() as connection,
+        ):
+            _bounded(connection)
             rows, after = find_events(connection, filters, limit=limit, before=before)
         return [row.to_json() for row in rows], None if after is None else encode_cursor(after)
 
