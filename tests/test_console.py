@@ -34,8 +34,9 @@ from tests.browsers import (
     watch_console,
 )
 from tests.clients import CHROME, IPHONE, JWT_KEY, Page, assert_page_headers
-from tests.databases import event, write
+from tests.databases import audit_rows, event, write
 from tests.geodata import BERLIN_IP, SYDNEY_IP
+from tests.servers import wait_until
 
 JS = {"text/javascript", "application/javascript"}
 
@@ -610,15 +611,28 @@ def test_more_users_come_page_by_page(browser: Any, redis_url: str) -> None:
             context.close()
 
 
+def signed_in_events(audit_url: str) -> list[str]:
+    """The ids of alice's sign-ins in the audit table."""
+    rows = audit_rows(audit_url)
+    return [r["id"] for r in rows if r["user_id"] == "alice" and r["type"] == "session.created"]
+
+
 @contextmanager
 def alice_of_an_audited_service(
-    browser: Any, redis_url: str, audit_url: str
+    browser: Any, redis_url: str, audit_url: str, *, written: bool = True
 ) -> Iterator[tuple[Any, list[str]]]:
     """The console of a service with an audit trail at ``audit_url``, its
-    admin on alice's page (alice signed in once); the page and its problems."""
+    admin on alice's page (alice signed in once, and with ``written`` the
+    service's audit writer has stored that); the page and its problems."""
     users = (ADMIN, "alice", "bob")
     with serve(redis_url, users, roles={ADMIN: ("admin",)}, SESSIONSVC_AUDIT_URL=audit_url) as base:
         bearer_login(base, "alice")
+        if written:
+            wait_until(
+                lambda: signed_in_events(audit_url) != [],
+                20,
+                lambda: "the writer did not store alice's sign-in",
+            )
         context = browser.new_context(user_agent=CHROME)
         try:
             page = context.new_page()
@@ -646,18 +660,22 @@ def test_an_admin_reads_a_users_audit_history_page_by_page(
         event("bob-1", user_id="bob", at=start + timedelta(hours=1)),
     )
     with alice_of_an_audited_service(browser, redis_url, url) as (page, problems):
+        # Her sign-in just now, as the service's writer stored it, is the newest.
+        [signed_in] = signed_in_events(url)
         shown = "items => items.map(item => item.dataset.eventId)"
         items = page.locator("#audit-list .event")
         # The newest 20 (a page), newest first; bob's are not alice's.
-        assert items.evaluate_all(shown) == [f"e-{n:02d}" for n in reversed(range(5, 25))]
-        assert items.first.locator(".what").inner_text() == (
+        older = [f"e-{n:02d}" for n in reversed(range(25))]
+        assert items.evaluate_all(shown) == [signed_in, *older[:19]]
+        assert items.first.locator(".what").inner_text() == "New sign-in"
+        assert items.nth(1).locator(".what").inner_text() == (
             "Signed out: signed out by an administrator"
         )
         page.click("#audit-more")
         page.wait_for_selector("#audit-more", state="hidden")
-        assert items.evaluate_all(shown) == [f"e-{n:02d}" for n in reversed(range(25))]
-        assert page.inner_text("#status") == "25 recorded events of alice."
-        assert page.evaluate("document.activeElement.dataset.eventId") == "e-04"
+        assert items.evaluate_all(shown) == [signed_in, *older]
+        assert page.inner_text("#status") == "26 recorded events of alice."
+        assert page.evaluate("document.activeElement.dataset.eventId") == "e-05"
         assert problems == []
 
 
@@ -668,7 +686,7 @@ def test_an_audit_history_that_cannot_be_read_says_so_and_the_page_works(
 ) -> None:
     # A folder that does not exist: the database cannot be opened.
     url = f"sqlite:///{tmp_path / 'missing' / 'audit.db'}"
-    with alice_of_an_audited_service(browser, redis_url, url) as (page, problems):
+    with alice_of_an_audited_service(browser, redis_url, url, written=False) as (page, problems):
         assert page.locator("#audit-list li").all_inner_texts() == [
             "The audit history cannot be read now: "
             "the audit database is unavailable: unable to open database file"
