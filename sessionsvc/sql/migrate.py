@@ -127,6 +127,8 @@ CONNECT_TIMEOUT = 5
 
 #: Seconds a SQLite connection waits for another's write to end.
 SQLITE_BUSY_TIMEOUT = 10.0
+#: Seconds an upgrade of a SQLite file waits for the upgrades before it.
+UPGRADE_WAIT = 120.0
 
 
 def _sqlite_wal(connection: Any, _record: Any) -> None:
@@ -167,7 +169,10 @@ def upgrade(url: str) -> None:
     itself (SQLite too, whose driver would otherwise run each statement of
     the schema in a transaction of its own).
     """
-    db = engine(url, create=True)
+    # SQLite: an upgrade waits for the others' far longer than a request
+    # for a write (each holds the lock while Alembic loads and runs).
+    wait = {"timeout": UPGRADE_WAIT} if sqlite_file(url) is not None else None
+    db = engine(url, create=True, connect_args=wait)
     if db.dialect.name == "sqlite":
         event.listen(db, "connect", _sqlite_driver_autocommit)
         event.listen(db, "begin", _sqlite_begin_immediate)
