@@ -146,12 +146,14 @@ def test_the_wheel_carries_every_file_of_the_package_and_nothing_else(dist: Path
         if line.startswith("Requires-Dist:") and "extra ==" not in line
     ]
     assert any(line.startswith("Requires-Dist: flask") for line in base)
+    assert "Requires-Dist: hiredis>=3.0" in base
     assert not [line for line in base if "sqlalchemy" in line.lower() or "alembic" in line]
 
 
 DRIVE_THE_EXAMPLE = textwrap.dedent(
     """
     import json, sys, sessionsvc, host_app
+    from redis.utils import HIREDIS_AVAILABLE
     app = host_app.create_app()
     client = app.test_client()
     user = {"email": "ada@example.com", "password": "correct horse"}
@@ -170,6 +172,7 @@ DRIVE_THE_EXAMPLE = textwrap.dedent(
     ).get_json()
     print(json.dumps({
         "package": sessionsvc.__file__,
+        "hiredis": HIREDIS_AVAILABLE,
         "sessions": sorted(s["id"] for s in listed["sessions"]),
         "expected": sorted([laptop["session_id"], phone["session_id"]]),
         "laptop": laptop["session_id"],
@@ -188,6 +191,8 @@ def test_the_installed_wheel_runs_the_mounting_example_and_the_cli(
     assert driven.returncode == 0, driven.stderr
     seen = json.loads(driven.stdout.strip().splitlines()[-1])
     assert seen["package"].startswith(str(venv)), seen["package"]
+    # A plain install brings redis-py's compiled parser, and redis-py uses it.
+    assert seen["hiredis"] is True
     assert seen["sessions"] == seen["expected"]
     assert (seen["revoked"], seen["after"]) == (204, "Token has been revoked")
 
