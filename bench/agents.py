@@ -19,7 +19,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import JWT_KEY, ROOT, ensure_wrk, gunicorn, redis_server, tokens_for
+from bench.commands import redis_server
+from bench.throughput import JWT_KEY, ROOT, ensure_wrk, gunicorn, tokens_for
 from tests.clients import CHROME
 
 RANDOM_UA = ROOT / "bench" / "random_ua.lua"

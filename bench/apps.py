@@ -1,12 +1,15 @@
-"""The two apps the benchmark serves with identical gunicorn settings.
+"""The three apps the benchmark serves with identical gunicorn settings.
 
 - ``ours``: a host app that mounts sessionsvc and has one protected route.
 - ``baseline``: what a Flask team writes without us: flask-jwt-extended with
   its documented Redis blocklist recipe (one ``GET`` of the token's ``jti``)
   and the same protected route.
+- ``nocheck``: the same host app with flask-jwt-extended alone and no
+  revocation check at all: the limit any check is measured against.
 
-Both read ``BENCH_REDIS_URL``, ``BENCH_PREFIX`` and ``BENCH_JWT_KEY`` from the
-environment: ``gunicorn 'bench.apps:ours()'`` / ``'bench.apps:baseline()'``.
+All read ``BENCH_REDIS_URL``, ``BENCH_PREFIX`` and ``BENCH_JWT_KEY`` from the
+environment: ``gunicorn 'bench.apps:ours()'`` / ``'bench.apps:baseline()'`` /
+``'bench.apps:nocheck()'``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from flask_jwt_extended import JWTManager, jwt_required
 
 from sessionsvc import SessionManager
 
-#: The body both protected routes answer.
+#: The body every protected route answers.
 PAYLOAD = {"hello": "world", "items": [1, 2, 3]}
 
 
@@ -32,11 +35,10 @@ def _config(redis_url: str | None = None) -> dict[str, Any]:
     }
 
 
-def ours(redis_url: str | None = None) -> Flask:
-    """A host app with sessionsvc mounted."""
-    app = Flask("bench-ours")
+def _app(name: str, redis_url: str | None = None) -> Flask:
+    """An app named ``name`` with the one protected route every app has."""
+    app = Flask(name)
     app.config.update(_config(redis_url))
-    SessionManager(app)
 
     @app.get("/protected")
     @jwt_required()
@@ -46,10 +48,16 @@ def ours(redis_url: str | None = None) -> Flask:
     return app
 
 
+def ours(redis_url: str | None = None) -> Flask:
+    """A host app with sessionsvc mounted."""
+    app = _app("bench-ours", redis_url)
+    SessionManager(app)
+    return app
+
+
 def baseline() -> Flask:
     """flask-jwt-extended's documented Redis blocklist, nothing else."""
-    app = Flask("bench-baseline")
-    app.config.update(_config())
+    app = _app("bench-baseline")
     jwt = JWTManager(app)
     # As the recipe does: one module-level client, created at import (before
     # fork; redis-py's pool notices the fork and reconnects in each worker).
@@ -60,9 +68,11 @@ def baseline() -> Flask:
     def check_if_token_is_revoked(jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> bool:
         return blocklist.get(f"{prefix}:jti:{jwt_payload['jti']}") is not None
 
-    @app.get("/protected")
-    @jwt_required()
-    def protected() -> Any:
-        return jsonify(PAYLOAD)
+    return app
 
+
+def nocheck() -> Flask:
+    """The same host app with flask-jwt-extended alone: no revocation check."""
+    app = _app("bench-nocheck")
+    JWTManager(app)
     return app

@@ -50,11 +50,12 @@ import redis
 from flask_jwt_extended import decode_token
 
 from bench import proofs
-from bench.__main__ import JWT_KEY, REPORT_LUA, RESULTS, ROOT, ensure_wrk, gunicorn, machine, render
+from bench.__main__ import RESULTS, machine, render
 from bench.agents import cpu_seconds, serving_pids
 from bench.apps import ours
 from bench.commands import CHROME, commandstats, measure, redis_server
 from bench.dpop_pieces import PIECE_NAMES, PIECES, SKIP
+from bench.throughput import JWT_KEY, REPORT_LUA, ROOT, ensure_wrk, gunicorn
 from sessionsvc import current_manager
 from sessionsvc.dpop_client import DPoPKey
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import redis
 
-from bench.__main__ import REPORT_LUA, ensure_wrk
 from bench.commands import CHROME, redis_server
 from bench.serving import service
+from bench.throughput import REPORT_LUA, ensure_wrk
 from sessionsvc.accounts import new_user
 from sessionsvc.passwords import hash_password
 from sessionsvc.store import SessionStore

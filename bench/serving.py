@@ -44,8 +44,8 @@ from typing import Any
 import redis
 from werkzeug.security import generate_password_hash
 
-from bench.__main__ import ensure_wrk, wrk
 from bench.commands import CHROME, free_port, redis_server
+from bench.throughput import ensure_wrk, wrk
 from sessionsvc.models import User
 from sessionsvc.store import SessionStore
 

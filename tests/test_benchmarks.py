@@ -7,6 +7,7 @@ in setup.cfg), so they stay correct; ``make bench-micro`` times them for real.
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -132,3 +133,59 @@ def test_audit_history_pages(audit_url: str) -> None:
     assert len(found.heavy_first) == len(found.deep) == 2 * 20
     # Each first page holds every row of a user who has fewer than 100.
     assert found.rows_seen == sum(min(100, counts[user]) for user in sample(40, 2, 10))
+
+
+def test_throughput_pairs_alternate_and_give_both_ratios() -> None:
+    from bench.throughput import compare, pair_lines
+
+    rps = {"ours": 900.0, "baseline": 750.0, "nocheck": 1000.0}
+    order: list[str] = []
+
+    def run(name: str) -> dict[str, Any]:
+        order.append(name)
+        return {"rps": rps[name] + len(order), "p50": 3000, "p99": 6000}
+
+    result = compare(run, pairs=4)
+    # Each round: ours with no check, then ours with the recipe; each pair's
+    # order flips from one round to the next.
+    first_two = ["ours", "nocheck", "ours", "baseline", "nocheck", "ours", "baseline", "ours"]
+    assert order[:8] == first_two
+    assert len(order) == 16
+    for key, other in (("pairs", "baseline"), ("nocheck_pairs", "nocheck")):
+        pairs = result[key]
+        assert [p["first"] for p in pairs] == ["ours", other, "ours", other]
+        assert all(p["ratio"] == p["ours"]["rps"] / p[other]["rps"] for p in pairs)
+    assert result["pairs"][0]["ratio"] == 903 / 754
+    assert result["nocheck_pairs"][0]["ratio"] == 901 / 1002
+    assert result["median_ratio"] == round(
+        statistics.median(p["ratio"] for p in result["pairs"]), 3
+    )
+    assert 1.1 < result["median_ratio"] < 1.3
+    assert 0.85 < result["nocheck_median_ratio"] < 0.95
+    assert result["nocheck_rps_median"] > result["baseline_rps_median"]
+    lines = pair_lines(result)
+    assert lines["nocheck_pairs"][0] == "ours first: ours 901 / nocheck 1002 req/s = 0.899"
+    assert lines["pairs"][1] == "baseline first: ours 908 / baseline 757 req/s = 1.199"
+
+
+def test_the_nocheck_app_checks_the_signature_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flask_jwt_extended import create_access_token
+
+    from bench.apps import PAYLOAD, nocheck
+
+    # Nothing listens there: the app never asks a store.
+    monkeypatch.setenv("BENCH_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("BENCH_JWT_KEY", "k" * 32)
+    app = nocheck()
+    with app.app_context():
+        token = create_access_token("someone")
+    client = app.test_client()
+    answered = client.get("/protected", headers={"Authorization": f"Bearer {token}"})
+    assert (answered.status_code, answered.get_json()) == (200, PAYLOAD)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert (
+        client.get("/protected", headers={"Authorization": f"Bearer {forged}"}).status_code == 422
+    )
+    assert client.get("/protected").status_code == 401
