@@ -441,9 +441,9 @@ def main(argv: list[str] | None = None) -> None:
         args.pairs, args.seconds, args.large = 2, 2, 20_000
     wrk_bin = ensure_wrk()
     if args.throughput_only:
-        measured = throughput_only(wrk_bin, args.pairs, args.seconds)
-        measured["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        measured["machine"] = machine()
+        began: dict[str, Any] = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        began["machine"] = machine()
+        measured = {**throughput_only(wrk_bin, args.pairs, args.seconds), **began}
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "throughput.json").write_text(json.dumps(measured, indent=2) + "\n")
         print(json.dumps(summary(measured), indent=2))

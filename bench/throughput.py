@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -236,9 +237,35 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return {**shown, **pair_lines(result)}
 
 
+def busy_seconds() -> tuple[float, float]:
+    """CPU seconds the whole machine has been busy, and this process and its
+    waited-for children (wrk, gunicorn and its workers, redis-server)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    own = sum(
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ("ru_utime", "ru_stime")
+    )
+    return (sum(fields[:8]) - idle) / ticks, own
+
+
 def throughput_only(wrk_bin: str, pairs: int, seconds: float) -> dict[str, Any]:
-    """The host app against the recipe and against no check: ``--throughput-only``."""
+    """The host app against the recipe and against no check: ``--throughput-only``.
+
+    Also says how much of the machine other work took meanwhile
+    (``others_cpu_share``: the CPU others used over the cores' time): a run
+    that shared the machine is not a figure.
+    """
+    started, (busy, own) = time.monotonic(), busy_seconds()
     with redis_server() as url:
         env = bench_env(url)
         with served(env) as urls:
-            return measure_throughput(wrk_bin, urls, tokens_for(url), pairs=pairs, seconds=seconds)
+            result = measure_throughput(
+                wrk_bin, urls, tokens_for(url), pairs=pairs, seconds=seconds
+            )
+    wall, (busy_after, own_after) = time.monotonic() - started, busy_seconds()
+    others = max(0.0, (busy_after - busy) - (own_after - own))
+    result["others_cpu_share"] = round(others / (wall * (os.cpu_count() or 1)), 3)
+    return result
