@@ -247,7 +247,7 @@ def cache_verified_tokens(
         ):
             return cast(dict[str, Any], original(encoded_token, csrf_value, allow_expired))
         config = current_app.config
-        fingerprint = tuple(config.get(key) for key in _VERIFYING_KEYS)
+        fingerprint = tuple(map(config.get, _VERIFYING_KEYS))
         claims = cache.get(encoded_token, fingerprint)
         if claims is None:
             claims = cast(dict[str, Any], original(encoded_token, csrf_value, allow_expired))
