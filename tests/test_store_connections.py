@@ -3,6 +3,8 @@ pooled connection, exactly what ``execute_command`` would do."""
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 import redis
@@ -86,6 +88,25 @@ def test_a_hanging_server_times_out_without_a_retry(own_redis: RedisProcess) -> 
         read_fields(client, "s", ("t",))
     assert sent == ["HMGET"]  # as Retry(..., supported_errors=(ConnectionError,)): once
     assert pool_sizes(client) == (1, 0)
+
+
+def test_a_reply_left_unread_by_a_time_out_never_answers_the_next_read(
+    own_redis: RedisProcess,
+) -> None:
+    # The timed-out HMGET's reply arrives later: the connection it was asked
+    # on must not be lent again as it is, or the next read (another user's
+    # session, say) would be answered with it.
+    client = ours(own_redis, timeout=0.3)
+    admin = redis.Redis.from_url(own_redis.url)
+    client.hset("alice", "t", "alice's")
+    client.hset("bob", "t", "bob's")
+    assert read_fields(client, "alice", ("t",)) == ["alice's"]
+    admin.execute_command("CLIENT", "PAUSE", "600", "ALL")
+    with pytest.raises(redis.exceptions.TimeoutError):
+        read_fields(client, "alice", ("t",))
+    time.sleep(0.5)  # the pause ends: alice's reply is sent
+    assert read_fields(client, "bob", ("t",)) == ["bob's"]
+    assert read_fields(client, "alice", ("t",)) == ["alice's"]
 
 
 def test_other_clients_read_through_execute_command(own_redis: RedisProcess) -> None:
