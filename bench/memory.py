@@ -6,6 +6,12 @@ standalone app's login route, 20 users with 100 each, ``used_memory``
 before and after) and prints it beside ``MEMORY USAGE`` of each kind of
 key those logins left: session hashes, per-user index, event lists,
 interned user agents, known places and devices, user records.
+
+The first logins on a new server also pay what Redis allocates once, not
+per session: above all, with ``latency-tracking`` on (Redis 7's default),
+a latency histogram of ~25 KB for each command the first time it is
+called. So it also measures the logins after a warm-up, what deleting
+their keys frees, and the logins on a server with ``latency-tracking no``.
 """
 
 from __future__ import annotations
@@ -116,15 +122,23 @@ def measure(users: int = 20, per_user: int = 100) -> dict[str, Any]:
         client = redis.Redis.from_url(url, decode_responses=True)
         per_session = logins_memory(url, client, users=users, per_user=per_user)
         kinds = key_sizes(client)
+        histograms = len(client.info("latencystats"))
         client.close()
     with redis_server() as url:
         client = redis.Redis.from_url(url, decode_responses=True)
         warm = warm_logins(url, client, users=users, per_user=per_user)
         client.close()
+    with redis_server() as url:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        client.config_set("latency-tracking", "no")
+        untracked = logins_memory(url, client, users=users, per_user=per_user)
+        client.close()
     return {
         "logins": users * per_user,
         "bytes_per_session": per_session,
         "warm_bytes_per_session": warm["warm"],
+        "untracked_bytes_per_session": untracked,
+        "latency_histograms": histograms,
         "freed_bytes_per_session": warm["freed"],
         "keys": kinds,
     }
@@ -137,6 +151,9 @@ def report(figures: dict[str, Any]) -> str:
         f"{figures['bytes_per_session']}",
         f"  after {WARM_UP} warm-up logins of another user: {figures['warm_bytes_per_session']}; "
         f"freed by deleting the logins' keys: {figures['freed_bytes_per_session']}",
+        f"  with latency-tracking off: {figures['untracked_bytes_per_session']} "
+        f"(on, Redis 7 allocates ~25 KB once for each command's first call: "
+        f"{figures['latency_histograms']} commands by the end, the bench's own included)",
         f"{'kind':<14} {'keys':>6} {'median B':>9} {'total B':>10} {'B/session':>10}",
     ]
     for kind, row in figures["keys"].items():
