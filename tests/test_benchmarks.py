@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask_jwt_extended import decode_token
 
@@ -132,3 +133,18 @@ def test_audit_history_pages(audit_url: str) -> None:
     assert len(found.heavy_first) == len(found.deep) == 2 * 20
     # Each first page holds every row of a user who has fewer than 100.
     assert found.rows_seen == sum(min(100, counts[user]) for user in sample(40, 2, 10))
+
+
+def test_memory_figures_by_kind_of_key(own_redis: Any) -> None:
+    from bench.memory import key_sizes, kind_of, warm_logins
+
+    assert kind_of("p:{dXNlci0w}:s:abc") == "session hash"
+    assert kind_of("p:{dXNlci0w}:ev") == "events list"
+    assert kind_of("p:{dXNlci0w}:known") == "known hash"
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    figures = warm_logins(own_redis.url, client, users=2, per_user=3)
+    assert 150 < figures["freed"] < 2000
+    kinds = key_sizes(client)
+    assert set(kinds) == {"user hash", "names zset"}
+    assert kinds["user hash"]["keys"] == 3
+    client.close()
