@@ -2,8 +2,10 @@
 
 flask-jwt-extended verifies a token's signature and claims on every request
 (~74 us for HS256); :class:`VerifiedTokens`, put in front of its decode step
-by :func:`cache_verified_tokens`, verifies each exact token text once. The
-revocation check still runs on every request (:mod:`sessionsvc.tokens`).
+by :func:`cache_verified_tokens`, verifies each exact token text once, and
+:class:`VerifiedHeaders` answers the unverified header read that follows
+it in ``jwt_required`` without parsing the token again. The revocation
+check still runs on every request (:mod:`sessionsvc.tokens`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import time
 from datetime import timedelta
 from typing import Any, cast
 
+import flask_jwt_extended.utils
+import flask_jwt_extended.view_decorators
+import jwt as pyjwt
 from flask import current_app
 from flask_jwt_extended import JWTManager
 from flask_jwt_extended.default_callbacks import default_decode_key_callback
+from jwt.utils import base64url_decode
 
 logger = logging.getLogger("sessionsvc")
 
@@ -112,6 +118,90 @@ class VerifiedTokens:
             if len(self._entries) >= self.maxsize and token not in self._entries:
                 self._entries.pop(next(iter(self._entries)))
             self._entries[token] = (text, not_after, not_before, self._fingerprint)
+        HEADERS.put(token)
+
+
+class VerifiedHeaders:
+    """The JSON headers of tokens this process verified, by their exact text.
+
+    ``jwt_required`` reads a token's header with PyJWT (which checks the
+    token's base64 character by character) on every request, after the
+    decode :class:`VerifiedTokens` answers. A token's header is a function
+    of its text alone, so the header kept the first time answers every later
+    read exactly, for any app of the process (with sessionsvc or without):
+    a new ``dict`` parsed from the same JSON bytes, as PyJWT parses it.
+    Only verified tokens enter (:meth:`VerifiedTokens.put`), so a client
+    sending junk cannot fill it; beyond ``maxsize`` the oldest is dropped.
+    """
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self.maxsize = maxsize
+        self._headers: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def put(self, token: str) -> None:
+        """Keep the header of ``token``, if PyJWT reads one from it."""
+        if not isinstance(token, str) or token in self._headers:
+            return
+        try:
+            pyjwt.get_unverified_header(token)  # as PyJWT refuses it, it is not kept
+            # As PyJWT reads it: the first segment, "=" padding stripped.
+            data = base64url_decode(token.split(".", 1)[0].rstrip("="))
+        except (pyjwt.InvalidTokenError, ValueError, TypeError):
+            return
+        with self._lock:
+            if len(self._headers) >= self.maxsize:
+                self._headers.pop(next(iter(self._headers)), None)
+            self._headers[token] = data
+
+    def get(self, token: Any) -> dict[str, Any] | None:
+        """The header of a token kept here (a new ``dict``), or ``None``."""
+        data = self._headers.get(token) if isinstance(token, str) else None
+        if data is None:
+            return None
+        header: dict[str, Any] = json.loads(data)
+        return header
+
+
+#: The process's verified headers (see :func:`read_verified_headers`).
+HEADERS = VerifiedHeaders()
+
+
+def read_verified_headers() -> bool:
+    """Answer ``jwt_required``'s unverified header read from :data:`HEADERS`.
+
+    Replaces ``flask_jwt_extended.view_decorators.get_unverified_jwt_headers``
+    (for every app of the process) with a function that returns what it
+    would: the kept header of a verified token, else the original's answer
+    (or error). Done once; if the name is not flask-jwt-extended's own
+    function (it changed, or someone else replaced it), nothing is replaced
+    and the header is parsed as before. ``True`` when ours is in place.
+    """
+    module = flask_jwt_extended.view_decorators
+    current = getattr(module, "get_unverified_jwt_headers", None)
+    if getattr(current, "sessionsvc_headers", False):
+        return True
+    original = getattr(flask_jwt_extended.utils, "get_unverified_jwt_headers", None)
+    if current is None or current is not original:
+        logger.warning(
+            "flask-jwt-extended's header read is not as sessionsvc expects: headers are not cached"
+        )
+        return False
+
+    def get_unverified_jwt_headers(encoded_token: str) -> dict[str, Any]:
+        header = HEADERS.get(encoded_token)
+        if header is None:
+            return cast(dict[str, Any], original(encoded_token))
+        return header
+
+    get_unverified_jwt_headers.__doc__ = original.__doc__
+    get_unverified_jwt_headers.sessionsvc_headers = True  # type: ignore[attr-defined]
+    get_unverified_jwt_headers.__wrapped__ = original  # type: ignore[attr-defined]
+    module.get_unverified_jwt_headers = get_unverified_jwt_headers  # type: ignore[attr-defined]
+    return True
 
 
 def _seconds(value: Any) -> float:
@@ -123,7 +213,8 @@ def cache_verified_tokens(
 ) -> VerifiedTokens | None:
     """Put :class:`VerifiedTokens` in front of ``jwt``'s token decoding.
 
-    The one place that touches flask-jwt-extended's internals: it wraps
+    One of the two places that touch flask-jwt-extended's internals (the
+    other is :func:`read_verified_headers`, which this calls): it wraps
     ``JWTManager._decode_jwt_from_config``, through which both
     ``verify_jwt_in_request``/``jwt_required`` and ``decode_token`` decode.
     Host apps see the same claims and the same errors. Tokens with a CSRF
@@ -156,7 +247,7 @@ def cache_verified_tokens(
         ):
             return cast(dict[str, Any], original(encoded_token, csrf_value, allow_expired))
         config = current_app.config
-        fingerprint = tuple(config.get(key) for key in _VERIFYING_KEYS)
+        fingerprint = tuple(map(config.get, _VERIFYING_KEYS))
         claims = cache.get(encoded_token, fingerprint)
         if claims is None:
             claims = cast(dict[str, Any], original(encoded_token, csrf_value, allow_expired))
@@ -165,4 +256,5 @@ def cache_verified_tokens(
 
     decode.sessionsvc_cache = cache  # type: ignore[attr-defined]
     jwt._decode_jwt_from_config = decode  # type: ignore[method-assign]
+    read_verified_headers()
     return cache

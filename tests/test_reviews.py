@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sessionsvc.signals import session_confirmed, session_revoked
 from sessionsvc.state import current_state
+from sessionsvc.store.codec import event_from_json
 from sessionsvc.store.keys import stream_tag
 from tests.backends import AppFactory, Backend
 from tests.clients import CHROME, FIREFOX_LINUX, IPHONE, Auth, assert_problem
@@ -205,8 +206,9 @@ def test_a_confirmation_is_queued_for_webhooks(make_app: AppFactory, backend: Ba
     with app.app_context():
         cluster = current_state().store.cluster
     stream = f"{backend.prefix}:{{{stream_tag('alice', cluster=cluster)}}}:wh"
-    queued = [json.loads(fields["e"]) for _, fields in backend.client().xrange(stream)]
-    confirmations = [e for e in queued if e["k"] == "session.confirmed"]
+    entries = [fields["e"] for _, fields in backend.client().xrange(stream)]
+    queued = [json.loads(e) for e in entries if event_from_json(e).type == "session.confirmed"]
+    confirmations = queued
     assert [(e["s"], e["ua"]) for e in confirmations] == [(phone, CHROME)]
     [event] = of_type(events_of(client, alice.trusted), "session.confirmed")
     assert confirmations[0]["i"] == event["id"]

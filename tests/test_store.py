@@ -40,7 +40,13 @@ from sessionsvc.store import (
     store_from_url,
     user_tag,
 )
-from sessionsvc.store.codec import AGENT_TEXT_MAX, AGENTS_MAX, AgentTexts, agent_digest
+from sessionsvc.store.codec import (
+    AGENT_TEXT_MAX,
+    AGENTS_MAX,
+    AgentTexts,
+    agent_digest,
+    event_from_json,
+)
 from tests.backends import delete_prefix, record_commands
 from tests.clients import CHROME, CHROME_121, FIREFOX_LINUX, IPHONE
 from tests.geodata import BERLIN, BERLIN_IP, NEW_YORK, NEW_YORK_IP
@@ -293,7 +299,7 @@ def test_with_webhooks_each_change_is_still_one_round_trip(
     if store.cluster:  # else one stream, P:{wh}:wh
         assert slot(stream) == slot(store.index_key("alice"))
     queued = [json.loads(fields["e"]) for _, fields in rc.xrange(stream)]
-    assert [e["k"] for e in queued] == [
+    assert [event_from_json(json.dumps(e)).type for e in queued] == [
         "session.created",
         "session.created",
         "session.ip_changed",
@@ -1615,7 +1621,7 @@ def test_the_whole_user_agent_goes_to_webhooks_and_to_the_event_sink(
     store.check_access("alice", session.id, now=now + 60, actor=moved)
     [stream] = store.stream_keys("alice")
     queued = [json.loads(fields["e"]) for _, fields in rc.xrange(stream)]
-    assert [(e["k"], e["ua"]) for e in queued] == [
+    assert [(event_from_json(json.dumps(e)).type, e["ua"]) for e in queued] == [
         ("session.created", CHROME),
         ("session.ip_changed", CHROME),
     ]

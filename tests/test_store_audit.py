@@ -5,7 +5,6 @@ On fakeredis, a real Redis server and a real Redis Cluster (``backend``)."""
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from sessionsvc.models import User
 from sessionsvc.state import current_manager
 from sessionsvc.store import SessionStore
 from sessionsvc.store.audit import AUDIT_GROUP, AuditBatch
+from sessionsvc.store.codec import event_from_json
 from tests.backends import AppFactory, Backend, host_app
 from tests.clients import Auth, fast_hash
 
@@ -52,7 +52,7 @@ def take_all(store: SessionStore, consumer: str = "w1", **options: Any) -> Audit
 
 
 def events_of(batch: AuditBatch) -> list[tuple[str | None, str | None, str]]:
-    return [(entry.user_id, entry.account, json.loads(entry.event)["k"]) for entry in batch.entries]
+    return [(e.user_id, e.account, event_from_json(e.event).type) for e in batch.entries]
 
 
 def test_audit_alone_turns_the_stream_on(audit_app: Flask, make_app: AppFactory) -> None:

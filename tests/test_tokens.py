@@ -5,6 +5,8 @@ the host's own views behave exactly as without it."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import inspect
 import json
 import time
@@ -12,9 +14,15 @@ from typing import Any
 
 import time_machine
 from flask import Flask, jsonify
-from flask_jwt_extended import JWTManager, decode_token, get_jwt, jwt_required
+from flask_jwt_extended import JWTManager, decode_token, get_jwt, get_jwt_header, jwt_required
 
-from sessionsvc.token_cache import VerifiedTokens, cache_verified_tokens
+from sessionsvc.token_cache import (
+    HEADERS,
+    VerifiedHeaders,
+    VerifiedTokens,
+    cache_verified_tokens,
+    read_verified_headers,
+)
 from tests.backends import Backend, host_app
 from tests.clients import CHROME, JWT_KEY, assert_jwt_answer
 
@@ -196,3 +204,113 @@ def test_a_decimal_exp_ends_as_pyjwt_ends_it() -> None:
         except pyjwt.ExpiredSignatureError:
             accepted = False
     assert not accepted
+
+
+def test_flask_jwt_extended_reads_headers_as_the_header_cache_expects(backend: Backend) -> None:
+    # If this fails, flask-jwt-extended changed the read the header cache
+    # answers: read read_verified_headers again before upgrading.
+    import flask_jwt_extended.utils
+    import flask_jwt_extended.view_decorators as views
+
+    host_app(backend)
+    source = inspect.getsource(views._decode_jwt_from_request)
+    assert "jwt_header = get_unverified_jwt_headers(encoded_token)" in source
+    assert views.get_unverified_jwt_headers.sessionsvc_headers is True
+    original = flask_jwt_extended.utils.get_unverified_jwt_headers
+    assert views.get_unverified_jwt_headers.__wrapped__ is original
+    assert read_verified_headers() is True  # once: not wrapped twice
+    assert views.get_unverified_jwt_headers.__wrapped__ is original
+
+
+def test_a_verified_token_s_header_is_parsed_once(backend: Backend, monkeypatch: Any) -> None:
+    import jwt as pyjwt
+
+    parsed: list[str] = []
+    parse = pyjwt.get_unverified_header
+
+    def counting(token: str) -> dict[str, Any]:
+        parsed.append(token)
+        return parse(token)
+
+    monkeypatch.setattr(pyjwt, "get_unverified_header", counting)
+    app, _ = host_app(backend)
+    _, headers = signed_in(app)
+    client = app.test_client()
+    assert client.get("/things", headers=headers).status_code == 200
+    # When it was verified: flask-jwt-extended's full decode, and the header kept.
+    assert parsed == [headers["Authorization"].split()[1]] * 2
+    for _ in range(3):
+        assert client.get("/things", headers=headers).status_code == 200
+        assert client.get("/api/v1/sessions", headers=headers).status_code == 200
+    assert len(parsed) == 2
+
+
+def plain_app() -> Flask:
+    """An app of the same process without sessionsvc, that shows the header it read."""
+    app = Flask("plain")
+    app.config["JWT_SECRET_KEY"] = JWT_KEY
+    JWTManager(app)
+
+    @app.get("/header")
+    @jwt_required()
+    def header() -> Any:
+        seen = get_jwt_header()
+        shown = json.loads(json.dumps(seen))
+        seen["alg"] = "none"  # a view that changes it changes nothing kept
+        seen.get("x", {}).clear()
+        return jsonify(shown)
+
+    return app
+
+
+def test_an_app_without_sessionsvc_reads_the_headers_it_would(backend: Backend) -> None:
+    import jwt as pyjwt
+
+    host, _ = host_app(backend)
+    _, headers = signed_in(host)
+    token = headers["Authorization"].split()[1]
+    assert host.test_client().get("/things", headers=headers).status_code == 200
+    assert HEADERS.get(token) == {"alg": "HS256", "typ": "JWT"}
+    client = plain_app().test_client()
+    for _ in range(2):
+        response = client.get("/header", headers=headers)
+        assert response.get_json() == pyjwt.get_unverified_header(token)
+        assert response.get_json() == {"alg": "HS256", "typ": "JWT"}
+    # A header with nested values, padded with "=" as some issuers do.
+    head = {"alg": "HS256", "typ": "JWT", "kid": "k1", "x": {"n": [1, 2.5, None]}}
+    own = pyjwt.encode({"sub": "bob", "exp": int(time.time()) + 60}, JWT_KEY, headers=head)
+    first, payload, _ = own.split(".")
+    signing_input = (first + "=" * (-len(first) % 4) + "." + payload).encode()
+    digest = hmac.new(JWT_KEY.encode(), signing_input, hashlib.sha256).digest()
+    padded = signing_input.decode() + "." + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    assert padded != own
+    for text in (own, padded):
+        with host.test_request_context():
+            assert decode_token(text)["sub"] == "bob"  # verified: its header is kept
+        answers = [
+            client.get("/header", headers={"Authorization": f"Bearer {text}"}).get_json()
+            for _ in range(2)
+        ]
+        assert answers == [pyjwt.get_unverified_header(text)] * 2
+        assert answers[0]["x"] == {"n": [1, 2.5, None]}
+        assert HEADERS.get(text) == answers[0]
+    # Tokens that are refused answer as before: none of them is kept.
+    for junk in ("abc", "a.b.c", own[:-3] + "AAA"):
+        response = client.get("/header", headers={"Authorization": f"Bearer {junk}"})
+        assert response.status_code == 422
+        assert HEADERS.get(junk) is None
+
+
+def test_the_header_cache_is_bounded() -> None:
+    import jwt as pyjwt
+
+    headers = VerifiedHeaders(maxsize=2)
+    texts = [pyjwt.encode({"n": n}, JWT_KEY, headers={"kid": str(n)}) for n in range(3)]
+    for text in texts:
+        headers.put(text)
+    assert len(headers) == 2
+    assert headers.get(texts[0]) is None
+    assert headers.get(texts[2]) == {"alg": "HS256", "typ": "JWT", "kid": "2"}
+    headers.put("not.a-token")
+    headers.put("!!!.e30.e30")
+    assert (len(headers), headers.get(["unhashable"])) == (2, None)

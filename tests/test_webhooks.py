@@ -30,6 +30,7 @@ from sessionsvc.settings import ConfigError, Settings, redact
 from sessionsvc.state import current_manager, current_state
 from sessionsvc.store import scripts
 from sessionsvc.store import webhooks as queue
+from sessionsvc.store.codec import event_from_json
 from sessionsvc.store.keys import SINGLE_STREAM_TAG, endpoint_id, stream_tag, user_tag
 from sessionsvc.webhooks import (
     Deliverer,
@@ -410,7 +411,7 @@ def test_after_the_last_retry_a_delivery_is_parked_as_failed(
     assert (counts.pending, counts.delivered, counts.retrying, counts.failed) == (0, 0, 0, 1)
     [parked] = counts.parked
     assert parked["id"] and parked["attempts"] == 2 and parked["error"] == "HTTP 502"
-    assert json.loads(parked["e"])["k"] == "session.created"
+    assert event_from_json(parked["e"]).type == "session.created"
     runner = app.test_cli_runner()
     result = runner.invoke(args=["sessions", "webhooks", "status", "--failed", "5"])
     assert result.exit_code == 0, result.output
@@ -488,7 +489,7 @@ def test_the_stream_is_bounded_by_length(
         # Trimmed in whole nodes of 100 entries: at most one node over.
         assert 100_000 <= length <= 100_100
         newest = client.xrevrange(stream, count=1)[0][1]
-        assert json.loads(newest["e"])["k"] == "session.created"
+        assert event_from_json(newest["e"]).type == "session.created"
     finally:
         client.close()
 

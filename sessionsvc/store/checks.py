@@ -16,7 +16,7 @@ from .codec import (
     session_from_hash,
     signature,
 )
-from .connections import UNAVAILABLE_ERRORS, unavailable
+from .connections import UNAVAILABLE_ERRORS, read_fields, unavailable
 from .records import ALIVE, GONE, Actor, CheckResult, CheckStatus
 
 #: The open and activity scripts' impossible-travel limits ('max km/h,min km').
@@ -56,12 +56,13 @@ class CheckStore(StoreBase):
         try:
             # The steady state, kept free of context managers: it runs on
             # every authenticated request.
-            # execute_command straight away: hmget() only adds argument juggling.
+            # execute_command straight away (hmget() only adds argument
+            # juggling), or the connection itself (read_fields).
             if whole:
                 raw = (client or self.client).execute_command("HGETALL", key)  # type: ignore[no-untyped-call]
                 hot = [raw.get(name) for name in HOT_FIELDS] if raw else [None] * len(HOT_FIELDS)
             else:
-                hot = (client or self.client).execute_command("HMGET", key, *HOT_FIELDS)  # type: ignore[no-untyped-call]
+                hot = read_fields(client or self.client, key, HOT_FIELDS)
         except UNAVAILABLE_ERRORS as exc:
             raise unavailable(exc, self.where) from exc
         return self._judge(user_id, session_id, hot, raw, now=now, actor=actor)

@@ -315,13 +315,34 @@ def agents_of(flat: list[str]) -> dict[str, str]:
 #: This process's count of script runs that record events (see event_head).
 _RUNS = itertools.count(1)
 
+#: Event types as stored (``"k"``): one letter each (``scripts/events.lua``
+#: keeps the same table). Events stored before carry the type whole, which
+#: reads as itself.
+TYPE_CODES: dict[str, str] = {
+    "session.created": "c",
+    "session.revoked": "r",
+    "session.ip_changed": "i",
+    "session.anomaly": "a",
+    "session.confirmed": "v",
+    "password.changed": "p",
+}
+_TYPES = {code: kind for kind, code in TYPE_CODES.items()}
+
 
 def event_head(now: int, ip: str | None, user_agent: str | None) -> tuple[str, str]:
     """The JSON start of the events a script records, and their id base.
 
-    The scripts complete each event (see ``scripts/events.lua``).
+    The scripts complete each event (see ``scripts/events.lua``). The id
+    starts with the microseconds it was made at: when their second is
+    ``now``, as it is but for a caller's own clock, the event keeps no
+    ``"t"`` of its own (:func:`event_time`).
     """
-    head: dict[str, Any] = {"t": now}
+    # Microseconds, this process's count (orders runs of one process even
+    # within one microsecond), and a little randomness: ids stay unique
+    # across processes.
+    micros = time.time_ns() // 1000
+    event_id = f"{micros}.{next(_RUNS):x}{secrets.token_hex(2)}"
+    head: dict[str, Any] = {} if micros // 1_000_000 == now else {"t": now}
     if ip:
         head["ip"] = ip
     if user_agent:
@@ -331,24 +352,30 @@ def event_head(now: int, ip: str | None, user_agent: str | None) -> tuple[str, s
             head[AGENT_REF] = agent_digest(user_agent)
         head["ua"] = user_agent
     text = json.dumps(head, separators=(",", ":"))
-    # Microseconds, this process's count (orders runs of one process even
-    # within one microsecond), and a little randomness: ids stay unique
-    # across processes.
-    event_id = f"{time.time_ns() // 1000}.{next(_RUNS):x}{secrets.token_hex(2)}"
-    return text[:-1] + ",", event_id
+    return text[:-1] + ("," if head else ""), event_id
+
+
+def event_time(fields: Mapping[str, Any]) -> int:
+    """When a stored event was recorded (epoch s): its ``"t"``, or without
+    one the second its id was made in (see :func:`event_head`)."""
+    if "t" in fields:
+        return int(fields["t"])
+    micros = str(fields["i"]).partition(".")[0]
+    return int(micros) // 1_000_000
 
 
 def event_from_json(entry: str, agents: Mapping[str, str] | None = None) -> SecurityEvent:
-    """The event stored as ``entry`` in a user's event list; ``agents`` holds
-    the user's interned user agents (digest to JSON text)."""
+    """The event stored as ``entry`` in a user's event list or a stream, in
+    either format (type whole and ``"t"``, or a type code and the time in the
+    id); ``agents`` holds the user's interned user agents (digest to JSON text)."""
     fields: dict[str, Any] = json.loads(entry)
     user_agent = fields.get("ua")
     if user_agent is None and AGENT_REF in fields:
         user_agent = agent_of(agents, fields[AGENT_REF])
     return SecurityEvent(
         id=fields["i"],
-        type=fields["k"],
-        at=int(fields["t"]),
+        type=_TYPES.get(fields["k"], fields["k"]),
+        at=event_time(fields),
         session_id=fields["s"],
         ip=fields.get("ip"),
         user_agent=user_agent,

@@ -8,10 +8,12 @@ no URL is the embedded development store (:mod:`.devstore`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -95,6 +97,106 @@ def _client_options(timeout: float) -> dict[str, Any]:
     }
 
 
+#: The attribute that marks a client built here whose steady-state read may
+#: go straight to a pooled connection (see :func:`read_fields`).
+_DIRECT = "_sessionsvc_direct"
+
+
+def _direct(client: redis.Redis) -> redis.Redis:
+    setattr(client, _DIRECT, None)  # decided on first use
+    return client
+
+
+def _may_read_directly(client: Any) -> Any:
+    """Whether ``read_fields`` on ``client`` may skip redis-py's command
+    machinery and still do exactly what ``execute_command`` does: the plain
+    ``redis.Redis.execute_command`` it stands in for, or ``None``.
+
+    Only a plain ``redis.Redis`` built by :func:`client_factory_from_url`
+    (our retry policy, :func:`_retry`), with a plain connection pool taken
+    without arguments (redis-py 5.3+), no single connection, no client-side
+    cache, RESP2 (no push notifications), no response callback for
+    ``HMGET``, redis-py's own observability not enabled, and
+    ``execute_command`` redis-py's own (not wrapped by a tracer, say).
+    """
+    pool = getattr(client, "connection_pool", None)
+    execute = redis.Redis.__dict__.get("execute_command")
+    try:
+        observed = _redis_observability()
+        takes_no_arguments = not any(
+            p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            for p in inspect.signature(pool.get_connection).parameters.values()  # type: ignore[union-attr]
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None
+    plain = (
+        type(client) is redis.Redis
+        and type(pool) is redis.ConnectionPool
+        and takes_no_arguments
+        and not observed
+        and isinstance(execute, FunctionType)
+        and execute.__module__ == "redis.client"
+        and execute.__qualname__ == "Redis.execute_command"
+        and getattr(client, "connection", None) is None
+        and getattr(pool, "cache", None) is None
+        and str(pool.connection_kwargs.get("protocol") or 2) == "2"
+        and "HMGET" not in client.response_callbacks
+        and client.get_retry() == _retry()
+    )
+    return execute if plain else None
+
+
+def _redis_observability() -> bool:
+    """Whether redis-py (8.x) records metrics of its commands in this process."""
+    try:
+        from redis.observability import recorder  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    return getattr(recorder, "_metrics_collector", None) is not None
+
+
+def read_fields(client: Any, key: str, fields: Sequence[str]) -> list[str | None]:
+    """``HMGET key fields...``: the read of every authenticated request.
+
+    On a client :func:`_may_read_directly` accepts, straight on a pooled
+    connection: the same checkout and release, the same one retry on a
+    broken connection (a pooled socket that died with a Redis restart is
+    reconnected and asked again; a second failure, or a time-out, raises),
+    without ``execute_command``'s per-call closures, retry object and
+    response handling. Any other client (an injected one, a cluster, a
+    Sentinel primary, fakeredis), and any whose ``execute_command`` was
+    wrapped, reads through ``execute_command``.
+    """
+    direct = getattr(client, _DIRECT, False)
+    if direct is None:
+        direct = _may_read_directly(client) or False
+        setattr(client, _DIRECT, direct)
+    if (
+        direct is False
+        # Wrapped since (a tracer instrumenting redis-py, a test counting
+        # commands): the wrapper sees the read.
+        or redis.Redis.execute_command is not direct
+        or "execute_command" in client.__dict__
+    ):
+        return cast(list[str | None], client.execute_command("HMGET", key, *fields))
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        try:
+            connection.send_command("HMGET", key, *fields)
+            return cast(list[str | None], connection.read_response())
+        except redis.exceptions.ConnectionError:
+            connection.disconnect()
+        try:
+            connection.send_command("HMGET", key, *fields)
+            return cast(list[str | None], connection.read_response())
+        except redis.exceptions.ConnectionError:
+            connection.disconnect()
+            raise
+    finally:
+        pool.release(connection)
+
+
 #: Seconds between two questions to the sentinels about where the primary
 #: is, besides the one asked for every new connection.
 SENTINEL_CHECK_INTERVAL = 1.0
@@ -149,7 +251,7 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
             raise ConfigError(f"SESSIONSVC_REDIS_URL is not a valid Redis URL: {exc}") from None
         if scheme != "unix" and urlsplit(url).path.strip("/") and "db" not in parsed:
             raise ConfigError("SESSIONSVC_REDIS_URL: the database must be a number")
-        return lambda: redis.Redis.from_url(url, **options)
+        return lambda: _direct(redis.Redis.from_url(url, **options))
     if scheme in ("redis+cluster", "rediss+cluster"):
         hosts = _parse_multi_host(url)
         startup = [ClusterNode(host, port) for host, port in hosts.nodes]  # type: ignore[no-untyped-call]

@@ -7,9 +7,10 @@
 -- of them a token thief causes, the sign-ins and sign-outs in EV stay.
 --
 -- An event is one JSON string in the user's capped list, newest first.
--- Python encodes what it knows (EVENT_HEAD: '{"t":<epoch>,"ip":...,
--- "uh":<digest>,"ua":<user agent>,', the user agent last) and the script
--- appends what only it knows: type, session id, reason
+-- Python encodes what it knows (EVENT_HEAD: '{"ip":...,"uh":<digest>,
+-- "ua":<user agent>,', the user agent last, and "t":<epoch> first only when
+-- it is not the second EVENT_ID was made in; '{' when it knows nothing) and
+-- the script appends what only it knows: type (a one-letter code), session id, reason
 -- (fixed vocabularies and our own ids, nothing to escape), an id made of
 -- EVENT_ID and a counter, and a detail object it builds with cjson. A list
 -- rather than a stream: a new stream costs Redis 7 a preallocated 4 KiB
@@ -159,9 +160,14 @@ end
 local event_seq = 0
 local recorded = {}
 local touched_lists = {}
+-- Event types as stored: one letter each (codec.TYPE_CODES).
+local TYPE_CODES = {
+  ['session.created'] = 'c', ['session.revoked'] = 'r', ['session.ip_changed'] = 'i',
+  ['session.anomaly'] = 'a', ['session.confirmed'] = 'v', ['password.changed'] = 'p',
+}
 local function event(kind, sid, reason, detail)
   event_seq = event_seq + 1
-  local tail = '"k":"' .. kind .. '","s":"' .. sid .. '","i":"'
+  local tail = '"k":"' .. (TYPE_CODES[kind] or kind) .. '","s":"' .. sid .. '","i":"'
     .. EVENT_ID .. '-' .. event_seq .. '"'
   if reason ~= '' then tail = tail .. ',"r":"' .. reason .. '"' end
   if detail and detail ~= '' then tail = tail .. ',"d":' .. detail end

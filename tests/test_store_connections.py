@@ -1,0 +1,156 @@
+"""sessionsvc.store.connections: the revocation check's read straight on a
+pooled connection, exactly what ``execute_command`` would do."""
+
+from __future__ import annotations
+
+import time
+
+import fakeredis
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from sessionsvc.store import client_factory_from_url
+from sessionsvc.store.connections import _may_read_directly, read_fields
+from tests.servers import RedisProcess
+
+FIELDS = ("t", "ip", "b", "o", "an")
+
+
+def ours(server: RedisProcess, timeout: float = 1.0) -> redis.Redis:
+    return client_factory_from_url(server.url, timeout=timeout)()
+
+
+def pool_sizes(client: redis.Redis) -> tuple[int, int]:
+    pool = client.connection_pool
+    return len(pool._available_connections), len(pool._in_use_connections)  # type: ignore[attr-defined]
+
+
+def test_a_client_of_ours_reads_as_execute_command_does(own_redis: RedisProcess) -> None:
+    client = ours(own_redis)
+    assert _may_read_directly(client)
+    client.hset("s", mapping={"t": "1700000000", "b": "Chrome", "an": "é"})
+    client.set("plain", "x")
+    expected = client.execute_command("HMGET", "s", *FIELDS)
+    assert read_fields(client, "s", FIELDS) == expected == ["1700000000", None, "Chrome", None, "é"]
+    assert read_fields(client, "missing", FIELDS) == [None] * 5
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        read_fields(client, "plain", FIELDS)
+    # Every read gave its connection back, the refused one too, and it still works.
+    assert pool_sizes(client) == (1, 0)
+    assert read_fields(client, "s", ("b",)) == ["Chrome"]
+
+
+def test_a_connection_killed_by_the_server_is_reconnected_once(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis)
+    client.hset("s", "t", "1")
+    assert read_fields(client, "s", ("t",)) == ["1"]
+    admin = redis.Redis.from_url(own_redis.url)
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert read_fields(client, "s", ("t",)) == ["1"]  # the retry, as execute_command's
+    assert pool_sizes(client) == (1, 0)
+
+
+def test_a_server_gone_raises_and_the_next_read_after_it_returns_answers(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis, timeout=0.5)
+    client.hset("s", "t", "1")
+    assert read_fields(client, "s", ("t",)) == ["1"]
+    own_redis.stop()
+    for _ in range(2):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            read_fields(client, "s", ("t",))
+        assert pool_sizes(client) == (1, 0)
+    own_redis.start()
+    assert read_fields(client, "s", ("t",)) == [None]  # a new, empty server
+    assert pool_sizes(client) == (1, 0)
+
+
+def test_a_hanging_server_times_out_without_a_retry(own_redis: RedisProcess) -> None:
+    client = ours(own_redis, timeout=0.3)
+    admin = redis.Redis.from_url(own_redis.url)
+    sent: list[str] = []
+    connection = client.connection_pool.get_connection()
+    send = connection.send_command
+
+    def counting(*args: object, **kwargs: object) -> None:
+        sent.append(str(args[0]))
+        send(*args, **kwargs)
+
+    connection.send_command = counting  # type: ignore[method-assign]
+    client.connection_pool.release(connection)
+    admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+    with pytest.raises(redis.exceptions.TimeoutError):
+        read_fields(client, "s", ("t",))
+    assert sent == ["HMGET"]  # as Retry(..., supported_errors=(ConnectionError,)): once
+    assert pool_sizes(client) == (1, 0)
+
+
+def test_a_reply_left_unread_by_a_time_out_never_answers_the_next_read(
+    own_redis: RedisProcess,
+) -> None:
+    # The timed-out HMGET's reply arrives later: the connection it was asked
+    # on must not be lent again as it is, or the next read (another user's
+    # session, say) would be answered with it.
+    client = ours(own_redis, timeout=0.3)
+    admin = redis.Redis.from_url(own_redis.url)
+    client.hset("alice", "t", "alice's")
+    client.hset("bob", "t", "bob's")
+    assert read_fields(client, "alice", ("t",)) == ["alice's"]
+    admin.execute_command("CLIENT", "PAUSE", "600", "ALL")
+    with pytest.raises(redis.exceptions.TimeoutError):
+        read_fields(client, "alice", ("t",))
+    time.sleep(0.5)  # the pause ends: alice's reply is sent
+    assert read_fields(client, "bob", ("t",)) == ["bob's"]
+    assert read_fields(client, "alice", ("t",)) == ["alice's"]
+
+
+def test_other_clients_read_through_execute_command(own_redis: RedisProcess) -> None:
+    url = own_redis.url
+    others = [
+        redis.Redis.from_url(url, decode_responses=True),  # a host's own client
+        fakeredis.FakeRedis(decode_responses=True),
+        redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(url, decode_responses=True)
+        ),
+    ]
+    single = ours(own_redis)
+    single.connection = single.connection_pool.get_connection()
+    other_retry = ours(own_redis)
+    other_retry.set_retry(Retry(NoBackoff(), 3))
+    for client in [*others, single, other_retry]:
+        sent: list[str] = []
+        original = client.execute_command
+
+        def counting(*args: object, original: object = original, sent: list[str] = sent) -> object:
+            sent.append(str(args[0]))
+            return original(*args)  # type: ignore[operator]
+
+        client.execute_command = counting  # type: ignore[method-assign]
+        assert read_fields(client, "nothing", ("t",)) == [None]
+        assert sent == ["HMGET"], client
+
+
+def test_a_wrapped_execute_command_sees_the_read(
+    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = ours(own_redis)
+    assert read_fields(client, "nothing", ("t",)) == [None]  # decided: direct
+    sent: list[str] = []
+    plain = redis.Redis.execute_command
+
+    def traced(self: redis.Redis, *args: object, **options: object) -> object:
+        sent.append(str(args[0]))
+        return plain(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", traced)  # as a tracer does
+    assert read_fields(client, "nothing", ("t",)) == [None]
+    assert sent == ["HMGET"]
+    monkeypatch.undo()
+    sent.clear()
+    assert read_fields(client, "nothing", ("t",)) == [None]
+    assert sent == []
