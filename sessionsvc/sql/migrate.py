@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -176,11 +177,23 @@ def upgrade(url: str) -> None:
     if db.dialect.name == "sqlite":
         event.listen(db, "connect", _sqlite_driver_autocommit)
         event.listen(db, "begin", _sqlite_begin_immediate)
+    deadline = time.monotonic() + UPGRADE_WAIT
     try:
-        with database_errors(), db.begin() as connection:
-            if db.dialect.name == "postgresql":
-                connection.execute(select(func.pg_advisory_xact_lock(UPGRADE_LOCK)))
-            command.upgrade(_config(connection), "head")
+        while True:
+            try:
+                with database_errors(), db.begin() as connection:
+                    if db.dialect.name == "postgresql":
+                        connection.execute(select(func.pg_advisory_xact_lock(UPGRADE_LOCK)))
+                    command.upgrade(_config(connection), "head")
+                return
+            except AuditUnavailable as exc:
+                # SQLite answers "locked" at once, without waiting, in some
+                # of the moments another connection opens or turns the file
+                # to WAL mode: the upgrade, undone whole, is tried again.
+                locked = "database is locked" in str(exc.__cause__)
+                if db.dialect.name != "sqlite" or not locked or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         db.dispose()
 
