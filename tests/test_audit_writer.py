@@ -26,8 +26,7 @@ from sessionsvc import accounts
 from sessionsvc.audit_writer import Writer, escape_text
 from sessionsvc.sql.events import AuditDatabase
 from sessionsvc.sql.migrate import SchemaOutdated, upgrade
-from sessionsvc.state import current_manager, current_state
-from sessionsvc.store import SessionStore
+from sessionsvc.state import current_manager, current_state, state_of
 from sessionsvc.store.keys import user_tag
 from tests.backends import AppFactory, served
 from tests.clients import Auth, http
@@ -63,11 +62,6 @@ def writer_of(app: Flask, **options: Any) -> Writer:
         writer = Writer(state.store, state.settings, **options)
     _WRITERS.append(writer)
     return writer
-
-
-def store_of(app: Flask) -> SessionStore:
-    with app.app_context():
-        return current_manager().store
 
 
 def drain(writer: Writer, limit: int = 100) -> int:
@@ -179,7 +173,7 @@ def test_a_writer_killed_between_insert_and_ack_loses_and_doubles_nothing(
     new_user(audit_app, "alice")
     for _ in range(5):
         sign_in(audit_app, "alice")
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
 
     def die(stream: str, entry_ids: Any) -> None:
         raise Killed
@@ -245,7 +239,7 @@ def test_content_postgresql_refuses_is_stored_escaped(
 ) -> None:
     new_user(audit_app, "alice")
     sign_in(audit_app, "alice", user_agent="Agent\x00with a NUL")
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     (stream,) = store.audit_streams()
     # A lone surrogate cannot come through HTTP; an older version or a host
     # app's detail could put one in the JSON.
@@ -291,7 +285,7 @@ def test_an_unreadable_entry_or_a_refused_row_is_skipped_not_retried_forever(
 ) -> None:
     new_user(audit_app, "alice")
     sign_in(audit_app, "alice")
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     (stream,) = store.audit_streams()
     rc.xadd(stream, {"u": user_tag("alice"), "e": "not json"})
     # An id longer than the table's 64 characters: PostgreSQL refuses it.
@@ -327,7 +321,7 @@ def test_entries_trimmed_before_they_were_stored_are_counted_and_logged(
     drain(writer)
     for _ in range(4):
         sign_in(audit_app, "alice")
-    (stream,) = store_of(audit_app).audit_streams()
+    (stream,) = state_of(audit_app).store.audit_streams()
     rc.xtrim(stream, maxlen=1, approximate=False)
     lost = metric("sessionsvc_audit_lost_total")
     with caplog.at_level(logging.ERROR, "sessionsvc.audit"):
@@ -464,7 +458,7 @@ def test_a_redis_that_stops_answering_is_waited_for(
         "audit: the store is unavailable (TimeoutError); trying again until it is back"
     )
     assert messages[1] == "audit: the store is back; writing again"
-    store_of(app).close()
+    state_of(app).store.close()
 
 
 def metric_line(text: str, name: str) -> float | None:

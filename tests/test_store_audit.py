@@ -14,7 +14,7 @@ import redis
 from flask import Flask
 
 from sessionsvc.models import User
-from sessionsvc.state import current_manager
+from sessionsvc.state import state_of
 from sessionsvc.store import SessionStore
 from sessionsvc.store.audit import AUDIT_GROUP, AuditBatch
 from sessionsvc.store.codec import event_from_json
@@ -27,11 +27,6 @@ def audit_app(make_app: AppFactory, tmp_path: Path) -> Flask:
     """The standalone service with the audit trail on (its database is not
     used here: only the stream that feeds it)."""
     return make_app(SESSIONSVC_AUDIT_URL=f"sqlite:///{tmp_path / 'audit.db'}")
-
-
-def store_of(app: Flask) -> SessionStore:
-    with app.app_context():
-        return current_manager().store
 
 
 def create_user(store: SessionStore, name: str) -> str:
@@ -56,12 +51,12 @@ def events_of(batch: AuditBatch) -> list[tuple[str | None, str | None, str]]:
 
 
 def test_audit_alone_turns_the_stream_on(audit_app: Flask, make_app: AppFactory) -> None:
-    assert store_of(audit_app).webhooks is True
-    assert store_of(make_app()).webhooks is False
+    assert state_of(audit_app).store.webhooks is True
+    assert state_of(make_app()).store.webhooks is False
 
 
 def test_each_entry_names_the_user_and_the_account(audit_app: Flask) -> None:
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     account = create_user(store, "alice")
     Auth(audit_app).login("alice")
     batch = take_all(store)
@@ -71,7 +66,7 @@ def test_each_entry_names_the_user_and_the_account(audit_app: Flask) -> None:
 
 def test_a_name_created_again_is_another_account(audit_app: Flask) -> None:
     auth = Auth(audit_app)
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     first = create_user(store, "alice")
     tokens = auth.login("alice")
     store.delete_user("alice")
@@ -92,12 +87,12 @@ def test_a_name_created_again_is_another_account(audit_app: Flask) -> None:
 def test_a_host_apps_users_have_no_account(backend: Backend, tmp_path: Path) -> None:
     app, _ = host_app(backend, SESSIONSVC_AUDIT_URL=f"sqlite:///{tmp_path / 'a.db'}")
     assert app.test_client().post("/login/carol").status_code == 200
-    assert events_of(take_all(store_of(app))) == [("carol", None, "session.created")]
+    assert events_of(take_all(state_of(app).store)) == [("carol", None, "session.created")]
 
 
 def test_an_acknowledged_entry_is_not_handed_out_again(audit_app: Flask) -> None:
     auth = Auth(audit_app)
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     auth.login("alice")
     auth.login("alice")
     (stream,) = store.audit_streams()
@@ -114,7 +109,7 @@ def test_an_acknowledged_entry_is_not_handed_out_again(audit_app: Flask) -> None
 
 def test_a_stopped_writers_entries_are_claimed_after_the_takeover_time(audit_app: Flask) -> None:
     auth = Auth(audit_app)
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     auth.login("alice")
     (stream,) = store.audit_streams()
     held = store.audit_take(stream, "dead", count=10)
@@ -131,7 +126,7 @@ def test_a_stopped_writers_entries_are_claimed_after_the_takeover_time(audit_app
 
 def test_entries_trimmed_unread_are_counted_once(audit_app: Flask, rc: redis.Redis) -> None:
     auth = Auth(audit_app)
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     auth.login("alice")
     (stream,) = store.audit_streams()
     first = store.audit_take(stream, "w1", count=10)
@@ -149,7 +144,7 @@ def test_entries_trimmed_unread_are_counted_once(audit_app: Flask, rc: redis.Red
 
 def test_a_stopped_writers_entries_trimmed_are_counted(audit_app: Flask, rc: redis.Redis) -> None:
     auth = Auth(audit_app)
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     auth.login("alice")
     auth.login("alice")
     (stream,) = store.audit_streams()
@@ -171,7 +166,7 @@ def test_what_was_trimmed_before_the_writers_came_is_no_loss(
     auth = Auth(app)
     for _ in range(3):
         auth.login("alice")
-    store = store_of(app)
+    store = state_of(app).store
     (stream,) = store.audit_streams()
     rc.xtrim(stream, maxlen=1, approximate=False)
     batch = store.audit_take(stream, "w1", count=10)
@@ -181,7 +176,7 @@ def test_what_was_trimmed_before_the_writers_came_is_no_loss(
 
 def test_the_backlog_counts_unread_and_pending(audit_app: Flask) -> None:
     auth = Auth(audit_app)
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     for _ in range(3):
         auth.login("alice")
     (stream,) = store.audit_streams()
@@ -195,6 +190,6 @@ def test_the_backlog_counts_unread_and_pending(audit_app: Flask) -> None:
 
 
 def test_the_daily_prune_falls_to_one_writer(audit_app: Flask) -> None:
-    store = store_of(audit_app)
+    store = state_of(audit_app).store
     assert store.audit_prune_due(3600) is True
     assert store.audit_prune_due(3600) is False
