@@ -60,7 +60,6 @@ from sessionsvc.models import Session
 from sessionsvc.store import Actor, SessionStore
 
 RESULTS = ROOT / "bench" / "results"
-WORKERS = gunicorn_settings.workers
 
 TARGETS = {
     "check_round_trips": 1,
@@ -291,7 +290,9 @@ def machine() -> dict[str, Any]:
         "cpu": model,
         "python": platform.python_version(),
         "redis_server": server.split()[2].removeprefix("v=") if server else "unknown",
-        "gunicorn_workers": WORKERS,
+        # As bench.gunicorn_settings reads them (--workers, --threads).
+        "gunicorn_workers": int(os.environ.get("BENCH_WORKERS", gunicorn_settings.workers)),
+        "gunicorn_threads": int(os.environ.get("BENCH_THREADS", gunicorn_settings.threads)),
         # Other work on the machine skews every figure: its load when the run began.
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "load": "wrk -t1 -c8, one authenticated GET returning a small JSON",
@@ -431,7 +432,18 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="print the table of bench/results/results.json and redraw its plot",
     )
+    parser.add_argument(
+        "--workers", type=int, help="gunicorn workers of each app (default: 2, sync)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads per gunicorn worker (default: 1; more makes them gthread workers)",
+    )
     args = parser.parse_args(argv)
+    for option, variable in ((args.workers, "BENCH_WORKERS"), (args.threads, "BENCH_THREADS")):
+        if option is not None:
+            os.environ[variable] = str(option)  # the apps' gunicorn reads it
     if args.show:
         saved = json.loads((RESULTS / "results.json").read_text())
         plot(saved, RESULTS / "results.png")

@@ -18,7 +18,7 @@ import secrets
 from typing import Any
 
 # gunicorn reads its settings off this module.
-from bench.gunicorn_settings import loglevel, worker_class, workers  # noqa: F401
+from bench.gunicorn_settings import loglevel, threads, worker_class, workers  # noqa: F401
 
 #: The environment variable that names what to take out.
 SKIP = "BENCH_DPOP_SKIP"
