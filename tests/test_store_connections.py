@@ -1,9 +1,13 @@
 """sessionsvc.store.connections: the revocation check's read straight on a
-pooled connection, exactly what ``execute_command`` would do."""
+connection of its own, exactly what ``execute_command`` would do."""
 
 from __future__ import annotations
 
+import functools
+import os
+import threading
 import time
+import warnings
 
 import fakeredis
 import pytest
@@ -12,7 +16,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sessionsvc.store import client_factory_from_url
-from sessionsvc.store.connections import _may_read_directly, read_fields
+from sessionsvc.store.connections import (
+    _DIRECT,
+    _CheckConnections,
+    _may_read_directly,
+    close_client,
+    read_fields,
+)
 from tests.servers import RedisProcess
 
 FIELDS = ("t", "ip", "b", "o", "an")
@@ -27,6 +37,12 @@ def pool_sizes(client: redis.Redis) -> tuple[int, int]:
     return len(pool._available_connections), len(pool._in_use_connections)  # type: ignore[attr-defined]
 
 
+def check_connections(client: redis.Redis) -> _CheckConnections:
+    connections = getattr(client, _DIRECT)
+    assert isinstance(connections, _CheckConnections)
+    return connections
+
+
 def test_a_client_of_ours_reads_as_execute_command_does(own_redis: RedisProcess) -> None:
     client = ours(own_redis)
     assert _may_read_directly(client)
@@ -37,9 +53,12 @@ def test_a_client_of_ours_reads_as_execute_command_does(own_redis: RedisProcess)
     assert read_fields(client, "missing", FIELDS) == [None] * 5
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         read_fields(client, "plain", FIELDS)
-    # Every read gave its connection back, the refused one too, and it still works.
+    # Every read gave its connection back, the refused one too (disconnected),
+    # and it still works; the pool lent only the writes.
+    assert len(check_connections(client).idle) == 1
     assert pool_sizes(client) == (1, 0)
     assert read_fields(client, "s", ("b",)) == ["Chrome"]
+    assert check_connections(client).made == 1
 
 
 def test_a_connection_killed_by_the_server_is_reconnected_once(
@@ -51,7 +70,7 @@ def test_a_connection_killed_by_the_server_is_reconnected_once(
     admin = redis.Redis.from_url(own_redis.url)
     assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
     assert read_fields(client, "s", ("t",)) == ["1"]  # the retry, as execute_command's
-    assert pool_sizes(client) == (1, 0)
+    assert len(check_connections(client).idle) == 1
 
 
 def test_a_server_gone_raises_and_the_next_read_after_it_returns_answers(
@@ -64,17 +83,18 @@ def test_a_server_gone_raises_and_the_next_read_after_it_returns_answers(
     for _ in range(2):
         with pytest.raises(redis.exceptions.ConnectionError):
             read_fields(client, "s", ("t",))
-        assert pool_sizes(client) == (1, 0)
+        assert len(check_connections(client).idle) == 1
     own_redis.start()
     assert read_fields(client, "s", ("t",)) == [None]  # a new, empty server
-    assert pool_sizes(client) == (1, 0)
+    assert len(check_connections(client).idle) == check_connections(client).made == 1
 
 
 def test_a_hanging_server_times_out_without_a_retry(own_redis: RedisProcess) -> None:
     client = ours(own_redis, timeout=0.3)
     admin = redis.Redis.from_url(own_redis.url)
     sent: list[str] = []
-    connection = client.connection_pool.get_connection()
+    assert read_fields(client, "s", ("t",)) == [None]
+    (connection,) = check_connections(client).idle
     send = connection.send_command
 
     def counting(*args: object, **kwargs: object) -> None:
@@ -82,12 +102,12 @@ def test_a_hanging_server_times_out_without_a_retry(own_redis: RedisProcess) -> 
         send(*args, **kwargs)
 
     connection.send_command = counting  # type: ignore[method-assign]
-    client.connection_pool.release(connection)
     admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
     with pytest.raises(redis.exceptions.TimeoutError):
         read_fields(client, "s", ("t",))
     assert sent == ["HMGET"]  # as Retry(..., supported_errors=(ConnectionError,)): once
-    assert pool_sizes(client) == (1, 0)
+    assert check_connections(client).idle == [connection]
+    assert connection._sock is None  # type: ignore[attr-defined]  # its reply unread: closed
 
 
 def test_a_reply_left_unread_by_a_time_out_never_answers_the_next_read(
@@ -154,3 +174,101 @@ def test_a_wrapped_execute_command_sees_the_read(
     sent.clear()
     assert read_fields(client, "nothing", ("t",)) == [None]
     assert sent == []
+
+
+def test_checks_at_once_each_read_their_own_answer(own_redis: RedisProcess) -> None:
+    client = ours(own_redis)
+    users = [f"user-{n}" for n in range(8)]
+    for user in users:
+        client.hset(user, "t", user)
+    wrong: list[str] = []
+    start = threading.Barrier(len(users))
+
+    def reader(user: str) -> None:
+        start.wait()
+        for _ in range(300):
+            answer = read_fields(client, user, ("t",))
+            if answer != [user]:
+                wrong.append(f"{user} read {answer}")
+
+    threads = [threading.Thread(target=reader, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    connections = check_connections(client)
+    # As many as read at once, every one given back.
+    assert 1 <= connections.made <= len(users)
+    assert len(connections.idle) == connections.made
+
+
+def test_past_the_pools_limit_the_check_borrows_from_the_pool(
+    own_redis: RedisProcess,
+) -> None:
+    client = client_factory_from_url(own_redis.url + "?max_connections=1", timeout=1.0)()
+    client.hset("s", "t", "1")
+    assert read_fields(client, "s", ("t",)) == ["1"]
+    connections = check_connections(client)
+    held = connections.take()  # another check reading meanwhile
+    assert held is not None and connections.take() is None  # the limit: 1
+    assert read_fields(client, "s", ("t",)) == ["1"]  # on the pool's connection
+    assert pool_sizes(client) == (1, 0)
+    connections.give_back(held)
+    assert connections.made == 1
+
+
+def test_a_forked_child_never_reads_on_its_parents_connections(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis)
+    client.hset("s", "t", "1")
+    assert read_fields(client, "s", ("t",)) == ["1"]
+    (parents,) = check_connections(client).idle
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of forking with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: reads on a connection of its own
+        ok = read_fields(client, "s", ("t",)) == ["1"]
+        ok = ok and check_connections(client).idle[0] is not parents
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    os.close(write)
+    # The parent's connection is the parent's still.
+    assert check_connections(client).idle == [parents]
+    assert read_fields(client, "s", ("t",)) == ["1"]
+
+
+def test_closing_the_client_closes_the_checks_connections(own_redis: RedisProcess) -> None:
+    client = ours(own_redis)
+    assert read_fields(client, "s", ("t",)) == [None]
+    (connection,) = check_connections(client).idle
+    assert connection._sock is not None  # type: ignore[attr-defined]
+    close_client(client)
+    assert check_connections(client).idle == []
+    assert connection._sock is None  # type: ignore[attr-defined]
+    assert read_fields(client, "s", ("t",)) == [None]  # a new one, when used again
+
+
+def test_an_execute_command_wrapped_before_import_is_never_bypassed(
+    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tracer that instrumented redis-py with functools.wraps keeps
+    # redis-py's names; the check still reads through it.
+    plain = redis.Redis.execute_command
+    sent: list[str] = []
+
+    @functools.wraps(plain)
+    def traced(self: redis.Redis, *args: object, **options: object) -> object:
+        sent.append(str(args[0]))
+        return plain(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", traced)
+    client = ours(own_redis)
+    assert _may_read_directly(client) is None
+    assert read_fields(client, "nothing", ("t",)) == [None]
+    assert sent == ["HMGET"]

@@ -20,6 +20,7 @@ from .connections import (
     UNAVAILABLE_ERRORS,
     ClientFactory,
     client_location,
+    close_client,
     limiter_storage,
     unavailable,
 )
@@ -238,7 +239,7 @@ class StoreBase:
         """Close this process's connections, if any were made."""
         client, self._client = self._client, None
         if client is not None:
-            client.close()
+            close_client(client)
 
     def load_scripts(self) -> None:
         """Cache every script on the server now (otherwise done on first use)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,8 +99,13 @@ def _client_options(timeout: float) -> dict[str, Any]:
 
 
 #: The attribute that marks a client built here whose steady-state read may
-#: go straight to a pooled connection (see :func:`read_fields`).
+#: go straight to a connection of its own (see :func:`read_fields`).
 _DIRECT = "_sessionsvc_direct"
+
+
+#: redis-py's own ``execute_command``, which :func:`read_fields` stands in for
+#: (as it was when this module was imported).
+_EXECUTE = redis.Redis.execute_command
 
 
 def _direct(client: redis.Redis) -> redis.Redis:
@@ -107,10 +113,55 @@ def _direct(client: redis.Redis) -> redis.Redis:
     return client
 
 
-def _may_read_directly(client: Any) -> Any:
+class _CheckConnections:
+    """The connections a client's revocation checks read on, beside its pool.
+
+    redis-py's pool, lending a connection, polls its socket for unread data
+    (a connection given back before its reply was read) and records its
+    observability counters, twice each way: a few microseconds and three
+    system calls on every authenticated request. These connections need
+    neither: one goes back (:meth:`give_back`) only once its reply was read
+    whole, and any error disconnects it first (its next use reconnects), so
+    none ever holds a reply that is not its own. As many are kept as checks
+    ran at once, and no more than the pool's ``max_connections``: past that
+    the check borrows from the pool. A fork starts the child afresh.
+    """
+
+    __slots__ = ("idle", "made", "pid", "pool")
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pool = pool
+        self.pid = os.getpid()
+        self.idle: list[Any] = []
+        self.made = 0
+
+    def take(self) -> Any:
+        """An idle connection, a new one, or ``None`` at the limit."""
+        if self.pid != os.getpid():
+            self.pid, self.idle, self.made = os.getpid(), [], 0
+        try:
+            return self.idle.pop()  # atomic: no lock
+        except IndexError:
+            pass
+        if self.made >= self.pool.max_connections:
+            return None
+        self.made += 1
+        return self.pool.connection_class(**self.pool.connection_kwargs)
+
+    def give_back(self, connection: Any) -> None:
+        if self.pid == os.getpid():
+            self.idle.append(connection)
+
+    def close(self) -> None:
+        """Disconnect the idle connections (with the client's pool)."""
+        while self.idle:
+            self.idle.pop().disconnect()
+
+
+def _may_read_directly(client: Any) -> _CheckConnections | None:
     """Whether ``read_fields`` on ``client`` may skip redis-py's command
-    machinery and still do exactly what ``execute_command`` does: the plain
-    ``redis.Redis.execute_command`` it stands in for, or ``None``.
+    machinery and still do exactly what ``execute_command`` does: the
+    connections to read on if so, or ``None``.
 
     Only a plain ``redis.Redis`` built by :func:`client_factory_from_url`
     (our retry policy, :func:`_retry`), with a plain connection pool taken
@@ -137,13 +188,15 @@ def _may_read_directly(client: Any) -> Any:
         and isinstance(execute, FunctionType)
         and execute.__module__ == "redis.client"
         and execute.__qualname__ == "Redis.execute_command"
+        and not hasattr(execute, "__wrapped__")  # functools.wraps copies the names
         and getattr(client, "connection", None) is None
         and getattr(pool, "cache", None) is None
         and str(pool.connection_kwargs.get("protocol") or 2) == "2"
         and "HMGET" not in client.response_callbacks
         and client.get_retry() == _retry()
+        and isinstance(getattr(pool, "max_connections", None), int)
     )
-    return execute if plain else None
+    return _CheckConnections(cast(redis.ConnectionPool, pool)) if plain else None
 
 
 def _redis_observability() -> bool:
@@ -155,46 +208,69 @@ def _redis_observability() -> bool:
     return getattr(recorder, "_metrics_collector", None) is not None
 
 
+def close_client(client: Any) -> None:
+    """Close a client's connections, those :func:`read_fields` keeps too."""
+    connections = getattr(client, _DIRECT, None)
+    if isinstance(connections, _CheckConnections):
+        connections.close()
+    client.close()
+
+
 def read_fields(client: Any, key: str, fields: Sequence[str]) -> list[str | None]:
     """``HMGET key fields...``: the read of every authenticated request.
 
-    On a client :func:`_may_read_directly` accepts, straight on a pooled
-    connection: the same checkout and release, the same one retry on a
-    broken connection (a pooled socket that died with a Redis restart is
+    On a client :func:`_may_read_directly` accepts, straight on one of its
+    :class:`_CheckConnections`, with the one retry ``execute_command`` would
+    make on a broken connection (a socket that died with a Redis restart is
     reconnected and asked again; a second failure, or a time-out, raises),
-    without ``execute_command``'s per-call closures, retry object and
-    response handling. Any other client (an injected one, a cluster, a
+    without its per-call closures, retry object, response handling and the
+    pool's checkout. Any other client (an injected one, a cluster, a
     Sentinel primary, fakeredis), and any whose ``execute_command`` was
     wrapped, reads through ``execute_command``.
     """
     direct = getattr(client, _DIRECT, False)
-    if direct is None:
+    if direct is None:  # built here, not decided yet
         direct = _may_read_directly(client) or False
         setattr(client, _DIRECT, direct)
     if (
-        direct is False
+        not isinstance(direct, _CheckConnections)
         # Wrapped since (a tracer instrumenting redis-py, a test counting
         # commands): the wrapper sees the read.
-        or redis.Redis.execute_command is not direct
+        or redis.Redis.execute_command is not _EXECUTE
         or "execute_command" in client.__dict__
     ):
         return cast(list[str | None], client.execute_command("HMGET", key, *fields))
-    pool = client.connection_pool
-    connection = pool.get_connection()
+    connection = direct.take()
+    if connection is None:  # as many reading as the pool may lend: borrow
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            return _hmget(connection, key, fields)
+        finally:
+            pool.release(connection)
     try:
-        try:
-            connection.send_command("HMGET", key, *fields)
-            return cast(list[str | None], connection.read_response())
-        except redis.exceptions.ConnectionError:
-            connection.disconnect()
-        try:
-            connection.send_command("HMGET", key, *fields)
-            return cast(list[str | None], connection.read_response())
-        except redis.exceptions.ConnectionError:
-            connection.disconnect()
-            raise
-    finally:
-        pool.release(connection)
+        answer = _hmget(connection, key, fields)
+    except BaseException:
+        connection.disconnect()  # nothing unread stays on it
+        direct.give_back(connection)
+        raise
+    direct.give_back(connection)
+    return answer
+
+
+def _hmget(connection: Any, key: str, fields: Sequence[str]) -> list[str | None]:
+    """``HMGET`` on ``connection``, asked again once if it was broken."""
+    try:
+        connection.send_command("HMGET", key, *fields)
+        return cast(list[str | None], connection.read_response())
+    except redis.exceptions.ConnectionError:
+        connection.disconnect()
+    try:
+        connection.send_command("HMGET", key, *fields)
+        return cast(list[str | None], connection.read_response())
+    except redis.exceptions.ConnectionError:
+        connection.disconnect()
+        raise
 
 
 #: Seconds between two questions to the sentinels about where the primary
