@@ -168,11 +168,13 @@ def logins_memory(
     The standalone service (``bench.apps:standalone()``) is served by
     gunicorn with the benchmark's settings and signed in to with
     ``POST /api/v1/auth/login`` and a browser's user agent; the users are
-    created (with a cheap hash) and the scripts loaded before. With
-    ``warm_up``, a user of its own signs in that many times first and its
-    keys are deleted, so that what Redis allocates once per server (the
-    connections, a latency histogram per command's first call) is left out;
-    then ``freed_per_session`` is what deleting the logins' keys frees, per
+    created as the service creates them, each with an account of its own
+    that its sessions carry (``sessionsvc.accounts.new_user``), but with a
+    cheap hash, and the scripts loaded before. With ``warm_up``, a user of
+    its own signs in that many times first and its keys are deleted, so
+    that what Redis allocates once per server (the connections, a latency
+    histogram per command's first call) is left out; then
+    ``freed_per_session`` is what deleting the logins' keys frees, per
     login."""
     from werkzeug.security import generate_password_hash
 
@@ -184,7 +186,9 @@ def logins_memory(
     with standalone(url).app_context():
         store = current_manager().store
         for name in [*names, *warm]:
-            store.create_user(User(name, generate_password_hash("pw", "pbkdf2:sha256:1")))
+            cheap = generate_password_hash("pw", "pbkdf2:sha256:1")
+            account = secrets.token_urlsafe(12)
+            store.create_user(User(name, cheap, account=account, created_at=int(time.time())))
         store.load_scripts()
         store.close()
 
