@@ -96,7 +96,7 @@ def measure(users: int = 20, per_user: int = 100) -> dict[str, Any]:
 def report(figures: dict[str, Any]) -> str:
     """The figures as a table."""
     lines = [
-        f"bytes per session (used_memory over {figures['logins']:,} logins): "
+        f"bytes per session (used_memory over {figures['logins']:,} HTTP logins): "
         f"{figures['bytes_per_session']}",
         f"  after {WARM_UP} warm-up logins of another user: {figures['warm_bytes_per_session']}; "
         f"freed by deleting the logins' keys: {figures['freed_bytes_per_session']}",
