@@ -27,7 +27,10 @@ import platform
 import secrets
 import statistics
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,11 +40,10 @@ from flask import Flask
 from flask_jwt_extended import decode_token
 
 from bench import gunicorn_settings
-from bench.apps import ours
+from bench.apps import ours, standalone
 from bench.commands import CHROME, count_operations, print_rows, redis_server
 from bench.plot import plot
 from bench.throughput import (
-    JWT_KEY,
     ROOT,
     bench_env,
     ensure_wrk,
@@ -150,46 +152,81 @@ def measure_memory(url: str) -> dict[str, Any]:
         figure["sessions_share"] = round((level - before) / n)
         figures[f"{per_user}_per_user"] = figure
     client.flushdb()
-    figures["100_per_user_by_logins"] = {"bytes_per_session": logins_memory(url, client)}
+    figures["100_per_user_by_logins"] = logins_memory(url, client)
     client.flushdb()
     client.close()
     return figures
 
 
-def logins_memory(url: str, client: redis.Redis, *, users: int = 20, per_user: int = 100) -> int:
+def logins_memory(
+    url: str, client: redis.Redis, *, users: int = 20, per_user: int = 100, warm_up: int = 0
+) -> dict[str, int]:
     """Issue 15's measure as it says: ``used_memory`` before and after
-    ``users * per_user`` logins through the standalone app's login route
-    (users created before; the login rate limit off), per login."""
+    ``users * per_user`` real HTTP logins, per login (``bytes_per_session``).
+
+    The standalone service (``bench.apps:standalone()``) is served by
+    gunicorn with the benchmark's settings and signed in to with
+    ``POST /api/v1/auth/login`` and a browser's user agent; the users are
+    created as the service creates them, each with an account of its own
+    that its sessions carry (``sessionsvc.accounts.new_user``), but with a
+    cheap hash, and the scripts loaded before. With ``warm_up``, a user of
+    its own signs in that many times first and its keys are deleted, so
+    that what Redis allocates once per server (the connections, a latency
+    histogram per command's first call) is left out; then
+    ``freed_per_session`` is what deleting the logins' keys frees, per
+    login."""
     from werkzeug.security import generate_password_hash
 
-    from sessionsvc.app import create_app
     from sessionsvc.models import User
 
-    app = create_app(
-        {
-            "JWT_SECRET_KEY": JWT_KEY,
-            "SESSIONSVC_REDIS_URL": url,
-            "SESSIONSVC_KEY_PREFIX": "logins",
-            "SESSIONSVC_LOGIN_RATE_LIMIT": "",
-        }
-    )
-    with app.app_context():
+    env = bench_env(url)
+    names = [f"user-{u}" for u in range(users)]
+    warm = ["warm-up"] if warm_up else []
+    with standalone(url).app_context():
         store = current_manager().store
-        for u in range(users):
-            store.create_user(User(f"user-{u}", generate_password_hash("pw", "pbkdf2:sha256:1")))
+        for name in [*names, *warm]:
+            cheap = generate_password_hash("pw", "pbkdf2:sha256:1")
+            account = secrets.token_urlsafe(12)
+            store.create_user(User(name, cheap, account=account, created_at=int(time.time())))
         store.load_scripts()
-    http = app.test_client()
-    before = int(client.info("memory")["used_memory"])
-    for u in range(users):
-        for _ in range(per_user):
-            response = http.post(
-                "/api/v1/auth/login",
-                json={"username": f"user-{u}", "password": "pw"},
-                headers={"User-Agent": CHROME},
-            )
-            assert response.status_code == 200, response.get_data(as_text=True)
-    after = int(client.info("memory")["used_memory"])
-    return round((after - before) / (users * per_user))
+        store.close()
+
+    def sessions_keys() -> list[str]:
+        return [k for k in client.scan_iter(count=1000) if not k.endswith((":user", ":names"))]
+
+    with gunicorn("standalone", env) as base:
+        for _ in range(warm_up):
+            sign_in(base, "warm-up")
+        if warm_up:
+            client.delete(*sessions_keys())
+        before = int(client.info("memory")["used_memory"])
+        for name in names:
+            for _ in range(per_user):
+                sign_in(base, name)
+        after = int(client.info("memory")["used_memory"])
+        logins = users * per_user
+        figures = {"bytes_per_session": round((after - before) / logins)}
+        if warm_up:
+            # While the service runs: its connections' buffers are not a session's.
+            client.delete(*sessions_keys())
+            freed = after - int(client.info("memory")["used_memory"])
+            figures["freed_per_session"] = round(freed / logins)
+    return figures
+
+
+def sign_in(base: str, name: str) -> None:
+    """One sign-in over HTTP, as a browser makes it (password ``pw``)."""
+    login = urllib.request.Request(
+        base + "/api/v1/auth/login",
+        data=json.dumps({"username": name, "password": "pw"}).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": CHROME},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(login, timeout=10) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        sys.exit(f"sign-in of {name} answered {error.code}: {error.read().decode()}")
 
 
 def median_seconds(action: Callable[[], Any], runs: int) -> float:

@@ -1,4 +1,4 @@
-"""The three apps the benchmark serves with identical gunicorn settings.
+"""The apps the benchmark serves with identical gunicorn settings.
 
 - ``ours``: a host app that mounts sessionsvc and has one protected route.
 - ``baseline``: what a Flask team writes without us: flask-jwt-extended with
@@ -6,10 +6,12 @@
   and the same protected route.
 - ``nocheck``: the same host app with flask-jwt-extended alone and no
   revocation check at all: the limit any check is measured against.
+- ``standalone``: the standalone service (``sessionsvc.app.create_app``)
+  with the login rate limit off, that ``bench.memory`` signs in to.
 
 All read ``BENCH_REDIS_URL``, ``BENCH_PREFIX`` and ``BENCH_JWT_KEY`` from the
 environment: ``gunicorn 'bench.apps:ours()'`` / ``'bench.apps:baseline()'`` /
-``'bench.apps:nocheck()'``.
+``'bench.apps:nocheck()'`` / ``'bench.apps:standalone()'``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flask import Flask, jsonify
 from flask_jwt_extended import JWTManager, jwt_required
 
 from sessionsvc import SessionManager
+from sessionsvc.app import create_app
 
 #: The body every protected route answers.
 PAYLOAD = {"hello": "world", "items": [1, 2, 3]}
@@ -76,3 +79,9 @@ def nocheck() -> Flask:
     app = _app("bench-nocheck")
     JWTManager(app)
     return app
+
+
+def standalone(redis_url: str | None = None) -> Flask:
+    """The standalone service, its login rate limit off: thousands of
+    sign-ins from one address are the measure, not an attack."""
+    return create_app({**_config(redis_url), "SESSIONSVC_LOGIN_RATE_LIMIT": ""})

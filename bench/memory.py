@@ -1,11 +1,11 @@
 """Bytes per session over real logins, and each kind of key's size.
 
 ``python -m bench.memory`` starts its own redis-server, runs issue 15's
-measure (``bench.__main__.logins_memory``: 2,000 logins through the
-standalone app's login route, 20 users with 100 each, ``used_memory``
-before and after) and prints it beside ``MEMORY USAGE`` of each kind of
-key those logins left: session hashes, per-user index, event lists,
-interned user agents, known places and devices, user records.
+measure (``bench.__main__.logins_memory``: 2,000 HTTP logins to the
+standalone service served by gunicorn, 20 users with 100 each,
+``used_memory`` before and after) and prints it beside ``MEMORY USAGE`` of
+each kind of key those logins left: session hashes, per-user index, event
+lists, interned user agents, known places and devices, user records.
 
 The first logins on a new server also pay what Redis allocates once, not
 per session: above all, with ``latency-tracking`` on (Redis 7's default),
@@ -23,12 +23,11 @@ from typing import Any
 
 import redis
 
-from bench.__main__ import JWT_KEY, logins_memory
-from bench.commands import CHROME, redis_server
-from sessionsvc import current_manager
+from bench.__main__ import logins_memory
+from bench.commands import redis_server
 
-#: Sign-ins of a user deleted before the measure: what Redis allocates once
-#: on the first scripts and connections is not a session's.
+#: Sign-ins of a user deleted before the warm measure: what Redis allocates
+#: once on the first scripts and connections is not a session's.
 WARM_UP = 20
 
 #: What each kind of key's name ends with (see ``sessionsvc/store/keys.py``).
@@ -65,68 +64,18 @@ def key_sizes(client: redis.Redis) -> dict[str, dict[str, int]]:
     }
 
 
-def warm_logins(url: str, client: redis.Redis, *, users: int, per_user: int) -> dict[str, int]:
-    """``used_memory`` per login over ``users * per_user`` logins, as
-    ``logins_memory`` counts them but after one warm-up user signed in
-    ``WARM_UP`` times and was deleted (what Redis allocates once, not per
-    session, left out), and what deleting the logins' keys frees, per login."""
-    from werkzeug.security import generate_password_hash
-
-    from sessionsvc.app import create_app
-    from sessionsvc.models import User
-
-    app = create_app(
-        {
-            "JWT_SECRET_KEY": JWT_KEY,
-            "SESSIONSVC_REDIS_URL": url,
-            "SESSIONSVC_KEY_PREFIX": "warm",
-            "SESSIONSVC_LOGIN_RATE_LIMIT": "",
-        }
-    )
-    names = [f"user-{u}" for u in range(users)]
-    with app.app_context():
-        store = current_manager().store
-        for name in [*names, "warm-up"]:
-            store.create_user(User(name, generate_password_hash("pw", "pbkdf2:sha256:1")))
-        store.load_scripts()
-    http = app.test_client()
-
-    def sign_in(name: str) -> None:
-        response = http.post(
-            "/api/v1/auth/login",
-            json={"username": name, "password": "pw"},
-            headers={"User-Agent": CHROME},
-        )
-        assert response.status_code == 200, response.get_data(as_text=True)
-
-    for _ in range(WARM_UP):
-        sign_in("warm-up")
-    warm_keys = [k for k in client.scan_iter(count=1000) if ":user" not in k and ":names" not in k]
-    client.delete(*warm_keys)
-    before = int(client.info("memory")["used_memory"])
-    for name in names:
-        for _ in range(per_user):
-            sign_in(name)
-    after = int(client.info("memory")["used_memory"])
-    logins = users * per_user
-    kept = [k for k in client.scan_iter(count=1000) if ":user" not in k and ":names" not in k]
-    client.delete(*kept)
-    freed = after - int(client.info("memory")["used_memory"])
-    return {"warm": round((after - before) / logins), "freed": round(freed / logins)}
-
-
 def measure(users: int = 20, per_user: int = 100) -> dict[str, Any]:
-    """Bytes per session over the logins (``logins_memory`` as it is, and
+    """Bytes per session over the logins (``logins_memory`` cold, and
     warmed up), and the keys they left, by kind: each on a new redis-server."""
     with redis_server() as url:
         client = redis.Redis.from_url(url, decode_responses=True)
-        per_session = logins_memory(url, client, users=users, per_user=per_user)
+        cold = logins_memory(url, client, users=users, per_user=per_user)
         kinds = key_sizes(client)
         histograms = len(client.info("latencystats"))
         client.close()
     with redis_server() as url:
         client = redis.Redis.from_url(url, decode_responses=True)
-        warm = warm_logins(url, client, users=users, per_user=per_user)
+        warm = logins_memory(url, client, users=users, per_user=per_user, warm_up=WARM_UP)
         client.close()
     with redis_server() as url:
         client = redis.Redis.from_url(url, decode_responses=True)
@@ -135,11 +84,11 @@ def measure(users: int = 20, per_user: int = 100) -> dict[str, Any]:
         client.close()
     return {
         "logins": users * per_user,
-        "bytes_per_session": per_session,
-        "warm_bytes_per_session": warm["warm"],
-        "untracked_bytes_per_session": untracked,
+        "bytes_per_session": cold["bytes_per_session"],
+        "warm_bytes_per_session": warm["bytes_per_session"],
+        "untracked_bytes_per_session": untracked["bytes_per_session"],
         "latency_histograms": histograms,
-        "freed_bytes_per_session": warm["freed"],
+        "freed_bytes_per_session": warm["freed_per_session"],
         "keys": kinds,
     }
 
@@ -147,7 +96,7 @@ def measure(users: int = 20, per_user: int = 100) -> dict[str, Any]:
 def report(figures: dict[str, Any]) -> str:
     """The figures as a table."""
     lines = [
-        f"bytes per session (used_memory over {figures['logins']:,} logins): "
+        f"bytes per session (used_memory over {figures['logins']:,} HTTP logins): "
         f"{figures['bytes_per_session']}",
         f"  after {WARM_UP} warm-up logins of another user: {figures['warm_bytes_per_session']}; "
         f"freed by deleting the logins' keys: {figures['freed_bytes_per_session']}",

@@ -193,14 +193,15 @@ def test_the_nocheck_app_checks_the_signature_and_nothing_else(
 
 
 def test_memory_figures_by_kind_of_key(own_redis: Any) -> None:
-    from bench.memory import key_sizes, kind_of, warm_logins
+    from bench.__main__ import logins_memory
+    from bench.memory import key_sizes, kind_of
 
     assert kind_of("p:{dXNlci0w}:s:abc") == "session hash"
     assert kind_of("p:{dXNlci0w}:ev") == "events list"
     assert kind_of("p:{dXNlci0w}:known") == "known hash"
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    figures = warm_logins(own_redis.url, client, users=2, per_user=3)
-    assert 150 < figures["freed"] < 2000
+    figures = logins_memory(own_redis.url, client, users=2, per_user=3, warm_up=2)
+    assert 150 < figures["freed_per_session"] < 2000
     kinds = key_sizes(client)
     assert set(kinds) == {"user hash", "names zset"}
     assert kinds["user hash"]["keys"] == 3

@@ -1,6 +1,7 @@
-"""The stored event format: type codes and the time in the id, and the
-format of earlier releases (kept 30 days in users' lists, and in the
-webhook/audit stream) still read the same."""
+"""The stored formats: events' type codes and the time in the id, sessions'
+``cip`` kept only once the address changed; and what earlier releases
+stored (events kept 30 days in users' lists and in the webhook/audit
+stream, session hashes with ``cip``) still reads the same."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from sessionsvc.models import EVENT_TYPES, SecurityEvent
-from sessionsvc.store import SessionStore
+from sessionsvc.models import EVENT_TYPES, SecurityEvent, Session
+from sessionsvc.store import Actor, SessionStore
 from sessionsvc.store.codec import TYPE_CODES, agent_digest, event_from_json, event_head
 from tests.clients import CHROME
 from tests.test_store import create, make_session
@@ -115,3 +116,75 @@ def test_a_head_without_anything_known_is_an_open_object() -> None:
     assert head == "{" and re.fullmatch(r"\d{16}\.[0-9a-f]+", event_id)
     head, _ = event_head(12, "198.51.100.4", None)
     assert head == '{"t":12,"ip":"198.51.100.4",'
+
+
+# -- sessions' created_ip ----------------------------------------------------------
+
+FIRST, SECOND, THIRD = "198.51.100.4", "203.0.113.9", "192.0.2.33"
+
+
+def read_every_way(store: SessionStore, session_id: str) -> list[Session]:
+    """The session as each reader gives it: get, the list, rename."""
+    got = store.get("alice", session_id)
+    [listed] = store.list_sessions("alice", now=int(time.time()))
+    renamed = store.rename("alice", session_id, None)
+    assert got is not None and renamed is not None
+    return [got, listed, renamed]
+
+
+def addresses(store: SessionStore, session_id: str) -> set[tuple[str | None, str | None]]:
+    return {(s.created_ip, s.ip) for s in read_every_way(store, session_id)}
+
+
+def move(store: SessionStore, session_id: str, ip: str, now: int) -> None:
+    store.check_refresh("alice", session_id, now=now, actor=Actor(ip=ip))
+
+
+def test_a_session_opens_without_cip_and_reads_its_address_as_created_ip(
+    store: SessionStore, rc: redis.Redis
+) -> None:
+    session = make_session(now=int(time.time()), ip=FIRST)
+    create(store, session)
+    assert "cip" not in rc.hgetall(store.session_key("alice", session.id))
+    assert addresses(store, session.id) == {(FIRST, FIRST)}
+    assert store.get("alice", session.id) == session
+
+
+@pytest.mark.parametrize(("opened_from", "cip"), [(FIRST, FIRST), (None, "")])
+def test_an_address_change_keeps_the_first_address_and_a_second_keeps_it_too(
+    store: SessionStore, rc: redis.Redis, opened_from: str | None, cip: str
+) -> None:
+    now = int(time.time())
+    session = make_session(now=now, ip=opened_from)
+    create(store, session)
+    move(store, session.id, SECOND, now + 1)
+    assert rc.hget(store.session_key("alice", session.id), "cip") == cip
+    assert addresses(store, session.id) == {(opened_from, SECOND)}
+    move(store, session.id, THIRD, now + 2)
+    assert addresses(store, session.id) == {(opened_from, THIRD)}
+
+
+def test_a_created_ip_other_than_the_address_is_stored(
+    store: SessionStore, rc: redis.Redis
+) -> None:
+    session = make_session(now=int(time.time()), ip=SECOND, created_ip=FIRST)
+    create(store, session)
+    assert rc.hget(store.session_key("alice", session.id), "cip") == FIRST
+    assert store.get("alice", session.id) == session
+
+
+def test_an_old_hash_with_cip_reads_as_before(store: SessionStore, rc: redis.Redis) -> None:
+    now = int(time.time())
+    session = make_session(now=now, ip=FIRST)
+    create(store, session)
+    key = store.session_key("alice", session.id)
+    # As releases before stored every session: cip beside ip, even equal.
+    rc.hset(key, "cip", FIRST)
+    assert addresses(store, session.id) == {(FIRST, FIRST)}
+    move(store, session.id, SECOND, now + 1)
+    assert addresses(store, session.id) == {(FIRST, SECOND)}
+    # And one whose address had changed before.
+    rc.hset(key, mapping={"cip": THIRD, "ip": SECOND})
+    move(store, session.id, FIRST, now + 2)
+    assert rc.hget(key, "cip") == THIRD
+    assert addresses(store, session.id) == {(THIRD, FIRST)}

@@ -67,13 +67,19 @@ FIELDS: dict[str, str] = {
 
 
 def session_fields(session: Session) -> dict[str, Any]:
-    """The hash fields of a new session (a missing field stands for ``None``)."""
+    """The hash fields of a new session (a missing field stands for ``None``).
+
+    ``cip`` is stored only when it is not the session's address, as it is
+    when a session opens: a hash without it reads ``created_ip`` from ``ip``,
+    and ``activity.lua`` writes it (the address before; ``''`` for none)
+    before it changes ``ip``.
+    """
     values: dict[str, Any] = {
         "created_at": session.created_at,
         "last_seen_at": session.last_seen_at,
         "expires_at": session.expires_at,
         "ip": session.ip,
-        "created_ip": session.created_ip,
+        "created_ip": _created_ip(session),
         "user_agent": session.user_agent,
         "device_type": session.device.type,
         "browser": session.device.browser,
@@ -97,6 +103,14 @@ def session_fields(session: Session) -> dict[str, Any]:
         else:
             fields[FIELDS[name]] = value
     return fields
+
+
+def _created_ip(session: Session) -> str | None:
+    """What a new session's hash keeps in ``cip``: nothing when it is the
+    session's address, ``""`` for none beside one."""
+    if session.created_ip == session.ip:
+        return None
+    return session.created_ip or ""
 
 
 def pieces(field: str, value: str) -> dict[str, str]:
@@ -166,7 +180,7 @@ def session_from_hash(
         last_seen_at=int(raw[FIELDS["last_seen_at"]]),
         expires_at=int(raw[FIELDS["expires_at"]]),
         ip=get("ip"),
-        created_ip=get("created_ip"),
+        created_ip=_stored_created_ip(raw),
         user_agent=user_agent,
         device=Device(
             type=get("device_type") or "other",
@@ -183,6 +197,14 @@ def session_from_hash(
         dpop_jkt=get("dpop_jkt"),
         confirmed_at=int(raw[CONFIRMED]) if CONFIRMED in raw else None,
     )
+
+
+def _stored_created_ip(raw: dict[str, str]) -> str | None:
+    """The address a stored session opened from: ``cip`` (``""`` for none),
+    or without it the session's address, never changed since it opened."""
+    if FIELDS["created_ip"] not in raw:
+        return _joined(raw, FIELDS["ip"])
+    return _joined(raw, FIELDS["created_ip"]) or None
 
 
 def _point_of(location: Location | None) -> tuple[float, float] | None:

@@ -30,7 +30,7 @@ local EV, EA, KN, NOW, EVENTS_MAX, EVENTS_TTL, EVENT_HEAD, EVENT_ID =
 --@include events
 --@include travel
 local v = redis.call('HMGET', KEYS[1], 't', 'ip', 'b', 'o', 'cc', 'oc', 'an', 'x', 'r', 'a',
-  'ak', 'at', 'ai', 'am')
+  'ak', 'at', 'ai', 'am', 'cip')
 if not v[1] then return {0, 0, ''} end
 local sid = ARGV[12]
 local function revoke(status, reason)
@@ -117,6 +117,9 @@ if ARGV[3] ~= '' and ARGV[3] ~= v[2] then
     event('session.ip_changed', sid, '', from_to(v[2], ARGV[3]))
     write[#write+1] = 'ai'; write[#write+1] = NOW
   end
+  -- A session opens without 'cip' (its address is the one it opened
+  -- from): the first change keeps that address, '' for none.
+  if not v[15] then write[#write+1] = 'cip'; write[#write+1] = v[2] or '' end
   write[#write+1] = 'ip'; write[#write+1] = ARGV[3]
   if ARGV[6] == '1' then
     -- The location follows the address; the first country is kept to compare.
