@@ -68,10 +68,9 @@ def frame_name(frame: str) -> tuple[str, str]:
 
 def package_of(file: str) -> str:
     """The package of :data:`PACKAGES` a file belongs to, by its path."""
-    parts = Path(file).with_suffix("").parts
-    for part in parts:
-        if part in PACKAGES:
-            return part
+    for part in Path(file).parts:
+        if Path(part).stem in PACKAGES:
+            return Path(part).stem
     return "other"
 
 
@@ -141,6 +140,12 @@ def worker_pids(factory: str) -> list[int]:
     ]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def under_gunicorn(factory: str, *, seconds: float, rate: int, top: int) -> dict[str, Any]:
     """py-spy on the one worker of ``factory`` while wrk drives it."""
     spy = Path(sys.executable).with_name("py-spy")
@@ -153,6 +158,7 @@ def under_gunicorn(factory: str, *, seconds: float, rate: int, top: int) -> dict
         token = base_token if factory == "baseline" else ours_token
         with gunicorn(factory, env) as base:
             (pid,) = worker_pids(factory)
+            cpu_before = cpu_seconds(pid)
             load = subprocess.Popen(
                 [
                     *(wrk_bin, "-t1", "-c8", f"-d{seconds + 3:g}s", "--timeout", "5s"),
@@ -175,13 +181,18 @@ def under_gunicorn(factory: str, *, seconds: float, rate: int, top: int) -> dict
                 )
                 raw = Path(out.name).read_text()
             wrk_out, _ = load.communicate()
-    requests = re.search(r"Requests/sec:\s+([\d.]+)", wrk_out)
+            cpu = cpu_seconds(pid) - cpu_before
+    rate_seen = re.search(r"Requests/sec:\s+([\d.]+)", wrk_out)
+    served = re.search(r"(\d+) requests in", wrk_out)
     leaves, total = own_time(raw)
     return {
         **summarize(leaves, total, top),
         "rate_hz": rate,
         "seconds": seconds,
-        "requests_per_second": float(requests[1]) if requests else None,
+        "requests_per_second": float(rate_seen[1]) if rate_seen else None,
+        # Not skewed by waits for a core, as a sample's share can be: a
+        # sample of a thread that is runnable counts as on the CPU.
+        "worker_cpu_us_per_request": round(1e6 * cpu / int(served[1]), 1) if served else None,
     }
 
 
@@ -198,6 +209,10 @@ def on_test_client(factory: str, *, requests: int, top: int) -> dict[str, Any]:
         }
         for _ in range(200):  # warm: caches, connections
             assert client.get("/protected", headers=headers).status_code == 200
+        began = time.process_time()
+        for _ in range(requests):
+            client.get("/protected", headers=headers)
+        cpu = time.process_time() - began
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(requests):
@@ -210,6 +225,7 @@ def on_test_client(factory: str, *, requests: int, top: int) -> dict[str, Any]:
     ranked = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:top]
     return {
         "requests": requests,
+        "cpu_us_per_request": round(1e6 * cpu / requests, 1),  # measured without the profiler
         "calls_per_request": round(calls / requests),
         "top": [
             {
@@ -236,7 +252,8 @@ def report(figures: dict[str, Any]) -> str:
     spied = figures["gunicorn"]
     lines = [
         f"{figures['app']} at {figures['commit']}",
-        f"under gunicorn (1 sync worker, wrk -c8, {spied['requests_per_second']} req/s): "
+        f"under gunicorn (1 sync worker, wrk -c8, {spied['requests_per_second']} req/s, "
+        f"{spied['worker_cpu_us_per_request']} µs of the worker's CPU a request): "
         f"py-spy, {spied['samples']} samples on the CPU, by own time",
     ]
     lines += [
@@ -249,8 +266,9 @@ def report(figures: dict[str, Any]) -> str:
     )
     profiled = figures["test_client"]
     lines.append(
-        f"test client, cProfile over {profiled['requests']:,} requests "
-        f"({profiled['calls_per_request']:,} calls a request), by own time"
+        f"test client ({profiled['cpu_us_per_request']} µs of CPU a request), cProfile over "
+        f"{profiled['requests']:,} requests ({profiled['calls_per_request']:,} calls a request),"
+        " by own time"
     )
     lines += [
         f"{i:>3}. {row['share']:>5.1f} %  {row['function']}  ({row['file']}, "
