@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import statistics
+import sys
+import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import redis
 
-from bench.__main__ import logins_memory
-from bench.commands import redis_server
+from bench.apps import standalone
+from bench.commands import CHROME, redis_server
+from bench.throughput import bench_env, gunicorn
+from sessionsvc import current_manager
 
 #: Sign-ins of a user deleted before the warm measure: what Redis allocates
 #: once on the first scripts and connections is not a session's.
@@ -62,6 +69,77 @@ def key_sizes(client: redis.Redis) -> dict[str, dict[str, int]]:
         kind: {"keys": len(v), "median": round(statistics.median(v)), "total": sum(v)}
         for kind, v in sorted(sizes.items())
     }
+
+
+def logins_memory(
+    url: str, client: redis.Redis, *, users: int = 20, per_user: int = 100, warm_up: int = 0
+) -> dict[str, int]:
+    """Issue 15's measure as it says: ``used_memory`` before and after
+    ``users * per_user`` real HTTP logins, per login (``bytes_per_session``).
+
+    The standalone service (``bench.apps:standalone()``) is served by
+    gunicorn with the benchmark's settings and signed in to with
+    ``POST /api/v1/auth/login`` and a browser's user agent; the users are
+    created as the service creates them, each with an account of its own
+    that its sessions carry (``sessionsvc.accounts.new_user``), but with a
+    cheap hash, and the scripts loaded before. With ``warm_up``, a user of
+    its own signs in that many times first and its keys are deleted, so
+    that what Redis allocates once per server (the connections, a latency
+    histogram per command's first call) is left out; then
+    ``freed_per_session`` is what deleting the logins' keys frees, per
+    login."""
+    from werkzeug.security import generate_password_hash
+
+    from sessionsvc.models import User
+
+    env = bench_env(url)
+    names = [f"user-{u}" for u in range(users)]
+    warm = ["warm-up"] if warm_up else []
+    with standalone(url).app_context():
+        store = current_manager().store
+        for name in [*names, *warm]:
+            cheap = generate_password_hash("pw", "pbkdf2:sha256:1")
+            account = secrets.token_urlsafe(12)
+            store.create_user(User(name, cheap, account=account, created_at=int(time.time())))
+        store.load_scripts()
+        store.close()
+
+    def sessions_keys() -> list[str]:
+        return [k for k in client.scan_iter(count=1000) if not k.endswith((":user", ":names"))]
+
+    with gunicorn("standalone", env) as base:
+        for _ in range(warm_up):
+            sign_in(base, "warm-up")
+        if warm_up:
+            client.delete(*sessions_keys())
+        before = int(client.info("memory")["used_memory"])
+        for name in names:
+            for _ in range(per_user):
+                sign_in(base, name)
+        after = int(client.info("memory")["used_memory"])
+        logins = users * per_user
+        figures = {"bytes_per_session": round((after - before) / logins)}
+        if warm_up:
+            # While the service runs: its connections' buffers are not a session's.
+            client.delete(*sessions_keys())
+            freed = after - int(client.info("memory")["used_memory"])
+            figures["freed_per_session"] = round(freed / logins)
+    return figures
+
+
+def sign_in(base: str, name: str) -> None:
+    """One sign-in over HTTP, as a browser makes it (password ``pw``)."""
+    login = urllib.request.Request(
+        base + "/api/v1/auth/login",
+        data=json.dumps({"username": name, "password": "pw"}).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": CHROME},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(login, timeout=10) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        sys.exit(f"sign-in of {name} answered {error.code}: {error.read().decode()}")
 
 
 def measure(users: int = 20, per_user: int = 100) -> dict[str, Any]:

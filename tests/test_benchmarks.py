@@ -193,8 +193,7 @@ def test_the_nocheck_app_checks_the_signature_and_nothing_else(
 
 
 def test_memory_figures_by_kind_of_key(own_redis: Any) -> None:
-    from bench.__main__ import logins_memory
-    from bench.memory import key_sizes, kind_of
+    from bench.memory import key_sizes, kind_of, logins_memory
 
     assert kind_of("p:{dXNlci0w}:s:abc") == "session hash"
     assert kind_of("p:{dXNlci0w}:ev") == "events list"
