@@ -4,10 +4,13 @@ Two profiles of the protected route of a host app (``bench.apps``):
 
 1. **under gunicorn**: the app served by one gunicorn worker (the bench's
    settings), driven by wrk as ``python -m bench`` drives it, while py-spy
-   samples the worker without stopping it. Only samples on the CPU count
-   (py-spy leaves out a thread waiting on a socket), so a function's share
-   is its share of the worker's CPU. Listed by own time (the innermost
-   frame), with each package's share beside;
+   samples the worker without stopping it. Listed by own time (the
+   innermost frame), with each package's share beside. py-spy leaves out a
+   thread asleep on a socket, but counts one that is runnable and waiting
+   for a core, so the shares of system calls that wake another process (a
+   send to Redis, a socket's close) move with the scheduler from run to
+   run; the worker's CPU per request, read from ``/proc``, is the steady
+   figure;
 2. **on the test client**: cProfile over ``--requests`` requests in this
    process, by own time, and the function calls per request.
 

@@ -205,3 +205,26 @@ def test_memory_figures_by_kind_of_key(own_redis: Any) -> None:
     assert set(kinds) == {"user hash", "names zset"}
     assert kinds["user hash"]["keys"] == 3
     client.close()
+
+
+def test_profile_own_time_by_function_and_package() -> None:
+    from bench.profile import own_time, summarize
+
+    raw = "\n".join(
+        [
+            "<module> (wsgi.py:1);check (/x/site-packages/sessionsvc/store/checks.py:60);"
+            "read_fields (/x/site-packages/sessionsvc/store/connections.py:240) 6",
+            "<module> (wsgi.py:1);"
+            "read_fields (/x/site-packages/sessionsvc/store/connections.py:244) 2",
+            "<module> (wsgi.py:1);send (/x/site-packages/redis/connection.py:10) 2",
+            "not a sample line",
+        ]
+    )
+    leaves, total = own_time(raw)
+    assert total == 10
+    summary = summarize(leaves, total, top=1)
+    # Lines of one function are one entry; the file from its package on.
+    assert summary["top"] == [
+        {"function": "read_fields", "file": "sessionsvc/store/connections.py", "share": 80.0}
+    ]
+    assert summary["packages"] == {"sessionsvc": 80.0, "redis": 20.0}
