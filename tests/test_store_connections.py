@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 
 import fakeredis
 import pytest
@@ -203,19 +204,39 @@ def test_checks_at_once_each_read_their_own_answer(own_redis: RedisProcess) -> N
     assert len(connections.idle) == connections.made
 
 
-def test_past_the_pools_limit_the_check_borrows_from_the_pool(
+def test_a_max_connections_in_the_url_bounds_all_of_the_processs_connections(
     own_redis: RedisProcess,
 ) -> None:
-    client = client_factory_from_url(own_redis.url + "?max_connections=1", timeout=1.0)()
+    # ?max_connections=N is what keeps a process's sockets (and so a fleet's,
+    # under Redis's maxclients) at N: checks kept on connections of their
+    # own beside a bounded pool would make it 2N.
+    client = client_factory_from_url(own_redis.url + "?max_connections=2", timeout=2.0)()
     client.hset("s", "t", "1")
-    assert read_fields(client, "s", ("t",)) == ["1"]
-    connections = check_connections(client)
-    held = connections.take()  # another check reading meanwhile
-    assert held is not None and connections.take() is None  # the limit: 1
-    assert read_fields(client, "s", ("t",)) == ["1"]  # on the pool's connection
-    assert pool_sizes(client) == (1, 0)
-    connections.give_back(held)
-    assert connections.made == 1
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.client_setname("admin")
+    admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
+    errors: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except redis.exceptions.ConnectionError as exc:  # "Too many connections"
+            errors.append(exc)
+
+    calls: list[Callable[[], object]] = [
+        *[lambda: read_fields(client, "s", ("t",))] * 2,
+        *[lambda: client.hset("s", "x", "1")] * 2,
+    ]
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    ours_now = [c for c in admin.client_list(_type="normal") if c["name"] != "admin"]
+    for thread in threads:
+        thread.join()
+    assert len(ours_now) <= 2
+    assert read_fields(client, "s", ("t",)) == ["1"]  # on the pool's connections
+    assert check_connections(client).made == 0
 
 
 def test_a_forked_child_never_reads_on_its_parents_connections(
@@ -272,3 +293,21 @@ def test_an_execute_command_wrapped_before_import_is_never_bypassed(
     assert _may_read_directly(client) is None
     assert read_fields(client, "nothing", ("t",)) == [None]
     assert sent == ["HMGET"]
+
+
+def test_a_check_in_flight_when_the_client_closes_leaves_nothing_open(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis, timeout=2.0)
+    assert read_fields(client, "s", ("t",)) == [None]
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
+    reader = threading.Thread(target=read_fields, args=(client, "s", ("t",)))
+    reader.start()
+    time.sleep(0.1)  # the check is reading
+    close_client(client)  # SessionStore.close(), app teardown
+    reader.join()
+    connections = check_connections(client)
+    assert [c for c in connections.idle if c._sock is not None] == []  # type: ignore[attr-defined]
+    assert read_fields(client, "s", ("t",)) == [None]  # a new one, when used again
+    assert connections.made == len(connections.idle) == 1
