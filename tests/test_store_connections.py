@@ -311,3 +311,28 @@ def test_a_check_in_flight_when_the_client_closes_leaves_nothing_open(
     assert [c for c in connections.idle if c._sock is not None] == []  # type: ignore[attr-defined]
     assert read_fields(client, "s", ("t",)) == [None]  # a new one, when used again
     assert connections.made == len(connections.idle) == 1
+
+
+def test_a_borrowed_connection_interrupted_before_its_reply_never_answers_the_next_read(
+    own_redis: RedisProcess,
+) -> None:
+    # A gevent Timeout or KeyboardInterrupt that lands between the send and
+    # the read leaves the reply unread; while the server is slow to send it,
+    # the pool's poll for unread data at the next checkout sees nothing.
+    client = client_factory_from_url(own_redis.url + "?max_connections=1", timeout=2.0)()
+    client.hset("alice", "t", "alice's")
+    client.hset("bob", "t", "bob's")
+    assert read_fields(client, "alice", ("t",)) == ["alice's"]  # borrowed
+    connection = client.connection_pool.get_connection()
+    client.connection_pool.release(connection)
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        del connection.read_response  # once
+        raise KeyboardInterrupt
+
+    connection.read_response = interrupted  # type: ignore[method-assign]
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.execute_command("CLIENT", "PAUSE", "300", "ALL")
+    with pytest.raises(KeyboardInterrupt):
+        read_fields(client, "alice", ("t",))
+    assert read_fields(client, "bob", ("t",)) == ["bob's"]

@@ -275,6 +275,11 @@ def read_fields(client: Any, key: str, fields: Sequence[str]) -> list[str | None
         connection = pool.get_connection()
         try:
             return _hmget(connection, key, fields)
+        except BaseException:
+            # Interrupted between the send and the read, say: the reply may
+            # come after the pool's next poll for unread data.
+            connection.disconnect()
+            raise
         finally:
             pool.release(connection)
     try:
