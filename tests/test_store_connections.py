@@ -336,3 +336,24 @@ def test_a_borrowed_connection_interrupted_before_its_reply_never_answers_the_ne
     with pytest.raises(KeyboardInterrupt):
         read_fields(client, "alice", ("t",))
     assert read_fields(client, "bob", ("t",)) == ["bob's"]
+
+
+def test_closing_while_a_check_takes_the_last_idle_connection_closes_quietly(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis)
+    assert read_fields(client, "s", ("t",)) == [None]
+    connections = check_connections(client)
+    raced: list[bool] = []
+    taken: list[object] = []
+
+    class Racing(list):  # type: ignore[type-arg]
+        def pop(self, *args: object) -> object:
+            if not raced:  # another thread's check takes it meanwhile
+                raced.append(True)
+                taken.append(connections.take())
+            return super().pop(*args)
+
+    connections.idle = Racing(connections.idle)
+    close_client(client)  # app teardown with requests still in flight
+    assert taken != [None]

@@ -172,8 +172,12 @@ class _CheckConnections:
         back (with the client's pool)."""
         self.closes += 1
         self.made = 0
-        while self.idle:
-            self.idle.pop().disconnect()
+        while True:
+            try:
+                connection = self.idle.pop()  # a check may take one meanwhile
+            except IndexError:
+                return
+            connection.disconnect()
 
 
 #: The attribute of a check connection that says which :attr:`_CheckConnections.closes`
