@@ -44,6 +44,23 @@ def check_connections(client: redis.Redis) -> _CheckConnections:
     return connections
 
 
+def race_on_idle(
+    connections: _CheckConnections, method: str, meanwhile: Callable[[], object]
+) -> list[bool]:
+    """Make the idle list's ``method`` run ``meanwhile`` first, once: another
+    thread's step landing between two of ours. Says (non-empty) when it ran."""
+    raced: list[bool] = []
+
+    def racing(self: list[object], *args: object) -> object:
+        if not raced:
+            raced.append(True)
+            meanwhile()
+        return getattr(list, method)(self, *args)
+
+    connections.idle = type("Racing", (list,), {method: racing})(connections.idle)
+    return raced
+
+
 def test_a_client_of_ours_reads_as_execute_command_does(own_redis: RedisProcess) -> None:
     client = ours(own_redis)
     assert _may_read_directly(client)
@@ -344,16 +361,21 @@ def test_closing_while_a_check_takes_the_last_idle_connection_closes_quietly(
     client = ours(own_redis)
     assert read_fields(client, "s", ("t",)) == [None]
     connections = check_connections(client)
-    raced: list[bool] = []
     taken: list[object] = []
-
-    class Racing(list):  # type: ignore[type-arg]
-        def pop(self, *args: object) -> object:
-            if not raced:  # another thread's check takes it meanwhile
-                raced.append(True)
-                taken.append(connections.take())
-            return super().pop(*args)
-
-    connections.idle = Racing(connections.idle)
+    # Another thread's check takes it between close's test and its pop.
+    race_on_idle(connections, "pop", lambda: taken.append(connections.take()))
     close_client(client)  # app teardown with requests still in flight
     assert taken != [None]
+
+
+def test_a_check_ending_while_the_client_closes_leaves_nothing_open(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis)
+    assert read_fields(client, "s", ("t",)) == [None]
+    connections = check_connections(client)
+    # The close runs just before the check gives its connection back.
+    raced = race_on_idle(connections, "append", lambda: close_client(client))
+    assert read_fields(client, "s", ("t",)) == [None]
+    assert raced
+    assert [c for c in connections.idle if c._sock is not None] == []  # type: ignore[attr-defined]

@@ -162,10 +162,15 @@ class _CheckConnections:
     def give_back(self, connection: Any) -> None:
         if self.pid != os.getpid():
             return
-        if getattr(connection, _CLOSES) != self.closes:  # in use when closed
-            connection.disconnect()
-            return
         self.idle.append(connection)
+        # In use when the client closed, or closed meanwhile (close counts
+        # itself before it disconnects the idle ones): not kept.
+        if getattr(connection, _CLOSES) != self.closes:
+            try:
+                self.idle.remove(connection)
+            except ValueError:  # taken again already: its check gives it back
+                return
+            connection.disconnect()
 
     def close(self) -> None:
         """Disconnect the idle connections, and those in use when they come
