@@ -102,6 +102,10 @@ def _client_options(timeout: float) -> dict[str, Any]:
 #: go straight to a connection of its own (see :func:`read_fields`).
 _DIRECT = "_sessionsvc_direct"
 
+#: The attribute that marks a client built from a URL with a
+#: ``max_connections``: its checks borrow from its pool (see :func:`_direct`).
+_BOUNDED = "_sessionsvc_bounded"
+
 
 #: redis-py's own ``execute_command``, which :func:`read_fields` stands in for
 #: (as it was when this module was imported).
@@ -128,8 +132,9 @@ class _CheckConnections:
     neither: one goes back (:meth:`give_back`) only once its reply was read
     whole, and any error disconnects it first (its next use reconnects), so
     none ever holds a reply that is not its own. As many are kept as checks
-    ran at once, and no more than ``limit``: past that the check borrows from
-    the pool. A fork starts the child afresh.
+    ran at once, and no more than ``limit`` (the pool's ``max_connections``,
+    or none when the URL gave one: see :func:`_direct`): past that the check
+    borrows from the pool. A fork starts the child afresh.
     """
 
     __slots__ = ("closes", "idle", "limit", "made", "pid", "pool")
@@ -188,9 +193,6 @@ class _CheckConnections:
 #: The attribute of a check connection that says which :attr:`_CheckConnections.closes`
 #: it was made after.
 _CLOSES = "_sessionsvc_closes"
-#: The attribute that marks a client built from a URL with a
-#: ``max_connections``: its checks borrow from its pool (see :func:`_direct`).
-_BOUNDED = "_sessionsvc_bounded"
 
 
 def _may_read_directly(client: Any) -> _CheckConnections | None:
