@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -379,3 +381,18 @@ def test_a_check_ending_while_the_client_closes_leaves_nothing_open(
     assert read_fields(client, "s", ("t",)) == [None]
     assert raced
     assert [c for c in connections.idle if c._sock is not None] == []  # type: ignore[attr-defined]
+
+
+def test_a_change_by_another_process_between_two_checks_on_one_connection_is_read(
+    own_redis: RedisProcess,
+) -> None:
+    # Revoked in another worker: the very next check, on the same kept
+    # connection, reads it (nothing is cached on the connection).
+    client = ours(own_redis)
+    client.hset("s", "r", "")
+    assert read_fields(client, "s", ("r",)) == [""]
+    (connection,) = check_connections(client).idle
+    revoke = f"import redis; redis.Redis(port={own_redis.port}).hset('s', 'r', 'revoked')"
+    subprocess.run([sys.executable, "-c", revoke], check=True, timeout=30)
+    assert read_fields(client, "s", ("r",)) == ["revoked"]
+    assert check_connections(client).idle == [connection]
