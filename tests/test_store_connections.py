@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 
 import fakeredis
 import pytest
@@ -41,6 +44,23 @@ def check_connections(client: redis.Redis) -> _CheckConnections:
     connections = getattr(client, _DIRECT)
     assert isinstance(connections, _CheckConnections)
     return connections
+
+
+def race_on_idle(
+    connections: _CheckConnections, method: str, meanwhile: Callable[[], object]
+) -> list[bool]:
+    """Make the idle list's ``method`` run ``meanwhile`` first, once: another
+    thread's step landing between two of ours. Says (non-empty) when it ran."""
+    raced: list[bool] = []
+
+    def racing(self: list[object], *args: object) -> object:
+        if not raced:
+            raced.append(True)
+            meanwhile()
+        return getattr(list, method)(self, *args)
+
+    connections.idle = type("Racing", (list,), {method: racing})(connections.idle)
+    return raced
 
 
 def test_a_client_of_ours_reads_as_execute_command_does(own_redis: RedisProcess) -> None:
@@ -203,19 +223,39 @@ def test_checks_at_once_each_read_their_own_answer(own_redis: RedisProcess) -> N
     assert len(connections.idle) == connections.made
 
 
-def test_past_the_pools_limit_the_check_borrows_from_the_pool(
+def test_a_max_connections_in_the_url_bounds_all_of_the_processs_connections(
     own_redis: RedisProcess,
 ) -> None:
-    client = client_factory_from_url(own_redis.url + "?max_connections=1", timeout=1.0)()
+    # ?max_connections=N is what keeps a process's sockets (and so a fleet's,
+    # under Redis's maxclients) at N: checks kept on connections of their
+    # own beside a bounded pool would make it 2N.
+    client = client_factory_from_url(own_redis.url + "?max_connections=2", timeout=2.0)()
     client.hset("s", "t", "1")
-    assert read_fields(client, "s", ("t",)) == ["1"]
-    connections = check_connections(client)
-    held = connections.take()  # another check reading meanwhile
-    assert held is not None and connections.take() is None  # the limit: 1
-    assert read_fields(client, "s", ("t",)) == ["1"]  # on the pool's connection
-    assert pool_sizes(client) == (1, 0)
-    connections.give_back(held)
-    assert connections.made == 1
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.client_setname("admin")
+    admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
+    errors: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except redis.exceptions.ConnectionError as exc:  # "Too many connections"
+            errors.append(exc)
+
+    calls: list[Callable[[], object]] = [
+        *[lambda: read_fields(client, "s", ("t",))] * 2,
+        *[lambda: client.hset("s", "x", "1")] * 2,
+    ]
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    ours_now = [c for c in admin.client_list(_type="normal") if c["name"] != "admin"]
+    for thread in threads:
+        thread.join()
+    assert len(ours_now) <= 2
+    assert read_fields(client, "s", ("t",)) == ["1"]  # on the pool's connections
+    assert check_connections(client).made == 0
 
 
 def test_a_forked_child_never_reads_on_its_parents_connections(
@@ -272,3 +312,87 @@ def test_an_execute_command_wrapped_before_import_is_never_bypassed(
     assert _may_read_directly(client) is None
     assert read_fields(client, "nothing", ("t",)) == [None]
     assert sent == ["HMGET"]
+
+
+def test_a_check_in_flight_when_the_client_closes_leaves_nothing_open(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis, timeout=2.0)
+    assert read_fields(client, "s", ("t",)) == [None]
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
+    reader = threading.Thread(target=read_fields, args=(client, "s", ("t",)))
+    reader.start()
+    time.sleep(0.1)  # the check is reading
+    close_client(client)  # SessionStore.close(), app teardown
+    reader.join()
+    connections = check_connections(client)
+    assert [c for c in connections.idle if c._sock is not None] == []  # type: ignore[attr-defined]
+    assert read_fields(client, "s", ("t",)) == [None]  # a new one, when used again
+    assert connections.made == len(connections.idle) == 1
+
+
+def test_a_borrowed_connection_interrupted_before_its_reply_never_answers_the_next_read(
+    own_redis: RedisProcess,
+) -> None:
+    # A gevent Timeout or KeyboardInterrupt that lands between the send and
+    # the read leaves the reply unread; while the server is slow to send it,
+    # the pool's poll for unread data at the next checkout sees nothing.
+    client = client_factory_from_url(own_redis.url + "?max_connections=1", timeout=2.0)()
+    client.hset("alice", "t", "alice's")
+    client.hset("bob", "t", "bob's")
+    assert read_fields(client, "alice", ("t",)) == ["alice's"]  # borrowed
+    connection = client.connection_pool.get_connection()
+    client.connection_pool.release(connection)
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        del connection.read_response  # once
+        raise KeyboardInterrupt
+
+    connection.read_response = interrupted  # type: ignore[method-assign]
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.execute_command("CLIENT", "PAUSE", "300", "ALL")
+    with pytest.raises(KeyboardInterrupt):
+        read_fields(client, "alice", ("t",))
+    assert read_fields(client, "bob", ("t",)) == ["bob's"]
+
+
+def test_closing_while_a_check_takes_the_last_idle_connection_closes_quietly(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis)
+    assert read_fields(client, "s", ("t",)) == [None]
+    connections = check_connections(client)
+    taken: list[object] = []
+    # Another thread's check takes it between close's test and its pop.
+    race_on_idle(connections, "pop", lambda: taken.append(connections.take()))
+    close_client(client)  # app teardown with requests still in flight
+    assert taken != [None]
+
+
+def test_a_check_ending_while_the_client_closes_leaves_nothing_open(
+    own_redis: RedisProcess,
+) -> None:
+    client = ours(own_redis)
+    assert read_fields(client, "s", ("t",)) == [None]
+    connections = check_connections(client)
+    # The close runs just before the check gives its connection back.
+    raced = race_on_idle(connections, "append", lambda: close_client(client))
+    assert read_fields(client, "s", ("t",)) == [None]
+    assert raced
+    assert [c for c in connections.idle if c._sock is not None] == []  # type: ignore[attr-defined]
+
+
+def test_a_change_by_another_process_between_two_checks_on_one_connection_is_read(
+    own_redis: RedisProcess,
+) -> None:
+    # Revoked in another worker: the very next check, on the same kept
+    # connection, reads it (nothing is cached on the connection).
+    client = ours(own_redis)
+    client.hset("s", "r", "")
+    assert read_fields(client, "s", ("r",)) == [""]
+    (connection,) = check_connections(client).idle
+    revoke = f"import redis; redis.Redis(port={own_redis.port}).hset('s', 'r', 'revoked')"
+    subprocess.run([sys.executable, "-c", revoke], check=True, timeout=30)
+    assert read_fields(client, "s", ("r",)) == ["revoked"]
+    assert check_connections(client).idle == [connection]

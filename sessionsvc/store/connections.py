@@ -102,14 +102,23 @@ def _client_options(timeout: float) -> dict[str, Any]:
 #: go straight to a connection of its own (see :func:`read_fields`).
 _DIRECT = "_sessionsvc_direct"
 
+#: The attribute that marks a client built from a URL with a
+#: ``max_connections``: its checks borrow from its pool (see :func:`_direct`).
+_BOUNDED = "_sessionsvc_bounded"
+
 
 #: redis-py's own ``execute_command``, which :func:`read_fields` stands in for
 #: (as it was when this module was imported).
 _EXECUTE = redis.Redis.execute_command
 
 
-def _direct(client: redis.Redis) -> redis.Redis:
+def _direct(client: redis.Redis, *, bounded: bool) -> redis.Redis:
+    """Mark ``client`` as one built here. ``bounded``: its URL gave a
+    ``max_connections``, which then bounds every connection of the process
+    (a fleet's, under Redis's ``maxclients``), as it did before checks kept
+    connections of their own: they borrow from the pool instead."""
     setattr(client, _DIRECT, None)  # decided on first use
+    setattr(client, _BOUNDED, bounded)
     return client
 
 
@@ -123,17 +132,22 @@ class _CheckConnections:
     neither: one goes back (:meth:`give_back`) only once its reply was read
     whole, and any error disconnects it first (its next use reconnects), so
     none ever holds a reply that is not its own. As many are kept as checks
-    ran at once, and no more than the pool's ``max_connections``: past that
-    the check borrows from the pool. A fork starts the child afresh.
+    ran at once, and no more than ``limit`` (the pool's ``max_connections``,
+    or none when the URL gave one: see :func:`_direct`): past that the check
+    borrows from the pool. A fork starts the child afresh.
     """
 
-    __slots__ = ("idle", "made", "pid", "pool")
+    __slots__ = ("closes", "idle", "limit", "made", "pid", "pool")
 
-    def __init__(self, pool: redis.ConnectionPool) -> None:
+    def __init__(self, pool: redis.ConnectionPool, limit: int) -> None:
         self.pool = pool
+        self.limit = limit
         self.pid = os.getpid()
         self.idle: list[Any] = []
         self.made = 0
+        #: How many times :meth:`close` ran: a connection made before the
+        #: last one and in use then is disconnected when it comes back.
+        self.closes = 0
 
     def take(self) -> Any:
         """An idle connection, a new one, or ``None`` at the limit."""
@@ -143,19 +157,42 @@ class _CheckConnections:
             return self.idle.pop()  # atomic: no lock
         except IndexError:
             pass
-        if self.made >= self.pool.max_connections:
+        if self.made >= self.limit:
             return None
         self.made += 1
-        return self.pool.connection_class(**self.pool.connection_kwargs)
+        connection = self.pool.connection_class(**self.pool.connection_kwargs)
+        setattr(connection, _CLOSES, self.closes)
+        return connection
 
     def give_back(self, connection: Any) -> None:
-        if self.pid == os.getpid():
-            self.idle.append(connection)
+        if self.pid != os.getpid():
+            return
+        self.idle.append(connection)
+        # In use when the client closed, or closed meanwhile (close counts
+        # itself before it disconnects the idle ones): not kept.
+        if getattr(connection, _CLOSES) != self.closes:
+            try:
+                self.idle.remove(connection)
+            except ValueError:  # taken again already: its check gives it back
+                return
+            connection.disconnect()
 
     def close(self) -> None:
-        """Disconnect the idle connections (with the client's pool)."""
-        while self.idle:
-            self.idle.pop().disconnect()
+        """Disconnect the idle connections, and those in use when they come
+        back (with the client's pool)."""
+        self.closes += 1
+        self.made = 0
+        while True:
+            try:
+                connection = self.idle.pop()  # a check may take one meanwhile
+            except IndexError:
+                return
+            connection.disconnect()
+
+
+#: The attribute of a check connection that says which :attr:`_CheckConnections.closes`
+#: it was made after.
+_CLOSES = "_sessionsvc_closes"
 
 
 def _may_read_directly(client: Any) -> _CheckConnections | None:
@@ -196,7 +233,10 @@ def _may_read_directly(client: Any) -> _CheckConnections | None:
         and client.get_retry() == _retry()
         and isinstance(getattr(pool, "max_connections", None), int)
     )
-    return _CheckConnections(cast(redis.ConnectionPool, pool)) if plain else None
+    if not plain:
+        return None
+    pool = cast(redis.ConnectionPool, pool)
+    return _CheckConnections(pool, 0 if getattr(client, _BOUNDED, False) else pool.max_connections)
 
 
 def _redis_observability() -> bool:
@@ -241,11 +281,16 @@ def read_fields(client: Any, key: str, fields: Sequence[str]) -> list[str | None
     ):
         return cast(list[str | None], client.execute_command("HMGET", key, *fields))
     connection = direct.take()
-    if connection is None:  # as many reading as the pool may lend: borrow
+    if connection is None:  # as many reading as may be kept: borrow
         pool = client.connection_pool
         connection = pool.get_connection()
         try:
             return _hmget(connection, key, fields)
+        except BaseException:
+            # Interrupted between the send and the read, say: the reply may
+            # come after the pool's next poll for unread data.
+            connection.disconnect()
+            raise
         finally:
             pool.release(connection)
     try:
@@ -327,7 +372,8 @@ def client_factory_from_url(url: str | None, *, timeout: float) -> ClientFactory
             raise ConfigError(f"SESSIONSVC_REDIS_URL is not a valid Redis URL: {exc}") from None
         if scheme != "unix" and urlsplit(url).path.strip("/") and "db" not in parsed:
             raise ConfigError("SESSIONSVC_REDIS_URL: the database must be a number")
-        return lambda: _direct(redis.Redis.from_url(url, **options))
+        bounded = "max_connections" in parsed
+        return lambda: _direct(redis.Redis.from_url(url, **options), bounded=bounded)
     if scheme in ("redis+cluster", "rediss+cluster"):
         hosts = _parse_multi_host(url)
         startup = [ClusterNode(host, port) for host, port in hosts.nodes]  # type: ignore[no-untyped-call]
