@@ -20,12 +20,12 @@ from .connections import (
     UNAVAILABLE_ERRORS,
     ClientFactory,
     client_location,
-    close_client,
     limiter_storage,
     unavailable,
 )
 from .devstore import PER_WORKER
 from .keys import Keys, stream_tag
+from .reads import close_client
 from .records import Actor, EventSink, Policy
 
 logger = logging.getLogger("sessionsvc")

@@ -16,7 +16,8 @@ from .codec import (
     session_from_hash,
     signature,
 )
-from .connections import UNAVAILABLE_ERRORS, read_fields, unavailable
+from .connections import UNAVAILABLE_ERRORS, unavailable
+from .reads import read_fields
 from .records import ALIVE, GONE, Actor, CheckResult, CheckStatus
 
 #: The open and activity scripts' impossible-travel limits ('max km/h,min km').

@@ -1,4 +1,4 @@
-"""sessionsvc.store.connections: the revocation check's read straight on a
+"""sessionsvc.store.reads: the revocation check's read straight on a
 connection of its own, exactly what ``execute_command`` would do."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sessionsvc.store import client_factory_from_url
-from sessionsvc.store.connections import (
+from sessionsvc.store.reads import (
     _DIRECT,
     _CheckConnections,
     _may_read_directly,
